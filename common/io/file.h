@@ -1,0 +1,37 @@
+// Whole-buffer file I/O that retries EINTR and short transfers.
+//
+// Every function returns a Status naming `what` (usually the path) on failure.
+// A read that hits end-of-file early returns kCorruption ("unexpected end of
+// file"), since hexz only reads ranges it was told exist. Thread-safe: these
+// use pread/pwrite and keep no state.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/base/fd.h"
+#include "common/base/status.h"
+
+namespace hexz::io {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+Status PreadFull(int fd, void* buf, size_t len, uint64_t offset, std::string_view what);
+Status PwriteFull(int fd, const void* buf, size_t len, uint64_t offset, std::string_view what);
+Status WriteFull(int fd, const void* buf, size_t len, std::string_view what);
+// Reads up to len bytes; returns how many (less only at end of file).
+Result<size_t> ReadUpTo(int fd, void* buf, size_t len, std::string_view what);
+
+Result<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode = 0);
+Result<uint64_t> FileSize(int fd, std::string_view what);  // regular file or block device
+Status Fsync(int fd, std::string_view what);
+// fsync of the directory that holds `path`, so a rename or create is durable.
+Status FsyncParentDir(const std::string& path);
+
+}  // namespace hexz::io

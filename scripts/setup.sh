@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building, testing and demonstrating hexz
+# needs, and prepares the machine for unprivileged FUSE mounts. Idempotent:
+# a second run installs nothing and takes well under a second.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  cmake ninja-build g++ pkg-config clang-14 libclang-rt-14-dev clang-format
+  libfuse3-dev fuse3 libseccomp-dev liblz4-dev libzstd-dev libxxhash-dev
+  libboost-dev libcli11-dev libgtest-dev googletest
+  # tests and demo
+  e2fsprogs fuse2fs util-linux procps psmisc kmod cpio time strace
+  qemu-utils qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static
+  fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+fuse_ok=1
+if [[ -e /dev/fuse ]] && [[ "$(stat -c %a /dev/fuse)" != "666" ]]; then fuse_ok=0; fi
+conf_ok=1
+grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf || conf_ok=0
+
+if [[ ${#missing[@]} -eq 0 && $fuse_ok -eq 1 && $conf_ok -eq 1 ]]; then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "hexz setup: root is needed to prepare this machine:" >&2
+  [[ ${#missing[@]} -gt 0 ]] && echo "  missing packages: ${missing[*]}" >&2
+  [[ $fuse_ok -eq 0 ]] && echo "  /dev/fuse is not mode 0666" >&2
+  [[ $conf_ok -eq 0 ]] && echo "  /etc/fuse.conf lacks user_allow_other" >&2
+  echo "Run:  sudo $(realpath "$0")" >&2
+  exit 1
+fi
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "hexz setup: installing ${missing[*]}"
+  # Refresh the package lists first when they are missing or older than a day.
+  if [[ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime -1 2>/dev/null | head -n1)" ]]; then
+    apt-get update -qq
+  fi
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/hexz-apt.log 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+# Unprivileged FUSE: Debian's normal /dev/fuse mode is 0666, and libfuse 3.14's
+# auto_unmount only works for users when user_allow_other is set.
+if [[ -e /dev/fuse ]]; then chmod 0666 /dev/fuse; fi
+if ! grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
+  echo user_allow_other >> /etc/fuse.conf
+fi
+echo "hexz setup: machine ready"
