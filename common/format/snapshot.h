@@ -1,0 +1,123 @@
+// Snapshot: read access to a hexz snapshot file and its parent chain.
+//
+// A Snapshot is opened once (validating header, footer, index and the whole
+// parent chain) and then serves reads of its streams ("disk", "memory") at any
+// offset and length. Blocks are decompressed on demand and checked against
+// their checksums; a mismatch is reported as kCorruption, never served.
+//
+// Ownership: a Snapshot owns the descriptors of every file in its chain.
+// Thread safety: after Open*, every const method is safe to call from many
+// threads at once (reads use pread; no shared cursor).
+//
+// The on-disk layout is specified in FORMAT.md; its constants live in
+// common/format/layout.h.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/status.h"
+#include "common/io/volume.h"
+
+namespace hexz::cache {
+class BlockCache;
+}
+
+namespace hexz::format {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+enum class StreamId : uint8_t { kDisk = 0, kMemory = 1 };
+inline constexpr int kStreamCount = 2;
+const char* StreamName(StreamId id);  // "disk" / "memory"
+
+// 128-bit random identity of one snapshot file.
+struct SnapshotId {
+  std::array<uint8_t, 16> bytes{};
+  std::string ToHex() const;
+  static Result<SnapshotId> FromHex(std::string_view hex);
+  bool operator==(const SnapshotId&) const = default;
+};
+
+enum class Codec : uint8_t { kRaw = 0, kLz4 = 1, kZstd = 2 };
+const char* CodecName(Codec codec);
+
+struct OpenOptions {
+  // Parents deeper than this are refused ("parent chain too deep").
+  uint32_t max_chain_depth = 16;
+  // Optional shared cache of decompressed blocks; not owned; may be null.
+  cache::BlockCache* cache = nullptr;
+};
+
+// What `hexz info` prints, per stream.
+struct StreamStats {
+  bool present = false;
+  uint64_t logical_size = 0;
+  uint64_t block_count = 0;
+  uint64_t stored_bytes = 0;   // compressed bytes of blocks stored in this file
+  uint64_t zero_blocks = 0;    // all-zero blocks (no storage)
+  uint64_t dedup_blocks = 0;   // blocks that point at another block's storage
+  uint64_t parent_blocks = 0;  // blocks inherited from the parent (thin snapshots)
+};
+
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+
+  // Opens `path` and its parents (each resolved relative to its child's
+  // directory) with the caller's rights, and validates all of them.
+  static Result<std::shared_ptr<Snapshot>> Open(const std::string& path,
+                                                const OpenOptions& options = {});
+
+  // Opens from descriptors that were opened elsewhere (the sandboxed worker
+  // cannot open files): chain[0] is the snapshot, chain[i+1] the parent of
+  // chain[i]; names[i] is used in messages. Ids and parent links are
+  // re-validated exactly as Open does.
+  static Result<std::shared_ptr<Snapshot>> OpenFds(std::vector<UniqueFd> chain,
+                                                   std::vector<std::string> names,
+                                                   const OpenOptions& options = {});
+
+  virtual const SnapshotId& id() const = 0;
+  virtual const std::string& path() const = 0;
+  virtual uint32_t format_version() const = 0;
+  virtual uint32_t block_size() const = 0;
+
+  virtual bool HasStream(StreamId stream) const = 0;
+  virtual uint64_t StreamSize(StreamId stream) const = 0;
+  virtual StreamStats Stats(StreamId stream) const = 0;
+
+  // The parent, or null for a standalone snapshot; parent_path() is as stored
+  // in the file (relative to this snapshot's directory).
+  virtual std::shared_ptr<const Snapshot> parent() const = 0;
+  virtual const std::string& parent_path() const = 0;
+
+  // Duplicates of the descriptors of the whole chain, in OpenFds order, with
+  // the names to pass along. Used to hand a validated chain to the worker.
+  virtual Result<std::vector<UniqueFd>> DupChainFds() const = 0;
+  virtual std::vector<std::string> ChainNames() const = 0;
+
+  // Reads exactly len bytes at offset; [offset, offset+len) must lie within
+  // the stream (kOutOfRange otherwise).
+  virtual Status Read(StreamId stream, uint64_t offset, void* buf, size_t len) const = 0;
+
+  // Zero/data extents of [offset, offset+len), for NBD block status.
+  virtual Status Extents(StreamId stream, uint64_t offset, uint64_t len,
+                         std::vector<io::Extent>* out) const = 0;
+
+  // A read-only Volume over one stream (shares ownership of the snapshot).
+  static std::unique_ptr<io::Volume> StreamVolume(std::shared_ptr<const Snapshot> snapshot,
+                                                  StreamId stream);
+
+  // Checks every checksum of every block and structure, following the parent
+  // chain. Returns the first problem found, naming the structure or block and
+  // its file offset.
+  virtual Status Verify() const = 0;
+};
+
+}  // namespace hexz::format
