@@ -1,0 +1,508 @@
+#!/usr/bin/python3
+"""hexz benchmarks, side by side with the tools users would pick instead.
+
+Run through bench/run.sh, which installs the peers and builds hexz. Every
+comparison runs in this one process, on the same data, on the same machine,
+and is reported as a ratio against the peer. Figures are medians of --runs
+runs; the "noise" column is (max - min) / median over those runs.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+MiB = 1 << 20
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.hexz = os.path.join(self.build, "hexz", "hexz")
+        self.work = os.path.abspath(args.work)
+        os.makedirs(self.work, exist_ok=True)
+        self.rows = []  # dicts: section, name, value, unit, noise, peer, ratio, note
+        self.cleanups = []
+        self.env = dict(os.environ)
+        self.env["HEXZ_FUSED"] = os.path.join(self.build, "hexz-fused", "hexz-fused")
+
+    # ---------------------------------------------------------------- helpers
+    def sh(self, cmd, check=True, **kw):
+        kw.setdefault("env", self.env)
+        return subprocess.run(cmd, check=check, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, **kw)
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    @staticmethod
+    def drop_caches():
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+    def timed(self, fn, runs=None, prepare=None):
+        """Runs fn() `runs` times (prepare() before each, untimed); returns
+        (median seconds, noise)."""
+        runs = runs or self.args.runs
+        times = []
+        for _ in range(runs):
+            if prepare:
+                prepare()
+            t0 = time.monotonic()
+            fn()
+            times.append(time.monotonic() - t0)
+        med = statistics.median(times)
+        noise = (max(times) - min(times)) / med if med > 0 else 0.0
+        return med, noise
+
+    def record(self, section, name, value, unit, noise=None, peer=None,
+               ratio=None, note=""):
+        row = dict(section=section, name=name, value=value, unit=unit,
+                   noise=noise, peer=peer, ratio=ratio, note=note)
+        self.rows.append(row)
+        r = f" ratio {ratio:.2f}x vs {peer}" if ratio is not None else ""
+        print(f"[{section}] {name}: {value:.1f} {unit}{r} {note}", flush=True)
+
+    def fail(self, section, name, err):
+        self.rows.append(dict(section=section, name=name, value=None, unit="",
+                              noise=None, peer=None, ratio=None,
+                              note=f"failed: {err}"))
+        print(f"[{section}] {name}: FAILED: {err}", flush=True)
+
+    def wait_file(self, path, timeout=20):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if os.path.exists(path):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def unmount(self, mnt):
+        subprocess.run(["fusermount3", "-u", mnt], stderr=subprocess.DEVNULL)
+        subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+
+    def spawn(self, cmd):
+        p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        self.cleanups.append(lambda: self.kill(p))
+        return p
+
+    @staticmethod
+    def kill(p):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(10)
+            except Exception:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    def mib_per_s(self, nbytes, seconds):
+        return nbytes / MiB / seconds if seconds > 0 else 0.0
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self):
+        q = self.args.quick
+        src = "/usr/share/doc" if q else "/usr/share"
+        img = self.path("real.img")
+        if not os.path.exists(img):
+            used = int(self.sh(["du", "-sb", src]).stdout.split()[0])
+            size = max(64 * MiB, int(used * 1.35) // MiB * MiB)
+            self.sh(["truncate", "-s", str(size), img])
+            self.sh(["mkfs.ext4", "-q", "-F", "-d", src, img])
+        self.images = {"real": img}
+        n = (32 if q else 256) * MiB
+        rnd = self.path("random.img")
+        if not os.path.exists(rnd):
+            with open(rnd, "wb") as f:
+                f.write(os.urandom(n))
+        zero = self.path("zeros.img")
+        if not os.path.exists(zero):
+            self.sh(["truncate", "-s", str(n), zero])
+        rep = self.path("repeat.img")
+        if not os.path.exists(rep):
+            chunk = os.urandom(64 * 1024)
+            with open(rep, "wb") as f:
+                for _ in range(n // len(chunk)):
+                    f.write(chunk)
+        mem = self.path("memory.img")
+        if not os.path.exists(mem):
+            rng = random.Random(1)
+            with open(mem, "wb") as f:
+                f.truncate(n)
+                for _ in range(n // (4096 * 50)):  # ~2% of pages populated
+                    f.seek(rng.randrange(n // 4096) * 4096)
+                    f.write(os.urandom(2048) + bytes(2048))
+        self.images.update(random=rnd, zeros=zero, repeat=rep, memory=mem)
+        self.real_size = os.path.getsize(img)
+        print(f"data: real image {self.real_size // MiB} MiB from {src}; "
+              f"synthetic {n // MiB} MiB each", flush=True)
+
+    # ------------------------------------------------------------------ pack
+    def bench_pack(self):
+        img = self.images["real"]
+        size = self.real_size
+        outs = {}
+
+        def rm(p):
+            return lambda: os.path.exists(p) and os.remove(p)
+
+        tools = [
+            ("hexz pack lz4", self.path("real-lz4.st"),
+             lambda o: [self.hexz, "pack", "--disk", img, "--output", o,
+                        "--compression", "lz4", "--quiet"]),
+            ("hexz pack zstd", self.path("real-zstd.st"),
+             lambda o: [self.hexz, "pack", "--disk", img, "--output", o,
+                        "--compression", "zstd", "--quiet"]),
+            ("qemu-img qcow2 zstd", self.path("real.qcow2"),
+             lambda o: ["qemu-img", "convert", "-c", "-O", "qcow2", "-o",
+                        "compression_type=zstd", img, o]),
+            ("mksquashfs lz4", self.path("real-lz4.sqfs"),
+             lambda o: ["mksquashfs", img, o, "-comp", "lz4", "-noappend",
+                        "-no-progress", "-quiet"]),
+            ("mksquashfs zstd", self.path("real-zstd.sqfs"),
+             lambda o: ["mksquashfs", img, o, "-comp", "zstd", "-noappend",
+                        "-no-progress", "-quiet"]),
+            ("lz4 (raw stream)", self.path("real.img.lz4"),
+             lambda o: ["lz4", "-q", "-f", img, o]),
+            ("zstd -T0 (raw stream)", self.path("real.img.zst"),
+             lambda o: ["zstd", "-q", "-f", "-T0", img, "-o", o]),
+        ]
+        results = {}
+        for name, out, cmd in tools:
+            try:
+                med, noise = self.timed(lambda: self.sh(cmd(out)), prepare=rm(out))
+                results[name] = (med, noise, os.path.getsize(out))
+                outs[name] = out
+            except Exception as e:  # a peer's failure is reported, not fatal
+                self.fail("pack", name, getattr(e, "stderr", "") or e)
+        for name, (med, noise, osize) in results.items():
+            codec = "zstd" if "zstd" in name else "lz4"
+            peer = next((p for p in (f"mksquashfs {codec}",
+                                     "qemu-img qcow2 zstd") if p in results
+                         and p != name and codec in p), None)
+            ratio = results[peer][0] / med if peer else None
+            self.record("pack", name, self.mib_per_s(size, med), "MiB/s",
+                        noise, peer, ratio,
+                        f"time {med:.2f}s size {osize / MiB:.1f} MiB "
+                        f"({100.0 * osize / size:.1f}% of input)")
+        self.outputs = outs
+
+    # ------------------------------------------------------------ FUSE reads
+    def mount_hexz(self, snap, mnt, extra=()):
+        os.makedirs(mnt, exist_ok=True)
+        self.sh([self.hexz, "mount", snap, mnt, "--daemon", *extra])
+        self.cleanups.append(lambda: self.sh([self.hexz, "unmount", mnt], check=False))
+        return os.path.join(mnt, "disk")
+
+    def mount_squashfuse(self, sqfs, mnt):
+        os.makedirs(mnt, exist_ok=True)
+        self.sh(["squashfuse_ll", sqfs, mnt])
+        self.cleanups.append(lambda: self.unmount(mnt))
+        return os.path.join(mnt, "real.img")
+
+    def mount_nbdfuse(self, qcow2, mnt):
+        os.makedirs(mnt, exist_ok=True)
+        sock = self.path("qemu-nbd-fuse.sock")
+        if os.path.exists(sock):
+            os.remove(sock)
+        self.spawn(["qemu-nbd", "-r", "-f", "qcow2", "-k", sock, "-e", "4", qcow2])
+        self.wait_file(sock)
+        self.spawn(["nbdfuse", "-r", mnt, "--unix", sock])
+        target = os.path.join(mnt, "nbd")
+        self.wait_file(target)
+        self.cleanups.append(lambda: self.unmount(mnt))
+        return target
+
+    def seq_read(self, path):
+        def run():
+            self.sh(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
+        return self.timed(run, prepare=self.drop_caches)
+
+    def fio(self, path, jobs):
+        out = self.sh(["fio", "--name=rand", f"--filename={path}", "--readonly",
+                       "--rw=randread", "--bs=4k", "--ioengine=psync",
+                       f"--numjobs={jobs}", "--time_based",
+                       f"--runtime={3 if self.args.quick else 15}",
+                       "--group_reporting", "--invalidate=1",
+                       "--output-format=json"]).stdout
+        return json.loads(out)["jobs"][0]["read"]["iops"]
+
+    def bench_fuse(self):
+        mounts = {}
+        try:
+            mounts["hexz"] = self.mount_hexz(self.outputs["hexz pack lz4"],
+                                             self.path("mnt-hexz"))
+        except Exception as e:
+            self.fail("fuse", "hexz mount", getattr(e, "stderr", "") or e)
+        try:
+            mounts["hexz --cache-size 1G"] = self.mount_hexz(
+                self.outputs["hexz pack lz4"], self.path("mnt-hexz-cache"),
+                ["--cache-size", "1G"])
+        except Exception as e:
+            self.fail("fuse", "hexz mount --cache-size", getattr(e, "stderr", "") or e)
+        try:
+            mounts["squashfuse_ll"] = self.mount_squashfuse(
+                self.outputs["mksquashfs lz4"], self.path("mnt-sqfs"))
+        except Exception as e:
+            self.fail("fuse", "squashfuse_ll", getattr(e, "stderr", "") or e)
+        try:
+            mounts["nbdfuse+qemu-nbd"] = self.mount_nbdfuse(
+                self.outputs["qemu-img qcow2 zstd"], self.path("mnt-nbdfuse"))
+        except Exception as e:
+            self.fail("fuse", "nbdfuse", getattr(e, "stderr", "") or e)
+
+        seq = {}
+        for name, path in mounts.items():
+            try:
+                if "cache" in name:  # warm the shared cache once, untimed
+                    self.sh(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
+                seq[name] = self.seq_read(path)
+            except Exception as e:
+                self.fail("seq-read", name, getattr(e, "stderr", "") or e)
+        for name, (med, noise) in seq.items():
+            peer = "squashfuse_ll" if name.startswith("hexz") else None
+            ratio = seq[peer][0] / med if peer in seq else None
+            self.record("seq-read", name, self.mib_per_s(self.real_size, med),
+                        "MiB/s", noise, peer if ratio else None, ratio)
+            if name.startswith("hexz") and "nbdfuse+qemu-nbd" in seq:
+                self.record("seq-read", name, self.mib_per_s(self.real_size, med),
+                            "MiB/s", noise, "nbdfuse+qemu-nbd",
+                            seq["nbdfuse+qemu-nbd"][0] / med)
+        for jobs in (1, 4):
+            iops = {}
+            for name, path in mounts.items():
+                try:
+                    self.drop_caches()
+                    iops[name] = self.fio(path, jobs)
+                except Exception as e:
+                    self.fail("rand-4k", f"{name} {jobs}j", getattr(e, "stderr", "") or e)
+            for name, v in iops.items():
+                for peer in ("squashfuse_ll", "nbdfuse+qemu-nbd"):
+                    if name.startswith("hexz") and peer in iops and iops[peer] > 0:
+                        self.record("rand-4k", f"{name} {jobs} job(s)", v, "IOPS",
+                                    None, peer, v / iops[peer])
+                if not name.startswith("hexz"):
+                    self.record("rand-4k", f"{name} {jobs} job(s)", v, "IOPS")
+
+    # ------------------------------------------------------------------- NBD
+    def bench_nbd(self):
+        servers = {}
+        sock = self.path("hexz.sock")
+        try:
+            self.spawn([self.hexz, "serve", self.outputs["hexz pack lz4"],
+                        "--socket", sock])
+            if not self.wait_file(sock):
+                raise RuntimeError("hexz serve did not create its socket")
+            servers["hexz serve"] = f"nbd+unix:///disk?socket={sock}"
+        except Exception as e:
+            self.fail("nbd", "hexz serve", e)
+        qsock = self.path("qemu-nbd.sock")
+        try:
+            self.spawn(["qemu-nbd", "-r", "-f", "qcow2", "-k", qsock, "-e", "8",
+                        self.outputs["qemu-img qcow2 zstd"]])
+            self.wait_file(qsock)
+            servers["qemu-nbd qcow2 zstd"] = f"nbd+unix:///?socket={qsock}"
+        except Exception as e:
+            self.fail("nbd", "qemu-nbd", e)
+        ksock = self.path("nbdkit.sock")
+        try:
+            self.spawn(["nbdkit", "-f", "-r", "-U", ksock, "file",
+                        self.images["real"]])
+            self.wait_file(ksock)
+            servers["nbdkit file (raw)"] = f"nbd+unix:///?socket={ksock}"
+        except Exception as e:
+            self.fail("nbd", "nbdkit", e)
+        res = {}
+        for name, uri in servers.items():
+            try:
+                res[name] = self.timed(lambda: self.sh(["nbdcopy", uri, "null:"]),
+                                       prepare=self.drop_caches)
+            except Exception as e:
+                self.fail("nbd", name, getattr(e, "stderr", "") or e)
+        for name, (med, noise) in res.items():
+            if name == "hexz serve":
+                for peer in ("qemu-nbd qcow2 zstd", "nbdkit file (raw)"):
+                    if peer in res:
+                        self.record("nbd", "nbdcopy from hexz serve",
+                                    self.mib_per_s(self.real_size, med), "MiB/s",
+                                    noise, peer, res[peer][0] / med)
+            else:
+                self.record("nbd", f"nbdcopy from {name}",
+                            self.mib_per_s(self.real_size, med), "MiB/s", noise)
+
+    # ------------------------------------------------------------ in-process
+    def bench_inprocess(self):
+        for tool in ("read_bench", "cache_bench"):
+            exe = os.path.join(self.build, "bench", tool)
+            if not os.path.exists(exe):
+                self.fail("in-process", tool, f"{exe} not built")
+                continue
+            try:
+                out = self.sh([exe, "--json", self.outputs.get("hexz pack lz4", ""),
+                               self.outputs.get("hexz pack zstd", "")]).stdout
+                for r in json.loads(out):
+                    self.record("in-process", r["name"], r["value"], r["unit"],
+                                r.get("noise"), r.get("peer"), r.get("ratio"),
+                                r.get("note", ""))
+            except Exception as e:
+                self.fail("in-process", tool, getattr(e, "stderr", "") or e)
+
+    # ---------------------------------------------------------------- commit
+    def bench_commit(self):
+        base = self.outputs.get("hexz pack lz4")
+        if not base:
+            return self.fail("commit", "commit 1%", "no base snapshot")
+        overlay = self.path("commit.overlay")
+        for p in (overlay, overlay + ".meta"):
+            if os.path.exists(p):
+                os.remove(p)
+        mnt = self.path("mnt-rw")
+        try:
+            os.makedirs(mnt, exist_ok=True)
+            self.sh([self.hexz, "mount", base, mnt, "--rw", "--overlay", overlay,
+                     "--daemon"])
+            blocks = self.real_size // (64 * 1024)
+            rng = random.Random(7)
+            with open(os.path.join(mnt, "disk"), "r+b") as f:
+                for b in rng.sample(range(blocks), max(1, blocks // 100)):
+                    f.seek(b * 64 * 1024)
+                    f.write(os.urandom(4096))
+                f.flush()
+                os.fsync(f.fileno())
+            self.sh([self.hexz, "unmount", mnt])
+            out = self.path("committed.st")
+            commit = self.timed(lambda: self.sh(
+                [self.hexz, "commit", "--base", base, "--overlay", overlay,
+                 "--output", out, "--quiet"]),
+                prepare=lambda: os.path.exists(out) and os.remove(out))
+            pack = self.timed(lambda: self.sh(
+                [self.hexz, "pack", "--disk", self.images["real"], "--output",
+                 self.path("repack.st"), "--quiet"]))
+            self.record("commit", "hexz commit (1% modified)",
+                        self.mib_per_s(self.real_size, commit[0]), "MiB/s",
+                        commit[1], "hexz pack (full)", pack[0] / commit[0],
+                        f"commit {commit[0]:.2f}s vs pack {pack[0]:.2f}s")
+        except Exception as e:
+            self.fail("commit", "commit 1%", getattr(e, "stderr", "") or e)
+
+    # ---------------------------------------------------------------- report
+    def versions(self):
+        def first_line(cmd):
+            try:
+                r = subprocess.run(cmd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+                return r.stdout.strip().splitlines()[0]
+            except Exception:
+                return "not found"
+        return {
+            "hexz": first_line([self.hexz, "--version"]),
+            "qemu-img": first_line(["qemu-img", "--version"]),
+            "mksquashfs": first_line(["mksquashfs", "-version"]),
+            "squashfuse": first_line(["dpkg-query", "-W", "squashfuse"]),
+            "nbdkit": first_line(["nbdkit", "--version"]),
+            "nbdcopy": first_line(["nbdcopy", "--version"]),
+            "fio": first_line(["fio", "--version"]),
+            "lz4": first_line(["lz4", "-V"]),
+            "zstd": first_line(["zstd", "-V"]),
+        }
+
+    def report(self):
+        date = datetime.date.today().isoformat()
+        mode = "quick" if self.args.quick else "full"
+        os.makedirs(self.args.out, exist_ok=True)
+        base = os.path.join(self.args.out, f"{date}-{mode}")
+        machine = {
+            "date": date, "mode": mode, "cores": os.cpu_count(),
+            "kernel": platform.release(), "runs": self.args.runs,
+            "real_image_bytes": getattr(self, "real_size", 0),
+            "versions": self.versions(),
+        }
+        with open(base + ".json", "w") as f:
+            json.dump({"machine": machine, "results": self.rows}, f, indent=2)
+        lines = [f"# hexz benchmark report ({date}, {mode} mode)", "",
+                 f"Machine: {machine['cores']} cores, kernel {machine['kernel']}. "
+                 f"Medians of {self.args.runs} run(s); noise = (max-min)/median. "
+                 "Ratios > 1 mean hexz is faster than the peer.", "",
+                 "| section | measurement | value | noise | vs peer | ratio | note |",
+                 "| --- | --- | ---: | ---: | --- | ---: | --- |"]
+        for r in self.rows:
+            v = "-" if r["value"] is None else f"{r['value']:.1f} {r['unit']}"
+            n = "-" if r["noise"] is None else f"{100 * r['noise']:.0f}%"
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+            lines.append(f"| {r['section']} | {r['name']} | {v} | {n} | "
+                         f"{r['peer'] or '-'} | {ratio} | {r['note']} |")
+        lines += ["", "Versions:", ""]
+        lines += [f"- {k}: {v}" for k, v in machine["versions"].items()]
+        with open(base + ".md", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.chart(base + ".png")
+        print("\n".join(lines))
+        print(f"\nreport: {base}.md, {base}.json, {base}.png")
+
+    def chart(self, path):
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("matplotlib missing: no chart")
+            return
+        sections = ["pack", "seq-read", "nbd"]
+        fig, axes = plt.subplots(1, len(sections), figsize=(15, 5))
+        for ax, sec in zip(axes, sections):
+            seen = {}
+            for r in self.rows:
+                if r["section"] == sec and r["value"] is not None:
+                    seen.setdefault(r["name"], r["value"])
+            names = list(seen)
+            ax.barh(names, [seen[n] for n in names],
+                    color=["tab:orange" if "hexz" in n else "tab:blue" for n in names])
+            ax.set_title(f"{sec} (MiB/s, higher is better)")
+            ax.tick_params(axis="y", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+
+    def run(self):
+        try:
+            self.prepare_data()
+            self.bench_pack()
+            self.bench_fuse()
+            self.bench_nbd()
+            self.bench_inprocess()
+            self.bench_commit()
+        finally:
+            for c in reversed(self.cleanups):
+                try:
+                    c()
+                except Exception:
+                    pass
+        self.report()
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--quick", action="store_true", help="small data, 1 run")
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--work", default=os.path.join(here, "work"))
+    ap.add_argument("--out", default=os.path.join(here, "results"))
+    args = ap.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.quick:
+        args.work = args.work + "-quick"
+    Bench(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
