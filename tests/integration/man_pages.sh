@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The man pages render without warnings, have the sections administrators
+# expect, and document every subcommand and flag that `hexz --help` lists.
+source "$(dirname "$0")/lib.sh"
+require_cmd groff
+man_dir="$HEXZ_SOURCE_DIR/man"
+shopt -s nullglob
+pages=("$man_dir"/*.[1-8])
+[[ ${#pages[@]} -gt 0 ]] || fail "no man pages in $man_dir"
+
+for p in "${pages[@]}"; do
+  warn=$(groff -man -ww -z "$p" 2>&1) || fail "groff failed on $p: $warn"
+  [[ -z "$warn" ]] || fail "groff warnings in $(basename "$p"): $warn"
+  if command -v mandoc >/dev/null; then
+    lint=$(mandoc -T lint -W warning "$p" 2>&1 | grep -v 'STYLE:' || true)
+    [[ -z "$lint" ]] || fail "mandoc lint in $(basename "$p"): $lint"
+  fi
+  for s in NAME SYNOPSIS DESCRIPTION OPTIONS "EXIT STATUS" FILES ENVIRONMENT EXAMPLES "SEE ALSO"; do
+    grep -q "^\.SH \"\?$s\"\?\$" "$p" || fail "$(basename "$p") lacks section $s"
+  done
+done
+pass "${#pages[@]} pages render without warnings and have all sections"
+
+# Text of a page with roff escapes for '-' undone, for flag lookups.
+page_text() { sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' "$1"; }
+
+# Subcommands listed by `hexz --help` (indented names under "Subcommands:").
+subs=$("$HEXZ" --help | awk '/^Subcommands:/{on=1;next} on && /^  [a-z]/{print $1}')
+[[ -n "$subs" ]] || fail "could not read subcommands from hexz --help"
+overview="$man_dir/hexz.1"
+[[ -f "$overview" ]] || fail "man/hexz.1 is missing"
+checked=0
+for sub in $subs; do
+  page_text "$overview" | grep -qw -- "$sub" || fail "subcommand '$sub' not in hexz.1"
+  page="$man_dir/hexz-$sub.1"
+  [[ "$sub" == vm ]] && page="$overview"
+  [[ -f "$page" ]] || fail "subcommand '$sub' has no page man/hexz-$sub.1"
+  flags=$("$HEXZ" "$sub" --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u | grep -vx -- '--help')
+  for f in $flags; do
+    page_text "$page" | grep -q -- "$f" || fail "flag $f of 'hexz $sub' is not documented in $(basename "$page")"
+    checked=$((checked + 1))
+  done
+done
+pass "every subcommand and its $checked flags are documented"
