@@ -6,6 +6,7 @@
 
 #include "common/base/log.h"
 #include "hexz/commands.h"
+#include "hexz/fuse_mount_args.h"
 
 namespace hexz::cli {
 
@@ -54,8 +55,22 @@ int main(int argc, char** argv) {
   AddUnmountCommand(*vm, &rc);
   AddCommitCommand(*vm, &rc);
 
+  // `mount -t fuse.hexz` / fstab: mount.fuse3 runs "hexz SNAP MNT -o OPTS".
+  std::vector<std::string> args(argv, argv + argc);
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  if (auto translated = TranslateMountFuseArgs(args, names)) {
+    if (!translated->ok()) {
+      std::fprintf(stderr, "hexz: %s\n", translated->status().message().c_str());
+      return 2;
+    }
+    args = translated->value();
+  }
+  std::vector<char*> new_argv;
+  for (std::string& a : args) new_argv.push_back(a.data());
+
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(new_argv.size()), new_argv.data());
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
