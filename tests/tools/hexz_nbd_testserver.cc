@@ -10,11 +10,11 @@
 // memory and writes go to the copy (the file is never modified).
 // SIGINT/SIGTERM stop it cleanly.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
