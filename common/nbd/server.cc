@@ -425,7 +425,11 @@ class Server::Connection {
       uint8_t h[kRequestSize];
       Status s = ReadExact(fd_, h, sizeof h, kNoDeadline);  // idle clients may wait
       if (!s.ok()) {
-        if (server_->shutting_down_ || broken_) return Status::Ok();
+        if (broken_) {
+          return Status(base::Code::kIoError, "nbd: a reply could not be sent; client dropped",
+                        EPIPE);
+        }
+        if (server_->shutting_down_) return Status::Ok();
         return s.WithContext("nbd: reading request");
       }
       if (Get32(h) != kRequestMagic) return Status::InvalidArgument("nbd: bad request magic");
@@ -850,7 +854,11 @@ Status Server::ServeListener(int listen_fd, int stop_fd) {
     Worker& w = workers.emplace_back();
     w.thread = std::thread([this, &w, fd = std::move(conn)]() mutable {
       Status s = ServeConnection(std::move(fd));
-      if (!s.ok()) HEXZ_LOG_INFO("nbd: client dropped: %s", s.ToString().c_str());
+      if (s.ok() || s.sys_errno() == EPIPE) {  // a client that hung up is no news
+        HEXZ_LOG_DEBUG("nbd: client gone: %s", s.ToString().c_str());
+      } else {
+        HEXZ_LOG_INFO("nbd: client dropped: %s", s.ToString().c_str());
+      }
       w.done = true;
     });
   }
