@@ -120,6 +120,10 @@ Result<ClientExport> NegotiateClient(int fd, std::string_view export_name, uint3
     if (type & kRepFlagError) {
       if (type == kRepErrUnsup) return ExportName(fd, export_name, no_zeroes, deadline);
       std::string why = data.empty() ? "error " + std::to_string(type & ~kRepFlagError) : data;
+      // Say goodbye politely; the caller closes the socket.
+      Builder abort;
+      abort.U64(kIHaveOpt).U32(kOptAbort).U32(0);
+      (void)WriteExact(fd, abort.data(), DeadlineIn(1000));
       if (type == kRepErrUnknown) {
         return Status::NotFound("nbd: no export '" + std::string(export_name) + "': " + why);
       }
