@@ -32,6 +32,7 @@ constexpr uint64_t kMaxWriteDrain = 64u << 20;  // longer bad WRITE payloads: di
 constexpr size_t kMaxQueued = 256;              // requests queued per connection
 constexpr size_t kMaxDescriptors = 16384;       // per BLOCK_STATUS reply
 constexpr size_t kRequestSize = 28;
+constexpr uint64_t kMaxDataChunk = 4u << 20;  // data per OFFSET_DATA chunk (without DF)
 
 // The NBD error for a Volume failure.
 uint32_t WireError(const Status& s) {
@@ -613,6 +614,7 @@ class Server::Connection {
   }
 
   void ExecuteRead(Request& r) {
+    if (structured_ && !(r.flags & kCmdFlagDf)) return ExecuteSparseRead(r);
     std::unique_ptr<uint8_t[]> buf(new (std::nothrow) uint8_t[r.length]);
     if (!buf) {
       (void)SendError(r.handle, kEnomem, "out of memory");
@@ -633,6 +635,69 @@ class Server::Connection {
     payload_head.U64(r.offset);
     (void)SendChunk(r.handle, kReplyFlagDone, kReplyTypeOffsetData, payload_head.data(), buf.get(),
                     r.length);
+  }
+
+  // A structured read without DF: zero extents go out as OFFSET_HOLE chunks
+  // (and are not read at all), data as OFFSET_DATA chunks of bounded size,
+  // then a final NONE chunk. Chunks never overlap.
+  void ExecuteSparseRead(Request& r) {
+    struct Range {
+      uint64_t offset, length;
+      bool zero;
+    };
+    const uint64_t end = r.offset + r.length;  // validated: no overflow
+    std::vector<Range> ranges;
+    uint64_t cur = r.offset;
+    std::vector<io::Extent> extents;
+    if (opt_.sparse_reads && export_->volume->Extents(r.offset, r.length, &extents).ok()) {
+      for (const io::Extent& e : extents) {
+        if (e.length == 0) continue;
+        uint64_t e_end = base::CheckedAdd(e.offset, e.length).value_or(UINT64_MAX);
+        if (e.offset > cur) break;
+        if (e_end <= cur) continue;
+        uint64_t take = std::min(e_end, end) - cur;
+        bool zero = e.zero || e.hole;
+        if (!ranges.empty() && ranges.back().zero == zero) {
+          ranges.back().length += take;
+        } else {
+          ranges.push_back({cur, take, zero});
+        }
+        cur += take;
+        if (cur >= end) break;
+      }
+    }
+    if (cur < end) ranges.push_back({cur, end - cur, false});
+
+    std::unique_ptr<uint8_t[]> buf;
+    for (const Range& g : ranges) {
+      if (g.zero) {
+        Builder hole;
+        hole.U64(g.offset).U32(static_cast<uint32_t>(g.length));  // <= max_request
+        if (!SendChunk(r.handle, 0, kReplyTypeOffsetHole, hole.data(), nullptr, 0).ok()) return;
+        continue;
+      }
+      if (!buf) {
+        buf.reset(new (std::nothrow) uint8_t[r.length]);
+        if (!buf) {
+          (void)SendError(r.handle, kEnomem, "out of memory");
+          return;
+        }
+      }
+      uint8_t* p = buf.get() + (g.offset - r.offset);
+      Status s = export_->volume->Read(g.offset, p, g.length);
+      if (!s.ok()) {
+        (void)SendError(r.handle, WireError(s), s.message());
+        return;
+      }
+      for (uint64_t done = 0; done < g.length;) {
+        uint64_t n = std::min<uint64_t>(g.length - done, kMaxDataChunk);
+        Builder head;
+        head.U64(g.offset + done);
+        if (!SendChunk(r.handle, 0, kReplyTypeOffsetData, head.data(), p + done, n).ok()) return;
+        done += n;
+      }
+    }
+    (void)SendChunk(r.handle, kReplyFlagDone, kReplyTypeNone, "", nullptr, 0);
   }
 
   void ExecuteBlockStatus(Request& r) {

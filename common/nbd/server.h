@@ -69,6 +69,9 @@ struct ServerOptions {
   // Advertise NBD_FLAG_CAN_MULTI_CONN (true: every connection to an export
   // shares one Volume, so flushes are visible to all of them).
   bool multi_conn = true;
+  // Structured reads (without DF) send zero extents as NBD_REPLY_TYPE_OFFSET_HOLE
+  // chunks instead of reading them.
+  bool sparse_reads = true;
   // Flush writable volumes when a client disconnects.
   bool flush_on_disconnect = true;
 };

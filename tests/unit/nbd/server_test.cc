@@ -539,8 +539,45 @@ TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
   EXPECT_EQ(Get64(reinterpret_cast<const uint8_t*>(r.payload.data())), 1000u);
   EXPECT_EQ(r.payload.substr(8), std::string(5000, '\x5a'));
 
-  // Across the data/hole boundary: two descriptors; REQ_ONE: one.
+  // Without DF: data chunks, a hole chunk, then NONE; reassembled it matches.
   const uint64_t half = kSize / 2;
+  for (uint32_t len : {8192u + 3u, 32u << 20}) {
+    const uint64_t start = half - (len / 2);
+    c.Request(kCmdRead, 0, 10, start, len);
+    std::string image(len, '?');
+    uint64_t covered = 0;
+    int holes = 0;
+    for (;;) {
+      Reply k = c.ReadReply();
+      ASSERT_EQ(k.handle, 10u);
+      const auto* q = reinterpret_cast<const uint8_t*>(k.payload.data());
+      if (k.type == kReplyTypeOffsetData) {
+        uint64_t o = Get64(q);
+        ASSERT_GE(o, start);
+        ASSERT_LE(o - start + k.payload.size() - 8, len);
+        EXPECT_LE(k.payload.size() - 8, 4u << 20);
+        image.replace(o - start, k.payload.size() - 8, k.payload.substr(8));
+        covered += k.payload.size() - 8;
+      } else if (k.type == kReplyTypeOffsetHole) {
+        ASSERT_EQ(k.payload.size(), 12u);
+        uint64_t o = Get64(q);
+        uint32_t n = Get32(q + 8);
+        ASSERT_LE(o - start + n, len);
+        image.replace(o - start, n, std::string(n, '\0'));
+        covered += n;
+        ++holes;
+      } else {
+        EXPECT_EQ(k.type, kReplyTypeNone);
+      }
+      if (k.flags & kReplyFlagDone) break;
+    }
+    EXPECT_EQ(covered, len);
+    EXPECT_EQ(holes, 1);
+    EXPECT_EQ(image.substr(0, half - start), std::string(half - start, '\x5a'));
+    EXPECT_EQ(image.substr(half - start), std::string(len - (half - start), '\0'));
+  }
+
+  // Across the data/hole boundary: two descriptors; REQ_ONE: one.
   c.Request(kCmdBlockStatus, 0, 2, half - 4096, 8192);
   r = c.ReadReply();
   ASSERT_EQ(r.type, kReplyTypeBlockStatus);
