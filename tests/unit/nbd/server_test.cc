@@ -737,7 +737,7 @@ TEST_F(NbdServerTest, ShutdownEndsConnections) {
 }
 
 TEST_F(NbdServerTest, ListenerServesUntilStopped) {
-  int lp[2], stop[2];
+  int stop[2];
   // A socketpair cannot listen; use an abstract unix socket.
   int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sa = {};
@@ -748,7 +748,6 @@ TEST_F(NbdServerTest, ListenerServesUntilStopped) {
   ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sl), 0);
   ASSERT_EQ(::listen(lfd, 8), 0);
   ASSERT_EQ(::pipe(stop), 0);
-  (void)lp;
   auto done = std::async(std::launch::async, [&] { return server_->ServeListener(lfd, stop[0]); });
   for (int i = 0; i < 3; ++i) {
     int cfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -761,6 +760,40 @@ TEST_F(NbdServerTest, ListenerServesUntilStopped) {
   }
   ASSERT_EQ(::write(stop[1], "x", 1), 1);
   EXPECT_TRUE(done.get().ok());
+  ::close(lfd);
+  ::close(stop[0]);
+  ::close(stop[1]);
+}
+
+TEST_F(NbdServerTest, ListenerRefusesConnectionsOverTheLimit) {
+  ServerOptions o;
+  o.max_connections = 1;
+  Make(o);
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {};
+  sa.sun_family = AF_UNIX;
+  std::string name = "hexz-nbd-limit-" + std::to_string(::getpid());
+  std::memcpy(sa.sun_path + 1, name.data(), name.size());
+  socklen_t sl = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sl), 0);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  int stop[2];
+  ASSERT_EQ(::pipe(stop), 0);
+  auto done = std::async(std::launch::async, [&] { return server_->ServeListener(lfd, stop[0]); });
+  base::UniqueFd first(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::connect(first.get(), reinterpret_cast<sockaddr*>(&sa), sl), 0);
+  ASSERT_TRUE(NegotiateClient(first.get(), "disk").ok());
+  base::UniqueFd second(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::connect(second.get(), reinterpret_cast<sockaddr*>(&sa), sl), 0);
+  EXPECT_FALSE(NegotiateClient(second.get(), "disk").ok());
+  // The first client is still served.
+  RawClient c(first.release());
+  c.Request(kCmdRead, 0, 1, 0, 8);
+  EXPECT_EQ(c.ReadReply().error, 0u);
+  EXPECT_EQ(c.RecvString(8), std::string(8, '\x5a'));
+  ASSERT_EQ(::write(stop[1], "x", 1), 1);
+  EXPECT_TRUE(done.get().ok());
+  EXPECT_TRUE(c.Closed());  // stopping the listener ends its connections
   ::close(lfd);
   ::close(stop[0]);
   ::close(stop[1]);
