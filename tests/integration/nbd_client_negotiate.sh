@@ -23,14 +23,14 @@ checked=$((checked + 1))
 if command -v nbdkit >/dev/null; then
   nbdkit --exit-with-parent -U "$T/kit.sock" file file="$T/src.img" &
   on_exit "kill $!"
-  wait_for test -S "$T/kit.sock" || fail "nbdkit did not start"
+  wait_for "$NEG" "$T/kit.sock" "" /dev/null || fail "nbdkit did not start"
   out=$("$NEG" "$T/kit.sock" "" "$T/got") || fail "against nbdkit: $out"
   grep -q 'size=1048576' <<<"$out" || fail "nbdkit: $out"
   cmp "$T/want" "$T/got" || fail "nbdkit: data differs"
   pass "nbdkit file: $out"
   nbdkit --exit-with-parent -U "$T/mem.sock" memory 1M &
   on_exit "kill $!"
-  wait_for test -S "$T/mem.sock" || fail "nbdkit memory did not start"
+  wait_for "$NEG" "$T/mem.sock" "" /dev/null || fail "nbdkit memory did not start"
   out=$("$NEG" "$T/mem.sock" "" "$T/got") || fail "against nbdkit memory: $out"
   grep -q 'size=1048576 .*read_only=0' <<<"$out" || fail "nbdkit memory: $out"
   cmp <(head -c 4096 /dev/zero) "$T/got" || fail "nbdkit memory: not zeroes"
@@ -41,7 +41,7 @@ fi
 if command -v qemu-nbd >/dev/null; then
   qemu-nbd --persistent -r -f raw -x disk -k "$T/q.sock" "$T/src.img" &
   on_exit "kill $!"
-  wait_for test -S "$T/q.sock" || fail "qemu-nbd did not start"
+  wait_for "$NEG" "$T/q.sock" disk /dev/null || fail "qemu-nbd did not start"
   out=$("$NEG" "$T/q.sock" disk "$T/got") || fail "against qemu-nbd: $out"
   grep -q 'size=1048576 .*read_only=1' <<<"$out" || fail "qemu-nbd: $out"
   cmp "$T/want" "$T/got" || fail "qemu-nbd: data differs"

@@ -199,13 +199,17 @@ int main(int argc, char** argv) {
 
   int lfd;
   if (!socket_path.empty()) {
+    // Bind under a temporary name and rename once listening, so the path
+    // appears only when clients can connect.
+    std::string tmp = socket_path + ".tmp";
     lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {};
     sa.sun_family = AF_UNIX;
-    if (socket_path.size() >= sizeof sa.sun_path) return Usage();
-    std::strcpy(sa.sun_path, socket_path.c_str());
-    ::unlink(socket_path.c_str());
-    if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(lfd, 64) != 0) {
+    if (tmp.size() >= sizeof sa.sun_path) return Usage();
+    std::strcpy(sa.sun_path, tmp.c_str());
+    ::unlink(tmp.c_str());
+    if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(lfd, 64) != 0 ||
+        ::rename(tmp.c_str(), socket_path.c_str()) != 0) {
       std::perror("hexz_nbd_testserver: bind/listen");
       return 1;
     }
