@@ -40,6 +40,16 @@ pass "qemu-io read-back verifies every pattern"
 map=$(nbdinfo --map "$U")
 grep -qE '^ +1048576 +.*zero' <<<"$map" || fail "written zeroes not reported as zero: $map"
 pass "zeroed range reported as zero"
+
+# Four connections writing at once (MULTI_CONN), then read back.
+if command -v nbdcopy >/dev/null; then
+  head -c 16M /dev/urandom >"$T/new.img"
+  dd if=/dev/zero of="$T/new.img" bs=1M count=3 seek=5 conv=notrunc status=none
+  nbdcopy --connections=4 --flush "$T/new.img" "$U" || fail "nbdcopy into the export"
+  nbdcopy "$U" "$T/back.img" || fail "nbdcopy out of the export"
+  cmp "$T/new.img" "$T/back.img" || fail "data written over 4 connections differs"
+  pass "nbdcopy --connections=4 writes read back byte-exact"
+fi
 stop_nbd_server
 
 start_nbd_server ro --image "$T/disk.img"
