@@ -451,7 +451,8 @@ class Server::Connection {
             return Status::InvalidArgument("nbd: WRITE of " + std::to_string(r.length) +
                                            " bytes refused: " + why);
           }
-          HEXZ_RETURN_IF_ERROR(Discard(fd_, r.length, DeadlineIn(opt_.io_timeout_ms)));
+          s = Discard(fd_, r.length, DeadlineIn(opt_.io_timeout_ms));
+          if (!s.ok()) return s.WithContext("nbd: draining refused WRITE payload");
           HEXZ_RETURN_IF_ERROR(SendError(r.handle, err, why));
           continue;
         }
