@@ -1,0 +1,136 @@
+// NBD server: serves io::Volume exports to NBD clients (qemu, nbdcopy, the
+// kernel through nbd-client), following the NBD project's doc/proto.md.
+//
+// Supported: fixed newstyle handshake (NBD_FLAG_NO_ZEROES both ways), options
+// EXPORT_NAME, INFO, GO, LIST, ABORT, STRUCTURED_REPLY, LIST_META_CONTEXT and
+// SET_META_CONTEXT (base:allocation); commands READ, WRITE, FLUSH, TRIM, CACHE,
+// WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE), DISC, and FUA
+// everywhere; DF reads once structured replies are on. Unknown options get
+// NBD_REP_ERR_UNSUP. No TLS (NOTLS mode): serve on private sockets only.
+//
+// Embedding: the server opens no files and starts no processes; it only reads
+// and writes the sockets it is given and calls its Volumes, from threads it
+// owns. Each connection has a reader (the calling thread of ServeConnection)
+// and a small pool of workers that execute requests and send replies in any
+// order under one per-connection writer lock. Memory for payloads in flight is
+// capped per connection and across the server.
+//
+// Ownership: the Server shares ownership of each export's Volume. All
+// connections to one export share its Volume object, so a FLUSH on any of them
+// flushes everything: that is what makes NBD_FLAG_CAN_MULTI_CONN true.
+//
+// Thread safety: ServeConnection may run concurrently on many threads;
+// Shutdown() may be called from any thread (not from a signal handler).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/status.h"
+#include "common/io/volume.h"
+
+namespace hexz::nbd {
+
+struct Export {
+  std::string name;  // "disk", "memory"
+  std::shared_ptr<io::Volume> volume;
+  std::string description;
+  // The Volume's WriteZeroes is cheaper than writing zeroes (e.g. it records
+  // zero extents). When false, FAST_ZERO requests fail at once with ENOTSUP,
+  // which proto.md allows.
+  bool fast_zero = false;
+};
+
+struct ServerOptions {
+  // The export a client gets when it asks for "" (the default export).
+  std::string default_export = "disk";
+  // Workers per connection (requests served concurrently, replies out of order).
+  unsigned threads_per_connection = 4;
+  // Largest READ/WRITE/CACHE/WRITE_ZEROES length (advertised as the maximum
+  // block size). At least 32 MiB; at most kMaxPayload.
+  uint32_t max_request = 32u << 20;
+  // Payload bytes (write data being held, read buffers being filled) allowed
+  // in flight per connection and across the server. Each must be >= max_request.
+  uint64_t connection_inflight_bytes = 64u << 20;
+  uint64_t server_inflight_bytes = 256u << 20;
+  // The whole handshake (option haggling) must finish within this time.
+  uint32_t handshake_timeout_ms = 30 * 1000;
+  // A started message (request payload, reply) must progress within this time.
+  uint32_t io_timeout_ms = 60 * 1000;
+  // ServeListener refuses connections beyond this many at once.
+  unsigned max_connections = 64;
+  // Advertise NBD_FLAG_CAN_MULTI_CONN (true: every connection to an export
+  // shares one Volume, so flushes are visible to all of them).
+  bool multi_conn = true;
+  // Structured reads (without DF) send zero extents as NBD_REPLY_TYPE_OFFSET_HOLE
+  // chunks instead of reading them.
+  bool sparse_reads = true;
+  // Flush writable volumes when a client disconnects.
+  bool flush_on_disconnect = true;
+};
+
+class Server {
+ public:
+  Server(std::vector<Export> exports, ServerOptions options = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Serves one client on `conn` (a connected stream socket) until it
+  // disconnects, the handshake fails, or Shutdown(). Blocking. Returns OK for
+  // a clean end (NBD_CMD_DISC, NBD_OPT_ABORT) and an error naming the problem
+  // otherwise. Never throws.
+  base::Status ServeConnection(base::UniqueFd conn);
+
+  // Accepts clients on `listen_fd` (a listening socket, not owned), each on
+  // its own thread, until `stop_fd` becomes readable (e.g. the read end of a
+  // pipe written from a signal handler) or Shutdown(). Then it disconnects
+  // every client and waits for their threads. Returns the accept error, if any.
+  base::Status ServeListener(int listen_fd, int stop_fd);
+
+  // Ends every connection (in-flight requests finish first) and makes
+  // ServeListener return. Irreversible.
+  void Shutdown();
+
+  // Number of connections being served right now.
+  size_t ActiveConnections() const;
+
+ private:
+  class Connection;
+  friend class Connection;
+
+  // Counting semaphore over bytes.
+  class Budget {
+   public:
+    explicit Budget(uint64_t cap) : cap_(cap) {}
+    void Acquire(uint64_t n);
+    void Release(uint64_t n);
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    uint64_t cap_;
+    uint64_t used_ = 0;  // guarded by mu_
+  };
+
+  const Export* Find(const std::string& name) const;
+  bool Register(int fd);
+  void Unregister(int fd);
+
+  std::vector<Export> exports_;
+  ServerOptions options_;
+  Budget budget_;
+  std::atomic<bool> shutting_down_{false};
+  mutable std::mutex conns_mu_;
+  std::set<int> conns_;                    // guarded by conns_mu_: fds being served
+  base::UniqueFd wake_read_, wake_write_;  // wakes ServeListener on Shutdown
+};
+
+}  // namespace hexz::nbd
