@@ -311,12 +311,14 @@ static void AsRoot(void) { SetFsIds(0, 0); }
  * swapping the path for a symlink after the checks changes nothing.
  * O_NOFOLLOW refuses a symlink as the last component; earlier components are
  * resolved with the user's rights, as for any path the user could open. */
-static int OpenMountpoint(const char* path) {
-  int fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd >= 0) return fd;
-  if (errno == ELOOP) Die("mountpoint %s is a symbolic link; give the real directory", path);
-  if (errno == ENOTDIR) Die("mountpoint %s is not a directory", path);
-  Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
+static int OpenMountpointAt(int dir_fd, const char* name, const char* path) {
+  int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
+  struct stat st;
+  if (fstat(fd, &st) != 0) Die("cannot stat mountpoint %s: %m", path);
+  if (S_ISLNK(st.st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
+  if (!S_ISDIR(st.st_mode)) Die("mountpoint %s is not a directory", path);
+  return fd;
 }
 
 /* Mounting over /proc, /sys, device or pseudo filesystems could change how
@@ -658,7 +660,7 @@ static int Attach(const struct Args* a) {
   /* 1. Everything the user controls, checked with the user's rights. */
   CheckSocketFd();
   AsUser();
-  int mp_fd = OpenMountpoint(a->mountpoint);
+  int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint);
   CheckMountpointFsType(mp_fd, a->mountpoint);
   CheckMountpointAccess(mp_fd, a->mountpoint);
   uint64_t parent_mnt = MountIdOf(mp_fd, "", NULL);
@@ -756,9 +758,7 @@ static int Detach(const struct Args* a) {
   AsUser();
   const char* last;
   int parent_fd = OpenParent(a->mountpoint, &last);
-  int mp_fd = openat(parent_fd, last, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (mp_fd < 0 && errno == ELOOP) Die("mountpoint %s is a symbolic link", a->mountpoint);
-  if (mp_fd < 0) Die("cannot open mountpoint %s: %m", a->mountpoint);
+  int mp_fd = OpenMountpointAt(parent_fd, last, a->mountpoint);
   bool is_root = false;
   uint64_t mnt_id = MountIdOf(mp_fd, "", &is_root);
   if (!is_root) Die("nothing is mounted on %s", a->mountpoint);
