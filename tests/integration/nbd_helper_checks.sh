@@ -37,12 +37,14 @@ as_user2() {
 }
 
 records() { ls /run/hexz-nbd 2>/dev/null | grep -v '^lock$' | sort | tr '\n' ' '; }
-mounts_before=$(wc -l </proc/mounts)
+# The mounts this test could cause (other tests may mount elsewhere meanwhile).
+our_mounts() { grep -E "^/dev/nbd| $T[ /]| /proc | /sys/kernel " /proc/mounts | sort | tr '\n' ' '; }
+mounts_before=$(our_mounts)
 records_before=$(records)
 # refused PATTERN CMD...: refused with PATTERN, and nothing got mounted or recorded.
 refused() {
   expect_fail_msg "$@"
-  [[ $(wc -l </proc/mounts) -eq $mounts_before ]] || fail "mount table changed after: ${*:2}"
+  [[ "$(our_mounts)" == "$mounts_before" ]] || fail "mount table changed after: ${*:2}"
   [[ "$(records)" == "$records_before" ]] || fail "attachment records changed after: ${*:2}"
 }
 # usage PATTERN ARGS...: the helper (as the user) rejects ARGS with exit code 2.
@@ -94,7 +96,8 @@ echo "# fd 3"
 attach_args=(attach --size 1048576 --block-size 4096 --flags 0x1 --fstype ext4)
 user_dir "$T/u"
 user_dir "$T/u/mnt"
-refused 'fd 3 is not open' as_user "$HELPER" "${attach_args[@]}" --mountpoint "$T/u/mnt"
+refused 'fd 3 is not open' as_user bash -c 'exec 3<&-; exec "$@"' _ \
+  "$HELPER" "${attach_args[@]}" --mountpoint "$T/u/mnt"
 refused 'fd 3 is not a socket' as_user bash -c 'exec 3</dev/null; exec "$@"' _ \
   "$HELPER" "${attach_args[@]}" --mountpoint "$T/u/mnt"
 
@@ -158,7 +161,7 @@ printf 'hexz-nbd-helper record 1\ndevice %u\nuid %u\nmnt_id %u\npid 1\nmountpoin
   "$dev" "$uid1" "$mnt_id" "$T/att" >"/run/hexz-nbd/nbd$dev"
 chmod 0600 "/run/hexz-nbd/nbd$dev"
 records_before=$(records)
-mounts_before=$(wc -l </proc/mounts)
+mounts_before=$(our_mounts)
 refused "the mount on $T/att was attached by uid $uid1, not by you" \
   as_user2 "$HELPER" detach --mountpoint "$T/att"
 is_mounted "$T/att" || fail "$T/att was unmounted by another user's detach"
@@ -171,7 +174,7 @@ is_mounted "$T/att" || fail "$T/att was unmounted through a stale record"
 mkdir -p "$T/u/plain"
 mount -t tmpfs -o size=1m hexz-test-tmpfs "$T/u/plain"
 on_exit umount "$T/u/plain"
-mounts_before=$(wc -l </proc/mounts)
+mounts_before=$(our_mounts)
 refused "the mount on $T/u/plain was not made by hexz-nbd-helper" \
   as_user "$HELPER" detach --mountpoint "$T/u/plain"
 refused "nothing is mounted on $T/u/mnt" as_user "$HELPER" detach --mountpoint "$T/u/mnt"
