@@ -41,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -129,6 +130,14 @@ static void CleanProcess(void) {
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, NULL);
   if (chdir("/") != 0) Die("cannot chdir to /: %m");
+  /* The user's rlimits must not make a step fail halfway (say, the record
+   * write after the mount): lift the ones our few files and allocations use. */
+  static const int kLimits[] = {RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_AS, RLIMIT_DATA};
+  for (size_t i = 0; i < sizeof kLimits / sizeof kLimits[0]; i++) {
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+    if (kLimits[i] == RLIMIT_NOFILE) rl.rlim_cur = rl.rlim_max = 1024;
+    if (setrlimit(kLimits[i], &rl) != 0) Die("cannot reset resource limit %d: %m", kLimits[i]);
+  }
 }
 
 /* Only fds 0-2, plus the NBD socket on fd 3 for attach, may be inherited. */
@@ -393,6 +402,16 @@ static bool PathExists(const char* path) {
   return stat(path, &st) == 0;
 }
 
+/* Reads a sysfs number such as /sys/block/nbd0/size; -1 when absent. */
+static long long ReadSysNumber(const char* path) {
+  long long v = -1;
+  FILE* f = fopen(path, "re");
+  if (f == NULL) return -1;
+  if (fscanf(f, "%lld", &v) != 1) v = -1;
+  fclose(f);
+  return v;
+}
+
 /* Tell the user exactly what is missing instead of a bare ENOENT. */
 static void CheckNbdSupport(void) {
   if (PathExists("/dev/nbd0")) return;
@@ -406,15 +425,11 @@ static void CheckNbdSupport(void) {
 
 /* A device is busy when the kernel shows a receiver pid or a size for it. */
 static bool DeviceInUse(unsigned n) {
-  char path[64], buf[32] = "";
+  char path[64];
   snprintf(path, sizeof path, "/sys/block/nbd%u/pid", n);
   if (PathExists(path)) return true;
   snprintf(path, sizeof path, "/sys/block/nbd%u/size", n);
-  FILE* f = fopen(path, "re");
-  if (f == NULL) return true;
-  bool busy = fgets(buf, sizeof buf, f) == NULL || strcmp(buf, "0\n") != 0;
-  fclose(f);
-  return busy;
+  return ReadSysNumber(path) != 0;
 }
 
 /* Opens /dev/nbdN and checks that it is the NBD block device whose number
@@ -484,17 +499,19 @@ static void SleepTick(void) {
   nanosleep(&ts, NULL);
 }
 
-/* Waits until sysfs shows the device running, or the child gave up. */
-static bool WaitDeviceUp(unsigned n, pid_t child, int* child_errno) {
-  char path[64];
-  snprintf(path, sizeof path, "/sys/block/nbd%u/pid", n);
+/* Waits until sysfs shows the device running with its size (the kernel sets
+ * the capacity just after it creates the pid file), or the child gave up. */
+static bool WaitDeviceUp(unsigned n, uint64_t size, pid_t child, int* child_errno) {
+  char pid_path[64], size_path[64];
+  snprintf(pid_path, sizeof pid_path, "/sys/block/nbd%u/pid", n);
+  snprintf(size_path, sizeof size_path, "/sys/block/nbd%u/size", n);
   for (int i = 0; i < WAIT_STEPS; i++) {
     int status;
     if (waitpid(child, &status, WNOHANG) == child) {
       *child_errno = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
       return false;
     }
-    if (PathExists(path)) return true;
+    if (PathExists(pid_path) && ReadSysNumber(size_path) == (long long)(size / 512)) return true;
     SleepTick();
   }
   *child_errno = ETIMEDOUT;
@@ -691,16 +708,29 @@ static int Attach(const struct Args* a) {
   char dev[32];
   snprintf(dev, sizeof dev, "/dev/nbd%u", n);
 
-  /* 3. Start the device, then mount it on the pinned directory. */
+  /* 3. Record the attachment first (mount id still 0), so that no step
+   *    below can leave a device or mount that nobody accounts for. */
+  struct Record r = {.device = n, .uid = g_uid};
+  snprintf(r.mountpoint, sizeof r.mountpoint, "%s", a->mountpoint);
+  char name[32];
+  snprintf(name, sizeof name, "nbd%u", n);
+  if (!WriteRecord(run_fd, &r)) {
+    DisconnectDevice(nbd_fd);
+    Die("cannot write %s/%s: %m", RUN_DIR, name);
+  }
+
+  /* 4. Start the device, then mount it on the pinned directory. */
   pid_t child = fork();
   if (child < 0) {
     DisconnectDevice(nbd_fd);
+    unlinkat(run_fd, name, 0);
     Die("fork failed: %m");
   }
   if (child == 0) RunDeviceChild(nbd_fd);
   int child_errno = 0;
-  if (!WaitDeviceUp(n, child, &child_errno)) {
+  if (!WaitDeviceUp(n, a->size, child, &child_errno)) {
     DisconnectDevice(nbd_fd);
+    unlinkat(run_fd, name, 0);
     Die("%s did not start: %s", dev, child_errno ? strerror(child_errno) : "unknown error");
   }
   char options[96];
@@ -718,22 +748,17 @@ static int Attach(const struct Args* a) {
     int e = errno;
     DisconnectDevice(nbd_fd);
     waitpid(child, NULL, 0);
+    unlinkat(run_fd, name, 0);
     Die("mounting %s (%s) on %s failed: %s", dev, a->fs->name, a->mountpoint, MountError(e, a));
   }
 
-  /* 4. Record it, so that only this user can detach it. */
-  struct Record r = {.device = n, .uid = g_uid, .pid = (long)child};
-  snprintf(r.mountpoint, sizeof r.mountpoint, "%s", a->mountpoint);
+  /* 5. Complete the record with the mount's id: detach matches on it. */
+  r.pid = (long)child;
   r.mnt_id = FindMount(0, parent_mnt, dev);
   if (r.mnt_id == 0 || !WriteRecord(run_fd, &r)) {
-    /* Cannot happen in practice; leave nothing behind we cannot account for. */
-    if (umount2(target, 0) != 0) {
-      Die("%s is mounted on %s but cannot be recorded or unmounted: %m; as root run: "
-          "umount %s && nbd-client -d %s",
-          dev, a->mountpoint, a->mountpoint, dev);
-    }
-    DisconnectDevice(nbd_fd);
-    Die("cannot record the attachment in %s: %m", RUN_DIR);
+    Die("%s is mounted on %s but its record %s/%s could not be completed; as root run: "
+        "umount %s && nbd-client -d %s && rm %s/%s",
+        dev, a->mountpoint, RUN_DIR, name, a->mountpoint, dev, RUN_DIR, name);
   }
   printf("%s %s\n", dev, a->mountpoint);
   return kExitOk;
