@@ -63,6 +63,7 @@ enum { kExitOk = 0, kExitFail = 1, kExitUsage = 2 };
 #define MAX_SIZE (1ULL << 60)   /* 1 EiB: far beyond any disk, far below loff_t */
 #define WAIT_STEPS 1000         /* x 10 ms = 10 s for the device to come up/down */
 #define RECORD_MAX 8192
+_Static_assert(MAX_SIZE <= ULONG_MAX, "NBD_SET_SIZE takes the size as an unsigned long");
 
 static const char kUsage[] =
     "usage: hexz-nbd-helper attach --size BYTES --block-size 512|1024|2048|4096\n"

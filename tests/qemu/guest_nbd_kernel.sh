@@ -61,6 +61,10 @@ else ok "device node on the mount refused (nodev works)"; fi
 as_u1 sh -c "echo x > /dev/null" || bad "control: /dev/null not writable"
 if as_u1 sh -c "echo x > $M/new" 2>/dev/null; then bad "wrote to a read-only mount"
 else ok "read-only mount refuses writes"; fi
+rec=/run/hexz-nbd/${dev#/dev/}
+[ "$(stat -c '%u %a' /run/hexz-nbd)" = "0 700" ] && [ "$(stat -c '%u %a' $rec)" = "0 600" ] &&
+  grep -qx "uid $U1" $rec && ok "record $rec is root-owned 0600 in a 0700 dir and names uid $U1" ||
+  bad "record: $(ls -ld /run/hexz-nbd $rec; cat $rec)"
 [ "$(cat /sys/block/${dev#/dev/}/ro)" = 1 ] && ok "$dev itself is read-only" || bad "$dev is writable"
 
 # --- what another user, or the user, may not do on a real device ------------
