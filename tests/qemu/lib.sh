@@ -16,7 +16,7 @@
 # so reruns need no network. Guest network: QEMU user mode (slirp); the host's
 # 127.0.0.1 is 10.0.2.2 in the guest, and tests can add guestfwd endpoints.
 
-QEMU_CACHE=${HEXZ_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hexz-qemu}
+QEMU_CACHE=${HEXZ_QEMU_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/hexz-qemu}
 QEMU_BIN=${QEMU_BIN:-qemu-system-x86_64}
 # The virtio-net driver stack, in load order, then whatever a test adds.
 QEMU_NET_MODULES=(failover net_failover virtio_ring virtio virtio_pci_modern_dev
