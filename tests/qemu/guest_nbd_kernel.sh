@@ -33,7 +33,7 @@ records() { ls /run/hexz-nbd 2>/dev/null | grep -v '^lock$'; }
 [ "$(stat -c %a "$HELPER")" = 4755 ] || die "helper is not setuid in the guest"
 printf 'u1:x:%s:%s::/home/u1:/bin/sh\nu2:x:%s:%s::/home/u2:/bin/sh\n' $U1 $U1 $U2 $U2 >>/etc/passwd
 mount -t tmpfs -o mode=0755 tmpfs /home
-mkdir -p /home/u1/mnt /home/u1/mnt2 /home/u2/mnt
+mkdir -p /home/u1/mnt /home/u1/mnt2 /home/u1/mnt3 /home/u2/mnt
 chown -R $U1:$U1 /home/u1
 chown -R $U2:$U2 /home/u2
 echo "# guest kernel $(uname -r), $(ls -d /sys/block/nbd* | wc -l) nbd devices"
@@ -76,10 +76,22 @@ out=$(as_u2 /hexz/bin/nbd-negotiate "$ENDPOINT" "" $HELPER attach --fstype ext4 
 pid=$(cat /sys/block/${dev#/dev/}/pid)
 if as_u1 kill -9 "$pid" 2>/dev/null; then bad "uid $U1 could kill the device process $pid"
 else ok "uid $U1 cannot signal the device process (pid $pid)"; fi
-# A second attach takes another device.
-out2=$(attach_u1 --mountpoint /home/u1/mnt2 2>&1) || bad "second attach failed: $out2"
-[ "${out2%% *}" != "$dev" ] && ok "second attach got its own device: $out2" || bad "device reused: $out2"
-as_u1 $HELPER detach --mountpoint /home/u1/mnt2 >/dev/null 2>&1 || bad "detach of the second mount failed"
+# Two more attaches at the same time (serialized by the helper's lock) take
+# two other devices.
+attach_u1 --mountpoint /home/u1/mnt2 >/tmp/a2 2>&1 &
+p2=$!
+attach_u1 --mountpoint /home/u1/mnt3 >/tmp/a3 2>&1 &
+p3=$!
+wait $p2 || bad "concurrent attach on mnt2 failed: $(cat /tmp/a2)"
+wait $p3 || bad "concurrent attach on mnt3 failed: $(cat /tmp/a3)"
+d2=$(cut -d' ' -f1 /tmp/a2)
+d3=$(cut -d' ' -f1 /tmp/a3)
+[ -n "$d2" ] && [ -n "$d3" ] && [ "$d2" != "$d3" ] && [ "$d2" != "$dev" ] && [ "$d3" != "$dev" ] &&
+  ok "concurrent attaches got their own devices: $d2, $d3 (first: $dev)" ||
+  bad "devices: first $dev, then '$d2' and '$d3'"
+for m in mnt2 mnt3; do
+  as_u1 $HELPER detach --mountpoint /home/u1/$m >/dev/null 2>&1 || bad "detach of $m failed"
+done
 # Busy: a process with its cwd in the mount keeps it; detach says so and keeps it.
 /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --clear-groups -- sh -c "cd $M && exec sleep 30" &
 busy=$!
