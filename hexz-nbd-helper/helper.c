@@ -63,11 +63,13 @@ enum { kExitOk = 0, kExitFail = 1, kExitUsage = 2 };
 #define MAX_SIZE (1ULL << 60)   /* 1 EiB: far beyond any disk, far below loff_t */
 #define WAIT_STEPS 1000         /* x 10 ms = 10 s for the device to come up/down */
 #define RECORD_MAX 8192
+#define MAX_PARTITION 128 /* GPT's usual limit; the driver shows max_part of them */
 _Static_assert(MAX_SIZE <= ULONG_MAX, "NBD_SET_SIZE takes the size as an unsigned long");
 
 static const char kUsage[] =
     "usage: hexz-nbd-helper attach --size BYTES --block-size 512|1024|2048|4096\n"
-    "           --flags HEX --fstype TYPE --mountpoint /ABS/PATH [--rw]   (socket on fd 3)\n"
+    "           --flags HEX --fstype TYPE --mountpoint /ABS/PATH [--partition N] [--rw]\n"
+    "           (the negotiated NBD socket on fd 3)\n"
     "       hexz-nbd-helper detach --mountpoint /ABS/PATH\n"
     "       hexz-nbd-helper --version\n";
 
@@ -233,13 +235,14 @@ struct Args {
   uint16_t flags;
   const struct FsType* fs;
   const char* mountpoint;
+  uint64_t partition; /* 0: the whole disk */
   bool rw;
 };
 
 /* Options come as "--name VALUE" pairs (or the bare "--rw" for attach), each
  * at most once. Anything else is a usage error. */
 static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
-  const char *size = NULL, *bs = NULL, *flags = NULL, *fs = NULL, *mp = NULL;
+  const char *size = NULL, *bs = NULL, *flags = NULL, *fs = NULL, *mp = NULL, *part = NULL;
   memset(a, 0, sizeof *a);
   for (int i = 2; i < argc; i++) {
     const char* opt = argv[i];
@@ -259,6 +262,8 @@ static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
       slot = &flags;
     else if (attach && strcmp(opt, "--fstype") == 0)
       slot = &fs;
+    else if (attach && strcmp(opt, "--partition") == 0)
+      slot = &part;
     else
       Usage("unknown argument '%s' for %s", opt, argv[1]);
     if (*slot != NULL) Usage("%s given twice", opt);
@@ -290,6 +295,9 @@ static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
     Usage("--flags '%s' must be 0x followed by 1-4 hex digits", flags);
   if (!(a->flags & NBD_FLAG_HAS_FLAGS) || (a->flags & ~0x0fffu)) {
     Usage("--flags %s: bit 0 (has flags) must be set and bits 12-15 must be clear", flags);
+  }
+  if (part != NULL && (!ParseDecimal(part, MAX_PARTITION, &a->partition) || a->partition == 0)) {
+    Usage("--partition '%s' must be a number from 1 to %d", part, MAX_PARTITION);
   }
   a->fs = LookupFsType(fs);
   if (a->fs == NULL) {
@@ -433,25 +441,39 @@ static bool DeviceInUse(unsigned n) {
   return ReadSysNumber(path) != 0;
 }
 
-/* Opens /dev/nbdN and checks that it is the NBD block device whose number
- * sysfs reports, not something else that happens to have that name. */
+/* A device node under /dev must be the NBD block device (or partition) whose
+ * number sysfs reports, not something else that happens to have that name. */
+static void CheckDeviceNode(const char* node, const struct stat* st, const char* sys_dev) {
+  char want[32] = "", have[32];
+  FILE* f = fopen(sys_dev, "re");
+  if (f == NULL || fgets(want, sizeof want, f) == NULL) Die("cannot read %s", sys_dev);
+  fclose(f);
+  if (!S_ISBLK(st->st_mode) || major(st->st_rdev) != NBD_BLOCK_MAJOR) {
+    Die("%s is not an NBD block device", node);
+  }
+  snprintf(have, sizeof have, "%u:%u\n", major(st->st_rdev), minor(st->st_rdev));
+  if (strcmp(have, want) != 0) {
+    Die("%s is device %.*s, but %s says %s", node, (int)strlen(have) - 1, have, sys_dev, want);
+  }
+}
+
 static int OpenNbdDevice(unsigned n) {
-  char path[64], sys[64], want[32] = "", have[32];
+  char path[64], sys[64];
   snprintf(path, sizeof path, "/dev/nbd%u", n);
   snprintf(sys, sizeof sys, "/sys/block/nbd%u/dev", n);
   int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) Die("cannot open %s: %m", path);
   struct stat st;
-  FILE* f = fopen(sys, "re");
-  if (f == NULL || fgets(want, sizeof want, f) == NULL) Die("cannot read %s", sys);
-  fclose(f);
-  if (fstat(fd, &st) != 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != NBD_BLOCK_MAJOR) {
-    Die("%s is not an NBD block device", path);
-  }
-  snprintf(have, sizeof have, "%u:%u\n", major(st.st_rdev), minor(st.st_rdev));
-  if (strcmp(have, want) != 0)
-    Die("%s is device %.*s, but sysfs says %s", path, (int)strlen(have) - 1, have, want);
+  if (fd < 0 || fstat(fd, &st) != 0) Die("cannot open %s: %m", path);
+  CheckDeviceNode(path, &st, sys);
   return fd;
+}
+
+/* The node to mount: /dev/nbdN, or /dev/nbdNpK for a partition. */
+static void SourceName(char* out, size_t size, unsigned n, unsigned partition) {
+  if (partition == 0)
+    snprintf(out, size, "/dev/nbd%u", n);
+  else
+    snprintf(out, size, "/dev/nbd%up%u", n, partition);
 }
 
 /* Hands our socket to the kernel. NBD_SET_SOCK first: it claims the device
@@ -529,6 +551,25 @@ static bool WaitDeviceDown(unsigned n) {
   return false;
 }
 
+/* Partitions appear when the running device is next opened (the kernel then
+ * reads the partition table): open it once, then wait for the node. */
+static bool WaitPartition(unsigned n, unsigned partition, const char* node) {
+  char whole[64], sys[96];
+  SourceName(whole, sizeof whole, n, 0);
+  snprintf(sys, sizeof sys, "/sys/block/nbd%u/nbd%up%u/dev", n, n, partition);
+  int fd = open(whole, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) close(fd);
+  for (int i = 0; i < WAIT_STEPS / 5; i++) {
+    struct stat st;
+    if (PathExists(sys) && stat(node, &st) == 0) {
+      CheckDeviceNode(node, &st, sys);
+      return true;
+    }
+    SleepTick();
+  }
+  return false;
+}
+
 static void DisconnectDevice(int fd) {
   ioctl(fd, NBD_DISCONNECT);
   ioctl(fd, NBD_CLEAR_SOCK);
@@ -557,6 +598,7 @@ static void LockRunDir(int dir_fd) {
 
 struct Record {
   unsigned device;
+  unsigned partition;
   uid_t uid;
   uint64_t mnt_id;
   long pid;
@@ -572,8 +614,11 @@ static bool WriteRecord(int dir_fd, const struct Record* r) {
   if (fd < 0) return false;
   FILE* f = fdopen(fd, "w");
   if (f == NULL) return false;
-  fprintf(f, "hexz-nbd-helper record 1\ndevice %u\nuid %u\nmnt_id %llu\npid %ld\nmountpoint %s\n",
-          r->device, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid, r->mountpoint);
+  fprintf(f,
+          "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid %ld\n"
+          "mountpoint %s\n",
+          r->device, r->partition, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid,
+          r->mountpoint);
   bool ok = fflush(f) == 0 && fsync(fd) == 0;
   ok = fclose(f) == 0 && ok;
   return ok && renameat(dir_fd, tmp, dir_fd, name) == 0;
@@ -593,8 +638,9 @@ static bool ReadRecord(int dir_fd, const char* name, struct Record* r) {
   int used = 0;
   memset(r, 0, sizeof *r);
   if (sscanf(buf,
-             "hexz-nbd-helper record 1\ndevice %u\nuid %u\nmnt_id %llu\npid %ld\nmountpoint %n",
-             &r->device, &uid, &mnt_id, &r->pid, &used) != 4 ||
+             "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid "
+             "%ld\nmountpoint %n",
+             &r->device, &r->partition, &uid, &mnt_id, &r->pid, &used) != 5 ||
       used == 0) {
     return false;
   }
@@ -706,12 +752,13 @@ static int Attach(const struct Args* a) {
         "more: modprobe -r nbd && modprobe nbd nbds_max=%u",
         scanned, scanned * 2 + 16);
   }
-  char dev[32];
+  char dev[32], source[48];
   snprintf(dev, sizeof dev, "/dev/nbd%u", n);
+  SourceName(source, sizeof source, n, (unsigned)a->partition);
 
   /* 3. Record the attachment first (mount id still 0), so that no step
    *    below can leave a device or mount that nobody accounts for. */
-  struct Record r = {.device = n, .uid = g_uid};
+  struct Record r = {.device = n, .partition = (unsigned)a->partition, .uid = g_uid};
   snprintf(r.mountpoint, sizeof r.mountpoint, "%s", a->mountpoint);
   char name[32];
   snprintf(name, sizeof name, "nbd%u", n);
@@ -734,6 +781,14 @@ static int Attach(const struct Args* a) {
     unlinkat(run_fd, name, 0);
     Die("%s did not start: %s", dev, child_errno ? strerror(child_errno) : "unknown error");
   }
+  if (a->partition != 0 && !WaitPartition(n, (unsigned)a->partition, source)) {
+    DisconnectDevice(nbd_fd);
+    waitpid(child, NULL, 0);
+    unlinkat(run_fd, name, 0);
+    Die("the disk has no partition %u (%s did not appear; the nbd driver shows at most "
+        "max_part partitions: see /sys/module/nbd/parameters/max_part)",
+        (unsigned)a->partition, source);
+  }
   char options[96];
   const char* base = a->rw ? a->fs->rw_options : a->fs->ro_options;
   if (a->fs->owner_ids) {
@@ -745,23 +800,23 @@ static int Attach(const struct Args* a) {
   char target[64];
   snprintf(target, sizeof target, "/proc/self/fd/%d", mp_fd);
   unsigned long mflags = MS_NOSUID | MS_NODEV | (a->rw ? 0 : MS_RDONLY);
-  if (mount(dev, target, a->fs->name, mflags, options) != 0) {
+  if (mount(source, target, a->fs->name, mflags, options) != 0) {
     int e = errno;
     DisconnectDevice(nbd_fd);
     waitpid(child, NULL, 0);
     unlinkat(run_fd, name, 0);
-    Die("mounting %s (%s) on %s failed: %s", dev, a->fs->name, a->mountpoint, MountError(e, a));
+    Die("mounting %s (%s) on %s failed: %s", source, a->fs->name, a->mountpoint, MountError(e, a));
   }
 
   /* 5. Complete the record with the mount's id: detach matches on it. */
   r.pid = (long)child;
-  r.mnt_id = FindMount(0, parent_mnt, dev);
+  r.mnt_id = FindMount(0, parent_mnt, source);
   if (r.mnt_id == 0 || !WriteRecord(run_fd, &r)) {
     Die("%s is mounted on %s but its record %s/%s could not be completed; as root run: "
         "umount %s && nbd-client -d %s && rm %s/%s",
         dev, a->mountpoint, RUN_DIR, name, a->mountpoint, dev, RUN_DIR, name);
   }
-  printf("%s %s\n", dev, a->mountpoint);
+  printf("%s %s\n", source, a->mountpoint);
   return kExitOk;
 }
 
@@ -802,11 +857,12 @@ static int Detach(const struct Args* a) {
     Die("the mount on %s was attached by uid %u, not by you (uid %u); refusing", a->mountpoint,
         (unsigned)r.uid, (unsigned)g_uid);
   }
-  char dev[32];
+  char dev[32], source[48];
   snprintf(dev, sizeof dev, "/dev/nbd%u", r.device);
-  if (FindMount(mnt_id, 0, dev) != mnt_id) {
+  SourceName(source, sizeof source, r.device, r.partition);
+  if (FindMount(mnt_id, 0, source) != mnt_id) {
     Die("stale record %s/nbd%u: mount %llu is not %s any more; ask root to remove the record",
-        RUN_DIR, r.device, (unsigned long long)mnt_id, dev);
+        RUN_DIR, r.device, (unsigned long long)mnt_id, source);
   }
 
   /* 3. Unmount, walking the user's directory with the user's rights. The
@@ -824,7 +880,9 @@ static int Detach(const struct Args* a) {
     Die("unmounting %s failed: %m", a->mountpoint);
   }
   AsRoot();
-  if (FindMount(mnt_id, 0, dev) == mnt_id) Die("%s is still mounted after umount", a->mountpoint);
+  if (FindMount(mnt_id, 0, source) == mnt_id) {
+    Die("%s is still mounted after umount", a->mountpoint);
+  }
 
   /* 4. Disconnect the device; the child running NBD_DO_IT then exits. */
   int nbd_fd = OpenNbdDevice(r.device);
@@ -834,7 +892,7 @@ static int Detach(const struct Args* a) {
   char name[32];
   snprintf(name, sizeof name, "nbd%u", r.device);
   if (unlinkat(run_fd, name, 0) != 0) Die("cannot remove %s/%s: %m", RUN_DIR, name);
-  printf("%s %s detached\n", dev, a->mountpoint);
+  printf("%s %s detached\n", source, a->mountpoint);
   return kExitOk;
 }
 

@@ -90,6 +90,9 @@ usage "--flags '0x10000'" attach --size 4096 --block-size 4096 --flags 0x10000 -
 usage 'bit 0 .has flags. must be set' attach --size 4096 --block-size 4096 --flags 0x2 --fstype ext4 --mountpoint /x
 usage "--fstype 'proc' is not allowed" attach --size 4096 --block-size 4096 --flags 0x1 --fstype proc --mountpoint /x
 usage "--fstype 'ext4,nosuid' is not allowed" attach --size 4096 --block-size 4096 --flags 0x1 --fstype ext4,nosuid --mountpoint /x
+usage "--partition '0' must be a number from 1 to 128" attach --partition 0 --size 4096 "${ok_args[@]}"
+usage "--partition '129'" attach --partition 129 --size 4096 "${ok_args[@]}"
+usage "--partition 'p1'" attach --partition p1 --size 4096 "${ok_args[@]}"
 usage '--rw given twice' attach --rw --rw --size 4096 "${ok_args[@]}"
 
 echo "# fd 3"
@@ -157,7 +160,7 @@ mnt_id=$(awk -v m="$T/att" '$5 == m { print $1 }' /proc/self/mountinfo | tail -n
 dev=1023
 while [[ -e /run/hexz-nbd/nbd$dev ]]; do dev=$((dev - 1)); done
 on_exit rm -f "/run/hexz-nbd/nbd$dev"
-printf 'hexz-nbd-helper record 1\ndevice %u\nuid %u\nmnt_id %u\npid 1\nmountpoint %s\n' \
+printf 'hexz-nbd-helper record 1\ndevice %u\npartition 0\nuid %u\nmnt_id %u\npid 1\nmountpoint %s\n' \
   "$dev" "$uid1" "$mnt_id" "$T/att" >"/run/hexz-nbd/nbd$dev"
 chmod 0600 "/run/hexz-nbd/nbd$dev"
 records_before=$(records)

@@ -33,6 +33,15 @@ chown 1000:1000 "$src/rwdir"
 (cd "$src" && sha256sum hello.txt data.bin sub/nested.txt) >"$T/expected.sha256"
 img=$T/disk.ext4
 mkfs.ext4 -q -b 4096 -d "$src" "$img" 32M || fail "mkfs.ext4 -d failed"
+# The same files in partition 1 of an MBR disk (1 MiB offset, 16 MiB long).
+part=$T/disk-mbr.img
+truncate -s 20M "$part"
+mkfs.ext4 -q -b 4096 -E offset=1048576 -d "$src" "$part" 16M || fail "mkfs.ext4 -E offset failed"
+# le32 N: the escape sequence (for printf) of N as 4 little-endian bytes.
+le32() { printf '\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24)); }
+printf "\x00\xfe\xff\xff\x83\xfe\xff\xff$(le32 2048)$(le32 32768)" |
+  dd of="$part" bs=1 seek=446 conv=notrunc status=none
+printf '\x55\xaa' | dd of="$part" bs=1 seek=510 conv=notrunc status=none
 
 # The guest: modules, helper setuid root, negotiator, setpriv, a setuid control.
 g=$T/guest
@@ -45,21 +54,31 @@ qemu_add_binary "$g" "$(command -v setpriv)" /hexz/bin/setpriv
 qemu_add_binary "$g" /usr/bin/id /hexz/bin/id
 chmod 4755 "$g/hexz/bin/id"
 cp "$T/expected.sha256" "$g/hexz/"
-# nbdkit serves the image on a free host port; the guest reaches the host's
-# 127.0.0.1 as 10.0.2.2. (A guestfwd cmd: endpoint is one stream at a time,
-# which breaks concurrent attaches.)
-port=
-for try in 1 2 3 4 5 6 7 8; do
-  p=$((20000 + RANDOM % 40000))
-  rm -f "$T/nbdkit.pid"
-  nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$p" -P "$T/nbdkit.pid" file "$img" 2>"$T/nbdkit.err" &
-  nbdkit_pid=$!
-  if wait_for test -s "$T/nbdkit.pid"; then port=$p; break; fi
-  kill "$nbdkit_pid" 2>/dev/null
-done
-[[ -n $port ]] || fail "nbdkit could not listen on any port: $(cat "$T/nbdkit.err")"
-on_exit kill "$nbdkit_pid"
-echo "ENDPOINT=tcp:10.0.2.2:$port" >"$g/hexz/env"
+# nbdkit serves each image on a free host port; the guest reaches the host's
+# 127.0.0.1 as 10.0.2.2. (A QEMU guestfwd cmd: endpoint carries one stream at
+# a time, which breaks concurrent attaches.)
+# serve IMAGE: starts nbdkit (a child of this shell), sets $served_port.
+serve() {
+  local p try pid
+  for try in 1 2 3 4 5 6 7 8; do
+    p=$((20000 + RANDOM % 40000))
+    rm -f "$T/nbdkit.$p.pid"
+    nbdkit --exit-with-parent -f -i 127.0.0.1 -p "$p" -P "$T/nbdkit.$p.pid" file "$1" \
+      2>"$T/nbdkit.err" &
+    pid=$!
+    if wait_for test -s "$T/nbdkit.$p.pid"; then
+      on_exit kill "$pid"
+      served_port=$p
+      return 0
+    fi
+    kill "$pid" 2>/dev/null
+  done
+  fail "nbdkit could not listen on any port: $(cat "$T/nbdkit.err")"
+}
+serve "$img"
+echo "ENDPOINT=tcp:10.0.2.2:$served_port" >"$g/hexz/env"
+serve "$part"
+echo "ENDPOINT_PART=tcp:10.0.2.2:$served_port" >>"$g/hexz/env"
 rc=0
 qemu_run "$g" "$HEXZ_SOURCE_DIR/tests/qemu/guest_nbd_kernel.sh" "${HEXZ_QEMU_TIMEOUT:-240}" \
   -netdev user,id=n0 -device virtio-net-pci,netdev=n0 || rc=$?

@@ -109,6 +109,21 @@ mount_line $M >/dev/null && bad "$M still mounted after detach"
 no_device_connected && ok "no /dev/nbdN left connected (no pid, size 0)" || bad "a device is still connected"
 [ -z "$(records)" ] && ok "no attachment records left" || bad "records left: $(records)"
 
+# --- a partition of a partitioned disk ----------------------------------------
+attach_part() { as_u1 /hexz/bin/nbd-negotiate "$ENDPOINT_PART" "" "$HELPER" attach --fstype ext4 "$@"; }
+out=$(attach_part --partition 2 --mountpoint $M 2>&1) && bad "attach of a missing partition worked" ||
+  ok "missing partition refused: $out"
+no_device_connected && [ -z "$(records)" ] && ok "nothing left after the refused partition attach" ||
+  bad "device or record left after a failed attach"
+out=$(attach_part --partition 1 --mountpoint $M 2>&1) || die "attach --partition 1 failed: $out"
+case $out in /dev/nbd*p1" $M") ok "attach --partition 1: $out" ;; *) bad "attach --partition 1 printed: $out" ;; esac
+(cd $M && as_u1 sha256sum -c /hexz/expected.sha256) >/tmp/sums 2>&1 &&
+  ok "files in partition 1 read back with matching sha256" || bad "partition checksums: $(cat /tmp/sums)"
+has_opt $M ro && has_opt $M nosuid && has_opt $M nodev || bad "partition mount options: $(mount_line $M)"
+out=$(as_u1 $HELPER detach --mountpoint $M 2>&1) || die "detach of the partition mount failed: $out"
+ok "detach: $out"
+no_device_connected && ok "no /dev/nbdN left connected after the partition mount" || bad "device left"
+
 # --- read-write attach: the write reaches the server's image ----------------
 out=$(attach_u1 --rw --mountpoint $M 2>&1) || die "attach --rw failed: $out"
 ok "attach --rw: $out"

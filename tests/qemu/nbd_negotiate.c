@@ -137,7 +137,10 @@ int main(int argc, char** argv) {
     }
   }
   if (size == 0) Fail("server sent no export size");
-  unsigned block = (size % 4096 == 0 && min_block <= 4096) ? 4096 : 512;
+  /* 512 unless the server needs more: the kernel reads partition tables in
+   * units of the device's logical block size, and VM disks use 512. */
+  unsigned block = 512;
+  while (block < min_block && block < 4096) block *= 2;
 
   if (fd == 3 ? fcntl(fd, F_SETFD, 0) != 0 : dup2(fd, 3) != 3)
     Fail("cannot put the socket on fd 3");
