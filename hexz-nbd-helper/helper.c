@@ -342,17 +342,14 @@ static int OpenMountpointAt(int dir_fd, const char* name, const char* path) {
 /* Mounting over /proc, /sys, device or pseudo filesystems could change how
  * the system behaves for everybody; only ordinary data filesystems qualify. */
 static void CheckMountpointFsType(int fd, const char* path) {
-  static const struct {
-    unsigned long magic;
-    const char* name;
-  } kAllowed[] = {
-      {EXT4_SUPER_MAGIC, "ext2/3/4"}, {XFS_SUPER_MAGIC, "xfs"},   {BTRFS_SUPER_MAGIC, "btrfs"},
-      {TMPFS_MAGIC, "tmpfs"},         {F2FS_SUPER_MAGIC, "f2fs"}, {0x2fc12fc1UL, "zfs"},
+  static const unsigned long kAllowed[] = {
+      EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC,  BTRFS_SUPER_MAGIC,
+      TMPFS_MAGIC,      F2FS_SUPER_MAGIC, 0x2fc12fc1UL /* zfs */,
   };
   struct statfs sfs;
   if (fstatfs(fd, &sfs) != 0) Die("cannot statfs mountpoint %s: %m", path);
   for (size_t i = 0; i < sizeof kAllowed / sizeof kAllowed[0]; i++) {
-    if ((unsigned long)sfs.f_type == kAllowed[i].magic) return;
+    if ((unsigned long)sfs.f_type == kAllowed[i]) return;
   }
   Die("mountpoint %s is on a filesystem of type 0x%lx, which is not allowed "
       "(allowed: ext2/3/4, xfs, btrfs, tmpfs, f2fs, zfs; never proc, sysfs or devices)",
