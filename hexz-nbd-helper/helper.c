@@ -418,6 +418,15 @@ static long long ReadSysNumber(const char* path) {
   return v;
 }
 
+/* The pinned mountpoint is reached through /proc/self/fd: /proc must be
+ * the real proc filesystem. */
+static void CheckProc(void) {
+  struct statfs sfs;
+  if (statfs("/proc/self/fd", &sfs) != 0 || sfs.f_type != PROC_SUPER_MAGIC) {
+    Die("/proc is not mounted (or is not procfs); hexz-nbd-helper needs /proc/self/fd");
+  }
+}
+
 /* Tell the user exactly what is missing instead of a bare ENOENT. */
 static void CheckNbdSupport(void) {
   if (PathExists("/dev/nbd0")) return;
@@ -728,6 +737,7 @@ static int Attach(const struct Args* a) {
   AsRoot();
 
   /* 2. Only now the kernel and the devices. */
+  CheckProc();
   CheckNbdSupport();
   int run_fd = OpenRunDir();
   LockRunDir(run_fd);
@@ -844,6 +854,7 @@ static int Detach(const struct Args* a) {
   AsRoot();
 
   /* 2. The record must exist and belong to this user (root may detach all). */
+  CheckProc();
   int run_fd = OpenRunDir();
   LockRunDir(run_fd);
   struct Record r;
