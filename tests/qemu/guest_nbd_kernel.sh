@@ -124,6 +124,26 @@ out=$(as_u1 $HELPER detach --mountpoint $M 2>&1) || die "detach of the partition
 ok "detach: $out"
 no_device_connected && ok "no /dev/nbdN left connected after the partition mount" || bad "device left"
 
+# --- the server goes away while mounted ------------------------------------
+# The user-side connection runs through a relay (busybox nc) that we kill: to
+# the kernel, the server is gone. Detach must still clean up everything.
+host=${ENDPOINT#tcp:}
+nc -l -p 9000 -e nc ${host%:*} ${host##*:} &
+relay=$!
+sleep 1
+out=$(as_u1 /hexz/bin/nbd-negotiate tcp:127.0.0.1:9000 "" "$HELPER" attach --fstype ext4 \
+  --mountpoint $M 2>&1) || die "attach through the relay failed: $out"
+ok "attach through a relay: $out"
+kill -9 $relay
+wait $relay 2>/dev/null
+if as_u1 cat $M/data.bin >/dev/null 2>&1; then bad "reading through a dead server worked"
+else ok "reads fail once the server is gone"; fi
+out=$(as_u1 $HELPER detach --mountpoint $M 2>&1) && ok "detach after the server died: $out" ||
+  bad "detach after the server died failed: $out"
+mount_line $M >/dev/null && bad "$M still mounted"
+no_device_connected && [ -z "$(records)" ] && ok "no device or record left after a dead server" ||
+  bad "device or record left after a dead server"
+
 # --- read-write attach: the write reaches the server's image ----------------
 out=$(attach_u1 --rw --mountpoint $M 2>&1) || die "attach --rw failed: $out"
 ok "attach --rw: $out"
