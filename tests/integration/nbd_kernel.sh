@@ -4,8 +4,10 @@
 # attaches an NBD export of an ext4 image (made with mkfs.ext4 -d) to /dev/nbdN
 # and mounts it ro,nosuid,nodev; files read back with matching checksums;
 # setuid binaries and device nodes on it are inert; other users cannot detach
-# it; busy detach is refused; detach leaves no device connected; a --rw mount
-# writes through to the image. See tests/qemu/guest_nbd_kernel.sh.
+# it; concurrent attaches get distinct devices; busy detach is refused;
+# partition 1 of an MBR disk mounts; detach cleans up after the server died;
+# detach leaves no device connected; a --rw mount writes through to the image.
+# See tests/qemu/guest_nbd_kernel.sh.
 #
 # Until `hexz mount --nbd` exists, the user side is nbdkit on the host (reached
 # over QEMU user networking) plus the test-only negotiator
