@@ -85,6 +85,7 @@ struct stat AttrOf(ReadOnlyFs* fs, fuse_ino_t ino) {
 
 void OpInit(void* userdata, struct fuse_conn_info* conn) {
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  conn->max_read = kMaxRead;  // must match the max_read mount option
   conn->max_readahead = std::min(conn->max_readahead, kMaxRead);
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   static_cast<ReadOnlyFs*>(userdata)->NotifyReady();
