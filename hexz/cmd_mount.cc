@@ -287,7 +287,10 @@ int RunMount(const MountArgs& a) {
   config.chain_fds = std::move(*fds);
   config.chain_names = (*snapshot)->ChainNames();
 
-  // Signals are taken through a signalfd from here on.
+  // Signals are taken through a signalfd from here on. A shell starts
+  // background jobs with SIGINT ignored; hexz mount's contract is that these
+  // signals unmount, so their default disposition is restored first.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
   sigset_t mask, old_mask;
   sigemptyset(&mask);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);

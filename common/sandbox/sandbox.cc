@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <memory>
 
 namespace hexz::sandbox {
@@ -211,6 +212,9 @@ bool DebugBuild() {
 }
 
 Status LockDown(const Policy& policy) {
+  // glibc loads some things lazily by opening files: the time zone (strftime
+  // calls tzset, which reads /etc/localtime the first time). Do it now.
+  tzset();
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     return Status::FromErrno(errno, "sandbox: PR_SET_NO_NEW_PRIVS");
   }
