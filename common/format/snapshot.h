@@ -98,6 +98,7 @@ struct StreamStats {
   uint64_t zero_blocks = 0;    // all-zero blocks (no storage)
   uint64_t dedup_blocks = 0;   // blocks that point at another block's storage
   uint64_t parent_blocks = 0;  // blocks inherited from the parent (thin snapshots)
+  uint32_t codecs_used = 0;    // bit (1 << Codec) for each codec of a stored block
 };
 
 class Snapshot {
