@@ -424,8 +424,8 @@ void WriterImpl::CompressLoop() {
     std::unique_ptr<Job> job;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_todo_.wait(lock, [this] { return !todo_.empty() || closing_; });
-      if (todo_.empty()) return;
+      cv_todo_.wait(lock, [this] { return !todo_.empty() || closing_ || !error_.ok(); });
+      if (todo_.empty() || !error_.ok()) return;
       job = std::move(todo_.front());
       todo_.pop_front();
     }

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 
+#include "common/format/layout.h"
 #include "tests/unit/format/format_test_util.h"
 
 namespace hexz::format {
@@ -66,6 +67,13 @@ TEST(GoldenTest, DISABLED_GenerateGoldenFiles) {
     o.threads = 1;
     PackBuffers(std::string(out) + "/" + g.name, g.disk, g.memory, o);
   }
+  // A file that claims a future version 2 (valid checksum): readers must
+  // refuse it as "newer", not as damage.
+  Bytes future = ReadFile(std::string(out) + "/v1_raw.st");
+  layout::Put32(future.data() + 8, 2);
+  layout::Put64(future.data() + 56, layout::Checksum(future.data(), 56));
+  WriteFile(std::string(out) + "/future_version.st", future);
+
   WriterOptions o;
   o.block_size = 4096;
   o.id = FixedId(5);
@@ -112,6 +120,10 @@ TEST(GoldenTest, TodaysReaderReadsVersion1Files) {
   EXPECT_EQ((*child)->parent()->id(), FixedId(4));
   EXPECT_EQ(ReadAll(**child, StreamId::kDisk), ThinChildDisk(recipes[3].disk));
   EXPECT_EQ((*child)->Stats(StreamId::kDisk).parent_blocks, 3u);
+
+  auto future = Snapshot::Open(data + "/future_version.st");
+  ASSERT_FALSE(future.ok());
+  EXPECT_EQ(future.status().code(), base::Code::kUnsupported);
 }
 
 }  // namespace
