@@ -45,6 +45,15 @@ grep -q "plain.st: packed" <<<"$out" || fail "summary line: $out"
 [[ $("$HEXZ" pack --disk disk.img -o quiet.st --quiet 2>&1) == "" ]] || fail "--quiet prints nothing"
 pass "levels, summary and --quiet"
 
+# The progress bar appears on a terminal only (script(1) provides one).
+if command -v script >/dev/null; then
+  tty_out=$(script -qec "$HEXZ pack --disk disk.img -o tty.st" /dev/null)
+  grep -q "100%" <<<"$tty_out" || fail "no progress bar on a terminal: $tty_out"
+  "$HEXZ" pack --disk disk.img -o notty.st 2>notty.err >/dev/null
+  [[ ! -s notty.err ]] || fail "progress output without a terminal: $(cat notty.err)"
+  pass "progress bar on a terminal only"
+fi
+
 info=$("$HEXZ" info rt-lz4-64K.st)
 for want in "format:.*version 1" "id: +[0-9a-f]{32}" "parent: +none" "block size: +64 KiB" \
             "codecs:.*lz4" "disk: .*ratio" "zero [1-9]" "dedup [1-9]" "memory: "; do

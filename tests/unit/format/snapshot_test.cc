@@ -97,7 +97,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(RoundTripCase{Codec::kLz4, 4096}, RoundTripCase{Codec::kLz4, 65536},
                       RoundTripCase{Codec::kZstd, 16384}, RoundTripCase{Codec::kZstd, 1 << 20},
                       RoundTripCase{Codec::kRaw, 4096}, RoundTripCase{Codec::kRaw, 1 << 20},
-                      RoundTripCase{Codec::kLz4, 1 << 20}, RoundTripCase{Codec::kZstd, 4096}));
+                      RoundTripCase{Codec::kLz4, 1 << 20}, RoundTripCase{Codec::kZstd, 4096}),
+    [](const ::testing::TestParamInfo<RoundTripCase>& info) {
+      return std::string(CodecName(info.param.codec)) + "_" + std::to_string(info.param.block_size);
+    });
 
 TEST(SnapshotTest, EmptyMemoryStreamAndNoMemory) {
   TempDir dir;
