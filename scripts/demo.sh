@@ -10,7 +10,17 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== hexz $("$hexz" --version | cut -d" " -f2) built in $src/build"
 echo "== making a sample ext4 image from /usr/share/doc"
-truncate -s 64M "$work/disk.img"
+# Room for the tree plus ext4 metadata (the tree's size varies by machine).
+tree_mb=$(du -sm /usr/share/doc | cut -f1)
+truncate -s "$(( tree_mb * 2 + 64 ))M" "$work/disk.img"
 mkfs.ext4 -q -F -d /usr/share/doc "$work/disk.img"
 echo "== sample image: $(du -h --apparent-size "$work/disk.img" | cut -f1) ($(find /usr/share/doc | wc -l) entries)"
 "$hexz" --help
+echo "== hexz pack: the sample image into a snapshot"
+"$hexz" pack --disk "$work/disk.img" --output "$work/disk.st"
+echo "== hexz info"
+"$hexz" info "$work/disk.st"
+echo "== hexz verify"
+"$hexz" verify "$work/disk.st"
+echo "== hexz cat gives the image back byte for byte"
+"$hexz" cat "$work/disk.st" | cmp - "$work/disk.img" && echo "identical"
