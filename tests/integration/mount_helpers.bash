@@ -5,9 +5,6 @@
 # this build has no snapshot writer yet.
 make_snapshot() {
   local out=$1 disk=$2 mem=${3:-}
-  if [[ -n "${HEXZ_TEST_FAKE_PACK:-}" ]]; then  # TEMPORARY: raw stand-in reader
-    cp "$disk" "$out"; [[ -n "$mem" ]] && cp "$mem" "$out.memory"; chmod 0644 "$out"*; return 0
-  fi
   local args=(pack --disk "$disk" --output "$out" --quiet)
   [[ -n "$mem" ]] && args+=(--memory "$mem")
   local msg
@@ -20,9 +17,6 @@ make_snapshot() {
 
 # cat_stream SNAP STREAM OUT: the reference bytes, through `hexz cat`.
 cat_stream() {
-  if [[ -n "${HEXZ_TEST_FAKE_PACK:-}" ]]; then  # TEMPORARY
-    if [[ $2 == disk ]]; then cp "$1" "$3"; else cp "$1.memory" "$3"; fi; return 0
-  fi
   "$HEXZ" cat "$1" --stream "$2" --output "$3" || fail "hexz cat $1 --stream $2 failed"
 }
 
