@@ -68,7 +68,9 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   }
   if (files.empty()) return Status::Corruption(config.chain_names[0] + ": snapshot has no streams");
 
-  HEXZ_RETURN_IF_ERROR(fuse::CheckFuseDevice());
+  if (Status dev = fuse::CheckFuseDevice(); !dev.ok()) {
+    return dev.WithContext("cannot mount on " + config.mountpoint);
+  }
 
   fuse::FsOptions options;
   options.uid = config.uid;
@@ -131,11 +133,14 @@ int Main(int argc, char** argv) {
   setsid();
   if (chdir("/") != 0) HEXZ_LOG_WARN("chdir /: %s", std::strerror(errno));
 
+  bool daemon = config->daemon;
   Status st = config->mode == ipc::WorkerMode::kFuse
                   ? ServeFuse(std::move(*config), *sock)
                   : Status::Unsupported("NBD serving is not available yet");
   if (!st.ok()) {
-    HEXZ_LOG_ERROR("%s", st.ToString().c_str());
+    // In the foreground the front-end prints it (same terminal); a daemon's
+    // log keeps it too.
+    if (daemon) HEXZ_LOG_ERROR("%s", st.ToString().c_str());
     (void)ipc::SendWorkerError(*sock, st);
     return 1;
   }
