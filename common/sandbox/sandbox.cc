@@ -179,6 +179,13 @@ Status InstallFilter(const Policy& policy) {
   for (const auto& name : policy.extra_syscalls) {
     HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, name.c_str()));
   }
+  // Opening files fails with EACCES instead of killing: glibc opens files
+  // lazily on its own (malloc sizing its arenas reads
+  // /sys/devices/system/cpu/online when a new thread first allocates) and
+  // copes with a failure, while a kill would take the mount down.
+  for (const char* name : {"open", "openat", "openat2", "creat"}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
+  }
   // Threads yes, processes no.
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));

@@ -14,10 +14,13 @@
 //      instead: clone only with CLONE_THREAD, clone3 fails with ENOSYS (glibc
 //      then falls back to clone), fork/vfork/execve are not allowed at all;
 //   4. a libseccomp allowlist applied to every thread (TSYNC) whose default
-//      action kills the process. Built with -DHEXZ_SECCOMP_DEBUG=ON the default
-//      becomes a trap instead: a SIGSYS handler prints the refused syscall's
-//      number to stderr and the call fails with ENOSYS, so a missing entry can
-//      be found without losing the process.
+//      action kills the process. open/openat/openat2/creat fail with EACCES
+//      rather than kill, because glibc itself opens files lazily (malloc reads
+//      /sys/devices/system/cpu/online when a new thread needs an arena) and
+//      handles the failure; exec, fork and everything unlisted still kill. Built with
+//      -DHEXZ_SECCOMP_DEBUG=ON the default becomes a trap instead: a SIGSYS handler prints the
+//      refused syscall's number to stderr and the call fails with ENOSYS, so a missing entry can be
+//      found without losing the process.
 //
 // Thread safety: call once, from any thread; it applies to all threads.
 #pragma once
