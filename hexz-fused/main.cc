@@ -8,6 +8,7 @@
 // until the mount goes away, exit. Any failure is sent back as an exact
 // message. It is not meant to be run by hand.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "common/base/log.h"
 #include "common/format/snapshot.h"
@@ -87,6 +89,19 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   };
   fuse::ReadOnlyFs fs(std::move(files), options);
   HEXZ_RETURN_IF_ERROR(fs.Mount(config.mountpoint));
+
+  if (!config.daemon) {
+    // In the foreground the mount lives as long as `hexz mount`: when the
+    // front-end goes away (even by SIGKILL) the channel reaches end-of-file
+    // and the worker leaves; auto_unmount then takes the mount away.
+    std::thread([sock] {
+      struct pollfd pfd = {sock, POLLIN, 0};
+      while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+      }
+      HEXZ_LOG_WARN("hexz mount went away; exiting, which unmounts");
+      _exit(0);
+    }).detach();
+  }
 
   sandbox::Policy policy;
   Status locked = sandbox::LockDown(policy);

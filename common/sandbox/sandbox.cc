@@ -142,6 +142,17 @@ Status SetLimit(int resource, rlim_t value, const char* name) {
   return Status::Ok();
 }
 
+// One argument comparison: for SCMP_CMP_MASKED_EQ, a is the mask and b the
+// value; otherwise a is the value.
+scmp_arg_cmp Arg(unsigned arg, scmp_compare op, scmp_datum_t a, scmp_datum_t b = 0) {
+  scmp_arg_cmp c;
+  c.arg = arg;
+  c.op = op;
+  c.datum_a = a;
+  c.datum_b = b;
+  return c;
+}
+
 struct FilterDeleter {
   void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
 };
@@ -188,20 +199,20 @@ Status InstallFilter(const Policy& policy) {
   }
   // Threads yes, processes no.
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
-                            SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));
+                            Arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), "clone3"));
   // Signals only to this process (abort() raises SIGABRT with tgkill).
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "tgkill", 1,
-                            SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(getpid()))));
+                            Arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(getpid()))));
   // Memory may never become executable.
   for (const char* name : {"mmap", "mprotect"}) {
     HEXZ_RETURN_IF_ERROR(
-        Rule(ctx.get(), SCMP_ACT_ALLOW, name, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)));
+        Rule(ctx.get(), SCMP_ACT_ALLOW, name, 1, Arg(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)));
   }
   // fcntl: flag queries/changes only (no F_DUPFD, no locks needed).
   for (int cmd : {F_GETFL, F_SETFL, F_GETFD, F_SETFD}) {
     HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "fcntl", 1,
-                              SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))));
+                              Arg(1, SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))));
   }
   rc = seccomp_load(ctx.get());
   if (rc != 0) return Status::FromErrno(-rc, "sandbox: loading the seccomp filter");

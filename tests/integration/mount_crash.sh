@@ -82,3 +82,19 @@ grep -q "died" "$T/fg.err" || fail "front-end message: $(cat "$T/fg.err")"
 assert_nothing_left "foreground worker killed"
 check_reusable "foreground worker killed"
 pass "foreground front-end reports its dead worker and leaves nothing behind"
+
+# 5. Foreground front-end killed with SIGKILL: its worker follows, the mount goes.
+as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" 2>"$T/fg3.err" &
+job=$!
+wait_mounted "$T/mnt"
+wait_for grep -q "worker pid" "$T/fg3.err"
+w=$(pid_from "$T/fg3.err")
+fe=$(ps -o ppid= -p "$w" | tr -d ' ')
+[[ $(cat "/proc/$fe/comm") == hexz ]] || fail "front-end of worker $w not found"
+kill -KILL "$fe"
+wait "$job" 2>/dev/null
+wait_for bash -c "! kill -0 $w 2>/dev/null" || fail "worker $w outlived its killed front-end"
+wait_for bash -c "! grep -q ' $T/mnt ' /proc/mounts" || fail "mount outlived its killed front-end"
+assert_nothing_left "front-end killed"
+check_reusable "front-end killed"
+pass "SIGKILL of the foreground hexz mount: the worker exits and the mount goes away"
