@@ -197,6 +197,8 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     return;
   }
   uint64_t len = std::min<uint64_t>({size, file_size - offset, kMaxRead});
+  HEXZ_LOG_DEBUG("read %s offset %llu size %zu", f->name.c_str(),
+                 static_cast<unsigned long long>(offset), size);
   std::unique_ptr<char[]> buf(new (std::nothrow) char[len]);
   if (!buf) {
     fuse_reply_err(req, ENOMEM);
@@ -416,6 +418,7 @@ Status ReadOnlyFs::Mount(const std::string& mountpoint) {
   struct fuse_args args = FUSE_ARGS_INIT(3, argv);
   TakeFuseError();
   session_ = fuse_session_new(&args, &kOps, sizeof kOps, this);
+  fuse_opt_free_args(&args);
   if (session_ == nullptr) {
     return Status::Internal("creating the FUSE session with options '" + opts +
                             "' failed: " + TakeFuseError());

@@ -23,11 +23,30 @@ namespace {
 
 constexpr int kLockDownFailed = 90;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HEXZ_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HEXZ_TEST_ASAN 1
+#endif
+#endif
+
+// The production policy, plus what the AddressSanitizer runtime itself needs
+// when the tests are built with it (it probes memory through a pipe when a
+// thread starts).
+Policy TestPolicy() {
+  Policy policy;
+#ifdef HEXZ_TEST_ASAN
+  policy.extra_syscalls = {"pipe2"};
+#endif
+  return policy;
+}
+
 // Runs body() in a locked-down child; returns its wait status.
 int RunLockedDown(const std::function<int()>& body) {
   pid_t pid = fork();
   if (pid == 0) {
-    if (!LockDown(Policy{}).ok()) _exit(kLockDownFailed);
+    if (!LockDown(TestPolicy()).ok()) _exit(kLockDownFailed);
     _exit(body());
   }
   int status = 0;
@@ -114,7 +133,7 @@ TEST(SandboxTest, StatusShowsSeccompAndNoNewPrivs) {
   ASSERT_EQ(pipe2(from_child, O_CLOEXEC), 0);
   pid_t pid = fork();
   if (pid == 0) {
-    if (!LockDown(Policy{}).ok()) _exit(kLockDownFailed);
+    if (!LockDown(TestPolicy()).ok()) _exit(kLockDownFailed);
     char c = 'L';
     if (write(from_child[1], &c, 1) != 1) _exit(2);
     if (read(to_child[0], &c, 1) != 1) _exit(3);
