@@ -82,10 +82,12 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   options.allow_root = config.allow_root;
   options.auto_unmount = config.auto_unmount;
   options.on_ready = [sock, mnt = config.mountpoint] {
-    Status s = ipc::SendWorkerReady(sock, "pid " + std::to_string(getpid()));
-    if (!s.ok())
-      HEXZ_LOG_WARN("could not tell hexz that %s is ready: %s", mnt.c_str(), s.ToString().c_str());
+    // Logged before the reply, so the log says so once hexz mount returns.
     HEXZ_LOG_INFO("serving %s", mnt.c_str());
+    Status s = ipc::SendWorkerReady(sock, "pid " + std::to_string(getpid()));
+    if (!s.ok()) {
+      HEXZ_LOG_WARN("could not tell hexz that %s is ready: %s", mnt.c_str(), s.ToString().c_str());
+    }
   };
   fuse::ReadOnlyFs fs(std::move(files), options);
   HEXZ_RETURN_IF_ERROR(fs.Mount(config.mountpoint));

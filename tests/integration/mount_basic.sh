@@ -38,7 +38,9 @@ pass "cmp disk and memory against hexz cat"
 as_user dd if="$T/mnt/disk" of="$T/u/dd.out" bs=1M status=none
 cmp "$T/u/dd.out" "$T/ref.disk" || fail "dd bs=1M copy differs"
 as_user cp "$T/mnt/memory" "$T/u/cp.out" && cmp "$T/u/cp.out" "$T/ref.mem" || fail "cp copy differs"
-pass "dd bs=1M and cp copies are exact"
+as_user dd if="$T/mnt/disk" of="$T/u/direct.out" bs=1M iflag=direct status=none
+cmp "$T/u/direct.out" "$T/ref.disk" || fail "dd iflag=direct bs=1M (1 MiB FUSE reads) differs"
+pass "dd bs=1M (also O_DIRECT: 1 MiB requests) and cp copies are exact"
 
 [[ $(stat -c %s "$T/mnt/disk") == $(stat -c %s "$T/ref.disk") ]] || fail "disk size"
 [[ $(stat -c %s "$T/mnt/memory") == $(stat -c %s "$T/ref.mem") ]] || fail "memory size"
