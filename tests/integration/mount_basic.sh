@@ -110,3 +110,14 @@ as_user test -e "$T/mnt/memory" && fail "memory shown for a snapshot without one
 as_user "$HEXZ" vm unmount "$T/mnt" >/dev/null || fail "vm unmount"
 assert_nothing_left "disk-only"
 pass "a snapshot without memory shows only disk (hexz vm mount / vm unmount)"
+
+# --- unmounted from elsewhere: the foreground hexz mount notices and exits 0 ---
+as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" 2>"$T/fg3.err" &
+job=$!
+wait_mounted "$T/mnt"
+out=$(as_user "$HEXZ" unmount "$T/mnt") || fail "unmount from another command: $out"
+rc=0; wait "$job" || rc=$?
+[[ $rc -eq 0 ]] || fail "foreground hexz mount exited $rc when unmounted elsewhere: $(cat "$T/fg3.err")"
+grep -q "was unmounted" "$T/fg3.err" || fail "message: $(cat "$T/fg3.err")"
+assert_nothing_left "unmounted elsewhere"
+pass "hexz unmount from another shell ends the foreground hexz mount with 0"
