@@ -308,6 +308,22 @@ int RunMount(const MountArgs& a) {
   config.chain_fds.clear();
   snapshot->reset();
 
+  // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
+  for (;;) {
+    struct pollfd pfd[2] = {{sigfd.get(), POLLIN, 0}, {worker->sock.get(), POLLIN, 0}};
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) return Fail(Status::FromErrno(errno, "poll"));
+    if (pfd[1].revents != 0) break;
+    struct signalfd_siginfo si;
+    if ((pfd[0].revents & POLLIN) && read(sigfd.get(), &si, sizeof si) == sizeof si &&
+        si.ssi_signo != SIGCHLD) {
+      kill(worker->pid, SIGKILL);
+      ReapWorker(worker->pid, 5000);
+      CleanUpMount(canonical);
+      std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
+                   canonical.c_str());
+      return 1;
+    }
+  }
   auto ready = ipc::ReceiveWorkerReply(worker->sock.get());
   if (!ready.ok()) {
     ReapWorker(worker->pid, 5000);
