@@ -38,7 +38,6 @@ constexpr const char* kBaseAllowlist[] = {
     "lseek",
     "close",
     "fstat",
-    "newfstatat",
     "fsync",
     "fdatasync",
     "munmap",
@@ -197,6 +196,13 @@ Status InstallFilter(const Policy& policy) {
   for (const char* name : {"open", "openat", "openat2", "creat"}) {
     HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
   }
+  // fstat(): glibc issues newfstatat(fd, "", buf, AT_EMPTY_PATH). Looking at
+  // paths (any other flags) fails with EACCES.
+  HEXZ_RETURN_IF_ERROR(
+      Rule(ctx.get(), SCMP_ACT_ALLOW, "newfstatat", 1, Arg(3, SCMP_CMP_EQ, AT_EMPTY_PATH)));
+  HEXZ_RETURN_IF_ERROR(
+      Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "newfstatat", 1, Arg(3, SCMP_CMP_NE, AT_EMPTY_PATH)));
+  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "statx"));
   // Threads yes, processes no.
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
                             Arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +87,21 @@ TEST(SandboxTest, OpenFailsWithEacces) {
     fd = ::openat(AT_FDCWD, "/etc/hostname", O_RDONLY | O_CLOEXEC);
     return fd < 0 && errno == EACCES ? 0 : 3;
   });
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SandboxTest, FstatWorksButStatOfAPathFails) {
+  int fd = ::open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  int status = RunLockedDown([fd] {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return 1;
+    if (stat("/etc/hostname", &st) == 0) return 2;
+    if (errno != EACCES) return 10 + (errno & 0x7f);
+    return 0;
+  });
+  close(fd);
   ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
