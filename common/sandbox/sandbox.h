@@ -17,7 +17,9 @@
 //      action kills the process. open/openat/openat2/creat fail with EACCES
 //      rather than kill, because glibc itself opens files lazily (malloc reads
 //      /sys/devices/system/cpu/online when a new thread needs an arena) and
-//      handles the failure; exec, fork and everything unlisted still kill. Built with
+//      handles the failure; so do stat/statx of a path (newfstatat is allowed
+//      only as glibc's fstat, with AT_EMPTY_PATH). exec, fork and everything
+//      unlisted still kill. Built with
 //      -DHEXZ_SECCOMP_DEBUG=ON the default becomes a trap instead: a SIGSYS handler prints the
 //      refused syscall's number to stderr and the call fails with ENOSYS, so a missing entry can be
 //      found without losing the process.
