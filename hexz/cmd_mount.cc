@@ -1,12 +1,417 @@
-// hexz mount
+// hexz mount (also `hexz vm mount`): opens and validates the snapshot chain as
+// the user, checks the mountpoint, starts hexz-fused with the chain's
+// descriptors and the settings over a socketpair, and waits for "ready" or
+// the worker's exact error. In the foreground it then stays until SIGINT,
+// SIGTERM or SIGHUP and unmounts; with --daemon it returns once the mount is
+// usable and the worker logs to a file.
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/log.h"
+#include "common/format/snapshot.h"
+#include "common/fuse/mounts.h"
+#include "common/ipc/worker_protocol.h"
 #include "hexz/commands.h"
 
 namespace hexz::cli {
 
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+struct MountArgs {
+  std::string snapshot;
+  std::string mountpoint;
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  bool daemon = false;
+  std::string log_file;
+  bool rw = false;
+  std::string overlay;
+  std::string cache_size;
+  bool nbd = false;
+  bool verbose = false;
+};
+
+std::string DirName(const std::string& p) {
+  size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+std::string BaseName(const std::string& p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+bool Executable(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(p.c_str(), X_OK) == 0;
+}
+
+// $HEXZ_FUSED, then next to this hexz: <dir>/hexz-fused (installed side by
+// side or test copies), <dir>/../hexz-fused/hexz-fused (build tree),
+// <dir>/../libexec/hexz/hexz-fused (installed).
+Result<std::string> FindWorker() {
+  std::vector<std::string> tried;
+  if (const char* env = std::getenv("HEXZ_FUSED"); env != nullptr && *env != '\0') {
+    if (Executable(env)) return std::string(env);
+    tried.push_back(std::string(env) + " (from $HEXZ_FUSED)");
+  }
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    std::string dir = DirName(self);
+    for (const std::string& c : {dir + "/hexz-fused", dir + "/../hexz-fused/hexz-fused",
+                                 dir + "/../libexec/hexz/hexz-fused"}) {
+      if (Executable(c)) return c;
+      tried.push_back(c);
+    }
+  }
+  std::string list;
+  for (const auto& t : tried) list += "\n  " + t;
+  return Status::NotFound("cannot find the worker program hexz-fused; tried:" + list +
+                          "\nset HEXZ_FUSED to its path");
+}
+
+Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
+  struct stat st;
+  if (stat(mnt.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOENT) {
+      return Status::NotFound("mountpoint " + mnt + " does not exist (create it with mkdir)");
+    }
+    if (err == ENOTCONN || err == ECONNABORTED) {
+      return Status::Busy("mountpoint " + mnt +
+                          " holds a dead hexz mount (Transport endpoint is not connected); run "
+                          "'hexz unmount " +
+                          mnt + "' first");
+    }
+    return Status::FromErrno(err, "mountpoint " + mnt);
+  }
+  if (!S_ISDIR(st.st_mode))
+    return Status::InvalidArgument("mountpoint " + mnt + " is not a directory");
+  HEXZ_ASSIGN_OR_RETURN(*canonical, fuse::CanonicalMountPath(mnt));
+  HEXZ_ASSIGN_OR_RETURN(auto entry, fuse::FindMount(*canonical));
+  if (entry && entry->fstype == fuse::kHexzFsType) {
+    return Status::Busy("mountpoint " + mnt + " is already a hexz mount; run 'hexz unmount " + mnt +
+                        "' first");
+  }
+  if (access(canonical->c_str(), W_OK) != 0 && geteuid() != 0) {
+    return Status(base::Code::kPermissionDenied,
+                  "mountpoint " + mnt + " is not writable by you (FUSE mounts need that)", EACCES);
+  }
+  return Status::Ok();
+}
+
+// The private directory for daemon logs: $XDG_RUNTIME_DIR/hexz, else
+// ~/.cache/hexz (both created 0700 and checked to be ours, not a symlink).
+Result<std::string> DefaultLogDir() {
+  std::vector<std::string> candidates;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {
+    candidates.push_back(std::string(xdg) + "/hexz");
+  }
+  std::string home;
+  if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
+    home = h;
+  } else if (struct passwd* pw = getpwuid(getuid()); pw != nullptr && pw->pw_dir[0] == '/') {
+    home = pw->pw_dir;
+  }
+  if (!home.empty()) {
+    std::string cache = home + "/.cache";
+    if (mkdir(cache.c_str(), 0700) != 0 && errno != EEXIST) {
+      // fall through: the check below reports it
+    }
+    candidates.push_back(cache + "/hexz");
+  }
+  std::string problems;
+  for (const auto& dir : candidates) {
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      problems += "\n  " + dir + ": " + std::strerror(errno);
+      continue;
+    }
+    struct stat st;
+    if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & 077) != 0) {
+      problems += "\n  " + dir + ": not a private (0700) directory owned by you";
+      continue;
+    }
+    return dir;
+  }
+  return Status::Unavailable("no private directory for the daemon's log; use --log-file PATH" +
+                             problems);
+}
+
+Result<UniqueFd> OpenLog(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "log file " + path);
+  return UniqueFd(fd);
+}
+
+struct Worker {
+  pid_t pid = -1;
+  UniqueFd sock;
+};
+
+// fork+exec of hexz-fused with the socket as fd 3, stdin/stdout on /dev/null
+// and stderr on `log_fd` (or ours), a clean environment and the signal mask
+// restored.
+Result<Worker> StartWorker(const std::string& program, int log_fd, const sigset_t& old_mask) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Status::FromErrno(errno, "socketpair");
+  }
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull) return Status::FromErrno(errno, "/dev/null");
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork");
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if (dup2(theirs.get(), 3) < 0 || dup2(devnull.get(), 0) < 0 || dup2(devnull.get(), 1) < 0 ||
+        (log_fd >= 0 && dup2(log_fd, 2) < 0)) {
+      _exit(127);
+    }
+    close_range(4, ~0U, 0);
+    char* argv[] = {const_cast<char*>("hexz-fused"), const_cast<char*>("--ipc-fd"),
+                    const_cast<char*>("3"), nullptr};
+    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+    execve(program.c_str(), argv, envp);
+    std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  return Worker{pid, std::move(ours)};
+}
+
+// Waits up to `ms` for the worker to exit; kills it after that.
+int ReapWorker(pid_t pid, int ms) {
+  int status = 0;
+  for (int waited = 0; waited <= ms; waited += 20) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0 && errno != EINTR) return 0;
+    usleep(20000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+// After a failure: nothing of ours may stay mounted.
+void CleanUpMount(const std::string& canonical) {
+  auto entry = fuse::FindMount(canonical);
+  if (entry.ok() && *entry && (*entry)->fstype == fuse::kHexzFsType) {
+    (void)fuse::UnmountFuse(canonical, /*lazy=*/true);
+  }
+}
+
+int RunMount(const MountArgs& a) {
+  const char* reserved = a.rw                    ? "--rw"
+                         : !a.overlay.empty()    ? "--overlay"
+                         : !a.cache_size.empty() ? "--cache-size"
+                         : a.nbd                 ? "--nbd"
+                                                 : nullptr;
+  if (reserved != nullptr) {
+    std::fprintf(stderr, "hexz mount: %s is not available yet in hexz %s\n", reserved,
+                 HEXZ_VERSION);
+    return 1;
+  }
+  if (!a.log_file.empty() && !a.daemon) {
+    std::fprintf(stderr,
+                 "hexz mount: --log-file goes with --daemon (in the foreground the "
+                 "worker logs to stderr)\n");
+    return 2;
+  }
+
+  // 1. The snapshot chain, opened and validated with the user's rights.
+  auto snapshot = format::Snapshot::Open(a.snapshot);
+  if (!snapshot.ok()) {
+    Status st = snapshot.status();
+    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
+    return Fail(st);
+  }
+  // 2. The mountpoint.
+  std::string canonical;
+  if (Status st = CheckMountpoint(a.mountpoint, &canonical); !st.ok()) return Fail(st);
+  // 3. The worker and its log.
+  auto program = FindWorker();
+  if (!program.ok()) return Fail(program.status());
+  UniqueFd log_fd;
+  std::string log_path;
+  if (a.daemon) {
+    if (!a.log_file.empty()) {
+      log_path = a.log_file;
+    } else {
+      auto dir = DefaultLogDir();
+      if (!dir.ok()) return Fail(dir.status());
+      log_path = *dir + "/" + BaseName(canonical) + ".log";
+    }
+    auto fd = OpenLog(log_path);
+    if (!fd.ok()) return Fail(fd.status());
+    log_fd = std::move(*fd);
+  }
+
+  ipc::WorkerConfig config;
+  config.mode = ipc::WorkerMode::kFuse;
+  config.mountpoint = canonical;
+  config.uid = a.uid.value_or(getuid());
+  config.gid = a.gid.value_or(getgid());
+  config.daemon = a.daemon;
+  // auto_unmount takes the mount away if the worker dies; as a user, libfuse
+  // 3.14 needs allow_root (and user_allow_other in /etc/fuse.conf) for it.
+  config.auto_unmount = true;
+  config.allow_root = true;
+  config.log_level =
+      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
+  auto fds = (*snapshot)->DupChainFds();
+  if (!fds.ok()) return Fail(fds.status());
+  config.chain_fds = std::move(*fds);
+  config.chain_names = (*snapshot)->ChainNames();
+
+  // Signals are taken through a signalfd from here on. A shell starts
+  // background jobs with SIGINT ignored; hexz mount's contract is that these
+  // signals unmount, so their default disposition is restored first.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  sigset_t mask, old_mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);
+  sigprocmask(SIG_BLOCK, &mask, &old_mask);
+  UniqueFd sigfd(signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sigfd) return Fail(Status::FromErrno(errno, "signalfd"));
+
+  auto worker = StartWorker(*program, a.daemon ? log_fd.get() : -1, old_mask);
+  if (!worker.ok()) return Fail(worker.status());
+  log_fd.reset();
+  if (Status st = ipc::SendWorkerConfig(worker->sock.get(), config); !st.ok()) {
+    ReapWorker(worker->pid, 2000);
+    return Fail(st.WithContext("starting " + *program));
+  }
+  config.chain_fds.clear();
+  snapshot->reset();
+
+  // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
+  for (;;) {
+    struct pollfd pfd[2] = {{sigfd.get(), POLLIN, 0}, {worker->sock.get(), POLLIN, 0}};
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) return Fail(Status::FromErrno(errno, "poll"));
+    if (pfd[1].revents != 0) break;
+    struct signalfd_siginfo si;
+    if ((pfd[0].revents & POLLIN) && read(sigfd.get(), &si, sizeof si) == sizeof si &&
+        si.ssi_signo != SIGCHLD) {
+      kill(worker->pid, SIGKILL);
+      ReapWorker(worker->pid, 5000);
+      CleanUpMount(canonical);
+      std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
+                   canonical.c_str());
+      return 1;
+    }
+  }
+  auto ready = ipc::ReceiveWorkerReply(worker->sock.get());
+  if (!ready.ok()) {
+    ReapWorker(worker->pid, 5000);
+    CleanUpMount(canonical);
+    std::string msg = ready.status().ToString();
+    if (a.daemon) msg += " (worker log: " + log_path + ")";
+    std::fprintf(stderr, "hexz mount: %s\n", msg.c_str());
+    return 1;
+  }
+
+  if (a.daemon) {
+    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
+                canonical.c_str(), static_cast<int>(worker->pid), log_path.c_str());
+    return 0;
+  }
+  std::fprintf(stderr, "hexz: mounted %s on %s (worker pid %d); Ctrl+C or SIGTERM unmounts\n",
+               a.snapshot.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
+
+  // Foreground: wait for a signal, or for the worker to go away.
+  for (;;) {
+    struct pollfd pfd[2] = {{sigfd.get(), POLLIN, 0}, {worker->sock.get(), POLLIN, 0}};
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return Fail(Status::FromErrno(errno, "poll"));
+    }
+    if (pfd[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sigfd.get(), &si, sizeof si) != sizeof si) continue;
+      if (si.ssi_signo == SIGCHLD) {
+        int status = 0;
+        if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
+        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (clean) {
+          std::fprintf(stderr, "hexz: %s was unmounted; the worker exited\n", canonical.c_str());
+          return 0;
+        }
+        CleanUpMount(canonical);
+        std::fprintf(stderr, "hexz mount: the worker for %s died (%s %d); unmounted it\n",
+                     canonical.c_str(), WIFSIGNALED(status) ? "signal" : "exit status",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return 1;
+      }
+      // SIGINT, SIGTERM, SIGHUP: unmount; the worker then exits by itself.
+      Status st = fuse::UnmountFuse(canonical, /*lazy=*/false);
+      if (st.code() == base::Code::kBusy) {
+        std::fprintf(stderr, "hexz: %s; detaching it lazily instead\n", st.ToString().c_str());
+        st = fuse::UnmountFuse(canonical, /*lazy=*/true);
+      }
+      if (!st.ok() && fuse::FindMount(canonical).ok() && *fuse::FindMount(canonical)) {
+        kill(worker->pid, SIGTERM);
+      }
+      int status = ReapWorker(worker->pid, 10000);
+      CleanUpMount(canonical);
+      if (!st.ok()) return Fail(st);
+      std::fprintf(stderr, "hexz: unmounted %s\n", canonical.c_str());
+      (void)status;
+      return 0;
+    }
+    if (pfd[1].revents & (POLLHUP | POLLIN | POLLERR)) {
+      // The worker closed its end: it is exiting; SIGCHLD follows.
+      worker->sock.reset();
+    }
+  }
+}
+
+}  // namespace
+
 void AddMountCommand(CLI::App& parent, int* rc) {
-  CLI::App* cmd = parent.add_subcommand("mount", "(not available yet)");
-  cmd->allow_extras();
-  cmd->callback([rc] { *rc = NotAvailableYet("mount"); });
+  auto args = std::make_shared<MountArgs>();
+  CLI::App* cmd = parent.add_subcommand(
+      "mount", "Mount a snapshot: MOUNTPOINT shows the files 'disk' and 'memory' (FUSE)");
+  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st)")->required();
+  cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
+  cmd->add_option("--uid", args->uid, "Owner shown for the files (default: your uid)");
+  cmd->add_option("--gid", args->gid, "Group shown for the files (default: your gid)");
+  cmd->add_flag("-d,--daemon", args->daemon,
+                "Return once mounted; the worker runs in the background and logs to "
+                "$XDG_RUNTIME_DIR/hexz/<mountpoint name>.log (or ~/.cache/hexz/)");
+  cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
+  cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");
+  cmd->add_flag("--rw", args->rw,
+                "Writable mount with a copy-on-write overlay (not available yet)");
+  cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (not available yet)");
+  cmd->add_option("--cache-size", args->cache_size,
+                  "Shared decompressed-block cache, e.g. 256M (not available yet)");
+  cmd->add_flag("--nbd", args->nbd,
+                "Attach as /dev/nbdN and mount its filesystem (not available yet)");
+  cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 
 }  // namespace hexz::cli

@@ -1,0 +1,42 @@
+// Mount table queries and unmounting, shared by `hexz mount` (is the
+// mountpoint free? clean up after a failure or Ctrl+C) and `hexz unmount`.
+//
+// A hexz FUSE mount has the filesystem type "fuse.hexz" (subtype=hexz) and the
+// source "hexz" (fsname=hexz). Unmounting uses /usr/bin/fusermount3 -u as a
+// user (it checks that the user owns the mount) and umount2(2) as root.
+//
+// Thread safety: stateless; safe from any thread (Unmount forks a child).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/base/status.h"
+
+namespace hexz::fuse {
+
+inline constexpr const char* kHexzFsType = "fuse.hexz";
+
+struct MountEntry {
+  std::string mountpoint;
+  std::string fstype;
+  std::string source;
+};
+
+// The absolute, canonical form of `path` for comparing with the mount table.
+// Unlike realpath(3) it works on a dead FUSE mountpoint (ENOTCONN): only the
+// parent directory is resolved.
+base::Result<std::string> CanonicalMountPath(const std::string& path);
+
+// The topmost mount on `mountpoint` (canonical), from /proc/self/mountinfo.
+base::Result<std::optional<MountEntry>> FindMount(const std::string& mountpoint);
+
+// True when stat() on the path fails with ENOTCONN (a FUSE mount whose
+// worker is gone).
+bool IsDeadFuseMount(const std::string& mountpoint);
+
+// Unmounts a FUSE mount; lazy detaches even when busy (MNT_DETACH / -z).
+// A busy mount gives kBusy with a message that says what to do.
+base::Status UnmountFuse(const std::string& mountpoint, bool lazy);
+
+}  // namespace hexz::fuse

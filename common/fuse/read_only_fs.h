@@ -1,0 +1,118 @@
+// ReadOnlyFs: a libfuse low-level filesystem that shows a few Volumes as
+// regular files in one flat, read-only directory (hexz-fused shows `disk`
+// and, when present, `memory`).
+//
+// Life cycle: construct with the files and options, Mount() (creates the
+// session and mounts; this is the last step that needs to open anything),
+// then Serve() runs the multi-threaded session loop until the mount goes away
+// (unmount, or the kernel aborts the connection) or Exit() is called.
+// `on_ready` is called once, from a loop thread, when the kernel's INIT has
+// been answered: from then on the mount is usable.
+//
+// Reads: a request is clamped to the file size and split at block boundaries;
+// a request spanning several blocks is read by up to `read_threads` threads at
+// once (the requesting thread plus a small pool), so decompression runs in
+// parallel. Every modifying operation answers EROFS.
+//
+// Ownership: owns the volumes, the session and the pool. Thread safety: the
+// libfuse callbacks run concurrently; the volumes must allow concurrent reads
+// (io::Volume promises that). Mount/Serve/Exit are called by one thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/base/status.h"
+#include "common/io/volume.h"
+
+struct fuse_session;
+
+namespace hexz::fuse {
+
+struct File {
+  std::string name;
+  std::unique_ptr<io::Volume> volume;
+};
+
+struct FsOptions {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  struct timespec mtime = {};  // shown for every entry
+  uint32_t read_threads = 4;   // parallel block reads per request (>= 1)
+  bool allow_root = false;
+  bool auto_unmount = false;
+  std::string fsname = "hexz";
+  std::function<void()> on_ready;
+};
+
+// Splits [offset, offset+len) at multiples of block_size and runs fn on each
+// piece, spreading pieces over the pool's threads and the caller's. Returns
+// the first error. Exposed for tests.
+class ReadPool {
+ public:
+  explicit ReadPool(uint32_t threads);
+  ~ReadPool();
+  ReadPool(const ReadPool&) = delete;
+  ReadPool& operator=(const ReadPool&) = delete;
+
+  base::Status ForEachPiece(
+      uint64_t offset, uint64_t len, uint32_t block_size,
+      const std::function<base::Status(uint64_t off, uint64_t len, uint64_t buf_pos)>& fn);
+
+ private:
+  struct Job;
+  void WorkerLoop();
+  static void RunPieces(Job& job);
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
+  bool stop_ = false;                       // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
+class ReadOnlyFs {
+ public:
+  ReadOnlyFs(std::vector<File> files, FsOptions options);
+  ~ReadOnlyFs();
+  ReadOnlyFs(const ReadOnlyFs&) = delete;
+  ReadOnlyFs& operator=(const ReadOnlyFs&) = delete;
+
+  // Creates the session and mounts it on `mountpoint` (which must exist).
+  base::Status Mount(const std::string& mountpoint);
+  // Runs the session loop until the filesystem is unmounted.
+  base::Status Serve();
+  // Makes Serve() return (the mount stays until someone unmounts it).
+  void Exit();
+  // Unmounts (only before lockdown or in tests: it may run fusermount3).
+  void Unmount();
+
+  // For the callbacks.
+  const std::vector<File>& files() const { return files_; }
+  const FsOptions& options() const { return options_; }
+  ReadPool& pool() { return pool_; }
+  void NotifyReady();
+
+ private:
+  std::vector<File> files_;
+  FsOptions options_;
+  ReadPool pool_;
+  struct fuse_session* session_ = nullptr;
+  bool mounted_ = false;
+  std::once_flag ready_once_;
+};
+
+// Checks that /dev/fuse (or `path`) can be opened read-write and is the FUSE
+// character device; the message says what to do when it is not.
+base::Status CheckFuseDevice(const std::string& path = "/dev/fuse");
+
+}  // namespace hexz::fuse

@@ -1,0 +1,77 @@
+// The conversation between `hexz` (front-end) and `hexz-fused` (worker).
+//
+//   front-end -> worker : kWorkerConfig   (settings + every descriptor it needs)
+//   worker -> front-end : kWorkerReady    (the mount/export is usable)
+//                       | kWorkerError    (code, errno and the exact message)
+//
+// The worker opens nothing by path after start-up: the snapshot chain, the
+// overlay files, the NBD listening socket and the log all arrive as
+// descriptors, each tagged with its role in WorkerConfig::fd_roles (in the
+// order of the SCM_RIGHTS array). Decode checks every field, every limit and
+// that the roles match what the flags announce.
+//
+// Thread safety: plain values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/status.h"
+#include "common/ipc/channel.h"
+
+namespace hexz::ipc {
+
+enum MessageType : uint32_t {
+  kWorkerConfig = 1,
+  kWorkerReady = 2,
+  kWorkerError = 3,
+};
+
+enum class WorkerMode : uint32_t { kFuse = 0, kNbdServe = 1 };
+
+enum class FdRole : uint32_t {
+  kChain = 0,        // one per snapshot in the chain, child first
+  kOverlayData = 1,  // --rw overlay data file
+  kOverlayMeta = 2,  // --rw overlay .meta file
+  kNbdListen = 3,    // serve mode: the listening socket
+};
+
+inline constexpr uint32_t kWorkerProtocolVersion = 1;
+inline constexpr uint32_t kMaxChainLength = 32;
+inline constexpr uint32_t kMaxPathLength = 4096;
+
+struct WorkerConfig {
+  WorkerMode mode = WorkerMode::kFuse;
+  std::string mountpoint;  // absolute path (FUSE mode)
+  uint32_t uid = 0;        // owner shown for the files
+  uint32_t gid = 0;
+  bool read_write = false;               // needs overlay fds
+  bool daemon = false;                   // detach; stderr is already the log file
+  bool allow_root = false;               // mount option allow_root
+  bool auto_unmount = false;             // mount option auto_unmount
+  uint32_t log_level = 1;                // base::LogLevel
+  uint64_t cache_size = 0;               // bytes; 0 = no shared cache
+  uint32_t read_threads = 4;             // parallel block reads per large request
+  std::vector<std::string> chain_names;  // names of the chain fds, for messages
+  std::vector<std::string> nbd_exports;  // serve mode export names
+  std::vector<UniqueFd> chain_fds;       // filled from the message's descriptors
+  UniqueFd overlay_data_fd;
+  UniqueFd overlay_meta_fd;
+  UniqueFd nbd_listen_fd;
+};
+
+// Sends `config` with its descriptors (which stay owned by the caller).
+Status SendWorkerConfig(int sock, const WorkerConfig& config);
+// Parses a kWorkerConfig message, taking its descriptors.
+Result<WorkerConfig> DecodeWorkerConfig(Message message);
+
+Status SendWorkerReady(int sock, const std::string& detail);
+Status SendWorkerError(int sock, const Status& status);
+
+// Waits for kWorkerReady (returns its detail) or kWorkerError (returns the
+// worker's Status as is).
+Result<std::string> ReceiveWorkerReply(int sock);
+
+}  // namespace hexz::ipc

@@ -1,0 +1,253 @@
+#include "common/sandbox/sandbox.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <memory>
+
+namespace hexz::sandbox {
+
+using base::Status;
+
+namespace {
+
+// Syscalls every hexz worker needs once it only serves already-open
+// descriptors: I/O on them, memory, threads (see clone below), futexes,
+// signals, time and exit.
+constexpr const char* kBaseAllowlist[] = {
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "lseek",
+    "close",
+    "fstat",
+    "fsync",
+    "fdatasync",
+    "munmap",
+    "mremap",
+    "madvise",
+    "brk",
+    "futex",
+    "set_robust_list",
+    "rseq",
+    "sched_yield",
+    "sched_getaffinity",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "restart_syscall",
+    "exit",
+    "exit_group",
+    "getpid",
+    "gettid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "nanosleep",
+    "clock_nanosleep",
+    "poll",
+    "ppoll",
+    "sendmsg",
+    "recvmsg",
+    "sendto",
+    "recvfrom",
+    "shutdown",
+    "getrandom",
+};
+
+#ifdef HEXZ_SECCOMP_DEBUG
+void OnSigsys(int, siginfo_t* info, void* context) {
+  char msg[96];
+  int nr = info->si_syscall;
+  // Async-signal-safe formatting.
+  const char prefix[] = "hexz sandbox: refused syscall ";
+  size_t len = sizeof prefix - 1;
+  std::memcpy(msg, prefix, len);
+  char digits[12];
+  int d = 0;
+  unsigned v = static_cast<unsigned>(nr);
+  do {
+    digits[d++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0 && d < 11);
+  while (d > 0) msg[len++] = digits[--d];
+  msg[len++] = '\n';
+  ssize_t ignored = ::write(STDERR_FILENO, msg, len);
+  (void)ignored;
+  auto* uc = static_cast<ucontext_t*>(context);
+  uc->uc_mcontext.gregs[REG_RAX] = -ENOSYS;
+}
+#endif
+
+Status DropCapabilities() {
+  // Ambient and bounding sets: only meaningful (and permitted) with
+  // CAP_SETPCAP; without it there is nothing to drop there.
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  for (int cap = 0; cap <= 63; ++cap) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1) continue;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EPERM) {
+      return Status::FromErrno(errno, "sandbox: dropping capability " + std::to_string(cap));
+    }
+  }
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capset, &header, data) != 0) {
+    return Status::FromErrno(errno, "sandbox: clearing capabilities");
+  }
+  // Check that it took effect.
+  struct __user_cap_data_struct check[2];
+  std::memset(check, 0xff, sizeof check);
+  if (syscall(SYS_capget, &header, check) != 0) {
+    return Status::FromErrno(errno, "sandbox: reading capabilities back");
+  }
+  for (const auto& c : check) {
+    if (c.effective != 0 || c.permitted != 0 || c.inheritable != 0) {
+      return Status::Internal("sandbox: capabilities still present after dropping them");
+    }
+  }
+  return Status::Ok();
+}
+
+Status SetLimit(int resource, rlim_t value, const char* name) {
+  struct rlimit cur;
+  if (getrlimit(resource, &cur) != 0) return Status::FromErrno(errno, name);
+  struct rlimit lim = {value, value};
+  if (cur.rlim_max != RLIM_INFINITY && cur.rlim_max < value) lim = {cur.rlim_max, cur.rlim_max};
+  if (setrlimit(resource, &lim) != 0) {
+    return Status::FromErrno(errno, std::string("sandbox: setting ") + name);
+  }
+  return Status::Ok();
+}
+
+// One argument comparison: for SCMP_CMP_MASKED_EQ, a is the mask and b the
+// value; otherwise a is the value.
+scmp_arg_cmp Arg(unsigned arg, scmp_compare op, scmp_datum_t a, scmp_datum_t b = 0) {
+  scmp_arg_cmp c;
+  c.arg = arg;
+  c.op = op;
+  c.datum_a = a;
+  c.datum_b = b;
+  return c;
+}
+
+struct FilterDeleter {
+  void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
+};
+
+Status Rule(scmp_filter_ctx ctx, uint32_t action, const char* name, unsigned arg_count = 0,
+            scmp_arg_cmp arg = {}) {
+  int nr = seccomp_syscall_resolve_name(name);
+  if (nr == __NR_SCMP_ERROR) {
+    return Status::Internal(std::string("sandbox: unknown syscall name ") + name);
+  }
+  int rc = arg_count == 0 ? seccomp_rule_add(ctx, action, nr, 0)
+                          : seccomp_rule_add(ctx, action, nr, 1, arg);
+  if (rc != 0) return Status::FromErrno(-rc, std::string("sandbox: seccomp rule for ") + name);
+  return Status::Ok();
+}
+
+Status InstallFilter(const Policy& policy) {
+#ifdef HEXZ_SECCOMP_DEBUG
+  struct sigaction sa = {};
+  sa.sa_sigaction = OnSigsys;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGSYS, &sa, nullptr) != 0) return Status::FromErrno(errno, "sandbox: SIGSYS");
+  const uint32_t default_action = SCMP_ACT_TRAP;
+#else
+  const uint32_t default_action = SCMP_ACT_KILL_PROCESS;
+#endif
+  std::unique_ptr<void, FilterDeleter> ctx(seccomp_init(default_action));
+  if (!ctx) return Status::Internal("sandbox: seccomp_init failed");
+  int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1);
+  if (rc != 0) return Status::FromErrno(-rc, "sandbox: seccomp TSYNC");
+
+  for (const char* name : kBaseAllowlist)
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, name));
+  for (const auto& name : policy.extra_syscalls) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, name.c_str()));
+  }
+  // Opening files fails with EACCES instead of killing: glibc opens files
+  // lazily on its own (malloc sizing its arenas reads
+  // /sys/devices/system/cpu/online when a new thread first allocates) and
+  // copes with a failure, while a kill would take the mount down.
+  for (const char* name : {"open", "openat", "openat2", "creat"}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
+  }
+  // fstat(): glibc issues newfstatat(fd, "", buf, AT_EMPTY_PATH). Looking at
+  // paths (any other flags) fails with EACCES.
+  HEXZ_RETURN_IF_ERROR(
+      Rule(ctx.get(), SCMP_ACT_ALLOW, "newfstatat", 1, Arg(3, SCMP_CMP_EQ, AT_EMPTY_PATH)));
+  HEXZ_RETURN_IF_ERROR(
+      Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "newfstatat", 1, Arg(3, SCMP_CMP_NE, AT_EMPTY_PATH)));
+  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "statx"));
+  // Threads yes, processes no.
+  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
+                            Arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));
+  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), "clone3"));
+  // Signals only to this process (abort() raises SIGABRT with tgkill).
+  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "tgkill", 1,
+                            Arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(getpid()))));
+  // Memory may never become executable.
+  for (const char* name : {"mmap", "mprotect"}) {
+    HEXZ_RETURN_IF_ERROR(
+        Rule(ctx.get(), SCMP_ACT_ALLOW, name, 1, Arg(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)));
+  }
+  // fcntl: flag queries/changes only (no F_DUPFD, no locks needed).
+  for (int cmd : {F_GETFL, F_SETFL, F_GETFD, F_SETFD}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "fcntl", 1,
+                              Arg(1, SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))));
+  }
+  rc = seccomp_load(ctx.get());
+  if (rc != 0) return Status::FromErrno(-rc, "sandbox: loading the seccomp filter");
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool DebugBuild() {
+#ifdef HEXZ_SECCOMP_DEBUG
+  return true;
+#else
+  return false;
+#endif
+}
+
+Status LockDown(const Policy& policy) {
+  // glibc loads some things lazily by opening files: the time zone (strftime
+  // calls tzset, which reads /etc/localtime the first time). Do it now.
+  tzset();
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    return Status::FromErrno(errno, "sandbox: PR_SET_NO_NEW_PRIVS");
+  }
+  HEXZ_RETURN_IF_ERROR(DropCapabilities());
+  HEXZ_RETURN_IF_ERROR(SetLimit(RLIMIT_CORE, 0, "RLIMIT_CORE"));
+  HEXZ_RETURN_IF_ERROR(SetLimit(RLIMIT_NOFILE, policy.max_open_files, "RLIMIT_NOFILE"));
+  // A dumpable process can be ptrace'd by its user; keep that (it is the
+  // user's own process) but no core file is written (RLIMIT_CORE above).
+  return InstallFilter(policy);
+}
+
+}  // namespace hexz::sandbox

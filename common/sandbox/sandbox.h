@@ -1,0 +1,50 @@
+// The worker's lockdown: after it has everything it needs open and mounted,
+// hexz-fused calls LockDown() once and can no longer open files, execute
+// programs, create processes or regain privileges.
+//
+// What LockDown does, in order:
+//   1. PR_SET_NO_NEW_PRIVS (no setuid/file-capability gains, required for 3.);
+//   2. drops every capability (bounding, ambient, effective/permitted/
+//      inheritable), so a worker started as root keeps no privilege either;
+//   3. rlimits: RLIMIT_CORE 0 (no core files with snapshot data in them),
+//      RLIMIT_NOFILE capped at `max_open_files`. RLIMIT_NPROC is deliberately
+//      NOT used: Linux counts threads against it per user, so a cap low enough
+//      to stop fork would also starve libfuse's thread pool (and the user's
+//      other processes count too). New processes are forbidden by seccomp
+//      instead: clone only with CLONE_THREAD, clone3 fails with ENOSYS (glibc
+//      then falls back to clone), fork/vfork/execve are not allowed at all;
+//   4. a libseccomp allowlist applied to every thread (TSYNC) whose default
+//      action kills the process. open/openat/openat2/creat fail with EACCES
+//      rather than kill, because glibc itself opens files lazily (malloc reads
+//      /sys/devices/system/cpu/online when a new thread needs an arena) and
+//      handles the failure; so do stat/statx of a path (newfstatat is allowed
+//      only as glibc's fstat, with AT_EMPTY_PATH). exec, fork and everything
+//      unlisted still kill. Built with
+//      -DHEXZ_SECCOMP_DEBUG=ON the default becomes a trap instead: a SIGSYS handler prints the
+//      refused syscall's number to stderr and the call fails with ENOSYS, so a missing entry can be
+//      found without losing the process.
+//
+// Thread safety: call once, from any thread; it applies to all threads.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/base/status.h"
+
+namespace hexz::sandbox {
+
+struct Policy {
+  // Extra syscalls (by name, as libseccomp spells them) a caller needs on top
+  // of the base allowlist, e.g. "accept4" for an NBD server.
+  std::vector<std::string> extra_syscalls;
+  // RLIMIT_NOFILE soft and hard limit after lockdown.
+  unsigned long max_open_files = 256;
+};
+
+base::Status LockDown(const Policy& policy);
+
+// True when this build traps instead of killing (HEXZ_SECCOMP_DEBUG).
+bool DebugBuild();
+
+}  // namespace hexz::sandbox

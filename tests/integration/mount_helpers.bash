@@ -1,0 +1,50 @@
+# Helpers shared by the mount_*.sh tests (sourced after lib.sh; not a test
+# itself: only *.sh files are registered).
+
+# make_snapshot OUT DISK [MEMORY]: packs with `hexz pack`; skips the test when
+# this build has no snapshot writer yet.
+make_snapshot() {
+  local out=$1 disk=$2 mem=${3:-}
+  local args=(pack --disk "$disk" --output "$out" --quiet)
+  [[ -n "$mem" ]] && args+=(--memory "$mem")
+  local msg
+  if ! msg=$("$HEXZ" "${args[@]}" 2>&1); then
+    grep -q "not available yet" <<<"$msg" && skip "hexz pack is not available in this build yet ($msg)"
+    fail "hexz pack failed: $msg"
+  fi
+  chmod 0644 "$out"
+}
+
+# cat_stream SNAP STREAM OUT: the reference bytes, through `hexz cat`.
+cat_stream() {
+  "$HEXZ" cat "$1" --stream "$2" --output "$3" || fail "hexz cat $1 --stream $2 failed"
+}
+
+# Workers serving a file of this test (they hold a descriptor into $T).
+workers_of_test() {
+  local p
+  for p in $(pgrep -x hexz-fused); do
+    ls -l "/proc/$p/fd" 2>/dev/null | grep -q -- "-> $T/" && echo "$p"
+  done
+  return 0
+}
+kill_test_workers() {
+  local p
+  for p in $(workers_of_test); do kill -KILL "$p" 2>/dev/null || true; done
+}
+on_exit kill_test_workers
+
+# "worker pid N" from hexz mount's message.
+pid_from() { grep -o 'worker pid [0-9]*' "$1" | head -n1 | awk '{print $3}'; }
+
+# No hexz mount under $T and no worker of this test may be left.
+assert_nothing_left() {
+  local what=$1 i
+  grep -q " $T[^ ]* fuse.hexz " /proc/mounts && fail "$what: a hexz mount is left: $(grep " $T" /proc/mounts)"
+  for ((i=0; i<50; i++)); do [[ -z "$(workers_of_test)" ]] && break; sleep 0.1; done
+  [[ -z "$(workers_of_test)" ]] || fail "$what: a hexz-fused worker is left running: $(workers_of_test)"
+  return 0
+}
+
+# Waits until MNT shows `disk`.
+wait_mounted() { wait_for test -e "$1/disk" || fail "$1 did not become usable"; }

@@ -1,0 +1,179 @@
+// Each test forks a child that locks itself down and then tries something;
+// the parent checks how the child ended. The children leave with _exit so that
+// no at-exit machinery (e.g. LeakSanitizer, which starts a tracer process)
+// runs under the filter.
+#include "common/sandbox/sandbox.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hexz::sandbox {
+namespace {
+
+constexpr int kLockDownFailed = 90;
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HEXZ_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HEXZ_TEST_ASAN 1
+#endif
+#endif
+
+// The production policy, plus what the AddressSanitizer runtime itself needs
+// when the tests are built with it (it probes memory through a pipe when a
+// thread starts).
+Policy TestPolicy() {
+  Policy policy;
+#ifdef HEXZ_TEST_ASAN
+  policy.extra_syscalls = {"pipe2"};
+#endif
+  return policy;
+}
+
+// Runs body() in a locked-down child; returns its wait status.
+int RunLockedDown(const std::function<int()>& body) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!LockDown(TestPolicy()).ok()) _exit(kLockDownFailed);
+    _exit(body());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+bool KilledBySeccomp(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS; }
+
+TEST(SandboxTest, AllowedCallsWork) {
+  int pipefd[2];
+  ASSERT_EQ(pipe2(pipefd, O_CLOEXEC), 0);
+  int status = RunLockedDown([&] {
+    // Memory, threads (clone with CLONE_THREAD), futexes, I/O on open fds.
+    std::vector<char> big(8 << 20, 'x');
+    std::atomic<int> sum{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) threads.emplace_back([&sum, i] { sum += i; });
+    for (auto& t : threads) t.join();
+    if (sum != 6 || big[12345] != 'x') return 2;
+    if (write(pipefd[1], "ok", 2) != 2) return 3;
+    return 0;
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  char buf[2] = {};
+  close(pipefd[1]);
+  EXPECT_EQ(read(pipefd[0], buf, 2), 2);
+  close(pipefd[0]);
+}
+
+TEST(SandboxTest, OpenFailsWithEacces) {
+  int status = RunLockedDown([] {
+    int fd = ::open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) return 1;
+    if (errno != EACCES) return 2;
+    fd = ::openat(AT_FDCWD, "/etc/hostname", O_RDONLY | O_CLOEXEC);
+    return fd < 0 && errno == EACCES ? 0 : 3;
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SandboxTest, FstatWorksButStatOfAPathFails) {
+  int fd = ::open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  int status = RunLockedDown([fd] {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return 1;
+    if (stat("/etc/hostname", &st) == 0) return 2;
+    if (errno != EACCES) return 10 + (errno & 0x7f);
+    return 0;
+  });
+  close(fd);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SandboxTest, ForkIsRefused) {
+  int status = RunLockedDown([] {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    return pid > 0 ? 0 : 12;
+  });
+  if (DebugBuild()) {
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 12);
+  } else {
+    EXPECT_TRUE(KilledBySeccomp(status)) << "status " << status;
+  }
+}
+
+TEST(SandboxTest, ExecIsRefused) {
+  int status = RunLockedDown([] {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    execv("/bin/true", argv);
+    return 13;
+  });
+  if (DebugBuild()) {
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 13);
+  } else {
+    EXPECT_TRUE(KilledBySeccomp(status)) << "status " << status;
+  }
+}
+
+TEST(SandboxTest, Clone3FailsWithEnosys) {
+  int status = RunLockedDown([] {
+    long rc = syscall(435 /* clone3 */, nullptr, 0);
+    return rc == -1 && errno == ENOSYS ? 0 : 14;
+  });
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SandboxTest, StatusShowsSeccompAndNoNewPrivs) {
+  int to_child[2], from_child[2];
+  ASSERT_EQ(pipe2(to_child, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(from_child, O_CLOEXEC), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!LockDown(TestPolicy()).ok()) _exit(kLockDownFailed);
+    char c = 'L';
+    if (write(from_child[1], &c, 1) != 1) _exit(2);
+    if (read(to_child[0], &c, 1) != 1) _exit(3);
+    _exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(read(from_child[0], &c, 1), 1);
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line, seccomp, nnp, capeff;
+  while (std::getline(in, line)) {
+    if (line.rfind("Seccomp:", 0) == 0) seccomp = line;
+    if (line.rfind("NoNewPrivs:", 0) == 0) nnp = line;
+    if (line.rfind("CapEff:", 0) == 0) capeff = line;
+  }
+  ASSERT_EQ(write(to_child[1], "x", 1), 1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
+  EXPECT_EQ(seccomp, "Seccomp:\t2");
+  EXPECT_EQ(nnp, "NoNewPrivs:\t1");
+  EXPECT_EQ(capeff, "CapEff:\t0000000000000000");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace hexz::sandbox
