@@ -1,12 +1,41 @@
-// hexz verify
+// hexz verify: checks every checksum and structure of a snapshot and its
+// parent chain.
+#include <cstdio>
+#include <string>
+
+#include "common/format/snapshot.h"
 #include "hexz/commands.h"
 
 namespace hexz::cli {
 
 void AddVerifyCommand(CLI::App& parent, int* rc) {
-  CLI::App* cmd = parent.add_subcommand("verify", "(not available yet)");
-  cmd->allow_extras();
-  cmd->callback([rc] { *rc = NotAvailableYet("verify"); });
+  auto path = std::make_shared<std::string>();
+  auto quiet = std::make_shared<bool>(false);
+  CLI::App* cmd =
+      parent.add_subcommand("verify", "Check every checksum of a snapshot and its parents");
+  cmd->add_option("SNAP", *path, "Snapshot file")->required();
+  cmd->add_flag("-q,--quiet", *quiet, "Print nothing when the snapshot is sound");
+  cmd->callback([rc, path, quiet] {
+    auto snap = format::Snapshot::Open(*path);
+    if (!snap.ok()) {
+      *rc = Fail(snap.status());
+      return;
+    }
+    base::Status st = (*snap)->Verify();
+    if (!st.ok()) {
+      *rc = Fail(st);
+      return;
+    }
+    if (!*quiet) {
+      size_t depth = (*snap)->ChainNames().size();
+      std::printf("%s: ok%s\n", path->c_str(),
+                  depth > 1 ? (" (with " + std::to_string(depth - 1) + " parent" +
+                               (depth > 2 ? "s" : "") + ")")
+                                  .c_str()
+                            : "");
+    }
+    *rc = 0;
+  });
 }
 
 }  // namespace hexz::cli

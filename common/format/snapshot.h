@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,7 +47,40 @@ struct SnapshotId {
 };
 
 enum class Codec : uint8_t { kRaw = 0, kLz4 = 1, kZstd = 2 };
-const char* CodecName(Codec codec);
+const char* CodecName(Codec codec);  // "none" / "lz4" / "zstd"
+
+// How one block of a stream is represented in the file that holds the index.
+enum class BlockKind : uint8_t {
+  kZero = 0,    // all zeros, no storage
+  kStored = 1,  // stored bytes in this file
+  kDedup = 2,   // shares the stored bytes of another block of this file
+  kParent = 3,  // read from the parent at the same position (thin snapshots)
+};
+const char* BlockKindName(BlockKind kind);
+
+// One index entry, decoded. offset/stored_length/checksum are zero unless
+// kind is kStored or kDedup.
+struct BlockEntry {
+  BlockKind kind = BlockKind::kZero;
+  Codec codec = Codec::kRaw;
+  uint32_t stored_length = 0;
+  uint64_t offset = 0;    // file offset of the stored bytes
+  uint64_t checksum = 0;  // XXH3-64 of the stored bytes
+};
+
+// A block in its stored (possibly compressed) form, as `hexz commit` copies
+// it verbatim. For kZero and kParent, bytes is empty.
+struct StoredBlock {
+  BlockKind kind = BlockKind::kZero;
+  Codec codec = Codec::kRaw;
+  uint32_t logical_length = 0;  // bytes once decompressed
+  uint64_t checksum = 0;        // XXH3-64 of bytes
+  std::vector<uint8_t> bytes;
+};
+
+// Runs fn(0) .. fn(n-1), possibly in parallel, and returns when all are done.
+// Used by ReadParallel so that the caller (the FUSE worker) supplies threads.
+using ParallelFor = std::function<void(size_t n, const std::function<void(size_t)>& fn)>;
 
 struct OpenOptions {
   // Parents deeper than this are refused ("parent chain too deep").
@@ -64,6 +98,7 @@ struct StreamStats {
   uint64_t zero_blocks = 0;    // all-zero blocks (no storage)
   uint64_t dedup_blocks = 0;   // blocks that point at another block's storage
   uint64_t parent_blocks = 0;  // blocks inherited from the parent (thin snapshots)
+  uint32_t codecs_used = 0;    // bit (1 << Codec) for each codec of a stored block
 };
 
 class Snapshot {
@@ -105,6 +140,25 @@ class Snapshot {
   // Reads exactly len bytes at offset; [offset, offset+len) must lie within
   // the stream (kOutOfRange otherwise).
   virtual Status Read(StreamId stream, uint64_t offset, void* buf, size_t len) const = 0;
+
+  // Like Read, but decompresses the blocks of the range through `parallel`
+  // (one call per block). With a null `parallel` it is Read.
+  virtual Status ReadParallel(StreamId stream, uint64_t offset, void* buf, size_t len,
+                              const ParallelFor& parallel) const = 0;
+
+  // ---- block-level access (hexz commit, the FUSE worker) ----
+  virtual uint64_t BlockCount(StreamId stream) const = 0;
+  // Logical length of block `block` (block_size, or less for the last one).
+  virtual uint32_t BlockLength(StreamId stream, uint64_t block) const = 0;
+  // The index entry of a block of THIS file (kParent is not resolved).
+  virtual Result<BlockEntry> GetBlockEntry(StreamId stream, uint64_t block) const = 0;
+  // Reads the stored form of a block of this file and checks its checksum.
+  // kDedup is returned as kStored (the bytes are the same); kZero and kParent
+  // come back without bytes (ask parent() for the latter).
+  virtual Result<StoredBlock> ReadStoredBlock(StreamId stream, uint64_t block) const = 0;
+  // Reads one whole decompressed block (BlockLength bytes) into dst,
+  // resolving the parent chain and using the cache.
+  virtual Status ReadBlock(StreamId stream, uint64_t block, void* dst) const = 0;
 
   // Zero/data extents of [offset, offset+len), for NBD block status.
   virtual Status Extents(StreamId stream, uint64_t offset, uint64_t len,

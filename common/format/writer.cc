@@ -1,0 +1,680 @@
+// The snapshot writer: a bounded producer / compressor pool / ordered writer
+// pipeline. See writer.h for the contract and FORMAT.md for the layout.
+#include "common/format/writer.h"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/base/checked_math.h"
+#include "common/format/codec.h"
+#include "common/format/layout.h"
+#include "common/io/file.h"
+
+namespace hexz::format {
+
+namespace L = layout;
+
+int DefaultLevel(Codec codec) {
+  switch (codec) {
+    case Codec::kRaw:
+      return 0;
+    case Codec::kLz4:
+      return 1;
+    case Codec::kZstd:
+      return 3;
+  }
+  return 0;
+}
+
+int MaxLevel(Codec codec) {
+  switch (codec) {
+    case Codec::kRaw:
+      return 0;
+    case Codec::kLz4:
+      return 12;
+    case Codec::kZstd:
+      return 19;
+  }
+  return 0;
+}
+
+Result<Codec> ParseCodec(std::string_view name) {
+  if (name == "lz4") return Codec::kLz4;
+  if (name == "zstd") return Codec::kZstd;
+  if (name == "none" || name == "raw") return Codec::kRaw;
+  return Status::InvalidArgument("unknown compression '" + std::string(name) +
+                                 "' (expected lz4, zstd or none)");
+}
+
+Status ValidateWriterOptions(const WriterOptions& o) {
+  if (o.codec != Codec::kRaw && o.codec != Codec::kLz4 && o.codec != Codec::kZstd)
+    return Status::InvalidArgument("unknown codec");
+  if (o.codec == Codec::kRaw && o.level != 0)
+    return Status::InvalidArgument("--level makes no sense without compression");
+  if (o.level < 0 || o.level > MaxLevel(o.codec)) {
+    return Status::InvalidArgument("level " + std::to_string(o.level) + " is outside 1.." +
+                                   std::to_string(MaxLevel(o.codec)) + " for " +
+                                   CodecName(o.codec));
+  }
+  uint32_t bs = o.block_size;
+  if (bs < (1u << L::kMinBlockSizeLog2) || bs > (1u << L::kMaxBlockSizeLog2) ||
+      (bs & (bs - 1)) != 0) {
+    return Status::InvalidArgument("block size " + std::to_string(bs) +
+                                   " must be a power of two from 4 KiB to 1 MiB");
+  }
+  if (o.threads > 256) return Status::InvalidArgument("at most 256 threads");
+  return Status::Ok();
+}
+
+namespace {
+
+std::string DirName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string BaseName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  // Word at a time; blocks are multiples of 8 except a stream's tail.
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+
+struct DedupKey {
+  uint64_t lo = 0, hi = 0;
+  uint32_t length = 0;
+  uint8_t codec = 0;
+  bool operator==(const DedupKey&) const = default;
+};
+struct DedupHash {
+  size_t operator()(const DedupKey& k) const { return static_cast<size_t>(k.lo); }
+};
+
+struct Job {
+  enum Type { kData, kZero, kParent, kStored } type = kData;
+  uint64_t seq = 0;
+  int stream = 0;
+  uint32_t logical_length = 0;
+  std::vector<uint8_t> data;  // raw data (kData) or stored bytes (kStored)
+  std::vector<uint8_t> packed;
+  bool use_packed = false;
+  L::Entry entry;
+  DedupKey key;
+  Status status;
+};
+
+class WriterImpl final : public SnapshotWriter {
+ public:
+  WriterImpl(const std::string& out, const WriterOptions& o) : out_path_(out), options_(o) {}
+  ~WriterImpl() override { Abort(); }
+
+  Status Init();
+  const SnapshotId& id() const override { return id_; }
+  uint32_t block_size() const override { return options_.block_size; }
+  Status SetParent(const std::string& relative_path, const SnapshotId& parent_id) override;
+  Status BeginStream(StreamId stream, uint64_t logical_size) override;
+  Status AddData(const void* data, size_t len) override;
+  Status AddZero() override;
+  Status AddParent() override;
+  Status AddStored(const StoredBlock& block) override;
+  Status EndStream() override;
+  Result<SnapshotId> Finish() override;
+  void Abort() override;
+
+ private:
+  Status CheckNext(size_t len, bool need_len);
+  Status Submit(std::unique_ptr<Job> job);
+  std::unique_ptr<Job> NewJob(Job::Type type);
+  void CompressLoop();
+  void WriteLoop();
+  void Compress(Job* job);
+  Status WriteOne(Job* job);
+  void SetError(const Status& st);
+  Status Error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  Status Cancelled() { return Status::Cancelled(out_path_ + ": cancelled; nothing was written"); }
+  bool IsCancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
+  void StopThreads();
+
+  std::string out_path_;
+  std::string tmp_path_;
+  WriterOptions options_;
+  SnapshotId id_;
+  UniqueFd fd_;
+  bool finished_ = false;
+  bool aborted_ = false;
+
+  // Producer state (caller's thread).
+  std::string parent_path_;
+  SnapshotId parent_id_;
+  bool thin_ = false;
+  int streams_begun_ = 0;  // 0 none, 1 disk, 2 disk+memory
+  bool in_stream_ = false;
+  uint64_t stream_size_[kStreamCount] = {0, 0};
+  uint64_t cur_block_ = 0, cur_count_ = 0;
+  uint64_t next_seq_ = 0;
+  uint64_t done_bytes_ = 0, total_bytes_ = 0;
+
+  // Pipeline (guarded by mu_).
+  std::mutex mu_;
+  std::condition_variable cv_todo_, cv_done_, cv_space_;
+  std::deque<std::unique_ptr<Job>> todo_;
+  std::map<uint64_t, std::unique_ptr<Job>> done_;
+  std::vector<std::unique_ptr<Job>> free_;
+  uint64_t written_seq_ = 0;  // jobs fully written
+  size_t max_in_flight_ = 4;
+  bool closing_ = false;
+  Status error_;
+  std::vector<std::thread> compressors_;
+  std::thread writer_thread_;
+
+  // Writer thread only (read by Finish after join).
+  uint64_t write_pos_ = L::kHeaderSize;
+  std::vector<L::Entry> entries_[kStreamCount];
+  std::unordered_map<DedupKey, L::Entry, DedupHash> dedup_;
+  std::vector<uint8_t> compare_buf_;
+};
+
+Status WriterImpl::Init() {
+  HEXZ_RETURN_IF_ERROR(ValidateWriterOptions(options_));
+  if (options_.level == 0) options_.level = DefaultLevel(options_.codec);
+  if (options_.id) {
+    id_ = *options_.id;
+  } else {
+    size_t got = 0;
+    while (got < id_.bytes.size()) {
+      ssize_t n = getrandom(id_.bytes.data() + got, id_.bytes.size() - got, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status::FromErrno(errno, "getrandom");
+      }
+      got += static_cast<size_t>(n);
+    }
+  }
+  std::string tmpl = DirName(out_path_) + "/." + BaseName(out_path_) + ".tmp-XXXXXX";
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  int fd = mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, out_path_ + ": cannot create a temp file next to it");
+  fd_.reset(fd);
+  tmp_path_ = name.data();
+  mode_t mask = umask(0);
+  umask(mask);
+  if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, tmp_path_);
+  uint8_t zero_header[L::kHeaderSize] = {};
+  HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, tmp_path_));
+
+  unsigned n = options_.threads;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  max_in_flight_ = 2 * static_cast<size_t>(n) + 4;
+  for (unsigned i = 0; i < n; ++i) compressors_.emplace_back([this] { CompressLoop(); });
+  writer_thread_ = std::thread([this] { WriteLoop(); });
+  return Status::Ok();
+}
+
+void WriterImpl::SetError(const Status& st) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_.ok()) error_ = st;
+  cv_space_.notify_all();
+  cv_done_.notify_all();
+  cv_todo_.notify_all();
+}
+
+Status WriterImpl::SetParent(const std::string& relative_path, const SnapshotId& parent_id) {
+  if (streams_begun_ != 0) return Status::Internal("SetParent after BeginStream");
+  if (relative_path.empty() || relative_path.size() > L::kMaxParentPath ||
+      relative_path.find('\0') != std::string::npos) {
+    return Status::InvalidArgument("parent path must be 1..4096 bytes without NUL");
+  }
+  parent_path_ = relative_path;
+  parent_id_ = parent_id;
+  thin_ = true;
+  return Status::Ok();
+}
+
+Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
+  if (finished_ || aborted_) return Status::Internal("writer already finished");
+  if (in_stream_) return Status::Internal("BeginStream inside a stream");
+  int s = static_cast<int>(stream);
+  if (s != streams_begun_ || s >= kStreamCount)
+    return Status::Internal("streams must be written in order: disk, then memory");
+  if (logical_size > L::kMaxStreamSize)
+    return Status::NoSpace(std::string(StreamName(stream)) + " stream is larger than 4 PiB");
+  stream_size_[s] = logical_size;
+  cur_block_ = 0;
+  cur_count_ = (logical_size + options_.block_size - 1) / options_.block_size;
+  in_stream_ = true;
+  ++streams_begun_;
+  total_bytes_ += logical_size;
+  return Error();
+}
+
+Status WriterImpl::CheckNext(size_t len, bool need_len) {
+  if (!in_stream_) return Status::Internal("Add* outside a stream");
+  if (cur_block_ >= cur_count_) return Status::Internal("more blocks than the stream holds");
+  if (need_len) {
+    uint64_t start = cur_block_ * options_.block_size;
+    uint64_t want =
+        std::min<uint64_t>(options_.block_size, stream_size_[streams_begun_ - 1] - start);
+    if (len != want) return Status::Internal("block length differs from the stream's layout");
+  }
+  if (IsCancelled()) return Cancelled();
+  return Error();
+}
+
+std::unique_ptr<Job> WriterImpl::NewJob(Job::Type type) {
+  std::unique_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      job = std::move(free_.back());
+      free_.pop_back();
+    }
+  }
+  if (!job) job = std::make_unique<Job>();
+  job->type = type;
+  job->stream = streams_begun_ - 1;
+  uint64_t start = cur_block_ * options_.block_size;
+  job->logical_length = static_cast<uint32_t>(
+      std::min<uint64_t>(options_.block_size, stream_size_[job->stream] - start));
+  job->use_packed = false;
+  job->entry = L::Entry{};
+  job->status = Status::Ok();
+  return job;
+}
+
+Status WriterImpl::Submit(std::unique_ptr<Job> job) {
+  uint32_t len = job->logical_length;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (error_.ok() && next_seq_ - written_seq_ >= max_in_flight_) {
+      cv_space_.wait_for(lock, std::chrono::milliseconds(100));
+      if (IsCancelled()) return Cancelled();
+    }
+    if (!error_.ok()) return error_;
+    job->seq = next_seq_++;
+    todo_.push_back(std::move(job));
+  }
+  cv_todo_.notify_one();
+  ++cur_block_;
+  done_bytes_ += len;
+  if (options_.progress) options_.progress(done_bytes_, total_bytes_);
+  return Status::Ok();
+}
+
+Status WriterImpl::AddData(const void* data, size_t len) {
+  HEXZ_RETURN_IF_ERROR(CheckNext(len, true));
+  auto job = NewJob(Job::kData);
+  job->data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + len);
+  return Submit(std::move(job));
+}
+
+Status WriterImpl::AddZero() {
+  HEXZ_RETURN_IF_ERROR(CheckNext(0, false));
+  return Submit(NewJob(Job::kZero));
+}
+
+Status WriterImpl::AddParent() {
+  HEXZ_RETURN_IF_ERROR(CheckNext(0, false));
+  if (!thin_) return Status::InvalidArgument("a parent block needs a thin output (SetParent)");
+  return Submit(NewJob(Job::kParent));
+}
+
+Status WriterImpl::AddStored(const StoredBlock& block) {
+  HEXZ_RETURN_IF_ERROR(CheckNext(block.logical_length, true));
+  switch (block.kind) {
+    case BlockKind::kZero:
+      return Submit(NewJob(Job::kZero));
+    case BlockKind::kParent:
+      if (!thin_) return Status::InvalidArgument("a parent block needs a thin output (SetParent)");
+      return Submit(NewJob(Job::kParent));
+    case BlockKind::kStored:
+    case BlockKind::kDedup:
+      break;
+  }
+  size_t n = block.bytes.size();
+  bool raw = block.codec == Codec::kRaw;
+  if (n == 0 || (raw ? n != block.logical_length : n >= block.logical_length) ||
+      static_cast<int>(block.codec) > static_cast<int>(Codec::kZstd)) {
+    return Status::InvalidArgument("stored block does not fit its codec and length");
+  }
+  auto job = NewJob(Job::kStored);
+  job->data = block.bytes;
+  job->entry.codec = static_cast<uint8_t>(block.codec);
+  job->entry.checksum = block.checksum;
+  return Submit(std::move(job));
+}
+
+Status WriterImpl::EndStream() {
+  if (!in_stream_) return Status::Internal("EndStream outside a stream");
+  if (cur_block_ != cur_count_) return Status::Internal("stream ended before its last block");
+  in_stream_ = false;
+  return Error();
+}
+
+void WriterImpl::Compress(Job* job) {
+  L::Entry& e = job->entry;
+  const std::vector<uint8_t>* stored = &job->data;
+  switch (job->type) {
+    case Job::kZero:
+      e.kind = L::Kind::kZero;
+      return;
+    case Job::kParent:
+      e.kind = L::Kind::kParent;
+      return;
+    case Job::kData:
+      if (AllZero(job->data.data(), job->data.size())) {
+        e.kind = L::Kind::kZero;
+        return;
+      }
+      e.kind = L::Kind::kStored;
+      if (CompressBlock(options_.codec, options_.level, job->data.data(), job->data.size(),
+                        &job->packed)) {
+        job->use_packed = true;
+        stored = &job->packed;
+        e.codec = static_cast<uint8_t>(options_.codec);
+      } else {
+        e.codec = static_cast<uint8_t>(Codec::kRaw);
+      }
+      e.checksum = L::Checksum(stored->data(), stored->size());
+      break;
+    case Job::kStored:
+      e.kind = L::Kind::kStored;
+      if (L::Checksum(job->data.data(), job->data.size()) != e.checksum) {
+        job->status = Status::Corruption("stored block copied from a snapshot has a bad checksum");
+        return;
+      }
+      break;
+  }
+  e.stored_length = static_cast<uint32_t>(stored->size());
+  XXH128_hash_t h = XXH3_128bits(stored->data(), stored->size());
+  job->key = DedupKey{h.low64, h.high64, e.stored_length, e.codec};
+}
+
+void WriterImpl::CompressLoop() {
+  while (true) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_todo_.wait(lock, [this] { return !todo_.empty() || closing_; });
+      if (todo_.empty()) return;
+      job = std::move(todo_.front());
+      todo_.pop_front();
+    }
+    Compress(job.get());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      uint64_t seq = job->seq;
+      done_[seq] = std::move(job);
+    }
+    cv_done_.notify_all();
+  }
+}
+
+Status WriterImpl::WriteOne(Job* job) {
+  HEXZ_RETURN_IF_ERROR(job->status);
+  L::Entry e = job->entry;
+  if (e.kind == L::Kind::kStored) {
+    const std::vector<uint8_t>& bytes = job->use_packed ? job->packed : job->data;
+    bool deduped = false;
+    auto it = dedup_.find(job->key);
+    if (it != dedup_.end()) {
+      // A 128-bit hash match; compare the bytes to be certain.
+      compare_buf_.resize(bytes.size());
+      HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), compare_buf_.data(), bytes.size(),
+                                         it->second.offset, tmp_path_));
+      if (std::memcmp(compare_buf_.data(), bytes.data(), bytes.size()) == 0) {
+        e = it->second;
+        e.kind = L::Kind::kDedup;
+        deduped = true;
+      }
+    }
+    if (!deduped) {
+      e.offset = write_pos_;
+      HEXZ_RETURN_IF_ERROR(
+          io::PwriteFull(fd_.get(), bytes.data(), bytes.size(), write_pos_, tmp_path_));
+      write_pos_ += bytes.size();
+      if (dedup_.size() < options_.dedup_entries) dedup_.emplace(job->key, e);
+    }
+  }
+  entries_[job->stream].push_back(e);
+  return Status::Ok();
+}
+
+void WriterImpl::WriteLoop() {
+  while (true) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_done_.wait(lock, [this] {
+        return done_.count(written_seq_) != 0 || (closing_ && written_seq_ == next_seq_) ||
+               !error_.ok();
+      });
+      if (!error_.ok() || (closing_ && written_seq_ == next_seq_ && done_.empty())) return;
+      auto it = done_.find(written_seq_);
+      job = std::move(it->second);
+      done_.erase(it);
+    }
+    Status st = WriteOne(job.get());
+    if (!st.ok()) {
+      SetError(st);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++written_seq_;
+      if (free_.size() < max_in_flight_) free_.push_back(std::move(job));
+    }
+    cv_space_.notify_all();
+    cv_done_.notify_all();
+  }
+}
+
+void WriterImpl::StopThreads() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  cv_todo_.notify_all();
+  cv_done_.notify_all();
+  for (auto& t : compressors_)
+    if (t.joinable()) t.join();
+  compressors_.clear();
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_done_.notify_all();
+  if (writer_thread_.joinable()) writer_thread_.join();
+}
+
+Result<SnapshotId> WriterImpl::Finish() {
+  if (finished_ || aborted_) return Status::Internal("writer already finished");
+  auto fail = [this](Status st) -> Status {
+    Abort();
+    return st;
+  };
+  if (IsCancelled()) return fail(Cancelled());
+  if (in_stream_) return fail(Status::Internal("Finish inside a stream"));
+  if (streams_begun_ == 0) return fail(Status::Internal("a snapshot needs a disk stream"));
+  StopThreads();
+  {
+    Status st = Error();
+    if (!st.ok()) return fail(st);
+  }
+  if (IsCancelled()) return fail(Cancelled());
+
+  // Index.
+  L::IndexHeader ih;
+  for (int s = 0; s < kStreamCount; ++s) {
+    ih.stream_size[s] = stream_size_[s];
+    ih.entry_count[s] = entries_[s].size();
+  }
+  std::memcpy(ih.parent_id.data(), parent_id_.bytes.data(), 16);
+  ih.parent_path_length = static_cast<uint32_t>(parent_path_.size());
+  uint64_t path_padded = (parent_path_.size() + 7) & ~size_t{7};
+  uint64_t index_len =
+      L::kIndexHeaderSize + path_padded + (ih.entry_count[0] + ih.entry_count[1]) * L::kEntrySize;
+  if (index_len > L::kMaxIndexSize) {
+    return fail(Status::NoSpace(out_path_ +
+                                ": too many blocks for one index (over 1 GiB); use a larger "
+                                "--block-size"));
+  }
+  std::vector<uint8_t> index(index_len, 0);
+  L::EncodeIndexHeader(ih, index.data());
+  std::memcpy(index.data() + L::kIndexHeaderSize, parent_path_.data(), parent_path_.size());
+  uint8_t* p = index.data() + L::kIndexHeaderSize + path_padded;
+  for (int s = 0; s < kStreamCount; ++s) {
+    for (const L::Entry& e : entries_[s]) {
+      L::EncodeEntry(e, p);
+      p += L::kEntrySize;
+    }
+    std::vector<L::Entry>().swap(entries_[s]);
+  }
+  uint64_t index_offset = write_pos_;
+  Status st = io::PwriteFull(fd_.get(), index.data(), index.size(), index_offset, tmp_path_);
+  if (!st.ok()) return fail(st);
+
+  L::Footer ft;
+  ft.index_offset = index_offset;
+  ft.index_length = index_len;
+  ft.index_checksum = L::Checksum(index.data(), index.size());
+  ft.file_size = index_offset + index_len + L::kFooterSize;
+  ft.id = id_.bytes;
+  uint8_t foot[L::kFooterSize];
+  L::EncodeFooter(ft, foot);
+  st = io::PwriteFull(fd_.get(), foot, sizeof(foot), index_offset + index_len, tmp_path_);
+  if (!st.ok()) return fail(st);
+
+  L::Header h;
+  uint32_t log2 = 0;
+  while ((1u << log2) < options_.block_size) ++log2;
+  h.block_size_log2 = log2;
+  h.flags = (thin_ ? L::kFlagThin : 0) | (streams_begun_ > 1 ? L::kFlagHasMemory : 0);
+  h.id = id_.bytes;
+  uint8_t head[L::kHeaderSize];
+  L::EncodeHeader(h, head);
+  st = io::PwriteFull(fd_.get(), head, sizeof(head), 0, tmp_path_);
+  if (!st.ok()) return fail(st);
+  st = io::Fsync(fd_.get(), tmp_path_);
+  if (!st.ok()) return fail(st);
+  if (IsCancelled()) return fail(Cancelled());
+  if (rename(tmp_path_.c_str(), out_path_.c_str()) != 0)
+    return fail(Status::FromErrno(errno, out_path_ + ": cannot rename the temp file into place"));
+  finished_ = true;
+  fd_.reset();
+  st = io::FsyncParentDir(out_path_);
+  if (!st.ok()) return st;
+  return id_;
+}
+
+void WriterImpl::Abort() {
+  if (finished_ || aborted_) return;
+  aborted_ = true;
+  SetError(Status::Cancelled("aborted"));
+  StopThreads();
+  if (!tmp_path_.empty()) unlink(tmp_path_.c_str());
+  fd_.reset();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& output_path,
+                                                               const WriterOptions& options) {
+  auto w = std::make_unique<WriterImpl>(output_path, options);
+  HEXZ_RETURN_IF_ERROR(w->Init());
+  return std::unique_ptr<SnapshotWriter>(std::move(w));
+}
+
+Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, StreamId stream,
+                  uint64_t size) {
+  HEXZ_RETURN_IF_ERROR(writer->BeginStream(stream, size));
+  uint32_t bs = writer->block_size();
+  std::vector<uint8_t> buf(bs);
+  bool sparse = true;
+  uint64_t zero_until = 0;  // [pos, zero_until) is known to be a hole
+  uint64_t data_until = 0;  // [pos, data_until) is known to be data
+  for (uint64_t pos = 0; pos < size; pos += bs) {
+    uint64_t len = std::min<uint64_t>(bs, size - pos);
+    if (sparse && pos >= zero_until && pos >= data_until) {
+      off_t d = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      if (d < 0) {
+        if (errno == ENXIO) {
+          zero_until = size;
+        } else {
+          sparse = false;
+        }
+      } else if (static_cast<uint64_t>(d) > pos) {
+        zero_until = static_cast<uint64_t>(d);
+      } else {
+        off_t hole = lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
+        data_until = hole < 0 ? size : static_cast<uint64_t>(hole);
+        if (data_until <= pos) data_until = pos + len;
+      }
+    }
+    if (sparse && pos + len <= zero_until) {
+      HEXZ_RETURN_IF_ERROR(writer->AddZero());
+      continue;
+    }
+    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd, buf.data(), len, pos, name));
+    HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), len));
+  }
+  return writer->EndStream();
+}
+
+Status CopyStream(SnapshotWriter* writer, const Snapshot& source, StreamId stream) {
+  if (source.block_size() != writer->block_size())
+    return Status::InvalidArgument(source.path() + ": block size differs from the output's");
+  HEXZ_RETURN_IF_ERROR(writer->BeginStream(stream, source.StreamSize(stream)));
+  uint64_t count = source.BlockCount(stream);
+  std::vector<uint8_t> buf;
+  for (uint64_t b = 0; b < count; ++b) {
+    uint32_t blen = source.BlockLength(stream, b);
+    // Walk up the chain to the file that holds the block, if lengths agree.
+    const Snapshot* s = &source;
+    HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
+    while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
+           s->parent()->BlockLength(stream, b) == blen) {
+      s = s->parent().get();
+      HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
+    }
+    if (e.kind == BlockKind::kZero) {
+      HEXZ_RETURN_IF_ERROR(writer->AddZero());
+    } else if (e.kind == BlockKind::kParent) {
+      buf.resize(blen);
+      HEXZ_RETURN_IF_ERROR(source.ReadBlock(stream, b, buf.data()));
+      HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
+    } else {
+      HEXZ_ASSIGN_OR_RETURN(StoredBlock sb, s->ReadStoredBlock(stream, b));
+      HEXZ_RETURN_IF_ERROR(writer->AddStored(sb));
+    }
+  }
+  return writer->EndStream();
+}
+
+}  // namespace hexz::format

@@ -1,0 +1,109 @@
+// SnapshotWriter: writes one hexz snapshot file, streaming and multi-threaded.
+//
+// Usage: Create(); optionally SetParent() (thin output); then for each stream
+// in order (disk first, then optionally memory): BeginStream(), one Add*() per
+// block in block order, EndStream(); finally Finish(). PackStream() and
+// CopyStream() are helpers that drive the Add* calls from a file or from an
+// existing snapshot.
+//
+// Pipeline: the caller's thread submits blocks into a bounded queue; N
+// compressor threads detect zero blocks, compress and hash; one writer thread
+// deduplicates and appends them in order. Memory stays bounded: about
+// (2 * threads + 4) * 2 * block_size of buffers, the dedup table (bounded by
+// WriterOptions::dedup_entries), and 24 bytes of index per block.
+//
+// The output appears atomically: everything goes to a temp file in the
+// output's directory, which Finish() fsyncs and renames over the output (and
+// fsyncs the directory). Any failure, Abort(), or destroying the writer before
+// Finish() removes the temp file and leaves the output path untouched.
+//
+// Thread safety: one thread drives a writer; `progress` is called from that
+// thread; `cancel` may be set from any thread or a signal handler.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/format/snapshot.h"
+
+namespace hexz::format {
+
+struct WriterOptions {
+  Codec codec = Codec::kLz4;
+  // 0 picks the codec's default (LZ4: 1 = fast; 2..12 = LZ4HC level; Zstd:
+  // 1..19, default 3). Must be 0 for kRaw.
+  int level = 0;
+  uint32_t block_size = 64 * 1024;  // power of two, 4 KiB .. 1 MiB
+  unsigned threads = 0;             // compressor threads; 0 = number of CPUs
+  // Called after each block is submitted, with the logical bytes of all
+  // streams submitted so far and the total announced by BeginStream calls.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+  // When it becomes true, the next Add*/Finish returns kCancelled.
+  const std::atomic<bool>* cancel = nullptr;
+  // Dedup table capacity (distinct stored blocks remembered); 0 disables dedup.
+  size_t dedup_entries = 1u << 18;
+  // Fixed id (golden files, tests); by default a random one from getrandom.
+  std::optional<SnapshotId> id;
+};
+
+// Checks options against the format's limits (kInvalidArgument with a message
+// naming the bad option).
+Status ValidateWriterOptions(const WriterOptions& options);
+
+class SnapshotWriter {
+ public:
+  static Result<std::unique_ptr<SnapshotWriter>> Create(const std::string& output_path,
+                                                        const WriterOptions& options);
+  virtual ~SnapshotWriter() = default;
+
+  virtual const SnapshotId& id() const = 0;
+  virtual uint32_t block_size() const = 0;
+
+  // Makes the output thin. Must come before the first BeginStream. The path
+  // is stored as given and resolved by readers relative to the output's
+  // directory; the parent's block size must equal this writer's.
+  virtual Status SetParent(const std::string& relative_path, const SnapshotId& parent_id) = 0;
+
+  // Starts a stream of `logical_size` bytes (ceil(size / block_size) blocks).
+  virtual Status BeginStream(StreamId stream, uint64_t logical_size) = 0;
+  // Raw data of the next block: exactly BlockLength bytes (the last block of
+  // a stream may be short). Compressed (or stored raw if that is not smaller),
+  // zero-detected, deduplicated.
+  virtual Status AddData(const void* data, size_t len) = 0;
+  // The next block is all zeros.
+  virtual Status AddZero() = 0;
+  // The next block comes from the parent (thin output only).
+  virtual Status AddParent() = 0;
+  // The next block, already in stored form (from Snapshot::ReadStoredBlock):
+  // copied verbatim, never recompressed. Its checksum is re-verified.
+  // kZero / kParent blocks are accepted too.
+  virtual Status AddStored(const StoredBlock& block) = 0;
+  virtual Status EndStream() = 0;
+
+  // Writes index and footer, syncs, renames into place. Returns the id.
+  virtual Result<SnapshotId> Finish() = 0;
+  // Gives up: removes the temp file. Safe to call more than once.
+  virtual void Abort() = 0;
+};
+
+// Feeds a whole stream of `size` bytes from `fd` (regular file, block device,
+// or anything pread works on) into `writer`: BeginStream, Add*, EndStream.
+// Holes found with SEEK_DATA/SEEK_HOLE become zero blocks without reading.
+Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, StreamId stream,
+                  uint64_t size);
+
+// Copies a stream of `source` into `writer` block by block in stored form
+// (no recompression): BeginStream, AddStored..., EndStream. Parent blocks of
+// `source` are resolved from its chain (the output is standalone).
+Status CopyStream(SnapshotWriter* writer, const Snapshot& source, StreamId stream);
+
+// Allowed levels per codec, for option parsing and messages.
+int DefaultLevel(Codec codec);
+int MaxLevel(Codec codec);
+Result<Codec> ParseCodec(std::string_view name);  // "lz4" | "zstd" | "none"
+
+}  // namespace hexz::format

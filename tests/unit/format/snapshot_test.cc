@@ -1,0 +1,454 @@
+// Round trips, thin chains, errors, block-level access and the writer's
+// atomic output.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/cache/block_cache.h"
+#include "common/format/layout.h"
+#include "common/io/file.h"
+#include "tests/unit/format/format_test_util.h"
+
+namespace hexz::format {
+namespace {
+
+using namespace testing;  // NOLINT
+
+bool Contains(const Status& st, const std::string& text) {
+  return st.message().find(text) != std::string::npos;
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = opendir(dir.c_str());
+  while (dirent* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  closedir(d);
+  return out;
+}
+
+struct RoundTripCase {
+  Codec codec;
+  uint32_t block_size;
+};
+
+class RoundTripTest : public ::testing::TestWithParam<RoundTripCase> {};
+
+TEST_P(RoundTripTest, EveryKindOfData) {
+  TempDir dir;
+  const auto [codec, bs] = GetParam();
+  // Sizes not a multiple of the block size; zero, random, repeated, text.
+  Bytes disk;
+  Bytes r = RandomBytes(2 * bs + 123, 1);
+  Bytes z(3 * bs + 7, 0);
+  Bytes rep = RepeatedBytes(5 * bs, bs, 2);
+  Bytes t = TextBytes(2 * bs + 999, 3);
+  for (const Bytes* b : {&rep, &r, &z, &t}) disk.insert(disk.end(), b->begin(), b->end());
+  Bytes memory = TextBytes(bs / 2 + 5, 4);
+  WriterOptions o;
+  o.codec = codec;
+  o.block_size = bs;
+  o.threads = 3;
+  std::string path = dir / "rt.st";
+  SnapshotId id = PackBuffers(path, disk, memory, o);
+  auto snap = Snapshot::Open(path);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ((*snap)->id(), id);
+  EXPECT_EQ((*snap)->block_size(), bs);
+  EXPECT_EQ(ReadAll(**snap, StreamId::kDisk), disk);
+  EXPECT_EQ(ReadAll(**snap, StreamId::kMemory), memory);
+  StreamStats st = (*snap)->Stats(StreamId::kDisk);
+  EXPECT_GE(st.zero_blocks, 2u);
+  EXPECT_GE(st.dedup_blocks, 2u);
+  EXPECT_EQ(st.logical_size, disk.size());
+  // Unaligned reads at assorted offsets, serial and parallel.
+  uint64_t seed = 9;
+  ParallelFor threads = [](size_t n, const std::function<void(size_t)>& fn) {
+    std::vector<std::thread> ts;
+    for (size_t i = 0; i < n; ++i) ts.emplace_back(fn, i);
+    for (auto& th : ts) th.join();
+  };
+  for (int i = 0; i < 20; ++i) {
+    uint64_t off = Mix(&seed) % disk.size();
+    uint64_t len = Mix(&seed) % std::min<uint64_t>(disk.size() - off, 3 * bs + 17);
+    Bytes got(len);
+    ASSERT_TRUE((*snap)->Read(StreamId::kDisk, off, got.data(), len).ok());
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), disk.begin() + off));
+    Bytes par(len);
+    ASSERT_TRUE((*snap)->ReadParallel(StreamId::kDisk, off, par.data(), len, threads).ok());
+    EXPECT_EQ(par, got);
+  }
+  EXPECT_TRUE((*snap)->Verify().ok());
+  // Past the end.
+  uint8_t b;
+  EXPECT_EQ((*snap)->Read(StreamId::kDisk, disk.size(), &b, 1).code(), base::Code::kOutOfRange);
+  EXPECT_EQ((*snap)->Read(StreamId::kDisk, UINT64_MAX, &b, 2).code(), base::Code::kOutOfRange);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    CodecsAndBlockSizes, RoundTripTest,
+    ::testing::Values(RoundTripCase{Codec::kLz4, 4096}, RoundTripCase{Codec::kLz4, 65536},
+                      RoundTripCase{Codec::kZstd, 16384}, RoundTripCase{Codec::kZstd, 1 << 20},
+                      RoundTripCase{Codec::kRaw, 4096}, RoundTripCase{Codec::kRaw, 1 << 20},
+                      RoundTripCase{Codec::kLz4, 1 << 20}, RoundTripCase{Codec::kZstd, 4096}));
+
+TEST(SnapshotTest, EmptyMemoryStreamAndNoMemory) {
+  TempDir dir;
+  Bytes disk = TextBytes(10000, 5);
+  PackBuffers(dir / "a.st", disk, Bytes{});
+  PackBuffers(dir / "b.st", disk, std::nullopt);
+  auto a = Snapshot::Open(dir / "a.st");
+  auto b = Snapshot::Open(dir / "b.st");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE((*a)->HasStream(StreamId::kMemory));
+  EXPECT_EQ((*a)->StreamSize(StreamId::kMemory), 0u);
+  EXPECT_FALSE((*b)->HasStream(StreamId::kMemory));
+  uint8_t x;
+  EXPECT_EQ((*b)->Read(StreamId::kMemory, 0, &x, 0).code(), base::Code::kNotFound);
+  EXPECT_EQ(ReadAll(**a, StreamId::kDisk), disk);
+}
+
+TEST(SnapshotTest, LevelsAndLz4Hc) {
+  TempDir dir;
+  Bytes disk = TextBytes(200000, 6);
+  for (auto [codec, level] : {std::pair{Codec::kLz4, 9}, std::pair{Codec::kZstd, 19}}) {
+    WriterOptions o;
+    o.codec = codec;
+    o.level = level;
+    PackBuffers(dir / "l.st", disk, std::nullopt, o);
+    auto s = Snapshot::Open(dir / "l.st");
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(ReadAll(**s, StreamId::kDisk), disk);
+  }
+  WriterOptions bad;
+  bad.block_size = 3000;
+  EXPECT_FALSE(SnapshotWriter::Create(dir / "x.st", bad).ok());
+  bad.block_size = 2 << 20;
+  EXPECT_FALSE(SnapshotWriter::Create(dir / "x.st", bad).ok());
+  bad = {};
+  bad.codec = Codec::kZstd;
+  bad.level = 40;
+  EXPECT_FALSE(SnapshotWriter::Create(dir / "x.st", bad).ok());
+}
+
+// A thin child over a parent: some blocks new, some zero, the rest inherited.
+struct Chain {
+  Bytes parent_disk, child_disk;
+  SnapshotId parent_id;
+};
+
+Chain MakeChain(const TempDir& dir, const std::string& parent_name, const std::string& child_name,
+                uint32_t bs = 4096) {
+  Chain c;
+  c.parent_disk = RandomBytes(10 * bs + 100, 11);
+  WriterOptions o;
+  o.block_size = bs;
+  c.parent_id = PackBuffers(dir / parent_name, c.parent_disk, TextBytes(bs, 12), o);
+  c.child_disk = c.parent_disk;
+  auto w = SnapshotWriter::Create(dir / child_name, o);
+  EXPECT_TRUE(w.ok());
+  EXPECT_TRUE((*w)->SetParent(parent_name, c.parent_id).ok());
+  EXPECT_TRUE((*w)->BeginStream(StreamId::kDisk, c.child_disk.size()).ok());
+  for (uint64_t b = 0; b < 11; ++b) {
+    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(bs, c.child_disk.size() - b * bs));
+    if (b % 3 == 0) {
+      Bytes fresh = TextBytes(len, 100 + b);
+      std::copy(fresh.begin(), fresh.end(), c.child_disk.begin() + b * bs);
+      EXPECT_TRUE((*w)->AddData(fresh.data(), len).ok());
+    } else if (b == 4) {
+      std::fill_n(c.child_disk.begin() + b * bs, len, 0);
+      EXPECT_TRUE((*w)->AddZero().ok());
+    } else {
+      EXPECT_TRUE((*w)->AddParent().ok());
+    }
+  }
+  EXPECT_TRUE((*w)->EndStream().ok());
+  EXPECT_TRUE((*w)->Finish().ok());
+  return c;
+}
+
+TEST(ThinTest, ReadsThroughParentAndMovesTogether) {
+  TempDir dir;
+  Chain c = MakeChain(dir, "base.st", "child.st");
+  auto s = Snapshot::Open(dir / "child.st");
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(ReadAll(**s, StreamId::kDisk), c.child_disk);
+  EXPECT_EQ((*s)->parent_path(), "base.st");
+  EXPECT_EQ((*s)->parent()->id(), c.parent_id);
+  EXPECT_EQ((*s)->Stats(StreamId::kDisk).parent_blocks, 6u);
+  EXPECT_FALSE((*s)->HasStream(StreamId::kMemory));
+  EXPECT_TRUE((*s)->Verify().ok());
+  EXPECT_EQ((*s)->ChainNames().size(), 2u);
+
+  // Move both into a subdirectory: the parent is found relative to the child.
+  std::string sub = dir / "moved";
+  ASSERT_EQ(mkdir(sub.c_str(), 0755), 0);
+  ASSERT_EQ(rename((dir / "base.st").c_str(), (sub + "/base.st").c_str()), 0);
+  ASSERT_EQ(rename((dir / "child.st").c_str(), (sub + "/child.st").c_str()), 0);
+  auto moved = Snapshot::Open(sub + "/child.st");
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(ReadAll(**moved, StreamId::kDisk), c.child_disk);
+
+  // The chain handed over as descriptors reads the same.
+  auto fds = (*moved)->DupChainFds();
+  ASSERT_TRUE(fds.ok());
+  auto via_fds = Snapshot::OpenFds(std::move(*fds), (*moved)->ChainNames());
+  ASSERT_TRUE(via_fds.ok()) << via_fds.status().ToString();
+  EXPECT_EQ(ReadAll(**via_fds, StreamId::kDisk), c.child_disk);
+
+  // Extents: block 4 is a hole, inherited data is data.
+  std::vector<io::Extent> ext;
+  ASSERT_TRUE((*moved)->Extents(StreamId::kDisk, 0, c.child_disk.size(), &ext).ok());
+  bool saw_hole = false;
+  uint64_t covered = 0;
+  for (const io::Extent& e : ext) {
+    EXPECT_EQ(e.offset, covered);
+    covered += e.length;
+    if (e.hole) {
+      saw_hole = true;
+      EXPECT_EQ(e.offset, 4u * 4096);
+    }
+  }
+  EXPECT_EQ(covered, c.child_disk.size());
+  EXPECT_TRUE(saw_hole);
+}
+
+TEST(ThinTest, MissingWrongAndLoopingParentsEachHaveTheirOwnError) {
+  TempDir dir;
+  MakeChain(dir, "base.st", "child.st");
+  // Wrong parent: same name, different id.
+  ASSERT_EQ(rename((dir / "base.st").c_str(), (dir / "base.orig").c_str()), 0);
+  WriterOptions o;
+  o.block_size = 4096;
+  PackBuffers(dir / "base.st", RandomBytes(10 * 4096 + 100, 11), std::nullopt, o);
+  auto wrong = Snapshot::Open(dir / "child.st");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_TRUE(Contains(wrong.status(), "has id")) << wrong.status().ToString();
+  EXPECT_TRUE(Contains(wrong.status(), "child.st"));
+  // Missing parent.
+  unlink((dir / "base.st").c_str());
+  auto missing = Snapshot::Open(dir / "child.st");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), base::Code::kNotFound);
+  EXPECT_TRUE(Contains(missing.status(), "parent base.st")) << missing.status().ToString();
+  EXPECT_TRUE(Contains(missing.status(), "not found"));
+  // A snapshot that names itself as its parent.
+  auto w = SnapshotWriter::Create(dir / "self.st", o);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->SetParent("self.st", (*w)->id()).ok());
+  ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, 4096).ok());
+  ASSERT_TRUE((*w)->AddParent().ok());
+  ASSERT_TRUE((*w)->EndStream().ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto loop = Snapshot::Open(dir / "self.st");
+  ASSERT_FALSE(loop.ok());
+  EXPECT_TRUE(Contains(loop.status(), "loops")) << loop.status().ToString();
+}
+
+TEST(ThinTest, DepthLimit) {
+  TempDir dir;
+  MakeChain(dir, "base.st", "child.st");
+  OpenOptions o;
+  o.max_chain_depth = 0;
+  auto s = Snapshot::Open(dir / "child.st", o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(Contains(s.status(), "too deep")) << s.status().ToString();
+  o.max_chain_depth = 1;
+  EXPECT_TRUE(Snapshot::Open(dir / "child.st", o).ok());
+}
+
+TEST(ThinTest, StoredBlocksCopyVerbatim) {
+  TempDir dir;
+  Chain c = MakeChain(dir, "base.st", "child.st");
+  auto s = Snapshot::Open(dir / "child.st");
+  ASSERT_TRUE(s.ok());
+  // Flatten the chain into a standalone snapshot without recompressing.
+  WriterOptions o;
+  o.block_size = 4096;
+  o.codec = Codec::kZstd;  // would differ from the parent's lz4 if recompressed
+  auto w = SnapshotWriter::Create(dir / "flat.st", o);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(CopyStream(w->get(), **s, StreamId::kDisk).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto flat = Snapshot::Open(dir / "flat.st");
+  ASSERT_TRUE(flat.ok());
+  EXPECT_EQ(ReadAll(**flat, StreamId::kDisk), c.child_disk);
+  EXPECT_EQ((*flat)->parent(), nullptr);
+  for (uint64_t b = 0; b < (*flat)->BlockCount(StreamId::kDisk); ++b) {
+    auto e = (*flat)->GetBlockEntry(StreamId::kDisk, b);
+    ASSERT_TRUE(e.ok());
+    EXPECT_NE(e->codec, Codec::kZstd) << "block " << b << " was recompressed";
+  }
+  auto sb = (*s)->ReadStoredBlock(StreamId::kDisk, 0);
+  ASSERT_TRUE(sb.ok());
+  EXPECT_EQ(sb->kind, BlockKind::kStored);
+  auto pb = (*s)->ReadStoredBlock(StreamId::kDisk, 1);
+  ASSERT_TRUE(pb.ok());
+  EXPECT_EQ(pb->kind, BlockKind::kParent);
+  // A stored block with a bad checksum is refused by the writer.
+  auto w2 = SnapshotWriter::Create(dir / "bad.st", o);
+  ASSERT_TRUE(w2.ok());
+  ASSERT_TRUE((*w2)->BeginStream(StreamId::kDisk, 4096).ok());
+  StoredBlock broken = *sb;
+  broken.checksum ^= 1;
+  Status st = (*w2)->AddStored(broken);
+  if (st.ok()) st = (*w2)->EndStream();
+  if (st.ok()) st = (*w2)->Finish().status();
+  EXPECT_FALSE(st.ok());
+  w2->reset();
+  EXPECT_EQ(ListDir(dir.path()).size(), 3u);  // base, child, flat; no bad.st, no temp
+}
+
+class CountingCache : public cache::BlockCache {
+ public:
+  bool Lookup(const cache::BlockKey& key, void* dst, size_t len) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++lookups;
+    auto it = map_.find(Key(key));
+    if (it == map_.end() || it->second.size() != len) return false;
+    std::memcpy(dst, it->second.data(), len);
+    ++hits;
+    return true;
+  }
+  void Insert(const cache::BlockKey& key, const void* src, size_t len) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++inserts;
+    map_[Key(key)] =
+        Bytes(static_cast<const uint8_t*>(src), static_cast<const uint8_t*>(src) + len);
+  }
+  int lookups = 0, hits = 0, inserts = 0;
+
+ private:
+  static std::string Key(const cache::BlockKey& k) {
+    return std::string(k.snapshot_id.begin(), k.snapshot_id.end()) + std::to_string(k.stream) +
+           "/" + std::to_string(k.block);
+  }
+  std::mutex mu_;
+  std::map<std::string, Bytes> map_;
+};
+
+TEST(SnapshotTest, UsesTheBlockCacheKeyedByTheStoringFile) {
+  TempDir dir;
+  Chain c = MakeChain(dir, "base.st", "child.st");
+  CountingCache cache;
+  OpenOptions o;
+  o.cache = &cache;
+  auto s = Snapshot::Open(dir / "child.st", o);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(ReadAll(**s, StreamId::kDisk), c.child_disk);
+  EXPECT_GT(cache.inserts, 0);
+  EXPECT_EQ(cache.hits, 0);
+  EXPECT_EQ(ReadAll(**s, StreamId::kDisk), c.child_disk);
+  EXPECT_EQ(cache.hits, cache.inserts);
+}
+
+TEST(SnapshotTest, UserErrorsNameThePath) {
+  TempDir dir;
+  auto missing = Snapshot::Open(dir / "nope.st");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), base::Code::kNotFound);
+  EXPECT_TRUE(Contains(missing.status(), "nope.st"));
+
+  WriteFile(dir / "text.st", TextBytes(5000, 1));
+  auto notsnap = Snapshot::Open(dir / "text.st");
+  ASSERT_FALSE(notsnap.ok());
+  EXPECT_TRUE(Contains(notsnap.status(), "text.st: not a hexz snapshot"))
+      << notsnap.status().ToString();
+
+  Bytes disk = TextBytes(50000, 2);
+  PackBuffers(dir / "good.st", disk, std::nullopt);
+  Bytes file = ReadFile(dir / "good.st");
+  Bytes truncated(file.begin(), file.end() - 100);
+  WriteFile(dir / "trunc.st", truncated);
+  auto tr = Snapshot::Open(dir / "trunc.st");
+  ASSERT_FALSE(tr.ok());
+  EXPECT_EQ(tr.status().code(), base::Code::kCorruption);
+  EXPECT_TRUE(Contains(tr.status(), "trunc.st: no footer")) << tr.status().ToString();
+  EXPECT_TRUE(Contains(tr.status(), "truncated"));
+
+  Bytes newer = file;
+  layout::Put32(newer.data() + 8, 2);
+  layout::Put64(newer.data() + 56, layout::Checksum(newer.data(), 56));
+  WriteFile(dir / "newer.st", newer);
+  auto nv = Snapshot::Open(dir / "newer.st");
+  ASSERT_FALSE(nv.ok());
+  EXPECT_EQ(nv.status().code(), base::Code::kUnsupported);
+  EXPECT_TRUE(Contains(nv.status(), "newer.st: format version 2 is newer"))
+      << nv.status().ToString();
+
+  Bytes flags = file;
+  layout::Put32(flags.data() + 20, 1u << 7);
+  layout::Put64(flags.data() + 56, layout::Checksum(flags.data(), 56));
+  WriteFile(dir / "flags.st", flags);
+  auto fl = Snapshot::Open(dir / "flags.st");
+  ASSERT_FALSE(fl.ok());
+  EXPECT_TRUE(Contains(fl.status(), "unknown feature flags")) << fl.status().ToString();
+
+  // Unused hint bits are ignored (the checksum still covers them).
+  Bytes hints = file;
+  layout::Put32(hints.data() + 24, 0xdeadbeef);
+  layout::Put64(hints.data() + 56, layout::Checksum(hints.data(), 56));
+  WriteFile(dir / "hints.st", hints);
+  auto hi = Snapshot::Open(dir / "hints.st");
+  ASSERT_TRUE(hi.ok()) << hi.status().ToString();
+  EXPECT_EQ(ReadAll(**hi, StreamId::kDisk), disk);
+
+  Bytes empty;
+  WriteFile(dir / "empty.st", empty);
+  EXPECT_TRUE(Contains(Snapshot::Open(dir / "empty.st").status(), "not a hexz snapshot"));
+}
+
+TEST(WriterTest, AbortAndCancelLeaveNothingBehind) {
+  TempDir dir;
+  {
+    auto w = SnapshotWriter::Create(dir / "a.st", {});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, 100000).ok());
+    Bytes d = TextBytes(65536, 1);
+    ASSERT_TRUE((*w)->AddData(d.data(), d.size()).ok());
+    EXPECT_EQ(ListDir(dir.path()).size(), 1u);  // the temp file
+  }
+  EXPECT_TRUE(ListDir(dir.path()).empty());
+  std::atomic<bool> cancel{false};
+  WriterOptions o;
+  o.cancel = &cancel;
+  auto w = SnapshotWriter::Create(dir / "b.st", o);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, 1 << 20).ok());
+  Bytes d = TextBytes(65536, 1);
+  ASSERT_TRUE((*w)->AddData(d.data(), d.size()).ok());
+  cancel = true;
+  EXPECT_EQ((*w)->AddData(d.data(), d.size()).code(), base::Code::kCancelled);
+  w->reset();
+  EXPECT_TRUE(ListDir(dir.path()).empty());
+}
+
+TEST(WriterTest, PackStreamFromSparseFile) {
+  TempDir dir;
+  std::string img = dir / "sparse.img";
+  auto fd = io::OpenFile(img, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  ASSERT_TRUE(fd.ok());
+  ASSERT_EQ(ftruncate(fd->get(), 64 << 20), 0);
+  Bytes d = TextBytes(100000, 3);
+  ASSERT_TRUE(io::PwriteFull(fd->get(), d.data(), d.size(), 40 << 20, img).ok());
+  auto w = SnapshotWriter::Create(dir / "s.st", {});
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(PackStream(w->get(), fd->get(), img, StreamId::kDisk, 64 << 20).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto s = Snapshot::Open(dir / "s.st");
+  ASSERT_TRUE(s.ok());
+  Bytes want(64 << 20, 0);
+  std::copy(d.begin(), d.end(), want.begin() + (40 << 20));
+  EXPECT_EQ(ReadAll(**s, StreamId::kDisk), want);
+  EXPECT_GE((*s)->Stats(StreamId::kDisk).zero_blocks, 1000u);
+}
+
+}  // namespace
+}  // namespace hexz::format
