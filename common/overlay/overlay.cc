@@ -159,8 +159,6 @@ Result<uint64_t> SizeOf(int fd, const std::string& what) {
 
 }  // namespace
 
-std::string IdHex(const format::SnapshotId& id) { return Hex(id.bytes.data(), id.bytes.size()); }
-
 // ---- BlockMap: block -> entry, two-level so that sparse overlays of huge
 // disks cost memory only for the 4 MiB regions they touch.
 class Overlay::BlockMap {
@@ -379,8 +377,8 @@ Status Overlay::LoadHeaders(const format::SnapshotId* expect_base, const uint64_
 
   if (expect_base != nullptr && !(*expect_base == base_id_)) {
     return Status::InvalidArgument(
-        "overlay " + dn + " belongs to snapshot id " + IdHex(base_id_) + ", but the base " +
-        names_.base + " has id " + IdHex(*expect_base) +
+        "overlay " + dn + " belongs to snapshot id " + base_id_.ToHex() + ", but the base " +
+        names_.base + " has id " + expect_base->ToHex() +
         "; use the snapshot the overlay was made on, or another overlay path");
   }
   if (expect_size != nullptr && *expect_size != disk_size_) {

@@ -195,7 +195,4 @@ class Overlay {
   std::atomic<bool> failed_{false};
 };
 
-// Hex of an id, for messages.
-std::string IdHex(const format::SnapshotId& id);
-
 }  // namespace hexz::overlay

@@ -187,8 +187,8 @@ TEST(OverlayTest, RefusesAnotherBase) {
   auto other = OpenPath(f.path, MakeId(0xcd), kDiskSize);
   ASSERT_FALSE(other.ok());
   const std::string& m = other.status().message();
-  EXPECT_NE(m.find(IdHex(MakeId(0xab))), std::string::npos) << m;
-  EXPECT_NE(m.find(IdHex(MakeId(0xcd))), std::string::npos) << m;
+  EXPECT_NE(m.find(MakeId(0xab).ToHex()), std::string::npos) << m;
+  EXPECT_NE(m.find(MakeId(0xcd).ToHex()), std::string::npos) << m;
   EXPECT_NE(m.find(f.path), std::string::npos) << m;
   EXPECT_NE(m.find("base.st"), std::string::npos) << m;
 
