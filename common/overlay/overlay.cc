@@ -214,6 +214,16 @@ Overlay::Overlay(UniqueFd data, UniqueFd meta, OverlayNames names, const Overlay
 
 Overlay::~Overlay() = default;
 
+Overlay::Gate::Gate() {
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&lock_, &attr);
+  pthread_rwlockattr_destroy(&attr);
+}
+
+Overlay::Gate::~Gate() { pthread_rwlock_destroy(&lock_); }
+
 Status Overlay::Sticky() const {
   if (!failed_.load(std::memory_order_acquire)) return Status::Ok();
   std::lock_guard<std::mutex> lock(sticky_mu_);
@@ -441,9 +451,22 @@ Status Overlay::ReplayLog() {
   uint64_t pos = log_start_;
   uint64_t seq = first_seq_;
   std::vector<uint8_t> entries;
+  // The log is read through a 1 MiB window: most records are small.
+  std::vector<uint8_t> window;
+  uint64_t window_at = 0;
+  auto read_log = [&](uint64_t at, uint8_t* out, size_t n) -> Status {
+    if (at < window_at || at + n > window_at + window.size()) {
+      if (n > (size_t{1} << 20)) return io::PreadFull(mfd, out, n, at, mn);
+      window.resize(std::min<uint64_t>(uint64_t{1} << 20, msize - at));
+      HEXZ_RETURN_IF_ERROR(io::PreadFull(mfd, window.data(), window.size(), at, mn));
+      window_at = at;
+    }
+    std::memcpy(out, window.data() + (at - window_at), n);
+    return Status::Ok();
+  };
   while (pos <= msize && msize - pos >= kRecordHeaderBytes) {
     uint8_t h[kRecordHeaderBytes];
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(mfd, h, sizeof h, pos, mn));
+    HEXZ_RETURN_IF_ERROR(read_log(pos, h, sizeof h));
     if (std::memcmp(h, kRecordMagic, 4) != 0) break;
     uint16_t type = Get16(h + 4);
     if (Get64(h + 8) != generation_ || Get64(h + 16) != seq) break;
@@ -453,8 +476,7 @@ Status Overlay::ReplayLog() {
     if (count > (msize - pos - kRecordHeaderBytes) / 8) break;  // torn tail
     entries.resize(count * 8);
     if (count > 0) {
-      HEXZ_RETURN_IF_ERROR(
-          io::PreadFull(mfd, entries.data(), entries.size(), pos + kRecordHeaderBytes, mn));
+      HEXZ_RETURN_IF_ERROR(read_log(pos + kRecordHeaderBytes, entries.data(), entries.size()));
     }
     if (Get64(h + kRecordChecksumAt) != RecordChecksum(h, entries.data(), entries.size())) break;
     // A record that checks is trusted to be ours; content that is still
@@ -570,7 +592,7 @@ Status Overlay::WriteBlock(uint64_t block, const void* data) {
                            " bytes)");
   }
   HEXZ_RETURN_IF_ERROR(Sticky());
-  std::shared_lock<std::shared_mutex> gate(gate_);
+  std::shared_lock<Gate> gate(gate_);
   uint32_t slot;
   bool in_place = false;
   {
@@ -620,7 +642,7 @@ Status Overlay::ZeroBlock(uint64_t block) {
                            " bytes)");
   }
   HEXZ_RETURN_IF_ERROR(Sticky());
-  std::shared_lock<std::shared_mutex> gate(gate_);
+  std::shared_lock<Gate> gate(gate_);
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t old = map_->Get(block);
   if (old == kEntryZero) return Status::Ok();
@@ -693,7 +715,7 @@ Status Overlay::Flush() {
   std::vector<uint32_t> release;
   bool checkpoint = false;
   {
-    std::unique_lock<std::shared_mutex> gate(gate_);
+    std::unique_lock<Gate> gate(gate_);
     std::lock_guard<std::mutex> lock(mu_);
     if (dirty_blocks_.empty()) return Status::Ok();
     std::sort(dirty_blocks_.begin(), dirty_blocks_.end());

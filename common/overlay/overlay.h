@@ -20,11 +20,13 @@
 // per-block locks. Flush() may run concurrently with everything.
 #pragma once
 
+#include <pthread.h>
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -167,10 +169,27 @@ class Overlay {
   uint64_t disk_size_ = 0;
   uint64_t block_count_ = 0;
 
+  // A reader/writer lock that prefers the exclusive side, so that a steady
+  // stream of writes cannot starve a flush (glibc's default prefers readers).
+  class Gate {
+   public:
+    Gate();
+    ~Gate();
+    Gate(const Gate&) = delete;
+    Gate& operator=(const Gate&) = delete;
+    void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+    void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+    void lock() { pthread_rwlock_wrlock(&lock_); }
+    void unlock() { pthread_rwlock_unlock(&lock_); }
+
+   private:
+    pthread_rwlock_t lock_;
+  };
+
   // Writers hold gate_ shared while they touch the data file and the map;
   // Flush holds it exclusively only while it takes its batch, so a batch
   // never includes a half-done write.
-  mutable std::shared_mutex gate_;
+  Gate gate_;
 
   // mu_ guards the map and the slot bookkeeping below.
   mutable std::mutex mu_;

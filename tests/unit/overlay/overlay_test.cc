@@ -501,6 +501,46 @@ TEST(OverlayTest, NoSpaceReachesTheWriter) {
   }
 }
 
+// A failed write into a block's pending slot may have torn acknowledged (but
+// unflushed) data: the error becomes sticky, so no later flush can claim
+// durability; a reopen recovers the last successful flush.
+TEST(OverlayTest, FailedInPlaceWriteIsSticky) {
+  Fixture f;
+  std::vector<uint8_t> a(kBlockSize, 0xa0), b(kBlockSize, 0xb0), c(kBlockSize, 0xc0);
+  auto vol = f.Open();
+  ASSERT_TRUE(vol->Write(0, a.data(), a.size(), true).ok());  // flushed
+  for (int i = 1; i <= 10; ++i) {
+    ASSERT_TRUE(vol->Write(i * kBlockSize, b.data(), b.size(), false).ok());  // pending
+  }
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old;
+  lim.rlim_cur = 4 * kBlockSize;  // below the pending slot of block 10
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  Status in_place = vol->Write(10 * kBlockSize, c.data(), c.size(), false);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, old_handler);
+
+  ASSERT_FALSE(in_place.ok());
+  EXPECT_EQ(in_place.ToErrno(), EFBIG) << in_place.ToString();
+  EXPECT_NE(in_place.message().find("refuses further writes"), std::string::npos);
+  Status flush = vol->Flush();
+  EXPECT_FALSE(flush.ok()) << "a flush after a torn pending write must not succeed";
+  EXPECT_EQ(flush.ToErrno(), EFBIG);
+  EXPECT_FALSE(vol->Write(20 * kBlockSize, c.data(), c.size(), false).ok());
+  std::vector<uint8_t> got(kBlockSize);
+  ASSERT_TRUE(vol->Read(0, got.data(), got.size()).ok()) << "reads still work";
+  EXPECT_EQ(got, a);
+  vol.reset();
+  vol = f.Open();
+  ASSERT_TRUE(vol->Read(0, got.data(), got.size()).ok());
+  EXPECT_EQ(got, a);
+  ASSERT_TRUE(vol->Read(10 * kBlockSize, got.data(), got.size()).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->bytes().begin() + 10 * kBlockSize));
+  EXPECT_TRUE(vol->Write(20 * kBlockSize, c.data(), c.size(), true).ok()) << "reopen clears it";
+}
+
 TEST(OverlayTest, ReadOnlyOpenRefusesWrites) {
   Fixture f;
   {
