@@ -65,30 +65,13 @@
 
 #include "common/base/checked_math.h"
 #include "common/io/file.h"
+#include "common/overlay/overlay_layout.h"
 
 namespace hexz::overlay {
 
 namespace {
 
-// ---- Layout constants (OVERLAY_FORMAT.md) ----
-constexpr char kDataMagic[8] = {'H', 'X', 'Z', 'O', 'V', 'D', 'A', 'T'};
-constexpr char kMetaMagic[8] = {'H', 'X', 'Z', 'O', 'V', 'M', 'E', 'T'};
-constexpr char kRecordMagic[4] = {'H', 'X', 'Z', 'R'};
-constexpr uint32_t kVersion = 1;
-constexpr size_t kHeaderBytes = 128;  // used part of the data header / a superblock
-constexpr size_t kHeaderChecksumAt = 120;
-constexpr uint64_t kSuperblockOffset[2] = {0, 4096};
-constexpr uint64_t kLogBase = 8192;
-constexpr size_t kRecordHeaderBytes = 40;
-constexpr size_t kRecordChecksumAt = 32;
-constexpr uint16_t kRecordDelta = 1;
-constexpr uint16_t kRecordCheckpoint = 2;
-constexpr uint64_t kFirstSeq = 1;
-
-// Map entry values (in memory and in log records).
-constexpr uint32_t kEntryBase = 0;
-constexpr uint32_t kEntryZero = 1;
-constexpr uint32_t kEntryFirstSlot = 2;
+using namespace layout;  // NOLINT: the format's constants
 
 enum SlotState : uint8_t { kSlotFree = 0, kSlotPending = 1, kSlotCommitted = 2 };
 
