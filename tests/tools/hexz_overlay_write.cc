@@ -5,13 +5,17 @@
 //     OFFSET:FILE        write FILE's bytes at OFFSET of the disk
 //     zero:OFFSET:LEN    write zeroes
 //     trim:OFFSET:LEN    trim
+//     diff:IMAGE         write every 4 KiB block of IMAGE (a whole disk
+//                        image) that differs from what the disk reads now
 //   Flushes at the end. With --hold, then prints "ready" and keeps the
 //   overlay open (locked) until standard input reaches end of file.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -42,6 +46,25 @@ base::Status Run(int argc, char** argv) {
     std::string op = argv[i];
     if (op == "--hold") {
       hold = true;
+      continue;
+    }
+    if (op.rfind("diff:", 0) == 0) {
+      std::string path = op.substr(5);
+      HEXZ_ASSIGN_OR_RETURN(base::UniqueFd fd, io::OpenFile(path, O_RDONLY));
+      HEXZ_ASSIGN_OR_RETURN(uint64_t n, io::FileSize(fd.get(), path));
+      if (n != size) return base::Status::InvalidArgument(path + ": not the disk's size");
+      std::vector<uint8_t> want(overlay::kBlockSize), have(overlay::kBlockSize);
+      uint64_t changed = 0;
+      for (uint64_t off = 0; off < size; off += overlay::kBlockSize) {
+        size_t len = static_cast<size_t>(std::min<uint64_t>(overlay::kBlockSize, size - off));
+        HEXZ_RETURN_IF_ERROR(io::PreadFull(fd.get(), want.data(), len, off, path));
+        HEXZ_RETURN_IF_ERROR(vol->Read(off, have.data(), len));
+        if (std::memcmp(want.data(), have.data(), len) == 0) continue;
+        HEXZ_RETURN_IF_ERROR(vol->Write(off, want.data(), len, false));
+        ++changed;
+      }
+      std::fprintf(stderr, "%s: %llu blocks differ\n", path.c_str(),
+                   static_cast<unsigned long long>(changed));
       continue;
     }
     if (op.rfind("zero:", 0) == 0 || op.rfind("trim:", 0) == 0) {
