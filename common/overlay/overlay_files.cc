@@ -99,6 +99,20 @@ Result<OverlayFiles> OpenOverlayFiles(const std::string& path, LockMode mode, bo
   return f;
 }
 
+Status ValidateOverlayFiles(const OverlayFiles& files, const format::SnapshotId& base_id,
+                            uint64_t disk_size) {
+  struct stat st;
+  if (::fstat(files.data.get(), &st) != 0) return Status::FromErrno(errno, files.names.data);
+  if (st.st_size == 0) return Status::Ok();  // new: the worker creates it
+  UniqueFd data(::fcntl(files.data.get(), F_DUPFD_CLOEXEC, 0));
+  UniqueFd meta(::fcntl(files.meta.get(), F_DUPFD_CLOEXEC, 0));
+  if (!data.valid() || !meta.valid()) return Status::FromErrno(errno, "dup " + files.names.data);
+  OverlayOptions ro;
+  ro.read_only = true;
+  auto ov = Overlay::Open(std::move(data), std::move(meta), files.names, base_id, disk_size, ro);
+  return ov.ok() ? Status::Ok() : ov.status();
+}
+
 std::string EphemeralParentDir() {
   const char* xdg = std::getenv("XDG_RUNTIME_DIR");
   if (UsableDir(xdg)) return xdg;

@@ -48,6 +48,13 @@ std::string MetaPathFor(const std::string& data_path);
 // by another read-write mount (locked)".
 Result<OverlayFiles> OpenOverlayFiles(const std::string& path, LockMode mode, bool create);
 
+// The front-end's check before it hands the files to the worker: a new
+// (empty) data file passes; an existing overlay must open read-only (headers
+// and log) and belong to base_id and disk_size, else the error says why (for
+// another base it names both ids and paths). Reads only; `files` stays usable.
+Status ValidateOverlayFiles(const OverlayFiles& files, const format::SnapshotId& base_id,
+                            uint64_t disk_size);
+
 // Creates an ephemeral overlay (files already unlinked; see above). `dir`
 // overrides the parent directory (tests); empty means the default.
 Result<OverlayFiles> CreateEphemeralOverlayFiles(const std::string& dir = "");

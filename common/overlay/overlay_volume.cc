@@ -19,6 +19,23 @@ Result<std::unique_ptr<OverlayVolume>> OverlayVolume::Create(std::shared_ptr<io:
   return std::unique_ptr<OverlayVolume>(new OverlayVolume(std::move(base), std::move(overlay)));
 }
 
+Result<std::unique_ptr<OverlayVolume>> OpenOverlayVolume(
+    const std::shared_ptr<const format::Snapshot>& snapshot, UniqueFd data, UniqueFd meta,
+    OverlayNames names, bool ephemeral) {
+  if (!snapshot->HasStream(format::StreamId::kDisk)) {
+    return Status::InvalidArgument(snapshot->path() + ": has no disk stream");
+  }
+  OverlayOptions options;
+  options.durable = !ephemeral;
+  if (names.base.empty()) names.base = snapshot->path();
+  HEXZ_ASSIGN_OR_RETURN(
+      std::unique_ptr<Overlay> ov,
+      Overlay::OpenOrCreate(std::move(data), std::move(meta), std::move(names), snapshot->id(),
+                            snapshot->StreamSize(format::StreamId::kDisk), options));
+  return OverlayVolume::Create(format::Snapshot::StreamVolume(snapshot, format::StreamId::kDisk),
+                               std::shared_ptr<Overlay>(std::move(ov)));
+}
+
 Status OverlayVolume::CheckRange(uint64_t offset, uint64_t len, const char* op) const {
   if (!base::RangeWithin(offset, len, Size())) {
     return Status(base::Code::kNoSpace,

@@ -18,6 +18,7 @@
 #include <memory>
 #include <shared_mutex>
 
+#include "common/format/snapshot.h"
 #include "common/io/volume.h"
 #include "common/overlay/overlay.h"
 
@@ -62,5 +63,12 @@ class OverlayVolume : public io::Volume {
   const std::shared_ptr<Overlay> overlay_;
   std::array<std::shared_mutex, kStripes> stripes_;
 };
+
+// The worker's one call for a --rw disk: the disk stream of `snapshot` over
+// the overlay in `data`/`meta` (initialized when the data file is empty, else
+// opened, which refuses another base). An ephemeral overlay skips fdatasync.
+Result<std::unique_ptr<OverlayVolume>> OpenOverlayVolume(
+    const std::shared_ptr<const format::Snapshot>& snapshot, UniqueFd data, UniqueFd meta,
+    OverlayNames names, bool ephemeral);
 
 }  // namespace hexz::overlay

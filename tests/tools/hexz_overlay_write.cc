@@ -35,12 +35,10 @@ base::Status Run(int argc, char** argv) {
                         overlay::OpenOverlayFiles(argv[2], overlay::LockMode::kExclusive, true));
   files.names.base = argv[1];
   uint64_t size = snap->StreamSize(format::StreamId::kDisk);
-  HEXZ_ASSIGN_OR_RETURN(auto ov,
-                        overlay::Overlay::OpenOrCreate(std::move(files.data), std::move(files.meta),
-                                                       files.names, snap->id(), size));
-  HEXZ_ASSIGN_OR_RETURN(auto vol, overlay::OverlayVolume::Create(
-                                      format::Snapshot::StreamVolume(snap, format::StreamId::kDisk),
-                                      std::shared_ptr<overlay::Overlay>(std::move(ov))));
+  HEXZ_RETURN_IF_ERROR(overlay::ValidateOverlayFiles(files, snap->id(), size));
+  HEXZ_ASSIGN_OR_RETURN(auto vol, overlay::OpenOverlayVolume(snap, std::move(files.data),
+                                                             std::move(files.meta), files.names,
+                                                             /*ephemeral=*/false));
   bool hold = false;
   for (int i = 3; i < argc; ++i) {
     std::string op = argv[i];

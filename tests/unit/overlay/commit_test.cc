@@ -189,6 +189,46 @@ TEST(CommitTest, RefusesAnOverlayOfAnotherBase) {
   EXPECT_FALSE(std::filesystem::exists(s.dir / "x.st"));
 }
 
+TEST(CommitTest, FrontEndValidationAndWorkerOpen) {
+  CommitSetup s;
+  {  // A new overlay passes validation; the worker call creates it.
+    auto files = OpenOverlayFiles(s.ovl_path, LockMode::kExclusive, true);
+    ASSERT_TRUE(files.ok());
+    EXPECT_TRUE(ValidateOverlayFiles(*files, s.base->id(), kDisk).ok());
+    auto vol = OpenOverlayVolume(s.base, std::move(files->data), std::move(files->meta),
+                                 files->names, false);
+    ASSERT_TRUE(vol.ok()) << vol.status().ToString();
+    Bytes d = RandomBytes(5000, 9);
+    ASSERT_TRUE((*vol)->Write(70000, d.data(), d.size(), true).ok());
+    std::copy(d.begin(), d.end(), s.model.begin() + 70000);
+  }
+  auto files = OpenOverlayFiles(s.ovl_path, LockMode::kExclusive, true);
+  ASSERT_TRUE(files.ok());
+  files->names.base = s.base_path;
+  EXPECT_TRUE(ValidateOverlayFiles(*files, s.base->id(), kDisk).ok());
+  CommitSetup other(false);
+  Status bad = ValidateOverlayFiles(*files, other.base->id(), kDisk);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find(other.base->id().ToHex()), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find(s.base->id().ToHex()), std::string::npos) << bad.message();
+  EXPECT_NE(bad.message().find(s.ovl_path), std::string::npos) << bad.message();
+  // The descriptors are still good for the worker.
+  auto vol = OpenOverlayVolume(s.base, std::move(files->data), std::move(files->meta), files->names,
+                               false);
+  ASSERT_TRUE(vol.ok()) << vol.status().ToString();
+  Bytes all(kDisk);
+  ASSERT_TRUE((*vol)->Read(0, all.data(), all.size()).ok());
+  EXPECT_EQ(all, s.model);
+
+  auto eph = CreateEphemeralOverlayFiles(s.dir.path());
+  ASSERT_TRUE(eph.ok());
+  auto evol =
+      OpenOverlayVolume(s.base, std::move(eph->data), std::move(eph->meta), eph->names, true);
+  ASSERT_TRUE(evol.ok()) << evol.status().ToString();
+  ASSERT_TRUE((*evol)->Write(0, all.data(), 4096, false).ok());
+  ASSERT_TRUE((*evol)->Flush().ok());
+}
+
 TEST(CommitTest, RelativeParentPath) {
   EXPECT_EQ(RelativeParentPath("/a/b/base.st", "/a/b/new.st"), "base.st");
   EXPECT_EQ(RelativeParentPath("/a/b/base.st", "/a/c/new.st"), "../b/base.st");
