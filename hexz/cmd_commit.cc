@@ -1,12 +1,174 @@
-// hexz commit
+// hexz commit: writes a new snapshot from a base snapshot and an overlay.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include "common/base/size.h"
+#include "common/format/writer.h"
+#include "common/io/file.h"
+#include "common/overlay/commit.h"
+#include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
+#include "hexz/progress.h"
 
 namespace hexz::cli {
+namespace {
+
+using base::Status;
+using format::StreamId;
+
+std::atomic<bool> g_cancel{false};
+extern "C" void OnCommitSignal(int) { g_cancel.store(true); }
+
+struct CommitArgs {
+  std::string base, overlay, output, compression = "lz4";
+  int level = 0;
+  unsigned threads = 0;
+  bool thin = false, remove_overlay = false, quiet = false;
+};
+
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// The output must not replace the base, a file of its chain, or the overlay.
+Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
+  struct stat out;
+  if (stat(a.output.c_str(), &out) != 0) return Status::Ok();
+  HEXZ_ASSIGN_OR_RETURN(auto fds, base.DupChainFds());
+  std::vector<std::string> names = base.ChainNames();
+  for (size_t i = 0; i < fds.size(); ++i) {
+    struct stat st;
+    if (fstat(fds[i].get(), &st) == 0 && SameFile(st, out)) {
+      return Status::InvalidArgument(
+          a.output + ": is " +
+          (i == 0 ? std::string("the base snapshot") : "a parent of the base (" + names[i] + ")") +
+          "; choose another --output");
+    }
+  }
+  for (const std::string& p : {a.overlay, overlay::MetaPathFor(a.overlay)}) {
+    struct stat st;
+    if (stat(p.c_str(), &st) == 0 && SameFile(st, out)) {
+      return Status::InvalidArgument(a.output + ": is the overlay (" + p +
+                                     "); choose another --output");
+    }
+  }
+  return Status::Ok();
+}
+
+Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, format::Snapshot::Open(a.base));
+  if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
+  HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
+
+  // A shared lock: refused while a read-write mount holds the overlay.
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kShared, false));
+  files.names.base = a.base;
+  overlay::OverlayOptions ro;
+  ro.read_only = true;
+  HEXZ_ASSIGN_OR_RETURN(
+      std::shared_ptr<overlay::Overlay> ov,
+      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names, base->id(),
+                             base->StreamSize(StreamId::kDisk), ro));
+
+  uint64_t total = base->StreamSize(StreamId::kDisk) +
+                   (base->HasStream(StreamId::kMemory) ? base->StreamSize(StreamId::kMemory) : 0);
+  ProgressBar bar;
+  if (show_progress)
+    o.progress = [&bar, total](uint64_t done, uint64_t) { bar.Update(done, total); };
+  o.block_size = base->block_size();
+  HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  std::string parent_path = a.thin ? overlay::RelativeParentPath(a.base, a.output) : "";
+  auto stats = overlay::WriteCommit(base, ov, writer.get(), parent_path);
+  if (!stats.ok()) {
+    writer->Abort();
+    if (show_progress) std::fprintf(stderr, "\n");
+    return stats.status();
+  }
+  auto id = writer->Finish();
+  if (show_progress) bar.Update(total, total, true);
+  if (!id.ok()) return id.status();
+
+  if (a.remove_overlay) {
+    // N is durable (Finish synced it); only now may the changes go.
+    for (const std::string& p : {a.overlay, overlay::MetaPathFor(a.overlay)}) {
+      if (unlink(p.c_str()) != 0) {
+        return Status::FromErrno(errno, "committed " + a.output + ", but cannot remove " + p);
+      }
+    }
+    (void)io::FsyncParentDir(a.overlay);
+  }
+  if (!a.quiet) {
+    overlay::OverlayStats os = ov->Stats();
+    std::printf(
+        "%s: committed %s of changes (%llu of %llu blocks rewritten, %llu %s) into a %s "
+        "snapshot, id %s%s\n",
+        a.output.c_str(), base::FormatSize(os.changed_bytes).c_str(),
+        static_cast<unsigned long long>(stats->rewritten_blocks),
+        static_cast<unsigned long long>(stats->disk_blocks),
+        static_cast<unsigned long long>(a.thin ? stats->parent_blocks : stats->copied_blocks),
+        a.thin ? "referenced in the base" : "copied without recompression",
+        a.thin ? "thin" : "standalone", id->ToHex().c_str(),
+        a.thin ? (" (parent " + parent_path + ")").c_str() : "");
+    if (a.remove_overlay) std::printf("%s: removed (with its .meta)\n", a.overlay.c_str());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 void AddCommitCommand(CLI::App& parent, int* rc) {
-  CLI::App* cmd = parent.add_subcommand("commit", "(not available yet)");
-  cmd->allow_extras();
-  cmd->callback([rc] { *rc = NotAvailableYet("commit"); });
+  auto args = std::make_shared<CommitArgs>();
+  CLI::App* cmd = parent.add_subcommand(
+      "commit", "Write a new snapshot from a base snapshot and the overlay of a --rw mount");
+  cmd->add_option("--base", args->base, "The snapshot the overlay was made on")->required();
+  cmd->add_option("--overlay", args->overlay, "The overlay file (its .meta lies beside it)")
+      ->required();
+  cmd->add_option("-o,--output", args->output, "The new snapshot (*.st), written atomically")
+      ->required();
+  cmd->add_flag("--thin", args->thin,
+                "Reference the base (by relative path and id) instead of copying its blocks");
+  cmd->add_option("--compression", args->compression,
+                  "Codec for rewritten blocks: lz4 (default), zstd or none")
+      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
+  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
+  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
+  cmd->add_flag("--remove-overlay", args->remove_overlay,
+                "Delete the overlay and its .meta once the new snapshot is safely written");
+  cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
+  cmd->callback([rc, args] {
+    format::WriterOptions options;
+    auto codec = format::ParseCodec(args->compression);
+    Status st = codec.status();
+    if (st.ok()) {
+      options.codec = *codec;
+      options.level = args->level;
+      options.threads = args->threads;
+      options.cancel = &g_cancel;
+      st = format::ValidateWriterOptions(options);
+    }
+    if (!st.ok()) {
+      Fail(st.WithContext("hexz commit"));
+      *rc = 2;
+      return;
+    }
+    bool show = !args->quiet && isatty(STDERR_FILENO) == 1;
+    struct sigaction sa = {};
+    sa.sa_handler = OnCommitSignal;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    st = Commit(*args, options, show);
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    *rc = st.ok() ? 0 : Fail(st);
+  });
 }
 
 }  // namespace hexz::cli

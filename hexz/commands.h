@@ -21,6 +21,7 @@ void AddUnmountCommand(CLI::App& parent, int* rc);
 void AddCommitCommand(CLI::App& parent, int* rc);
 void AddServeCommand(CLI::App& parent, int* rc);
 void AddCacheCommand(CLI::App& parent, int* rc);
+void AddOverlayCommand(CLI::App& parent, int* rc);
 
 // For subcommands whose implementation has not landed yet: says so plainly.
 int NotAvailableYet(const char* name);

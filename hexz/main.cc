@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   AddCommitCommand(app, &rc);
   AddServeCommand(app, &rc);
   AddCacheCommand(app, &rc);
+  AddOverlayCommand(app, &rc);
 
   CLI::App* vm =
       app.add_subcommand("vm", "Synonyms kept from the original tool: vm mount|unmount|commit");

@@ -1,0 +1,114 @@
+#include "common/overlay/commit.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "common/overlay/overlay_volume.h"
+
+namespace hexz::overlay {
+
+using format::BlockEntry;
+using format::BlockKind;
+using format::Snapshot;
+using format::StoredBlock;
+using format::StreamId;
+
+namespace {
+
+// Adds block `b` of `stream` of `source` to the writer in stored form,
+// walking up the chain to the file that holds it.
+Status CopyStoredBlock(format::SnapshotWriter* writer, const Snapshot& source, StreamId stream,
+                       uint64_t b, std::vector<uint8_t>* buf) {
+  const uint32_t blen = source.BlockLength(stream, b);
+  const Snapshot* s = &source;
+  HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
+  while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
+         s->parent()->BlockLength(stream, b) == blen) {
+    s = s->parent().get();
+    HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
+  }
+  if (e.kind == BlockKind::kZero) return writer->AddZero();
+  if (e.kind == BlockKind::kParent) {
+    // A parent whose stream is shorter: the reader resolves it; recompress.
+    buf->resize(blen);
+    HEXZ_RETURN_IF_ERROR(source.ReadBlock(stream, b, buf->data()));
+    return writer->AddData(buf->data(), blen);
+  }
+  HEXZ_ASSIGN_OR_RETURN(StoredBlock sb, s->ReadStoredBlock(stream, b));
+  return writer->AddStored(sb);
+}
+
+}  // namespace
+
+std::string RelativeParentPath(const std::string& base, const std::string& output) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path out_dir = fs::absolute(fs::path(output), ec).parent_path();
+  fs::path rel = fs::relative(fs::absolute(fs::path(base), ec), out_dir, ec);
+  if (ec || rel.empty()) return fs::absolute(fs::path(base), ec).string();
+  return rel.string();
+}
+
+Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
+                                const std::shared_ptr<Overlay>& overlay,
+                                format::SnapshotWriter* writer,
+                                const std::string& thin_parent_path) {
+  if (!(overlay->base_id() == base->id())) {
+    return Status::InvalidArgument("overlay " + overlay->names().data + " belongs to snapshot id " +
+                                   overlay->base_id().ToHex() + ", but the base " + base->path() +
+                                   " has id " + base->id().ToHex());
+  }
+  if (!base->HasStream(StreamId::kDisk)) {
+    return Status::InvalidArgument(base->path() + ": has no disk stream");
+  }
+  const uint32_t bs = base->block_size();
+  if (writer->block_size() != bs || bs % kBlockSize != 0) {
+    return Status::InvalidArgument("commit: the output's block size must be the base's (" +
+                                   std::to_string(bs) + ")");
+  }
+  const bool thin = !thin_parent_path.empty();
+  if (thin) HEXZ_RETURN_IF_ERROR(writer->SetParent(thin_parent_path, base->id()));
+
+  HEXZ_ASSIGN_OR_RETURN(
+      auto volume, OverlayVolume::Create(Snapshot::StreamVolume(base, StreamId::kDisk), overlay));
+  CommitStats stats;
+  const uint64_t size = base->StreamSize(StreamId::kDisk);
+  HEXZ_RETURN_IF_ERROR(writer->BeginStream(StreamId::kDisk, size));
+  const uint64_t count = base->BlockCount(StreamId::kDisk);
+  const uint64_t parts = bs / kBlockSize;
+  std::vector<uint8_t> buf(bs);
+  for (uint64_t b = 0; b < count; ++b) {
+    const uint32_t blen = base->BlockLength(StreamId::kDisk, b);
+    if (overlay->AnyChanged(b * parts, parts)) {
+      HEXZ_RETURN_IF_ERROR(volume->Read(b * bs, buf.data(), blen));
+      HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
+      ++stats.rewritten_blocks;
+    } else if (thin) {
+      HEXZ_RETURN_IF_ERROR(writer->AddParent());
+      ++stats.parent_blocks;
+    } else {
+      HEXZ_RETURN_IF_ERROR(CopyStoredBlock(writer, *base, StreamId::kDisk, b, &buf));
+      ++stats.copied_blocks;
+    }
+  }
+  stats.disk_blocks = count;
+  HEXZ_RETURN_IF_ERROR(writer->EndStream());
+
+  if (base->HasStream(StreamId::kMemory)) {
+    HEXZ_RETURN_IF_ERROR(
+        writer->BeginStream(StreamId::kMemory, base->StreamSize(StreamId::kMemory)));
+    const uint64_t mcount = base->BlockCount(StreamId::kMemory);
+    for (uint64_t b = 0; b < mcount; ++b) {
+      if (thin) {
+        HEXZ_RETURN_IF_ERROR(writer->AddParent());
+      } else {
+        HEXZ_RETURN_IF_ERROR(CopyStoredBlock(writer, *base, StreamId::kMemory, b, &buf));
+      }
+    }
+    stats.memory_blocks = mcount;
+    HEXZ_RETURN_IF_ERROR(writer->EndStream());
+  }
+  return stats;
+}
+
+}  // namespace hexz::overlay

@@ -1,0 +1,217 @@
+// Overlay: the copy-on-write store of a read-write mount, at 4 KiB granularity.
+//
+// An overlay is two files: the data file (PATH), which holds 4 KiB slots of
+// block contents, and the meta file (PATH.meta), which holds a checksummed,
+// append-only log that maps disk blocks to slots (or to "zero"). Both record
+// the id of the base snapshot and the disk size; opening against another base
+// is refused. The byte layout is specified in OVERLAY_FORMAT.md; the
+// durability design is described at the top of overlay.cc.
+//
+// The overlay only stores blocks; merging them with the base snapshot (and the
+// read-modify-write of partial blocks) is OverlayVolume's job.
+//
+// Ownership: an Overlay owns the two descriptors it was given. It never opens
+// a path itself, so the sandboxed worker can use it; the front-end opens the
+// files as the user with OpenOverlayFiles() (overlay_files.h).
+//
+// Thread safety: every method may be called from many threads. The caller
+// serializes operations on the SAME block (ReadBlock vs WriteBlock/ZeroBlock
+// of one block index must not overlap); OverlayVolume does this with striped
+// per-block locks. Flush() may run concurrently with everything.
+#pragma once
+
+#include <pthread.h>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/status.h"
+#include "common/format/snapshot.h"
+
+namespace hexz::overlay {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+inline constexpr uint32_t kBlockSize = 4096;
+// Block indexes and slot numbers are 32-bit on disk: at most 2^32 - 2 blocks.
+inline constexpr uint64_t kMaxBlocks = (uint64_t{1} << 32) - 2;
+
+// Names used in messages only.
+struct OverlayNames {
+  std::string data;  // e.g. "disk.ovl"
+  std::string meta;  // e.g. "disk.ovl.meta"
+  std::string base;  // the base snapshot, e.g. "disk.st"
+};
+
+struct OverlayOptions {
+  // Refuses every change (hexz commit, hexz overlay info). Nothing is written,
+  // not even the recovery truncation of a torn log tail.
+  bool read_only = false;
+  // Flush() makes data durable with fdatasync. Ephemeral overlays turn this
+  // off: nothing of them survives a crash anyway.
+  bool durable = true;
+  // The log is rewritten as one checkpoint record when it grows beyond
+  // max(compact_min_bytes, 4 x the size of a checkpoint).
+  uint64_t compact_min_bytes = uint64_t{4} << 20;
+};
+
+enum class BlockState : uint8_t {
+  kBase = 0,  // not in the overlay: read the base snapshot
+  kZero = 1,  // reads as zeros (written zeroes or trimmed)
+  kData = 2,  // stored in a slot of the data file
+};
+
+struct OverlayStats {
+  uint64_t data_blocks = 0;    // blocks stored in slots
+  uint64_t zero_blocks = 0;    // blocks that read as zeros
+  uint64_t changed_bytes = 0;  // bytes of the disk the overlay replaces
+  uint64_t slots = 0;          // slots in the data file (used + free)
+  uint64_t data_file_bytes = 0;
+  uint64_t meta_file_bytes = 0;
+};
+
+class Overlay {
+ public:
+  ~Overlay();
+  Overlay(const Overlay&) = delete;
+  Overlay& operator=(const Overlay&) = delete;
+
+  // Initializes an empty overlay in two empty (or to-be-overwritten) files.
+  static Result<std::unique_ptr<Overlay>> Create(UniqueFd data, UniqueFd meta, OverlayNames names,
+                                                 const format::SnapshotId& base_id,
+                                                 uint64_t disk_size,
+                                                 const OverlayOptions& options = {});
+
+  // Opens an existing overlay and replays its log. Refuses (kInvalidArgument)
+  // an overlay made for another base id or disk size, naming both.
+  static Result<std::unique_ptr<Overlay>> Open(UniqueFd data, UniqueFd meta, OverlayNames names,
+                                               const format::SnapshotId& base_id,
+                                               uint64_t disk_size,
+                                               const OverlayOptions& options = {});
+
+  // Create when the data file is empty (new, or a creation that was
+  // interrupted before it completed), Open otherwise.
+  static Result<std::unique_ptr<Overlay>> OpenOrCreate(UniqueFd data, UniqueFd meta,
+                                                       OverlayNames names,
+                                                       const format::SnapshotId& base_id,
+                                                       uint64_t disk_size,
+                                                       const OverlayOptions& options = {});
+
+  // Opens whatever base the overlay records (for info and commit, which then
+  // check base_id() themselves).
+  static Result<std::unique_ptr<Overlay>> OpenAnyBase(UniqueFd data, UniqueFd meta,
+                                                      OverlayNames names,
+                                                      const OverlayOptions& options = {});
+
+  const format::SnapshotId& base_id() const { return base_id_; }
+  uint64_t disk_size() const { return disk_size_; }
+  uint64_t block_count() const { return block_count_; }
+  const OverlayNames& names() const { return names_; }
+  bool read_only() const { return options_.read_only; }
+
+  // The state of one block. For kData, copies its 4 KiB into buf (which may
+  // be null to only ask). block < block_count().
+  Result<BlockState> ReadBlock(uint64_t block, void* buf) const;
+  BlockState State(uint64_t block) const;
+  // True when any block of [first, first + count) is kZero or kData.
+  bool AnyChanged(uint64_t first, uint64_t count) const;
+
+  // Stores a whole 4 KiB block (the caller pads the last block of a disk
+  // whose size is not a multiple of 4 KiB with zeros).
+  Status WriteBlock(uint64_t block, const void* data);
+  // Makes a block read as zeros without storing data.
+  Status ZeroBlock(uint64_t block);
+
+  // Makes every WriteBlock/ZeroBlock that returned before this call durable
+  // (data, then the log record, each fdatasync'ed). After an I/O error on
+  // the data or meta file, every later write and flush fails with that
+  // error (sticky) until the overlay is reopened: nothing is silently lost.
+  Status Flush();
+
+  OverlayStats Stats() const;
+
+ private:
+  struct Superblock;
+  class BlockMap;
+
+  Overlay(UniqueFd data, UniqueFd meta, OverlayNames names, const OverlayOptions& options);
+
+  static Result<std::unique_ptr<Overlay>> OpenImpl(UniqueFd data, UniqueFd meta, OverlayNames names,
+                                                   const format::SnapshotId* expect_base,
+                                                   const uint64_t* expect_size,
+                                                   const OverlayOptions& options);
+  Status LoadHeaders(const format::SnapshotId* expect_base, const uint64_t* expect_size);
+  Status ReplayLog();
+  Status WriteSuperblock(uint64_t generation, uint64_t log_start, uint64_t first_seq);
+  Status AppendRecord(uint16_t type, const std::vector<uint64_t>& entries);
+  Status Sticky() const;
+  void SetSticky(const Status& status);
+  uint32_t AllocateSlotLocked();
+  void ReleaseSlotLocked(uint32_t slot);
+
+  const UniqueFd data_fd_;
+  const UniqueFd meta_fd_;
+  const OverlayNames names_;
+  const OverlayOptions options_;
+
+  // Set once while opening, then constant.
+  format::SnapshotId base_id_;
+  std::array<uint8_t, 16> overlay_uuid_{};
+  uint64_t disk_size_ = 0;
+  uint64_t block_count_ = 0;
+
+  // A reader/writer lock that prefers the exclusive side, so that a steady
+  // stream of writes cannot starve a flush (glibc's default prefers readers).
+  class Gate {
+   public:
+    Gate();
+    ~Gate();
+    Gate(const Gate&) = delete;
+    Gate& operator=(const Gate&) = delete;
+    void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+    void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+    void lock() { pthread_rwlock_wrlock(&lock_); }
+    void unlock() { pthread_rwlock_unlock(&lock_); }
+
+   private:
+    pthread_rwlock_t lock_;
+  };
+
+  // Writers hold gate_ shared while they touch the data file and the map;
+  // Flush holds it exclusively only while it takes its batch, so a batch
+  // never includes a half-done write.
+  Gate gate_;
+
+  // mu_ guards the map and the slot bookkeeping below.
+  mutable std::mutex mu_;
+  std::unique_ptr<BlockMap> map_;    // block -> entry (see overlay.cc)
+  std::vector<uint8_t> slot_state_;  // per slot: free / pending / committed
+  std::vector<uint32_t> free_slots_;
+  std::vector<uint32_t> release_after_commit_;  // committed slots superseded
+  std::vector<uint32_t> dirty_blocks_;          // map changed since last batch
+  uint64_t data_blocks_ = 0;
+  uint64_t zero_blocks_ = 0;
+
+  // flush_mu_ serializes Flush (and guards the log position below).
+  std::mutex flush_mu_;
+  uint64_t generation_ = 0;  // of the active superblock
+  uint64_t log_start_ = 0;
+  uint64_t log_end_ = 0;
+  uint64_t next_seq_ = 0;
+  uint64_t first_seq_ = 0;
+
+  mutable std::mutex sticky_mu_;
+  Status sticky_;  // guarded by sticky_mu_
+  std::atomic<bool> failed_{false};
+};
+
+}  // namespace hexz::overlay

@@ -1,0 +1,75 @@
+// Shared helpers for the overlay unit tests: a private temp directory, an
+// in-memory base Volume, and opening an overlay by path.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/io/volume.h"
+#include "common/overlay/overlay.h"
+#include "common/overlay/overlay_files.h"
+#include "common/overlay/overlay_volume.h"
+
+namespace hexz::overlay::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    char templ[] = "/tmp/hexz-overlay-test.XXXXXX";
+    path_ = ::mkdtemp(templ);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A read-only base disk held in memory.
+class MemVolume : public io::Volume {
+ public:
+  explicit MemVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  uint64_t Size() const override { return bytes_.size(); }
+  uint32_t BlockSize() const override { return 65536; }
+  base::Status Read(uint64_t offset, void* buf, size_t len) override {
+    if (offset + len > bytes_.size()) return base::Status::OutOfRange("MemVolume read past end");
+    std::memcpy(buf, bytes_.data() + offset, len);
+    return base::Status::Ok();
+  }
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+inline std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+inline format::SnapshotId MakeId(uint8_t fill) {
+  format::SnapshotId id;
+  id.bytes.fill(fill);
+  return id;
+}
+
+inline Result<std::unique_ptr<Overlay>> OpenPath(const std::string& path,
+                                                 const format::SnapshotId& id, uint64_t size,
+                                                 OverlayOptions options = {}) {
+  HEXZ_ASSIGN_OR_RETURN(OverlayFiles f, OpenOverlayFiles(path, LockMode::kExclusive, true));
+  f.names.base = "base.st";
+  return Overlay::OpenOrCreate(std::move(f.data), std::move(f.meta), f.names, id, size, options);
+}
+
+}  // namespace hexz::overlay::testing
