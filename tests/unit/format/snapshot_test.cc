@@ -237,6 +237,15 @@ TEST(ThinTest, MissingWrongAndLoopingParentsEachHaveTheirOwnError) {
   EXPECT_TRUE(Contains(wrong.status(), "child.st"));
   // Missing parent.
   unlink((dir / "base.st").c_str());
+  OpenOptions alone;
+  alone.skip_parents = true;
+  auto self = Snapshot::Open(dir / "child.st", alone);
+  ASSERT_TRUE(self.ok()) << self.status().ToString();
+  EXPECT_EQ((*self)->parent(), nullptr);
+  EXPECT_EQ((*self)->parent_path(), "base.st");
+  uint8_t blk[4096];
+  EXPECT_TRUE((*self)->ReadBlock(StreamId::kDisk, 0, blk).ok());
+  EXPECT_EQ((*self)->ReadBlock(StreamId::kDisk, 1, blk).code(), base::Code::kUnavailable);
   auto missing = Snapshot::Open(dir / "child.st");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), base::Code::kNotFound);
