@@ -4,6 +4,13 @@
 // parent chain) and then serves reads of its streams ("disk", "memory") at any
 // offset and length. Blocks are decompressed on demand and checked against
 // their checksums; a mismatch is reported as kCorruption, never served.
+// Decompressed blocks go through OpenOptions::cache when one is given, keyed
+// by {id of the file that stores the block, stream, block index}.
+//
+// Block-level access (ReadBlock, ReadStoredBlock, GetBlockEntry) serves the
+// FUSE worker (ReadParallel fans a large read out over its threads) and
+// `hexz commit` (copies stored blocks verbatim into a SnapshotWriter, see
+// common/format/writer.h).
 //
 // Ownership: a Snapshot owns the descriptors of every file in its chain.
 // Thread safety: after Open*, every const method is safe to call from many
