@@ -694,7 +694,7 @@ Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
   std::set<std::pair<dev_t, ino_t>> seen;
   std::string current = path;
   while (true) {
-    auto fd = io::OpenFile(current, O_RDONLY);
+    auto fd = io::OpenFile(current, O_RDONLY | O_NONBLOCK);
     if (!fd.ok()) {
       if (chain.empty()) return fd.status();
       const SnapshotImpl& child = *chain.back();
