@@ -595,7 +595,8 @@ Status SnapshotImpl::Extents(StreamId stream, uint64_t offset, uint64_t len,
   if (!Stream(stream).present)
     return Status::NotFound(name_ + ": has no " + StreamName(stream) + " stream");
   const StreamIndex& si = Stream(stream);
-  if (len == 0 || !RangeWithin(offset, len, si.size))
+  if (len == 0 && offset <= si.size) return Status::Ok();
+  if (!RangeWithin(offset, len, si.size))
     return Status::OutOfRange(name_ + ": extents request beyond the end of the stream");
   auto add = [out](uint64_t off, uint64_t n, bool zero) {
     if (!out->empty() && out->back().zero == zero &&
