@@ -36,6 +36,12 @@ Status Cat(const CatArgs& a) {
   std::string out_name = a.output.empty() ? "standard output" : a.output;
   bool seekable = false;
   if (!a.output.empty()) {
+    struct stat in_st, out_st;
+    if (stat(a.output.c_str(), &out_st) == 0 && stat(a.path.c_str(), &in_st) == 0 &&
+        in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino) {
+      return Status::InvalidArgument(a.output +
+                                     ": is the snapshot itself; choose another --output");
+    }
     HEXZ_ASSIGN_OR_RETURN(out_fd, io::OpenFile(a.output, O_WRONLY | O_CREAT | O_TRUNC, 0666));
     out = out_fd.get();
     struct stat st;

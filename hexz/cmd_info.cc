@@ -50,9 +50,9 @@ void PrintText(const Snapshot& s) {
   std::printf("snapshot:    %s\n", s.path().c_str());
   std::printf("format:      hexz snapshot version %u\n", s.format_version());
   std::printf("id:          %s\n", s.id().ToHex().c_str());
-  if (s.parent()) {
+  if (!s.parent_path().empty()) {
     std::printf("parent:      %s (id %s)\n", s.parent_path().c_str(),
-                s.parent()->id().ToHex().c_str());
+                s.parent_id().ToHex().c_str());
   } else {
     std::printf("parent:      none\n");
   }
@@ -82,9 +82,9 @@ void PrintText(const Snapshot& s) {
 void PrintJson(const Snapshot& s) {
   std::printf("{\n  \"path\": %s,\n  \"format_version\": %u,\n  \"id\": \"%s\",\n",
               JsonString(s.path()).c_str(), s.format_version(), s.id().ToHex().c_str());
-  if (s.parent()) {
+  if (!s.parent_path().empty()) {
     std::printf("  \"parent\": {\"path\": %s, \"id\": \"%s\"},\n",
-                JsonString(s.parent_path()).c_str(), s.parent()->id().ToHex().c_str());
+                JsonString(s.parent_path()).c_str(), s.parent_id().ToHex().c_str());
   } else {
     std::printf("  \"parent\": null,\n");
   }
@@ -128,6 +128,18 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
   cmd->callback([rc, path, json] {
     auto snap = Snapshot::Open(*path);
     if (!snap.ok()) {
+      // A thin snapshot whose parent chain is broken: still show the file
+      // itself (it says which parent it needs), then fail.
+      format::OpenOptions alone;
+      alone.skip_parents = true;
+      auto self = Snapshot::Open(*path, alone);
+      if (self.ok() && !(*self)->parent_path().empty()) {
+        if (*json) {
+          PrintJson(**self);
+        } else {
+          PrintText(**self);
+        }
+      }
       *rc = Fail(snap.status());
       return;
     }

@@ -92,7 +92,7 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
   struct stat out_st;
   bool out_exists = stat(a.output.c_str(), &out_st) == 0;
   for (Input& in : inputs) {
-    HEXZ_ASSIGN_OR_RETURN(in.fd, io::OpenFile(in.path, O_RDONLY));
+    HEXZ_ASSIGN_OR_RETURN(in.fd, io::OpenFile(in.path, O_RDONLY | O_NONBLOCK));
     struct stat st;
     if (fstat(in.fd.get(), &st) != 0) return Status::FromErrno(errno, in.path);
     if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(in.path + ": is a directory");

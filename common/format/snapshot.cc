@@ -119,7 +119,7 @@ class SnapshotImpl final : public Snapshot {
   std::shared_ptr<const Snapshot> parent() const override { return parent_; }
   const std::string& parent_path() const override { return parent_path_; }
   bool thin() const { return thin_; }
-  const SnapshotId& parent_id() const { return parent_id_; }
+  const SnapshotId& parent_id() const override { return parent_id_; }
   int fd() const { return fd_.get(); }
 
   Result<std::vector<UniqueFd>> DupChainFds() const override;
@@ -500,6 +500,9 @@ Status SnapshotImpl::ReadBlock(StreamId stream, uint64_t block, void* dst) const
       std::memset(dst, 0, blen);
       return Status::Ok();
     case L::Kind::kParent:
+      if (parent_ == nullptr)
+        return Status::Unavailable(BlockName(stream, block) + " is in parent " + parent_path_ +
+                                   ", which was not opened");
       if (parent_->BlockLength(stream, block) == blen)
         return parent_->ReadBlock(stream, block, dst);
       return parent_->Read(stream, block << block_shift_, dst, blen);
@@ -592,7 +595,8 @@ Status SnapshotImpl::Extents(StreamId stream, uint64_t offset, uint64_t len,
   if (!Stream(stream).present)
     return Status::NotFound(name_ + ": has no " + StreamName(stream) + " stream");
   const StreamIndex& si = Stream(stream);
-  if (len == 0 || !RangeWithin(offset, len, si.size))
+  if (len == 0 && offset <= si.size) return Status::Ok();
+  if (!RangeWithin(offset, len, si.size))
     return Status::OutOfRange(name_ + ": extents request beyond the end of the stream");
   auto add = [out](uint64_t off, uint64_t n, bool zero) {
     if (!out->empty() && out->back().zero == zero &&
@@ -615,6 +619,10 @@ Status SnapshotImpl::Extents(StreamId stream, uint64_t offset, uint64_t len,
         add(offset, n, true);
         break;
       case L::Kind::kParent: {
+        if (parent_ == nullptr) {
+          add(offset, n, false);
+          break;
+        }
         std::vector<io::Extent> sub;
         HEXZ_RETURN_IF_ERROR(parent_->Extents(stream, offset, n, &sub));
         uint64_t covered = offset;
@@ -687,7 +695,7 @@ Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
   std::set<std::pair<dev_t, ino_t>> seen;
   std::string current = path;
   while (true) {
-    auto fd = io::OpenFile(current, O_RDONLY);
+    auto fd = io::OpenFile(current, O_RDONLY | O_NONBLOCK);
     if (!fd.ok()) {
       if (chain.empty()) return fd.status();
       const SnapshotImpl& child = *chain.back();
@@ -706,7 +714,7 @@ Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
     }
     HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(*fd), current, options));
     chain.push_back(snap);
-    if (!snap->thin()) break;
+    if (!snap->thin() || options.skip_parents) break;
     HEXZ_RETURN_IF_ERROR(CheckDepth(*chain.front(), chain.size(), options));
     const std::string& pp = snap->parent_path();
     current = pp.front() == '/' ? pp : DirName(current) + "/" + pp;

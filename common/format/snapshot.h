@@ -4,6 +4,13 @@
 // parent chain) and then serves reads of its streams ("disk", "memory") at any
 // offset and length. Blocks are decompressed on demand and checked against
 // their checksums; a mismatch is reported as kCorruption, never served.
+// Decompressed blocks go through OpenOptions::cache when one is given, keyed
+// by {id of the file that stores the block, stream, block index}.
+//
+// Block-level access (ReadBlock, ReadStoredBlock, GetBlockEntry) serves the
+// FUSE worker (ReadParallel fans a large read out over its threads) and
+// `hexz commit` (copies stored blocks verbatim into a SnapshotWriter, see
+// common/format/writer.h).
 //
 // Ownership: a Snapshot owns the descriptors of every file in its chain.
 // Thread safety: after Open*, every const method is safe to call from many
@@ -87,6 +94,10 @@ struct OpenOptions {
   uint32_t max_chain_depth = 16;
   // Optional shared cache of decompressed blocks; not owned; may be null.
   cache::BlockCache* cache = nullptr;
+  // Open only this file, not its parents (for `hexz info` on a thin snapshot
+  // whose parent is missing). Reads of parent blocks then fail with
+  // kUnavailable; Verify checks this file only.
+  bool skip_parents = false;
 };
 
 // What `hexz info` prints, per stream.
@@ -131,6 +142,8 @@ class Snapshot {
   // in the file (relative to this snapshot's directory).
   virtual std::shared_ptr<const Snapshot> parent() const = 0;
   virtual const std::string& parent_path() const = 0;
+  // The parent's id as recorded in this file (all zero when standalone).
+  virtual const SnapshotId& parent_id() const = 0;
 
   // Duplicates of the descriptors of the whole chain, in OpenFds order, with
   // the names to pass along. Used to hand a validated chain to the worker.

@@ -228,9 +228,9 @@ Status WriterImpl::Init() {
   tmp_path_ = name.data();
   mode_t mask = umask(0);
   umask(mask);
-  if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, tmp_path_);
+  if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, out_path_);
   uint8_t zero_header[L::kHeaderSize] = {};
-  HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, tmp_path_));
+  HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, out_path_));
 
   unsigned n = options_.threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
@@ -450,7 +450,7 @@ Status WriterImpl::WriteOne(Job* job) {
       // A 128-bit hash match; compare the bytes to be certain.
       compare_buf_.resize(bytes.size());
       HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), compare_buf_.data(), bytes.size(),
-                                         it->second.offset, tmp_path_));
+                                         it->second.offset, out_path_));
       if (std::memcmp(compare_buf_.data(), bytes.data(), bytes.size()) == 0) {
         e = it->second;
         e.kind = L::Kind::kDedup;
@@ -460,7 +460,7 @@ Status WriterImpl::WriteOne(Job* job) {
     if (!deduped) {
       e.offset = write_pos_;
       HEXZ_RETURN_IF_ERROR(
-          io::PwriteFull(fd_.get(), bytes.data(), bytes.size(), write_pos_, tmp_path_));
+          io::PwriteFull(fd_.get(), bytes.data(), bytes.size(), write_pos_, out_path_));
       write_pos_ += bytes.size();
       if (dedup_.size() < options_.dedup_entries) dedup_.emplace(job->key, e);
     }
@@ -557,7 +557,7 @@ Result<SnapshotId> WriterImpl::Finish() {
     std::vector<L::Entry>().swap(entries_[s]);
   }
   uint64_t index_offset = write_pos_;
-  Status st = io::PwriteFull(fd_.get(), index.data(), index.size(), index_offset, tmp_path_);
+  Status st = io::PwriteFull(fd_.get(), index.data(), index.size(), index_offset, out_path_);
   if (!st.ok()) return fail(st);
 
   L::Footer ft;
@@ -568,7 +568,7 @@ Result<SnapshotId> WriterImpl::Finish() {
   ft.id = id_.bytes;
   uint8_t foot[L::kFooterSize];
   L::EncodeFooter(ft, foot);
-  st = io::PwriteFull(fd_.get(), foot, sizeof(foot), index_offset + index_len, tmp_path_);
+  st = io::PwriteFull(fd_.get(), foot, sizeof(foot), index_offset + index_len, out_path_);
   if (!st.ok()) return fail(st);
 
   L::Header h;
@@ -579,9 +579,9 @@ Result<SnapshotId> WriterImpl::Finish() {
   h.id = id_.bytes;
   uint8_t head[L::kHeaderSize];
   L::EncodeHeader(h, head);
-  st = io::PwriteFull(fd_.get(), head, sizeof(head), 0, tmp_path_);
+  st = io::PwriteFull(fd_.get(), head, sizeof(head), 0, out_path_);
   if (!st.ok()) return fail(st);
-  st = io::Fsync(fd_.get(), tmp_path_);
+  st = io::Fsync(fd_.get(), out_path_);
   if (!st.ok()) return fail(st);
   if (IsCancelled()) return fail(Cancelled());
   if (rename(tmp_path_.c_str(), out_path_.c_str()) != 0)

@@ -108,5 +108,9 @@ rc=0; "$HEXZ" cat rt-lz4-64K.st --stream swap 2>/dev/null || rc=$?
 [[ $rc -eq 2 ]] || fail "bad --stream should exit 2, got $rc"
 "$HEXZ" pack --disk disk.img -o nomem.st --quiet
 expect_fail_msg "nomem.st: has no memory stream" "$HEXZ" cat nomem.st --stream memory
+mkfifo fifo
+expect_fail_msg "fifo: not a regular file or block device" timeout 10 "$HEXZ" info fifo
+expect_fail_msg "fifo: not a regular file or block device" timeout 10 "$HEXZ" pack --disk fifo -o f.st
+expect_fail_msg "is a directory" "$HEXZ" verify .
 ls -a | grep -q '\.tmp-' && fail "a temp file was left behind: $(ls -a)"
 pass "error messages"

@@ -26,6 +26,8 @@ pass "the pair moves together (parent resolved relative to the child)"
 
 cp b/child.st a/child.st
 expect_fail_msg "a/child.st: parent v1_thin_base.st.*not found" "$HEXZ" cat a/child.st
+# info still describes the child (it names the parent it needs), then fails.
+expect_fail_msg "parent: +v1_thin_base.st \(id 4" "$HEXZ" info a/child.st
 "$HEXZ" pack --disk child.raw --output a/v1_thin_base.st --block-size 4K --quiet
 expect_fail_msg "a/child.st: parent .*v1_thin_base.st has id [0-9a-f]+ but .* expects" "$HEXZ" verify a/child.st
 "$HEXZ" pack --disk child.raw --output a/v1_thin_base.st --block-size 64K --quiet

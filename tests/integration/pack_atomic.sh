@@ -22,9 +22,11 @@ for sig in INT TERM; do
   ls -a | grep -q '\.tmp-' && fail "SIG$sig left a temp file: $(ls -a)"
   pass "SIG$sig leaves no partial output (rc $rc)"
 done
-# Failure on a full disk: /dev/full as the only directory is not possible, so
-# use an unwritable directory instead (as root this is skipped).
-if [[ $(id -u) -ne 0 ]]; then
-  mkdir ro && chmod 0555 ro
-  expect_fail_msg "ro/x.st: cannot create a temp file" "$HEXZ" pack --disk small.img -o ro/x.st
+# A full file system: the error names the output, and nothing is left.
+if [[ $(id -u) -eq 0 ]] && mkdir full && mount -t tmpfs -o size=1m tmpfs full 2>/dev/null; then
+  on_exit "umount -l '$T/full'"
+  expect_fail_msg "full/x.st: No space left on device" \
+    "$HEXZ" pack --disk big.img -o full/x.st --compression none
+  [[ -z "$(ls -A full)" ]] || fail "a full file system kept: $(ls -A full)"
+  pass "ENOSPC leaves nothing behind"
 fi

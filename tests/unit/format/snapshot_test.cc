@@ -237,6 +237,15 @@ TEST(ThinTest, MissingWrongAndLoopingParentsEachHaveTheirOwnError) {
   EXPECT_TRUE(Contains(wrong.status(), "child.st"));
   // Missing parent.
   unlink((dir / "base.st").c_str());
+  OpenOptions alone;
+  alone.skip_parents = true;
+  auto self = Snapshot::Open(dir / "child.st", alone);
+  ASSERT_TRUE(self.ok()) << self.status().ToString();
+  EXPECT_EQ((*self)->parent(), nullptr);
+  EXPECT_EQ((*self)->parent_path(), "base.st");
+  uint8_t blk[4096];
+  EXPECT_TRUE((*self)->ReadBlock(StreamId::kDisk, 0, blk).ok());
+  EXPECT_EQ((*self)->ReadBlock(StreamId::kDisk, 1, blk).code(), base::Code::kUnavailable);
   auto missing = Snapshot::Open(dir / "child.st");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), base::Code::kNotFound);
@@ -451,6 +460,59 @@ TEST(WriterTest, PackStreamFromSparseFile) {
   std::copy(d.begin(), d.end(), want.begin() + (40 << 20));
   EXPECT_EQ(ReadAll(**s, StreamId::kDisk), want);
   EXPECT_GE((*s)->Stats(StreamId::kDisk).zero_blocks, 1000u);
+}
+
+}  // namespace
+}  // namespace hexz::format
+
+namespace hexz::format {
+namespace {
+
+using namespace testing;  // NOLINT
+
+TEST(SnapshotTest, ConcurrentReadersSeeTheSameBytes) {
+  TempDir dir;
+  Bytes disk = TextBytes(600000, 21);
+  Bytes rnd = RandomBytes(200000, 22);
+  disk.insert(disk.end(), rnd.begin(), rnd.end());
+  WriterOptions o;
+  o.block_size = 8192;
+  PackBuffers(dir / "c.st", disk, std::nullopt, o);
+  auto s = Snapshot::Open(dir / "c.st");
+  ASSERT_TRUE(s.ok());
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t seed = 100 + t;
+      Bytes buf;
+      for (int i = 0; i < 200; ++i) {
+        uint64_t off = Mix(&seed) % disk.size();
+        uint64_t len = Mix(&seed) % std::min<uint64_t>(disk.size() - off, 40000);
+        buf.resize(len);
+        if (!(*s)->Read(StreamId::kDisk, off, buf.data(), len).ok() ||
+            !std::equal(buf.begin(), buf.end(), disk.begin() + off))
+          ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(WriterTest, OutputDoesNotDependOnThreadCount) {
+  TempDir dir;
+  Bytes disk = RepeatedBytes(300000, 4096, 31);
+  Bytes text = TextBytes(300000, 32);
+  disk.insert(disk.end(), text.begin(), text.end());
+  WriterOptions o;
+  o.block_size = 4096;
+  o.id = SnapshotId{};
+  o.threads = 1;
+  PackBuffers(dir / "one.st", disk, text, o);
+  o.threads = 4;
+  PackBuffers(dir / "four.st", disk, text, o);
+  EXPECT_EQ(ReadFile(dir / "one.st"), ReadFile(dir / "four.st"));
 }
 
 }  // namespace
