@@ -29,16 +29,34 @@ subs=$("$HEXZ" --help | awk '/^Subcommands:/{on=1;next} on && /^  [a-z]/{print $
 [[ -n "$subs" ]] || fail "could not read subcommands from hexz --help"
 overview="$man_dir/hexz.1"
 [[ -f "$overview" ]] || fail "man/hexz.1 is missing"
+# Long flags in the "Options:" section of a help text, and nested subcommands.
+flags_of() {
+  "$HEXZ" "$@" --help | awk '/^Options:/{on=1;next} /^[A-Z][a-z]*:/{on=0} on' |
+    grep -oE -- '--[a-z][a-z0-9-]*' | grep -vx -- '--help' | sort -u || true
+}
+nested_of() {
+  "$HEXZ" "$@" --help | awk '/^Subcommands:/{on=1;next} /^[A-Z][a-z]*:/{on=0} on && /^  [a-z]/{print $1}'
+}
 checked=0
 for sub in $subs; do
   page_text "$overview" | grep -qw -- "$sub" || fail "subcommand '$sub' not in hexz.1"
+  if [[ "$sub" == vm ]]; then
+    # vm mount|unmount|commit are synonyms, documented with their subcommands.
+    for n in $(nested_of vm); do page_text "$overview" | grep -q -- "vm $n" || fail "'hexz vm $n' not in hexz.1"; done
+    continue
+  fi
   page="$man_dir/hexz-$sub.1"
-  [[ "$sub" == vm ]] && page="$overview"
   [[ -f "$page" ]] || fail "subcommand '$sub' has no page man/hexz-$sub.1"
-  flags=$("$HEXZ" "$sub" --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u | grep -vx -- '--help')
-  for f in $flags; do
+  for f in $(flags_of "$sub"); do
     page_text "$page" | grep -q -- "$f" || fail "flag $f of 'hexz $sub' is not documented in $(basename "$page")"
     checked=$((checked + 1))
+  done
+  for n in $(nested_of "$sub"); do
+    page_text "$page" | grep -qw -- "$n" || fail "'hexz $sub $n' is not documented in $(basename "$page")"
+    for f in $(flags_of "$sub" "$n"); do
+      page_text "$page" | grep -q -- "$f" || fail "flag $f of 'hexz $sub $n' is not documented in $(basename "$page")"
+      checked=$((checked + 1))
+    done
   done
 done
 pass "every subcommand and its $checked flags are documented"
