@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -532,7 +534,12 @@ TEST(ShmCacheTest, KillTest) {
   std::string prefix = UniquePrefix();
   SegmentCleanup cleanup(prefix);
   const uint64_t kSize = 4 << 20;  // one shard
-  const int kWorkerOps = 4000;
+  const int kKills = 50;
+  // Set by the parent after the last kill; the workers run until then.
+  void* flag_mem = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(flag_mem, MAP_FAILED);
+  auto* stop = new (flag_mem) std::atomic<int>(0);
   auto len_of = [](uint64_t b) { return size_t{64 << 10} << (b % 5); };  // 64 KiB .. 1 MiB
   std::vector<std::vector<uint8_t>> contents;  // shared with every child (copy on write)
   for (uint64_t b = 0; b < 48; ++b) contents.push_back(Content(Key(b), len_of(b)));
@@ -549,7 +556,7 @@ TEST(ShmCacheTest, KillTest) {
       if (!r.ok()) return 1;
       std::mt19937_64 rng(100 + w);
       std::vector<uint8_t> buf(1 << 20);
-      for (int op = 0; op < kWorkerOps; ++op) {
+      for (int op = 0; op < 500 || stop->load() == 0; ++op) {
         uint64_t b = rng() % 24;
         size_t len = len_of(b);
         uint64_t start = NowMs();
@@ -588,20 +595,21 @@ TEST(ShmCacheTest, KillTest) {
     }
     return false;
   };
-  while (kills < 400 && workers_running()) {
+  while (kills < kKills && workers_running()) {
     pid_t v = Spawn(victim);
     ::usleep(static_cast<useconds_t>(1000 + rng() % 10000));
     ::kill(v, SIGKILL);
     EXPECT_EQ(WaitExit(v), 128 + SIGKILL);
     ++kills;
   }
+  stop->store(1);
   for (pid_t w : workers) EXPECT_EQ(WaitExit(w), 0) << "worker " << w;
   CacheStats st = observer->Stats();
   std::printf("kill test: %d kills, %llu shard recoveries, %llu hits, %llu invalid\n", kills,
               static_cast<unsigned long long>(st.recoveries),
               static_cast<unsigned long long>(st.hits),
               static_cast<unsigned long long>(st.invalid));
-  EXPECT_GT(kills, 10);
+  EXPECT_EQ(kills, kKills);      // the workers were alive throughout
   EXPECT_GT(st.recoveries, 0u);  // some victims did die holding the lock
   EXPECT_GT(st.hits, 0u);
   EXPECT_EQ(st.lock_timeouts, 0u);
@@ -610,6 +618,7 @@ TEST(ShmCacheTest, KillTest) {
   // removes the segment.
   observer.reset();
   EXPECT_FALSE(SegmentExists(prefix));
+  ::munmap(flag_mem, sizeof(std::atomic<int>));
 }
 
 }  // namespace
