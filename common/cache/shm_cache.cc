@@ -500,13 +500,14 @@ ShmCache::ShmCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 ShmCache::~ShmCache() { Detach(); }
 
+std::string ShmCache::NamePrefix(const std::string& prefix) {
+  if (!prefix.empty()) return prefix;
+  const char* env = std::getenv("HEXZ_CACHE_NAME_PREFIX");
+  return (env != nullptr && env[0] != '\0') ? env : kDefaultNamePrefix;
+}
+
 std::string ShmCache::SegmentName(const std::string& prefix) {
-  std::string p = prefix;
-  if (p.empty()) {
-    const char* env = std::getenv("HEXZ_CACHE_NAME_PREFIX");
-    p = (env != nullptr && env[0] != '\0') ? env : kDefaultNamePrefix;
-  }
-  return p + "-" + std::to_string(::getuid());
+  return NamePrefix(prefix) + "-" + std::to_string(::getuid());
 }
 
 Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, AttachInfo* info) {
@@ -854,7 +855,7 @@ void ShmCache::Insert(const BlockKey& key, const void* src, size_t len) {
 // ---- admin -----------------------------------------------------------------
 
 Result<std::vector<std::string>> ShmCache::ListSegments(const std::string& prefix) {
-  std::string p = prefix.empty() ? std::string(kDefaultNamePrefix) : prefix;
+  std::string p = NamePrefix(prefix);
   std::string suffix = "-" + std::to_string(::getuid());
   DIR* dir = ::opendir(kShmDir);
   if (dir == nullptr) return Status::FromErrno(errno, kShmDir);

@@ -161,6 +161,8 @@ class ShmCache final : public BlockCache {
   // "<prefix>-<uid>" for the calling user; prefix defaults to
   // $HEXZ_CACHE_NAME_PREFIX or "hexz-cache". No leading slash.
   static std::string SegmentName(const std::string& prefix = "");
+  // prefix, or $HEXZ_CACHE_NAME_PREFIX, or "hexz-cache".
+  static std::string NamePrefix(const std::string& prefix = "");
   // Before attaching: whether a cache of cache_size bytes could hold blocks
   // of block_size bytes (same message as CheckBlockSize).
   static Status CheckSizeForBlock(uint64_t cache_size, uint64_t block_size);
