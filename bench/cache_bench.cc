@@ -64,17 +64,24 @@ std::vector<uint8_t> TypicalData(size_t len, uint64_t seed) {
   return out;
 }
 
-// Runs op(i) over i = 0, 1, 2 ... for at least `seconds`; returns ops/s.
+// Runs op(i) over i = 0, 1, 2 ... in five rounds of seconds / 5 each; returns
+// the best round's ops/s (the machine may be shared; the best round is the
+// least disturbed one).
 double Rate(double seconds, const std::function<void(size_t)>& op) {
   using Clock = std::chrono::steady_clock;
+  double best = 0;
   size_t done = 0;
-  auto start = Clock::now();
-  double elapsed = 0;
-  do {
-    for (int k = 0; k < 64; ++k) op(done++);
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < seconds);
-  return static_cast<double>(done) / elapsed;
+  for (int round = 0; round < 5; ++round) {
+    size_t ops = 0;
+    auto start = Clock::now();
+    double elapsed = 0;
+    do {
+      for (int k = 0; k < 16; ++k, ++ops) op(done++);
+      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    } while (elapsed < seconds / 5);
+    best = std::max(best, static_cast<double>(ops) / elapsed);
+  }
+  return best;
 }
 
 BlockKey Key(uint64_t block) {
