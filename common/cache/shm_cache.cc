@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -161,13 +162,20 @@ std::optional<std::string> HeaderProblem(const SegmentHeader* h, uint64_t file_s
   return std::nullopt;
 }
 
+// Without opening anything (for Detach inside a seccomp sandbox): false only
+// when no process has this pid. Zombies and reused pids count as alive, which
+// only keeps a segment until the next Attach reclaims it.
+bool PidExists(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH); }
+
 // Clears the slots of dead participants; returns how many live ones remain.
-uint32_t ReapDead(SegmentHeader* h) {
+// With /proc (Attach, Drop) a zombie or a reused pid is recognised as dead.
+uint32_t ReapDead(SegmentHeader* h, bool use_proc = true) {
   uint32_t live = 0;
   for (Participant& p : h->participants) {
     pid_t pid = p.pid.load(std::memory_order_relaxed);
     if (pid == 0) continue;
-    if (ProcessAlive(pid, p.start_time.load(std::memory_order_relaxed))) {
+    uint64_t start = p.start_time.load(std::memory_order_relaxed);
+    if (use_proc ? ProcessAlive(pid, start) : PidExists(pid)) {
       ++live;
     } else {
       p.pid.store(0, std::memory_order_relaxed);
@@ -679,7 +687,8 @@ void ShmCache::Detach() {
       p.pid.store(0);
       p.start_time.store(0);
     }
-    uint32_t live = m->options.reap_on_detach ? ReapDead(m->header) : CountListed(m->header);
+    uint32_t live = m->options.reap_on_detach ? ReapDead(m->header, /*use_proc=*/false)
+                                              : CountListed(m->header);
     struct stat st;
     if (live == 0 && lock.locked() && ::fstat(m->fd(), &st) == 0 && st.st_nlink > 0) {
       // Still the object the name refers to: remove it while we hold the lock.

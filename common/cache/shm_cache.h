@@ -30,10 +30,12 @@
 // nor make them read a torn block (the shard it died in is reset; every read
 // is re-validated).
 //
-// Needs, after a seccomp lockdown: futex, flock, fstat, munmap, close, and for
-// the last detacher unlink of /dev/shm/<name> and open of /proc/<pid>/stat
-// (reap_on_detach). A worker that cannot do these may skip Detach; the next
-// Attach or `hexz cache drop` reclaims the segment.
+// System calls used after attaching (for a seccomp allowlist): Lookup and
+// Insert use only futex and clock_gettime. Detach uses flock, fstat, kill with
+// signal 0 (is a participant's pid still there? no file is opened), unlink of
+// /dev/shm/<name> (the last participant), munmap and close. A worker whose
+// sandbox forbids those may set reap_on_detach = false (no kill) or skip
+// Detach; the next Attach or `hexz cache drop` reclaims the segment.
 //
 // Thread safety: Lookup, Insert, Stats and CheckBlockSize are safe from many
 // threads and processes. Detach (and destruction) must not race other calls
@@ -62,8 +64,10 @@ struct AttachOptions {
   // never meet a real user's cache. The environment variable
   // HEXZ_CACHE_NAME_PREFIX overrides the default (integration tests).
   std::string name_prefix;
-  // Detach checks the other participants through /proc and unlinks the
-  // segment if all are dead, not only if none is listed.
+  // Detach also forgets participants whose pid no longer exists (kill(pid, 0)),
+  // so the last live worker removes the segment even after others were
+  // killed. Without it, Detach removes the segment only when nobody else is
+  // listed.
   bool reap_on_detach = true;
   // Give up a shard lock after this long (the operation counts as a miss or a
   // declined insert).
