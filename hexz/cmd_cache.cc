@@ -120,7 +120,8 @@ int Stats(const std::string& arg, const std::string& prefix) {
               U(st.invalid));
   std::printf("recoveries     %llu (shards emptied after a process died holding their lock)\n",
               U(st.recoveries));
-  std::printf("lock timeouts  %llu\n", U(st.lock_timeouts));
+  std::printf("lock timeouts  %llu (gave up waiting; %llu waits took over 20 ms)\n",
+              U(st.lock_timeouts), U(st.slow_lock_waits));
   return 0;
 }
 

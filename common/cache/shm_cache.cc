@@ -208,6 +208,7 @@ CacheStats SumStats(const uint8_t* base, const Geometry& g) {
     s.declined += rd(sh->declined);
     s.recoveries += rd(sh->recoveries);
     s.lock_timeouts += rd(sh->lock_timeouts);
+    s.slow_lock_waits += rd(sh->slow_lock_waits);
     s.entries += rd(sh->used_entries);
     s.used_bytes += rd(sh->used_bytes);
   }
@@ -240,6 +241,12 @@ uint64_t HashKey(const BlockKey& key) {
 bool KeyEquals(const Entry& e, const BlockKey& key) {
   return e.block == key.block && e.stream == key.stream &&
          std::memcmp(e.snapshot_id, key.snapshot_id.data(), 16) == 0;
+}
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 uint32_t ChunksFor(uint64_t len) {
@@ -304,17 +311,27 @@ struct ShmCache::Impl {
     std::memset(Index(s), 0, uint64_t{geo.index_capacity} * sizeof(uint64_t));
   }
 
+  // Waits for the shard lock in short slices up to lock_timeout_ms. Slices,
+  // because a wake-up can be lost when a process is killed at the wrong
+  // instant of an unlock: the lock is then free but a waiter sleeps on; the
+  // next slice takes it at once.
   bool Lock(ShardHeader* s) const {
-    timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    uint64_t ns =
-        static_cast<uint64_t>(deadline.tv_nsec) + uint64_t{options.lock_timeout_ms} * 1000000u;
-    deadline.tv_sec += static_cast<time_t>(ns / 1000000000u);
-    deadline.tv_nsec = static_cast<long>(ns % 1000000000u);
+    constexpr uint64_t kSliceNs = 20'000'000;
+    const uint64_t start = MonotonicNs();
+    const uint64_t deadline = start + uint64_t{options.lock_timeout_ms} * 1'000'000;
+    bool slow = false;
     int r;
-    do {
-      r = pthread_mutex_clocklock(&s->mutex, CLOCK_MONOTONIC, &deadline);
-    } while (r == EINTR || r == EAGAIN);
+    for (;;) {
+      uint64_t now = MonotonicNs();
+      uint64_t until = std::min(now + kSliceNs, deadline);
+      timespec ts{static_cast<time_t>(until / 1'000'000'000),
+                  static_cast<long>(until % 1'000'000'000)};
+      r = pthread_mutex_clocklock(&s->mutex, CLOCK_MONOTONIC, &ts);
+      if (r == EINTR || r == EAGAIN) continue;
+      if (r != ETIMEDOUT || MonotonicNs() >= deadline) break;
+      slow = true;
+    }
+    if (slow) s->slow_lock_waits.fetch_add(1, std::memory_order_relaxed);
     if (r == 0) return true;
     if (r == EOWNERDEAD) {
       // The previous holder died inside an operation: nothing in this shard

@@ -95,6 +95,7 @@ struct CacheStats {
   uint64_t declined = 0;
   uint64_t recoveries = 0;  // shards reset after a participant died holding the lock
   uint64_t lock_timeouts = 0;
+  uint64_t slow_lock_waits = 0;  // lock waits longer than 20 ms (retried)
   uint64_t entries = 0;
   uint64_t used_bytes = 0;
 };

@@ -121,10 +121,11 @@ struct alignas(64) ShardHeader {
   std::atomic<uint64_t> misses;
   std::atomic<uint64_t> insertions;
   std::atomic<uint64_t> evictions;
-  std::atomic<uint64_t> invalid;     // entries that failed validation when read
-  std::atomic<uint64_t> declined;    // inserts refused (too big, lock unavailable)
-  std::atomic<uint64_t> recoveries;  // shard resets after a holder died
-  std::atomic<uint64_t> lock_timeouts;
+  std::atomic<uint64_t> invalid;          // entries that failed validation when read
+  std::atomic<uint64_t> declined;         // inserts refused (too big, lock unavailable)
+  std::atomic<uint64_t> recoveries;       // shard resets after a holder died
+  std::atomic<uint64_t> lock_timeouts;    // gave up after lock_timeout_ms
+  std::atomic<uint64_t> slow_lock_waits;  // waits longer than one 20 ms slice
 };
 
 // Sizes and offsets derived from a segment size. Pure; the same input gives

@@ -605,10 +605,12 @@ TEST(ShmCacheTest, KillTest) {
   stop->store(1);
   for (pid_t w : workers) EXPECT_EQ(WaitExit(w), 0) << "worker " << w;
   CacheStats st = observer->Stats();
-  std::printf("kill test: %d kills, %llu shard recoveries, %llu hits, %llu invalid\n", kills,
-              static_cast<unsigned long long>(st.recoveries),
-              static_cast<unsigned long long>(st.hits),
-              static_cast<unsigned long long>(st.invalid));
+  std::printf(
+      "kill test: %d kills, %llu shard recoveries, %llu hits, %llu invalid, %llu slow lock "
+      "waits\n",
+      kills, static_cast<unsigned long long>(st.recoveries),
+      static_cast<unsigned long long>(st.hits), static_cast<unsigned long long>(st.invalid),
+      static_cast<unsigned long long>(st.slow_lock_waits));
   EXPECT_EQ(kills, kKills);      // the workers were alive throughout
   EXPECT_GT(st.recoveries, 0u);  // some victims did die holding the lock
   EXPECT_GT(st.hits, 0u);
