@@ -332,7 +332,13 @@ struct ShmCache::Impl {
       slow = true;
     }
     if (slow) s->slow_lock_waits.fetch_add(1, std::memory_order_relaxed);
-    if (r == 0) return true;
+    if (r == 0) {
+      if (!ShardSane(s)) {
+        ResetShard(s);
+        s->invalid.fetch_add(1, std::memory_order_relaxed);
+      }
+      return true;
+    }
     if (r == EOWNERDEAD) {
       // The previous holder died inside an operation: nothing in this shard
       // can be trusted any more, so drop it all.
@@ -420,6 +426,7 @@ struct ShmCache::Impl {
     Entry& en = Entries(s)[e];
     uint32_t* next = Next(s);
     uint32_t c = en.first_chunk;
+    if (en.nchunks > s->fresh_chunks) return false;
     for (uint32_t i = 0; i < en.nchunks; ++i) {
       if (c >= s->fresh_chunks) return false;
       uint32_t following = next[c];
@@ -454,16 +461,23 @@ struct ShmCache::Impl {
         en.referenced = 0;
         continue;
       }
-      if (!Erase(s, FindEntrySlot(s, i), i)) return false;
+      if (!Erase(s, FindEntrySlot(s, i), i)) {  // damaged links: start afresh
+        ResetShard(s);
+        s->invalid.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
       s->evictions.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
     return false;
   }
 
+  // Both allocators return kNone when the shard's free lists are damaged
+  // (the caller resets the shard).
   uint32_t AllocEntry(ShardHeader* s) const {
     if (s->free_entry_head != kNone) {
       uint32_t e = s->free_entry_head;
+      if (e >= s->fresh_entries) return kNone;
       s->free_entry_head = Entries(s)[e].first_chunk;
       return e;
     }
@@ -475,12 +489,26 @@ struct ShmCache::Impl {
     uint32_t c;
     if (s->free_chunk_head != kNone) {
       c = s->free_chunk_head;
+      if (c >= s->fresh_chunks) return kNone;
       s->free_chunk_head = Next(s)[c];
-    } else {
+    } else if (s->fresh_chunks < geo.chunks_per_shard) {
       c = s->fresh_chunks++;
+    } else {
+      return kNone;
     }
     --s->free_chunks;
     return c;
+  }
+
+  // Whether a shard's bookkeeping is within bounds. Everything in the segment
+  // is written only by hexz processes of this user, but a bug there must not
+  // make another process read or write outside its mapping.
+  bool ShardSane(const ShardHeader* s) const {
+    const uint32_t n = geo.chunks_per_shard;
+    return s->fresh_chunks <= n && s->fresh_entries <= n && s->free_chunks <= n &&
+           (s->free_chunk_head == kNone || s->free_chunk_head < s->fresh_chunks) &&
+           (s->free_entry_head == kNone || s->free_entry_head < s->fresh_entries) &&
+           s->clock_hand <= n;
   }
 
   void InitSegment(uint64_t requested) {
@@ -863,6 +891,13 @@ void ShmCache::Insert(const BlockKey& key, const void* src, size_t len) {
   uint32_t prev = kNone;
   for (uint32_t i = 0; i < need; ++i) {
     uint32_t c = m->AllocChunk(s);
+    if (c == kNone) {  // damaged free list: start the shard afresh
+      m->ResetShard(s);
+      Impl::Unlock(s);
+      s->invalid.fetch_add(1, std::memory_order_relaxed);
+      s->declined.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     if (i == 0) {
       en.first_chunk = c;
     } else {

@@ -1,6 +1,8 @@
 #include "common/cache/shm_cache.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -481,6 +483,59 @@ TEST(ShmCacheTest, DropRefusesLiveSegmentUnlessForced) {
   EXPECT_TRUE(ShmCache::Drop(name, /*force=*/false, &info).ok());
   EXPECT_FALSE(SegmentExists(prefix));
   EXPECT_EQ(ShmCache::Drop(name, false, &info).code(), base::Code::kNotFound);
+}
+
+// Garbage written over a shard's bookkeeping and data (by a buggy process of
+// the same user) never makes the cache touch memory outside the segment (ASan
+// checks that) nor serve wrong bytes.
+TEST(ShmCacheTest, SurvivesScribbledMetadata) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  const uint64_t kSize = 2 << 20;  // one shard
+  auto cache = MustAttach(kSize, prefix);
+  ASSERT_TRUE(cache);
+  auto geo = layout::ComputeGeometry(kSize);
+  ASSERT_TRUE(geo.ok());
+  std::string path = "/dev/shm/" + ShmCache::SegmentName(prefix);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, geo->segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  uint8_t* shard = static_cast<uint8_t*>(map) + geo->shard_offset;
+  // Everything after the mutex: counters, entries, index, links, data.
+  const size_t skip = sizeof(pthread_mutex_t);
+  const size_t span = geo->shard_stride - skip;
+
+  std::mt19937_64 rng(1234);
+  std::vector<uint8_t> buf(64 << 10);
+  uint64_t hits = 0;
+  for (int round = 0; round < 40; ++round) {
+    for (int op = 0; op < 300; ++op) {
+      uint64_t b = rng() % 64;
+      size_t len = size_t{4096} << (b % 5);
+      if (cache->Lookup(Key(b), buf.data(), len)) {
+        ++hits;
+        ASSERT_EQ(std::memcmp(buf.data(), Content(Key(b), len).data(), len), 0) << "block " << b;
+      } else {
+        auto c = Content(Key(b), len);
+        cache->Insert(Key(b), c.data(), len);
+      }
+    }
+    // Scribble: some random bytes here and there, sometimes a whole region.
+    int writes = 1 + static_cast<int>(rng() % 64);
+    for (int w = 0; w < writes; ++w) {
+      size_t at = skip + rng() % span;
+      size_t n = std::min<size_t>(1 + rng() % 64, geo->shard_stride - at);
+      for (size_t i = 0; i < n; ++i) shard[at + i] = static_cast<uint8_t>(rng());
+    }
+    if (round % 8 == 7) {
+      std::memset(shard + skip, 0xff, geo->data_offset - skip);  // all bookkeeping
+    }
+  }
+  ::munmap(map, geo->segment_size);
+  EXPECT_GT(hits, 100u);
+  EXPECT_GT(cache->Stats().invalid, 0u);
 }
 
 void DieAt(const char* point, const char* wanted) {
