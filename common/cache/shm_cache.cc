@@ -255,6 +255,18 @@ uint32_t ChunksFor(uint64_t len) {
 
 }  // namespace
 
+std::string AttachInfo::Describe() const {
+  std::string out = created ? "created the shared cache " : "joined the shared cache ";
+  out += name + " (" + base::FormatSize(actual_size);
+  if (actual_size != requested_size) {
+    out += ", not the " + base::FormatSize(requested_size) + " asked for";
+  }
+  if (!created) out += "; " + std::to_string(participants) + " processes use it";
+  out += ")";
+  if (reclaimed_stale) out += " after removing a stale one";
+  return out;
+}
+
 uint32_t SegmentInfo::live_participants() const {
   uint32_t n = 0;
   for (const ParticipantInfo& p : participants) n += p.alive;

@@ -6,7 +6,7 @@
 //   cache::AttachInfo info;
 //   HEXZ_ASSIGN_OR_RETURN(auto shm, cache::ShmCache::Attach(size, &info));  // before seccomp
 //   HEXZ_RETURN_IF_ERROR(shm->CheckBlockSize(snapshot->block_size()));
-//   if (!info.created && info.actual_size != size) log "joined existing cache of ...";
+//   HEXZ_LOG_INFO("%s", info.Describe().c_str());  // says when it joined a different size
 //   options.cache = shm.get();  // format::OpenOptions
 //   ... serve ...
 //   shm.reset();  // detaches; the last participant removes the segment
@@ -84,6 +84,10 @@ struct AttachInfo {
   uint64_t requested_size = 0;
   uint64_t actual_size = 0;   // size of the segment joined (may differ from requested)
   uint32_t participants = 0;  // live participants after attaching, this one included
+  // One line for the worker's log or the user: "created the shared cache
+  // /hexz-cache-1000 (1 GiB)" or "joined the shared cache /hexz-cache-1000
+  // (256 MiB, not the 1 GiB asked for; 2 processes use it)".
+  std::string Describe() const;
 };
 
 struct CacheStats {

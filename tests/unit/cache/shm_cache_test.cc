@@ -17,6 +17,7 @@
 #include <new>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/base/size.h"
@@ -316,6 +317,9 @@ TEST(ShmCacheTest, DifferentSizeJoinsAndLastDetachRemoves) {
   EXPECT_EQ(b_info.actual_size, 4u << 20);
   EXPECT_EQ(b_info.participants, 2u);
   EXPECT_EQ(b->size(), 4u << 20);
+  EXPECT_EQ(a_info.Describe(), "created the shared cache " + a_info.name + " (4 MiB)");
+  EXPECT_EQ(b_info.Describe(), "joined the shared cache " + a_info.name +
+                                   " (4 MiB, not the 16 MiB asked for; 2 processes use it)");
 
   auto c = Content(Key(1), 4096);
   a->Insert(Key(1), c.data(), c.size());
@@ -402,6 +406,38 @@ TEST(ShmCacheTest, ConcurrentProcessesReadCorrectBytes) {
   EXPECT_EQ(st.recoveries, 0u);
 }
 
+// Threads of one process share a cache object.
+TEST(ShmCacheTest, ManyThreadsOneObject) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  auto cache = MustAttach(4 << 20, prefix);
+  ASSERT_TRUE(cache);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      std::vector<uint8_t> buf(64 << 10);
+      for (int op = 0; op < 2000; ++op) {
+        uint64_t b = rng() % 128;
+        size_t len = size_t{8192} * (1 + b % 8);
+        if (cache->Lookup(Key(b), buf.data(), len)) {
+          if (std::memcmp(buf.data(), Content(Key(b), len).data(), len) != 0) ++wrong;
+        } else {
+          auto c = Content(Key(b), len);
+          cache->Insert(Key(b), c.data(), len);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  CacheStats st = cache->Stats();
+  EXPECT_GT(st.hits, 1000u);
+  EXPECT_EQ(st.invalid, 0u);
+  EXPECT_EQ(st.hits + st.misses, 8000u);
+}
+
 TEST(ShmCacheTest, StaleSegmentIsReclaimed) {
   std::string prefix = UniquePrefix();
   SegmentCleanup cleanup(prefix);
@@ -428,6 +464,7 @@ TEST(ShmCacheTest, StaleSegmentIsReclaimed) {
   EXPECT_TRUE(info.reclaimed_stale);
   EXPECT_TRUE(info.created);
   EXPECT_EQ(info.actual_size, 4u << 20);  // a fresh segment of the requested size
+  EXPECT_NE(info.Describe().find("after removing a stale one"), std::string::npos);
   std::vector<uint8_t> buf(4096);
   EXPECT_FALSE(cache->Lookup(Key(5), buf.data(), buf.size()));
   cache.reset();
