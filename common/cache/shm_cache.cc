@@ -807,8 +807,9 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
   uint32_t c = en.first_chunk;
   // Each chunk is hashed right after it is copied, while it is still in the
   // CPU cache: much cheaper than hashing the whole block afterwards.
+  const bool verify = m->options.verify_checksums;
   XXH3_state_t hash_state;
-  XXH3_64bits_reset(&hash_state);
+  if (verify) XXH3_64bits_reset(&hash_state);
   for (size_t off = 0; ok && off < len; off += kChunkSize) {
     if (c >= s->fresh_chunks) {
       ok = false;
@@ -816,7 +817,7 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
     }
     size_t n = std::min<size_t>(kChunkSize, len - off);
     std::memcpy(out + off, m->Chunk(s, c), n);
-    XXH3_64bits_update(&hash_state, out + off, n);
+    if (verify) XXH3_64bits_update(&hash_state, out + off, n);
     c = next[c];
   }
   const uint64_t checksum = en.checksum;
@@ -828,7 +829,7 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
   Impl::Unlock(s);
   // The copy is checked, not the shared bytes: what the caller gets is what
   // was hashed.
-  if (ok && XXH3_64bits_digest(&hash_state) != checksum) {
+  if (ok && verify && XXH3_64bits_digest(&hash_state) != checksum) {
     ok = false;
     if (m->Lock(s)) {  // drop the bad entry unless it was replaced meanwhile
       uint32_t e2 = kNone;

@@ -13,9 +13,9 @@
 //
 // What it holds: decompressed blocks keyed by BlockKey, stored as chains of
 // 4 KiB chunks in sharded CLOCK caches (layout in shm_layout.h). A hit is a
-// copy out of shared memory under the shard's robust mutex, then the copy is
-// checked against the entry's key, length and XXH3-64 checksum; a mismatch is a
-// miss, never data.
+// copy out of shared memory under the shard's robust mutex, checked against
+// the entry's key, length and XXH3-64 checksum (hashed chunk by chunk as it is
+// copied); a mismatch is a miss, never data.
 //
 // Life cycle: participants (pid + process start time) are listed in the
 // segment header. Detach removes the caller and unlinks the segment when no
@@ -72,6 +72,13 @@ struct AttachOptions {
   // Give up a shard lock after this long (the operation counts as a miss or a
   // declined insert).
   uint32_t lock_timeout_ms = 2000;
+  // Lookup checks the copy against the entry's XXH3-64 checksum. This costs
+  // about as much as the copy itself (see bench/cache_bench.md). Without it a
+  // hit still checks key, length and chain bounds under the shard lock, and a
+  // block half-written by a process that died is still never served (its
+  // shard is emptied); what is lost is the detection of stray writes into the
+  // segment. Insert always stores the checksum.
+  bool verify_checksums = true;
   // Testing only: called inside Insert at "locked" (shard lock held) and
   // "mid-copy" (half the block copied) so a test can kill the process there.
   void (*test_hook)(const char* point) = nullptr;
