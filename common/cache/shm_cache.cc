@@ -671,8 +671,11 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
         bool version_mismatch = file_size >= sizeof(SegmentHeader) &&
                                 impl->header->magic.load() == layout::MagicValue() &&
                                 impl->header->version != layout::kVersion;
-        if (version_mismatch && ReapDead(impl->header) > 0) {
-          return Status::Unsupported(what + ": " + *problem + "; it is in use by another hexz");
+        if (version_mismatch) {  // its layout is not ours: do not write to it
+          return Status::Unsupported(
+              what + ": " + *problem +
+              "; stop the hexz workers of the other version, or remove it with 'hexz cache drop "
+              "--force'");
         }
         HEXZ_LOG_WARN("%s: %s; removing it", what.c_str(), problem->c_str());
         ::shm_unlink(Slashed(name).c_str());
@@ -1044,7 +1047,14 @@ Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
       return FromBoost(e, what);
     }
     auto* h = static_cast<SegmentHeader*>(region.get_address());
-    if (!HeaderProblem(h, static_cast<uint64_t>(st.st_size), nullptr)) {
+    std::optional<std::string> problem =
+        HeaderProblem(h, static_cast<uint64_t>(st.st_size), nullptr);
+    if (problem && h->magic.load() == layout::MagicValue() && h->version != layout::kVersion &&
+        !force) {
+      // Another hexz version's segment: whether it is in use cannot be told.
+      return Status::Busy(what + ": " + *problem + "; use --force to remove it anyway");
+    }
+    if (!problem) {
       live = ReapDead(h);
       for (const Participant& p : h->participants) {
         pid_t pid = p.pid.load();

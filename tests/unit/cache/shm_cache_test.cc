@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -369,6 +370,37 @@ TEST(ShmCacheTest, TwoProcessesShareEntries) {
   ASSERT_EQ(seg->participants.size(), 1u);
   EXPECT_EQ(seg->participants[0].pid, ::getpid());
   EXPECT_TRUE(seg->participants[0].alive);
+}
+
+TEST(ShmCacheTest, OtherLayoutVersionIsLeftAlone) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  std::string name = ShmCache::SegmentName(prefix);
+  {
+    auto a = MustAttach(2 << 20, prefix);
+    ASSERT_TRUE(a);
+    // Pretend a future hexz made it.
+    int fd = ::open(("/dev/shm/" + name).c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    uint32_t version = layout::kVersion + 1;
+    ASSERT_EQ(::pwrite(fd, &version, sizeof version, offsetof(layout::SegmentHeader, version)),
+              static_cast<ssize_t>(sizeof version));
+    ::close(fd);
+    AttachInfo info;
+    auto r = ShmCache::Attach(2 << 20, &info, Opts(prefix));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), base::Code::kUnsupported);
+    EXPECT_NE(r.status().message().find("layout version 2, this hexz uses 1"), std::string::npos)
+        << r.status().message();
+    auto seg = ShmCache::Inspect(name);
+    ASSERT_TRUE(seg.ok());
+    EXPECT_FALSE(seg->valid);
+    DropInfo drop;
+    EXPECT_EQ(ShmCache::Drop(name, /*force=*/false, &drop).code(), base::Code::kBusy);
+    EXPECT_TRUE(SegmentExists(prefix));
+  }
+  // a's detach still removed it: its own header is readable whatever version says.
+  EXPECT_FALSE(SegmentExists(prefix));
 }
 
 // Several processes read and fill the same keys; every hit is checked.
