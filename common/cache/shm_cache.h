@@ -158,6 +158,8 @@ class ShmCache final : public BlockCache {
   ShmCache(const ShmCache&) = delete;
   ShmCache& operator=(const ShmCache&) = delete;
 
+  // On a miss dst may have been partly written (an entry that failed
+  // validation is detected after the copy).
   bool Lookup(const BlockKey& key, void* dst, size_t len) override;
   void Insert(const BlockKey& key, const void* src, size_t len) override;
 
