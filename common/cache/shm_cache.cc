@@ -601,7 +601,18 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
     try {
       impl->shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
     } catch (const bip::interprocess_exception& e) {
-      if (e.get_error_code() != bip::not_found_error) return FromBoost(e, what);
+      if (e.get_error_code() != bip::not_found_error) {
+        struct stat st;
+        std::string path = std::string(kShmDir) + "/" + name;
+        if (e.get_native_error() == EACCES && ::stat(path.c_str(), &st) == 0 &&
+            st.st_uid != ::getuid()) {
+          return Status(base::Code::kPermissionDenied,
+                        what + " is owned by uid " + std::to_string(st.st_uid) +
+                            ", not by you; refusing to use it",
+                        EACCES);
+        }
+        return FromBoost(e, what);
+      }
       try {
         impl->shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write,
                                               bip::permissions(0600));

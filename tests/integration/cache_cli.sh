@@ -41,6 +41,7 @@ if [[ $(id -u) -eq 0 ]]; then
     fail "list as $TEST_USER: $out"
   grep -q "no shared caches" <<<"$out" || fail "another user's segment was listed: $out"
   expect_fail_msg "Permission denied" as_user env HEXZ_CACHE_NAME_PREFIX="$HEXZ_CACHE_NAME_PREFIX" hexz cache drop
+  expect_fail_msg "Permission denied" as_user env HEXZ_CACHE_NAME_PREFIX="$HEXZ_CACHE_NAME_PREFIX" hexz cache stats
   [[ -e $squat ]] || fail "another user's segment was removed"
   pass "another user's segment is left alone"
 fi

@@ -305,6 +305,47 @@ TEST(ShmCacheTest, SegmentIsPrivateAndNamedForTheUser) {
   ASSERT_EQ(::chmod(("/dev/shm" + info.name).c_str(), 0600), 0);
 }
 
+// A file of the segment's name that belongs to someone else is refused, not
+// used; the message names its owner.
+TEST(ShmCacheTest, RefusesSegmentOwnedBySomeoneElse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make files owned by other uids";
+  std::string prefix = UniquePrefix();
+  auto squat = [&](const std::string& path, mode_t mode) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) return false;
+    bool ok = ::fchmod(fd, mode) == 0 && ::fchown(fd, 4242, 4242) == 0;
+    ::close(fd);
+    return ok;
+  };
+  // Unreadable to the attacher (uid 4343): shm_open fails with EACCES.
+  std::string other = "/dev/shm/" + prefix + "-4343";
+  ASSERT_TRUE(squat(other, 0600));
+  pid_t child = Spawn([&] {
+    if (::setgid(4343) != 0 || ::setuid(4343) != 0) return 10;
+    AttachInfo info;
+    auto r = ShmCache::Attach(2 << 20, &info, Opts(prefix));
+    if (r.ok()) return 1;
+    if (r.status().message().find("/" + prefix + "-4343 is owned by uid 4242, not by you") ==
+        std::string::npos) {
+      std::fprintf(stderr, "%s\n", r.status().message().c_str());
+      return 2;
+    }
+    return 0;
+  });
+  EXPECT_EQ(WaitExit(child), 0);
+  EXPECT_EQ(::unlink(other.c_str()), 0);
+  // Readable and writable (0666): opened, then refused for its owner.
+  std::string mine = "/dev/shm/" + ShmCache::SegmentName(prefix);
+  ASSERT_TRUE(squat(mine, 0666));
+  AttachInfo info;
+  auto r = ShmCache::Attach(2 << 20, &info, Opts(prefix));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), base::Code::kPermissionDenied);
+  EXPECT_NE(r.status().message().find("is owned by uid 4242, not by you"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(::unlink(mine.c_str()), 0);
+}
+
 TEST(ShmCacheTest, DifferentSizeJoinsAndLastDetachRemoves) {
   std::string prefix = UniquePrefix();
   SegmentCleanup cleanup(prefix);
