@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,6 +165,44 @@ TEST(ShmCacheGeometryTest, TooSmallSizesGetClearErrors) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("64 KiB"), std::string::npos);
   EXPECT_FALSE(SegmentExists(prefix));
+}
+
+// 256M, 1G and 4G segments are created without touching their memory: only
+// the header and the shard headers are written, pages come as blocks arrive.
+TEST(ShmCacheTest, UsualSizesAreAllocatedLazily) {
+  struct statvfs vfs;
+  ASSERT_EQ(::statvfs("/dev/shm", &vfs), 0);
+  uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+  for (const char* text : {"256M", "1G", "4G"}) {
+    uint64_t size = *base::ParseSize(text);
+    std::string prefix = UniquePrefix();
+    SegmentCleanup cleanup(prefix);
+    if (avail < size) {  // a small /dev/shm (containers): a clear refusal instead
+      AttachInfo info;
+      auto r = ShmCache::Attach(size, &info, Opts(prefix));
+      ASSERT_FALSE(r.ok()) << text;
+      EXPECT_EQ(r.status().code(), base::Code::kNoSpace);
+      EXPECT_NE(r.status().message().find("does not fit in /dev/shm"), std::string::npos)
+          << r.status().message();
+      EXPECT_FALSE(SegmentExists(prefix));
+      continue;
+    }
+    AttachInfo info;
+    auto cache = MustAttach(size, prefix, &info);
+    ASSERT_TRUE(cache);
+    EXPECT_EQ(info.actual_size, size);
+    EXPECT_TRUE(cache->CheckBlockSize(1 << 20).ok());
+    auto c = Content(Key(1), 1 << 20);
+    cache->Insert(Key(1), c.data(), c.size());
+    std::vector<uint8_t> buf(c.size());
+    ASSERT_TRUE(cache->Lookup(Key(1), buf.data(), buf.size()));
+    EXPECT_EQ(buf, c);
+    struct stat st;
+    ASSERT_EQ(::stat(("/dev/shm" + info.name).c_str(), &st), 0);
+    EXPECT_EQ(static_cast<uint64_t>(st.st_size), size);
+    uint64_t resident = static_cast<uint64_t>(st.st_blocks) * 512;
+    EXPECT_LT(resident, 4u << 20) << text << ": " << resident << " bytes allocated";
+  }
 }
 
 TEST(ShmCacheTest, InsertLookupAndEvict) {
