@@ -203,6 +203,19 @@ TEST(ShmCacheTest, UsualSizesAreAllocatedLazily) {
     uint64_t resident = static_cast<uint64_t>(st.st_blocks) * 512;
     EXPECT_LT(resident, 4u << 20) << text << ": " << resident << " bytes allocated";
   }
+  // More than /dev/shm can hold: refused up front, rather than SIGBUS later.
+  uint64_t too_big = (avail + (1ull << 30)) & ~((1ull << 20) - 1);
+  if (too_big <= layout::kMaxSegmentSize) {
+    std::string prefix = UniquePrefix();
+    SegmentCleanup cleanup(prefix);
+    AttachInfo info;
+    auto r = ShmCache::Attach(too_big, &info, Opts(prefix));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), base::Code::kNoSpace);
+    EXPECT_NE(r.status().message().find("does not fit in /dev/shm"), std::string::npos)
+        << r.status().message();
+    EXPECT_FALSE(SegmentExists(prefix));
+  }
 }
 
 TEST(ShmCacheTest, InsertLookupAndEvict) {
