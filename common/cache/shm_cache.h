@@ -19,7 +19,7 @@
 //
 // Life cycle: participants (pid + process start time) are listed in the
 // segment header. Detach removes the caller and unlinks the segment when no
-// live participant remains. Attach and `hexz cache drop` reclaim a segment
+// other listed participant's pid still exists. Attach and `hexz cache drop` reclaim a segment
 // whose participants are all dead (SIGKILLed workers). Attach, Detach and Drop
 // serialise on flock(2) of the segment itself, and re-check after locking that
 // the name still refers to the object they opened, so a last detacher
@@ -31,7 +31,10 @@
 // is re-validated).
 //
 // System calls used after attaching (for a seccomp allowlist): Lookup and
-// Insert use only futex and clock_gettime. Detach uses flock, fstat, kill with
+// Insert use only futex and clock_gettime. Robust mutexes also need
+// set_robust_list, which glibc calls as each thread starts: allow it, or a
+// thread started after the lockdown that dies holding a shard lock leaves it
+// held until the lock timeout every time. Detach uses flock, fstat, kill with
 // signal 0 (is a participant's pid still there? no file is opened), unlink of
 // /dev/shm/<name> (the last participant), munmap and close. A worker whose
 // sandbox forbids those may set reap_on_detach = false (no kill) or skip
