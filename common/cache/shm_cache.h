@@ -33,9 +33,9 @@
 // System calls used after attaching (for a seccomp allowlist): Lookup and
 // Insert use only futex and clock_gettime. Robust mutexes also need
 // set_robust_list, which glibc calls as each thread starts: allow it, or a
-// thread started after the lockdown that dies holding a shard lock leaves it
-// held until the lock timeout every time. Detach uses flock, fstat, kill with
-// signal 0 (is a participant's pid still there? no file is opened), unlink of
+// thread started after the lockdown that dies holding a shard lock leaves
+// that shard locked for good (every later lock waits out the timeout). Detach uses flock, fstat,
+// kill with signal 0 (is a participant's pid still there? no file is opened), unlink of
 // /dev/shm/<name> (the last participant), munmap and close. A worker whose
 // sandbox forbids those may set reap_on_detach = false (no kill) or skip
 // Detach; the next Attach or `hexz cache drop` reclaims the segment.
