@@ -286,6 +286,7 @@ struct ShmCache::Impl {
   pid_t owner_pid = 0;
   uint64_t owner_start = 0;
   uint32_t slot = 0;
+  uint64_t requested_size = 0;
   bool attached = false;
 
   int fd() const { return shm.get_mapping_handle().handle; }
@@ -725,6 +726,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
       return Status::Busy(what + " already has " + std::to_string(layout::kMaxParticipants) +
                           " live participants");
     }
+    impl->requested_size = requested_size;
     impl->owner_pid = ::getpid();
     impl->owner_start = self->start_time;
     impl->slot = slot;
@@ -783,9 +785,18 @@ CacheStats ShmCache::Stats() const {
 
 Status ShmCache::CheckBlockSize(uint64_t block_size) const {
   if (block_size <= max_block_size()) return Status::Ok();
-  return BlockTooBig("shared cache " + Slashed(impl_->name) + " (" +
-                         base::FormatSize(impl_->geo.segment_size) + ")",
-                     max_block_size(), block_size);
+  Status s = BlockTooBig("shared cache " + Slashed(impl_->name) + " (" +
+                             base::FormatSize(impl_->geo.segment_size) + ")",
+                         max_block_size(), block_size);
+  Result<Geometry> asked = layout::ComputeGeometry(impl_->requested_size);
+  if (asked.ok() && asked->shard_capacity() >= block_size) {
+    // The segment was made smaller by a worker that asked for less.
+    return Status::InvalidArgument(
+        s.message() +
+        " (it was created by another worker with a smaller size; stop the workers "
+        "that use it, see 'hexz cache stats', so that a new one is created)");
+  }
+  return s;
 }
 
 Status ShmCache::CheckSizeForBlock(uint64_t cache_size, uint64_t block_size) {

@@ -420,6 +420,14 @@ TEST(ShmCacheTest, DifferentSizeJoinsAndLastDetachRemoves) {
   std::vector<uint8_t> buf(4096);
   EXPECT_TRUE(b->Lookup(Key(1), buf.data(), buf.size()));
 
+  // Blocks that fit the size b asked for but not the segment it joined.
+  Status too_big = b->CheckBlockSize(8 << 20);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_NE(too_big.message().find("created by another worker with a smaller size"),
+            std::string::npos)
+      << too_big.message();
+  EXPECT_EQ(a->CheckBlockSize(8 << 20).message().find("another worker"), std::string::npos);
+
   a.reset();
   EXPECT_TRUE(SegmentExists(prefix));
   b.reset();
