@@ -571,6 +571,37 @@ TEST(ShmCacheTest, ManyThreadsOneObject) {
   EXPECT_EQ(st.hits + st.misses, 8000u);
 }
 
+// Attaches and detaches racing from several processes: every attach succeeds
+// (none lands in a segment being removed), and nothing is left at the end.
+TEST(ShmCacheTest, AttachDetachRaces) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  std::vector<pid_t> kids;
+  for (int w = 0; w < 4; ++w) {
+    kids.push_back(Spawn([&, w] {
+      ::alarm(120);
+      std::vector<uint8_t> buf(4096);
+      for (int i = 0; i < 100; ++i) {
+        AttachInfo info;
+        auto r =
+            ShmCache::Attach(uint64_t{2 + static_cast<uint64_t>(w)} << 20, &info, Opts(prefix));
+        if (!r.ok()) {
+          std::fprintf(stderr, "attach %d/%d: %s\n", w, i, r.status().ToString().c_str());
+          return 1;
+        }
+        auto c = Content(Key(static_cast<uint64_t>(w)), 4096);
+        (*r)->Insert(Key(static_cast<uint64_t>(w)), c.data(), c.size());
+        if (!(*r)->Lookup(Key(static_cast<uint64_t>(w)), buf.data(), buf.size()) || buf != c) {
+          return 2;
+        }
+      }
+      return 0;
+    }));
+  }
+  for (pid_t k : kids) EXPECT_EQ(WaitExit(k), 0);
+  EXPECT_FALSE(SegmentExists(prefix));
+}
+
 TEST(ShmCacheTest, StaleSegmentIsReclaimed) {
   std::string prefix = UniquePrefix();
   SegmentCleanup cleanup(prefix);
