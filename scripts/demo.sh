@@ -15,7 +15,6 @@ tree_mb=$(du -sm /usr/share/doc | cut -f1)
 truncate -s "$(( tree_mb * 2 + 64 ))M" "$work/disk.img"
 mkfs.ext4 -q -F -d /usr/share/doc "$work/disk.img"
 echo "== sample image: $(du -h --apparent-size "$work/disk.img" | cut -f1) ($(find /usr/share/doc | wc -l) entries)"
-"$hexz" --help
 echo "== hexz pack: the sample image into a snapshot"
 "$hexz" pack --disk "$work/disk.img" --output "$work/disk.st"
 echo "== hexz info"
