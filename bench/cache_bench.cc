@@ -8,8 +8,14 @@
 // LZ4_decompress_safe or ZSTD_decompress. The data imitates a disk image:
 // zero sectors, text and random bytes.
 //
-// Usage: cache_bench [--size 256M] [--working-set 64M] [--blocks 4K,64K,1M]
-//                    [--seconds 0.5] [--threads 2]
+// Usage: cache_bench [--json] [--size 256M] [--working-set 64M] [--blocks 4K,64K,1M]
+//                    [--seconds 0.5] [--threads 2] [SNAPSHOT...]
+// With --json (bench/run.py) the table goes to stderr and stdout gets the
+// rows of bench/bench_report.h: per block size, a hit against memcpy (with
+// and without the checksum check) and against an LZ4 and a Zstd miss, each
+// the median of the five rounds with its noise. Snapshot arguments (run.py
+// passes its packed snapshots) are accepted and not used: the data is
+// synthetic so that every block size can be measured.
 // The segment is private to the run ("hexz-cache-bench-<pid>-<uid>") and is
 // removed at exit.
 #include <lz4.h>
@@ -27,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_report.h"
 #include "common/base/size.h"
 #include "common/cache/shm_cache.h"
 
@@ -65,12 +72,19 @@ std::vector<uint8_t> TypicalData(size_t len, uint64_t seed) {
   return out;
 }
 
-// Runs op(i) over i = 0, 1, 2 ... in five rounds of seconds / 5 each; returns
-// the best round's ops/s (the machine may be shared; the best round is the
-// least disturbed one).
-double Rate(double seconds, const std::function<void(size_t)>& op) {
+// ops/s of five rounds: the best (the table: the machine may be shared and
+// the best round is the least disturbed one), and median and noise (--json).
+struct Rates {
+  double best = 0;
+  hexz::bench::Summary summary;
+  operator double() const { return best; }
+};
+
+// Runs op(i) over i = 0, 1, 2 ... in five rounds of seconds / 5 each.
+Rates Rate(double seconds, const std::function<void(size_t)>& op) {
   using Clock = std::chrono::steady_clock;
   double best = 0;
+  std::vector<double> rounds;
   size_t done = 0;
   for (int round = 0; round < 5; ++round) {
     size_t ops = 0;
@@ -81,9 +95,13 @@ double Rate(double seconds, const std::function<void(size_t)>& op) {
       elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     } while (elapsed < seconds / 5);
     best = std::max(best, static_cast<double>(ops) / elapsed);
+    rounds.push_back(static_cast<double>(ops) / elapsed);
   }
-  return best;
+  return Rates{best, hexz::bench::Summarize(rounds)};
 }
+
+// Where the table goes: stdout, or stderr with --json.
+FILE* g_table = stdout;
 
 BlockKey Key(uint64_t block) {
   BlockKey k;
@@ -94,8 +112,8 @@ BlockKey Key(uint64_t block) {
 
 void Row(const char* what, double blocks_per_s, size_t block, double memcpy_rate) {
   double mib = blocks_per_s * static_cast<double>(block) / (1 << 20);
-  std::printf("  %-36s %10.0f %10.2f %9.2fx\n", what, mib, 1e6 / blocks_per_s,
-              blocks_per_s / memcpy_rate);
+  std::fprintf(g_table, "  %-36s %10.0f %10.2f %9.2fx\n", what, mib, 1e6 / blocks_per_s,
+               blocks_per_s / memcpy_rate);
 }
 
 }  // namespace
@@ -106,6 +124,8 @@ int main(int argc, char** argv) {
   std::vector<uint64_t> block_sizes = {4096, 65536, 1 << 20};
   double seconds = 0.5;
   int threads = 2;
+  bool json = false;
+  std::vector<hexz::bench::Row> rows;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -123,7 +143,12 @@ int main(int argc, char** argv) {
       }
       return *r;
     };
-    if (a == "--size") {
+    if (a == "--json") {
+      json = true;
+      g_table = stderr;
+    } else if (a.empty() || a[0] != '-') {
+      // A snapshot from bench/run.py: not used (see the header comment).
+    } else if (a == "--size") {
       cache_size = size(value());
     } else if (a == "--working-set") {
       working_set = size(value());
@@ -142,8 +167,8 @@ int main(int argc, char** argv) {
       threads = std::atoi(value().c_str());
     } else {
       std::fprintf(stderr,
-                   "usage: cache_bench [--size 256M] [--working-set 64M] [--blocks 4K,64K,1M] "
-                   "[--seconds 0.5] [--threads 2]\n");
+                   "usage: cache_bench [--json] [--size 256M] [--working-set 64M] "
+                   "[--blocks 4K,64K,1M] [--seconds 0.5] [--threads 2] [SNAPSHOT...]\n");
       return 2;
     }
   }
@@ -156,10 +181,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cache_bench: %s\n", attached.status().ToString().c_str());
     return 1;
   }
-  std::printf("hexz cache benchmark: cache %s (%s), working set %s, %u CPUs\n",
-              FormatSize(info.actual_size).c_str(), info.name.c_str(),
-              FormatSize(working_set).c_str(), std::thread::hardware_concurrency());
-  std::printf("  %-36s %10s %10s %10s\n", "operation", "MiB/s", "us/block", "vs memcpy");
+  std::fprintf(g_table, "hexz cache benchmark: cache %s (%s), working set %s, %u CPUs\n",
+               FormatSize(info.actual_size).c_str(), info.name.c_str(),
+               FormatSize(working_set).c_str(), std::thread::hardware_concurrency());
+  std::fprintf(g_table, "  %-36s %10s %10s %10s\n", "operation", "MiB/s", "us/block", "vs memcpy");
   attached->reset();  // each block size gets a fresh segment
 
   for (uint64_t block : block_sizes) {
@@ -170,8 +195,8 @@ int main(int argc, char** argv) {
     }
     ShmCache& cache = **fresh;
     if (!cache.CheckBlockSize(block).ok()) {
-      std::printf("block %s: %s\n", FormatSize(block).c_str(),
-                  cache.CheckBlockSize(block).ToString().c_str());
+      std::fprintf(g_table, "block %s: %s\n", FormatSize(block).c_str(),
+                   cache.CheckBlockSize(block).ToString().c_str());
       continue;
     }
     size_t n = std::max<uint64_t>(1, working_set / block);
@@ -195,15 +220,15 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) cache.Insert(Key(i), plain[i].data(), block);
     hexz::cache::CacheStats before = cache.Stats();
 
-    std::printf("block %s, %zu blocks:\n", FormatSize(block).c_str(), n);
-    double memcpy_rate = Rate(seconds, [&](size_t i) {
+    std::fprintf(g_table, "block %s, %zu blocks:\n", FormatSize(block).c_str(), n);
+    Rates memcpy_rate = Rate(seconds, [&](size_t i) {
       std::memcpy(dst.data(), plain[i % n].data(), block);
       Clobber(dst.data());
     });
     Row("memcpy (private memory)", memcpy_rate, block, memcpy_rate);
 
     size_t misses = 0;
-    double hit_rate = Rate(seconds, [&](size_t i) {
+    Rates hit_rate = Rate(seconds, [&](size_t i) {
       if (!cache.Lookup(Key(i % n), dst.data(), block)) ++misses;
       Clobber(dst.data());
     });
@@ -214,8 +239,9 @@ int main(int argc, char** argv) {
     fast_options.verify_checksums = false;
     hexz::cache::AttachInfo fast_info;
     auto fast = ShmCache::Attach(cache_size, &fast_info, fast_options);
+    Rates fast_rate;
     if (fast.ok()) {
-      double fast_rate = Rate(seconds, [&](size_t i) {
+      fast_rate = Rate(seconds, [&](size_t i) {
         if (!(*fast)->Lookup(Key(i % n), dst.data(), block)) ++misses;
         Clobber(dst.data());
       });
@@ -254,7 +280,7 @@ int main(int argc, char** argv) {
     });
     Row("cache insert (Insert, evicting)", insert_rate, block, memcpy_rate);
 
-    double lz4_rate = Rate(seconds, [&](size_t i) {
+    Rates lz4_rate = Rate(seconds, [&](size_t i) {
       const auto& c = lz4[i % n];
       int r = LZ4_decompress_safe(c.data(), reinterpret_cast<char*>(dst.data()),
                                   static_cast<int>(c.size()), static_cast<int>(block));
@@ -266,7 +292,7 @@ int main(int argc, char** argv) {
                   static_cast<double>(block) * n / lz4_bytes);
     Row(what, lz4_rate, block, memcpy_rate);
 
-    double zstd_rate = Rate(seconds, [&](size_t i) {
+    Rates zstd_rate = Rate(seconds, [&](size_t i) {
       const auto& c = zstd[i % n];
       size_t r = ZSTD_decompress(dst.data(), block, c.data(), c.size());
       if (r != block) std::abort();
@@ -276,13 +302,41 @@ int main(int argc, char** argv) {
                   static_cast<double>(block) * n / zstd_bytes);
     Row(what, zstd_rate, block, memcpy_rate);
 
+    // MiB/s medians for --json, each against its peer.
+    const std::string bs = FormatSize(block);
+    auto mib = [&](const Rates& r) {
+      return r.summary.median * static_cast<double>(block) / (1 << 20);
+    };
+    auto add = [&](const std::string& name, const Rates& r, const std::string& peer,
+                   const Rates& peer_rate, const std::string& note) {
+      if (r.summary.median <= 0) return;
+      rows.push_back(hexz::bench::Row{
+          name + " (" + bs + " blocks)", mib(r), "MiB/s", r.summary.noise, peer + " (" + bs + ")",
+          mib(r) / mib(peer_rate),
+          note + "; peer " + std::to_string(std::lround(mib(peer_rate))) + " MiB/s"});
+    };
+    std::string ws = std::to_string(n) + " blocks in a " + FormatSize(info.actual_size) + " cache";
+    add("cache hit vs memcpy", hit_rate, "memcpy", memcpy_rate,
+        ws + ", checksum checked on every hit");
+    add("cache hit without checksum vs memcpy", fast_rate, "memcpy", memcpy_rate,
+        ws + ", verify_checksums=false");
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%.2f:1", static_cast<double>(block) * n / lz4_bytes);
+    add("cache hit vs miss (LZ4)", hit_rate, "LZ4_decompress_safe", lz4_rate,
+        ws + ", synthetic VM-like data " + ratio);
+    std::snprintf(ratio, sizeof ratio, "%.2f:1", static_cast<double>(block) * n / zstd_bytes);
+    add("cache hit vs miss (Zstd)", hit_rate, "ZSTD_decompress -3", zstd_rate,
+        ws + ", synthetic VM-like data " + ratio);
+
     if (misses > 0 || after.invalid != before.invalid) {
-      std::printf(
+      std::fprintf(
+          g_table,
           "  (warning: %zu lookups missed; %llu invalid, %llu lock timeouts, %llu evictions)\n",
           misses, static_cast<unsigned long long>(after.invalid - before.invalid),
           static_cast<unsigned long long>(after.lock_timeouts - before.lock_timeouts),
           static_cast<unsigned long long>(after.evictions - before.evictions));
     }
   }
+  if (json) hexz::bench::PrintJson(rows);
   return 0;
 }

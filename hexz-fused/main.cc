@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/base/log.h"
+#include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
 #include "common/fuse/read_only_fs.h"
 #include "common/ipc/worker_protocol.h"
@@ -51,14 +52,21 @@ Result<int> ParseArgs(int argc, char** argv) {
 
 Status ServeFuse(ipc::WorkerConfig config, int sock) {
   if (config.read_write) return Status::Unsupported("read-write mounts are not available yet");
-  if (config.cache_size != 0) return Status::Unsupported("--cache-size is not available yet");
 
   struct stat st;
   if (fstat(config.chain_fds.at(0).get(), &st) != 0) {
     return Status::FromErrno(errno, config.chain_names.at(0));
   }
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
-                        format::Snapshot::OpenFds(std::move(config.chain_fds), config.chain_names));
+  // The shared block cache (--cache-size), joined before the lockdown.
+  std::string cache_note;
+  HEXZ_ASSIGN_OR_RETURN(auto shm, cache::AttachForWorker(config.cache_size, &cache_note));
+  format::OpenOptions open_options;
+  open_options.cache = shm.get();
+  HEXZ_ASSIGN_OR_RETURN(
+      std::shared_ptr<format::Snapshot> snapshot,
+      format::Snapshot::OpenFds(std::move(config.chain_fds), config.chain_names, open_options));
+  HEXZ_RETURN_IF_ERROR(cache::CheckWorkerBlockSize(shm.get(), snapshot->block_size()));
+  if (!cache_note.empty()) HEXZ_LOG_INFO("%s", cache_note.c_str());
 
   std::vector<fuse::File> files;
   for (format::StreamId id : {format::StreamId::kDisk, format::StreamId::kMemory}) {
@@ -81,10 +89,12 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   options.read_threads = config.read_threads;
   options.allow_root = config.allow_root;
   options.auto_unmount = config.auto_unmount;
-  options.on_ready = [sock, mnt = config.mountpoint] {
+  options.on_ready = [sock, mnt = config.mountpoint, cache_note] {
     // Logged before the reply, so the log says so once hexz mount returns.
     HEXZ_LOG_INFO("serving %s", mnt.c_str());
-    Status s = ipc::SendWorkerReady(sock, "pid " + std::to_string(getpid()));
+    // Lines after the first are notes for the user (hexz mount prints them).
+    Status s = ipc::SendWorkerReady(
+        sock, "pid " + std::to_string(getpid()) + (cache_note.empty() ? "" : "\n" + cache_note));
     if (!s.ok()) {
       HEXZ_LOG_WARN("could not tell hexz that %s is ready: %s", mnt.c_str(), s.ToString().c_str());
     }

@@ -24,6 +24,7 @@
 
 #include "common/base/fd.h"
 #include "common/base/log.h"
+#include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
@@ -183,6 +184,8 @@ Result<Worker> StartWorker(const std::string& program, int log_fd, const sigset_
   UniqueFd ours(sv[0]), theirs(sv[1]);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return Status::FromErrno(errno, "/dev/null");
+  // A clean environment; HEXZ_CACHE_NAME_PREFIX names the shared cache.
+  std::string cache_prefix = "HEXZ_CACHE_NAME_PREFIX=" + cache::ShmCache::NamePrefix();
   pid_t pid = fork();
   if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
@@ -194,7 +197,7 @@ Result<Worker> StartWorker(const std::string& program, int log_fd, const sigset_
     close_range(4, ~0U, 0);
     char* argv[] = {const_cast<char*>("hexz-fused"), const_cast<char*>("--ipc-fd"),
                     const_cast<char*>("3"), nullptr};
-    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), cache_prefix.data(), nullptr};
     execve(program.c_str(), argv, envp);
     std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
     _exit(127);
@@ -225,11 +228,10 @@ void CleanUpMount(const std::string& canonical) {
 }
 
 int RunMount(const MountArgs& a) {
-  const char* reserved = a.rw                    ? "--rw"
-                         : !a.overlay.empty()    ? "--overlay"
-                         : !a.cache_size.empty() ? "--cache-size"
-                         : a.nbd                 ? "--nbd"
-                                                 : nullptr;
+  const char* reserved = a.rw                 ? "--rw"
+                         : !a.overlay.empty() ? "--overlay"
+                         : a.nbd              ? "--nbd"
+                                              : nullptr;
   if (reserved != nullptr) {
     std::fprintf(stderr, "hexz mount: %s is not available yet in hexz %s\n", reserved,
                  HEXZ_VERSION);
@@ -248,6 +250,12 @@ int RunMount(const MountArgs& a) {
     Status st = snapshot.status();
     if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
     return Fail(st);
+  }
+  uint64_t cache_size = 0;
+  if (!a.cache_size.empty()) {
+    auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
+    if (!size.ok()) return Fail(size.status());
+    cache_size = *size;
   }
   // 2. The mountpoint.
   std::string canonical;
@@ -276,6 +284,7 @@ int RunMount(const MountArgs& a) {
   config.uid = a.uid.value_or(getuid());
   config.gid = a.gid.value_or(getgid());
   config.daemon = a.daemon;
+  config.cache_size = cache_size;
   // auto_unmount takes the mount away if the worker dies; as a user, libfuse
   // 3.14 needs allow_root (and user_allow_other in /etc/fuse.conf) for it.
   config.auto_unmount = true;
@@ -335,6 +344,10 @@ int RunMount(const MountArgs& a) {
   }
 
   if (a.daemon) {
+    // Notes from the worker (in the foreground its log already showed them).
+    for (size_t nl = ready->find('\n'); nl != std::string::npos; nl = ready->find('\n', nl + 1)) {
+      std::printf("hexz: %s\n", ready->substr(nl + 1, ready->find('\n', nl + 1) - nl - 1).c_str());
+    }
     std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
                 canonical.c_str(), static_cast<int>(worker->pid), log_path.c_str());
     return 0;
@@ -407,8 +420,10 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_flag("--rw", args->rw,
                 "Writable mount with a copy-on-write overlay (not available yet)");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (not available yet)");
-  cmd->add_option("--cache-size", args->cache_size,
-                  "Shared decompressed-block cache, e.g. 256M (not available yet)");
+  cmd->add_option(
+      "--cache-size", args->cache_size,
+      "Share a cache of decompressed blocks of this size with your other hexz workers (e.g. 256M, "
+      "1G, 4G)");
   cmd->add_flag("--nbd", args->nbd,
                 "Attach as /dev/nbdN and mount its filesystem (not available yet)");
   cmd->callback([rc, args] { *rc = RunMount(*args); });

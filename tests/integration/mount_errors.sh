@@ -56,7 +56,7 @@ echo "ok - without /dev/fuse: $out"
 assert_nothing_left "no /dev/fuse"
 
 # Reserved flags say so plainly.
-for flag in --rw "--overlay $T/u/ov" "--cache-size 256M" --nbd; do
+for flag in --rw "--overlay $T/u/ov" --nbd; do
   # shellcheck disable=SC2086
   expect_fail_msg "not available yet" as_user "$HEXZ" mount $flag "$T/snap.st" "$T/mnt"
 done
