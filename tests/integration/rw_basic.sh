@@ -147,13 +147,21 @@ for d in stale live; do
   as_user mkdir -m 0700 "$T/run/hexz-overlay.$d"
   as_user bash -c "head -c 8192 /dev/zero > '$T/run/hexz-overlay.$d/overlay' && : > '$T/run/hexz-overlay.$d/overlay.meta'"
 done
-as_user flock -x "$T/run/hexz-overlay.live/overlay" sleep 60 &
+# exec all the way, so that $! is flock itself (it holds the lock).
+(exec setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups -- \
+  flock -x "$T/run/hexz-overlay.live/overlay" sleep 60 >/dev/null 2>&1) &
 holder=$!
 on_exit "kill $holder"
-wait_for bash -c "grep -q . /proc/locks && [[ -n \$(pgrep -P $holder sleep) ]]"
+wait_for bash -c "[[ -n \$(pgrep -P $holder -x sleep) ]]" || fail "the lock holder did not start"
+sleeper=$(pgrep -P "$holder" -x sleep)   # inherits flock's descriptor, so holds the lock too
+on_exit "kill $sleeper"
 w=$(mount_rw)
 [[ -e "$T/run/hexz-overlay.stale" ]] && fail "a stale ephemeral directory was not reclaimed"
 [[ -e "$T/run/hexz-overlay.live/overlay" ]] || fail "a live (locked) ephemeral overlay was removed"
 unmount "reclaim"
-kill "$holder"; wait "$holder" 2>/dev/null
+kill "$sleeper" "$holder"; wait "$holder" 2>/dev/null
+[[ -e "$T/run/hexz-overlay.live" ]] || fail "the live directory vanished"
+w=$(mount_rw)   # now nobody holds it: reclaimed
+[[ -e "$T/run/hexz-overlay.live" ]] && fail "an unlocked stale directory was not reclaimed"
+unmount "reclaim 2"
 pass "the next --rw start reclaims a stale ephemeral directory and leaves a live one alone"
