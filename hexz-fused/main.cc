@@ -133,6 +133,10 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
     }
   };
   fuse::ReadOnlyFs fs(std::move(files), options);
+  // Kept until exit: names this worker as the one serving the mountpoint
+  // (fuse::WorkersOf), so that `hexz unmount` can wait for it to finish.
+  int marker = open(config.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (marker < 0) HEXZ_LOG_DEBUG("O_PATH %s: %s", config.mountpoint.c_str(), std::strerror(errno));
   HEXZ_RETURN_IF_ERROR(fs.Mount(config.mountpoint));
 
   if (!config.daemon) {

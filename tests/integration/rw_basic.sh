@@ -104,6 +104,21 @@ as_user "$HEXZ" overlay info u/work.ovl >"$T/info" || fail "overlay info"
 grep -q "changed blocks:" "$T/info" || fail "overlay info: $(cat "$T/info")"
 pass "changes persist across a remount: $(grep 'changed blocks:' "$T/info")"
 
+# `hexz unmount` returns once the worker has flushed and closed the overlay:
+# commit and a new rw mount right after it find the overlay unlocked.
+for i in 1 2 3 4 5; do
+  w=$(mount_rw --overlay u/work.ovl)
+  as_user dd if=u/a of="$T/mnt/disk" bs=4096 count=1 seek=$((100 + i)) conv=notrunc status=none
+  as_user "$HEXZ" unmount "$T/mnt" >/dev/null || fail "unmount $i"
+  as_user "$HEXZ" commit --base "$T/snap.st" --overlay u/work.ovl --output "u/c$i.st" -q \
+    || fail "commit right after hexz unmount (round $i)"
+done
+dd if="$T/u/a" of="$T/expect" bs=4096 count=1 seek=101 conv=notrunc status=none
+for i in 2 3 4 5; do dd if="$T/u/a" of="$T/expect" bs=4096 count=1 seek=$((100 + i)) conv=notrunc status=none; done
+"$HEXZ" cat "$T/u/c5.st" | cmp - "$T/expect" || fail "the last commit differs from what was written"
+assert_nothing_left "unmount then commit"
+pass "hexz unmount waits for the worker: commit right after it works (5 rounds)"
+
 # Foreground rw mount, Ctrl+C: unmounts, the worker flushes, the data stays.
 as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" --rw --overlay u/work.ovl 2>"$T/fg.err" &
 job=$!
