@@ -384,13 +384,17 @@ int RunMount(const MountArgs& a) {
     return 1;
   }
 
+  const std::string what =
+      a.snapshot + (!a.rw               ? std::string()
+                    : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
+                                        : " read-write (overlay " + a.overlay + ")");
   if (a.daemon) {
-    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
-                canonical.c_str(), static_cast<int>(worker->pid), log_path.c_str());
+    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", what.c_str(), canonical.c_str(),
+                static_cast<int>(worker->pid), log_path.c_str());
     return 0;
   }
   std::fprintf(stderr, "hexz: mounted %s on %s (worker pid %d); Ctrl+C or SIGTERM unmounts\n",
-               a.snapshot.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
+               what.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
 
   // Foreground: wait for a signal, or for the worker to go away.
   for (;;) {
