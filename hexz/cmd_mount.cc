@@ -1,7 +1,10 @@
 // hexz mount (also `hexz vm mount`): opens and validates the snapshot chain as
 // the user, checks the mountpoint, starts hexz-fused with the chain's
 // descriptors and the settings over a socketpair, and waits for "ready" or
-// the worker's exact error. In the foreground it then stays until SIGINT,
+// the worker's exact error. With --rw it also opens (or creates) and locks the
+// overlay as the user, checks it against the snapshot, and passes its two
+// descriptors along; without --overlay the overlay is ephemeral (unlinked at
+// once, so nothing is left behind). In the foreground it then stays until SIGINT,
 // SIGTERM or SIGHUP and unmounts; with --daemon it returns once the mount is
 // usable and the worker logs to a file.
 #include <fcntl.h>
@@ -28,6 +31,7 @@
 #include "common/format/snapshot.h"
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
+#include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
 
 namespace hexz::cli {
@@ -227,11 +231,44 @@ void CleanUpMount(const std::string& canonical) {
   }
 }
 
+// The overlay of a --rw mount, opened as the user: PATH (created when
+// missing, locked, checked against the snapshot), or an ephemeral one.
+Result<overlay::OverlayFiles> OpenMountOverlay(const MountArgs& a,
+                                               const format::Snapshot& snapshot) {
+  if (!snapshot.HasStream(format::StreamId::kDisk)) {
+    return Status::InvalidArgument(a.snapshot + " has no disk stream; --rw needs one to write to");
+  }
+  if (a.overlay.empty()) {
+    // Crashed mounts can leave empty private directories behind; the files
+    // in them are already gone.
+    auto reclaimed = overlay::ReclaimEphemeralDirs();
+    if (!reclaimed.ok()) {
+      HEXZ_LOG_WARN("reclaiming stale ephemeral overlays: %s",
+                    reclaimed.status().ToString().c_str());
+    } else if (*reclaimed > 0) {
+      HEXZ_LOG_INFO("removed %d stale ephemeral overlay director%s", *reclaimed,
+                    *reclaimed == 1 ? "y" : "ies");
+    }
+    return overlay::CreateEphemeralOverlayFiles();
+  }
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kExclusive,
+                                                  /*create=*/true));
+  files.names.base = a.snapshot;
+  HEXZ_RETURN_IF_ERROR(overlay::ValidateOverlayFiles(files, snapshot.id(),
+                                                     snapshot.StreamSize(format::StreamId::kDisk)));
+  return files;
+}
+
 int RunMount(const MountArgs& a) {
-  const char* reserved = a.rw                 ? "--rw"
-                         : !a.overlay.empty() ? "--overlay"
-                         : a.nbd              ? "--nbd"
-                                              : nullptr;
+  if (!a.overlay.empty() && !a.rw) {
+    std::fprintf(stderr,
+                 "hexz mount: --overlay %s needs --rw (an overlay holds the writes of a "
+                 "read-write mount); add --rw, or drop --overlay for a read-only mount\n",
+                 a.overlay.c_str());
+    return 2;
+  }
+  const char* reserved = a.nbd ? "--nbd" : nullptr;
   if (reserved != nullptr) {
     std::fprintf(stderr, "hexz mount: %s is not available yet in hexz %s\n", reserved,
                  HEXZ_VERSION);
@@ -295,6 +332,17 @@ int RunMount(const MountArgs& a) {
   if (!fds.ok()) return Fail(fds.status());
   config.chain_fds = std::move(*fds);
   config.chain_names = (*snapshot)->ChainNames();
+  if (a.rw) {
+    // 4. The overlay, opened, locked and checked as the user. The lock
+    // follows the descriptor into the worker.
+    auto files = OpenMountOverlay(a, **snapshot);
+    if (!files.ok()) return Fail(files.status());
+    config.read_write = true;
+    config.overlay_data_fd = std::move(files->data);
+    config.overlay_meta_fd = std::move(files->meta);
+    config.overlay_name = files->names.data;
+    config.overlay_ephemeral = files->ephemeral;
+  }
 
   // Signals are taken through a signalfd from here on. A shell starts
   // background jobs with SIGINT ignored; hexz mount's contract is that these
@@ -315,6 +363,9 @@ int RunMount(const MountArgs& a) {
     return Fail(st.WithContext("starting " + *program));
   }
   config.chain_fds.clear();
+  // Only the worker holds the overlay (and its lock) from here on.
+  config.overlay_data_fd.reset();
+  config.overlay_meta_fd.reset();
   snapshot->reset();
 
   // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
@@ -343,17 +394,21 @@ int RunMount(const MountArgs& a) {
     return 1;
   }
 
+  const std::string what =
+      a.snapshot + (!a.rw               ? std::string()
+                    : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
+                                        : " read-write (overlay " + a.overlay + ")");
   if (a.daemon) {
     // Notes from the worker (in the foreground its log already showed them).
     for (size_t nl = ready->find('\n'); nl != std::string::npos; nl = ready->find('\n', nl + 1)) {
       std::printf("hexz: %s\n", ready->substr(nl + 1, ready->find('\n', nl + 1) - nl - 1).c_str());
     }
-    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
-                canonical.c_str(), static_cast<int>(worker->pid), log_path.c_str());
+    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", what.c_str(), canonical.c_str(),
+                static_cast<int>(worker->pid), log_path.c_str());
     return 0;
   }
   std::fprintf(stderr, "hexz: mounted %s on %s (worker pid %d); Ctrl+C or SIGTERM unmounts\n",
-               a.snapshot.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
+               what.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
 
   // Foreground: wait for a signal, or for the worker to go away.
   for (;;) {
@@ -418,8 +473,11 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
   cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");
   cmd->add_flag("--rw", args->rw,
-                "Writable mount with a copy-on-write overlay (not available yet)");
-  cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (not available yet)");
+                "Writable disk: writes go to a copy-on-write overlay (ephemeral unless "
+                "--overlay is given)");
+  cmd->add_option("--overlay", args->overlay,
+                  "Keep the overlay in this file (and FILE.meta); created when missing; needs "
+                  "--rw");
   cmd->add_option(
       "--cache-size", args->cache_size,
       "Share a cache of decompressed blocks of this size with your other hexz workers (e.g. 256M, "

@@ -1,5 +1,6 @@
 #include "common/fuse/mounts.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/mount.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "common/base/fd.h"
+#include "common/base/log.h"
 
 namespace hexz::fuse {
 
@@ -131,7 +134,50 @@ bool IsDeadFuseMount(const std::string& mountpoint) {
   return stat(mountpoint.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED);
 }
 
-Status UnmountFuse(const std::string& mountpoint, bool lazy) {
+std::vector<pid_t> WorkersOf(const std::string& mountpoint) {
+  std::vector<pid_t> pids;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return pids;
+  while (struct dirent* e = readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    std::string dir = std::string("/proc/") + e->d_name;
+    std::ifstream comm(dir + "/comm");
+    std::string name;
+    if (!std::getline(comm, name) || name != kWorkerProgram) continue;
+    DIR* fds = opendir((dir + "/fd").c_str());  // fails for other users' workers
+    if (fds == nullptr) continue;
+    while (struct dirent* f = readdir(fds)) {
+      if (f->d_name[0] == '.') continue;
+      char target[PATH_MAX];
+      ssize_t n = readlink((dir + "/fd/" + f->d_name).c_str(), target, sizeof target - 1);
+      if (n <= 0) continue;
+      target[n] = '\0';
+      if (mountpoint == target) {
+        pids.push_back(static_cast<pid_t>(pid));
+        break;
+      }
+    }
+    closedir(fds);
+  }
+  closedir(proc);
+  return pids;
+}
+
+namespace {
+
+// Gone, or a zombie (its files are closed; its parent reaps it).
+bool Exited(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' ||
+         line[paren + 2] == 'X';
+}
+
+Status UnmountOnly(const std::string& mountpoint, bool lazy) {
   if (geteuid() == 0) {
     if (umount2(mountpoint.c_str(), lazy ? MNT_DETACH : 0) == 0) return Status::Ok();
     if (errno == EBUSY) return BusyError(mountpoint);
@@ -151,6 +197,28 @@ Status UnmountFuse(const std::string& mountpoint, bool lazy) {
   if (result.first == 0) return Status::Ok();
   if (result.second.find("busy") != std::string::npos) return BusyError(mountpoint);
   return Status::Internal("unmounting " + mountpoint + " failed: " + result.second);
+}
+
+}  // namespace
+
+Status UnmountFuse(const std::string& mountpoint, bool lazy) {
+  const std::vector<pid_t> workers = lazy ? std::vector<pid_t>() : WorkersOf(mountpoint);
+  HEXZ_RETURN_IF_ERROR(UnmountOnly(mountpoint, lazy));
+  // The worker flushes and closes its overlay after the kernel lets go of
+  // the mount; wait for that, so that the overlay is complete and unlocked
+  // when this returns.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (pid_t pid : workers) {
+    while (!Exited(pid)) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        HEXZ_LOG_WARN("the worker of %s (pid %d) is still running after the unmount",
+                      mountpoint.c_str(), static_cast<int>(pid));
+        return Status::Ok();
+      }
+      usleep(10000);
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace hexz::fuse

@@ -8,8 +8,11 @@
 // Thread safety: stateless; safe from any thread (Unmount forks a child).
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/base/status.h"
 
@@ -36,7 +39,19 @@ base::Result<std::optional<MountEntry>> FindMount(const std::string& mountpoint)
 bool IsDeadFuseMount(const std::string& mountpoint);
 
 // Unmounts a FUSE mount; lazy detaches even when busy (MNT_DETACH / -z).
-// A busy mount gives kBusy with a message that says what to do.
+// A busy mount gives kBusy with a message that says what to do. A non-lazy
+// unmount then waits (up to 30 s) until the workers serving it have exited
+// (or are zombies): a read-write worker flushes and closes its overlay after
+// the kernel lets go of the mount, and `hexz unmount && hexz commit` must
+// find the overlay complete and unlocked.
 base::Status UnmountFuse(const std::string& mountpoint, bool lazy);
+
+// The program name of the worker (its /proc/PID/comm).
+inline constexpr const char* kWorkerProgram = "hexz-fused";
+
+// The workers (processes named hexz-fused that the caller may inspect)
+// serving `mountpoint` (canonical): each keeps an O_PATH descriptor of the
+// mountpoint directory, opened before it mounts, which identifies it.
+std::vector<pid_t> WorkersOf(const std::string& mountpoint);
 
 }  // namespace hexz::fuse

@@ -26,6 +26,7 @@ namespace {
 constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;  // 1; files are 2, 3, ...
 constexpr double kTimeout = 86400.0;           // contents never change
 constexpr uint32_t kMaxRead = 1024 * 1024;
+constexpr uint32_t kMaxWrite = 1024 * 1024;  // read-write mode
 
 // libfuse's own messages: the last error is kept so that a failed mount can
 // be reported with libfuse's reason, and everything goes to our log.
@@ -61,6 +62,17 @@ const File* FileOf(ReadOnlyFs* fs, fuse_ino_t ino) {
   return &fs->files()[ino - 2];
 }
 
+// True when the file takes writes (read-write mode and marked writable).
+bool Writable(ReadOnlyFs* fs, const File& f) { return fs->options().read_write && f.writable; }
+
+// The piece size requests are split into (see File::io_size).
+uint32_t IoSize(const File& f) { return f.io_size != 0 ? f.io_size : f.volume->BlockSize(); }
+
+// What a change to the directory (or to xattrs) gets: the tree is fixed.
+int FixedTreeErrno(ReadOnlyFs* fs) { return fs->options().read_write ? EPERM : EROFS; }
+
+unsigned long long U(uint64_t v) { return static_cast<unsigned long long>(v); }
+
 struct stat AttrOf(ReadOnlyFs* fs, fuse_ino_t ino) {
   struct stat st = {};
   const FsOptions& o = fs->options();
@@ -75,7 +87,7 @@ struct stat AttrOf(ReadOnlyFs* fs, fuse_ino_t ino) {
     return st;
   }
   const File* f = FileOf(fs, ino);
-  st.st_mode = S_IFREG | 0444;
+  st.st_mode = S_IFREG | (Writable(fs, *f) ? 0644 : 0444);
   st.st_nlink = 1;
   st.st_size = static_cast<off_t>(f->volume->Size());
   st.st_blksize = f->volume->BlockSize();
@@ -88,7 +100,14 @@ void OpInit(void* userdata, struct fuse_conn_info* conn) {
   conn->max_read = kMaxRead;  // must match the max_read mount option
   conn->max_readahead = std::min(conn->max_readahead, kMaxRead);
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
-  static_cast<ReadOnlyFs*>(userdata)->NotifyReady();
+  auto* fs = static_cast<ReadOnlyFs*>(userdata);
+  if (fs->options().read_write) {
+    // Write-through: every write(2) reaches us before it returns, so a later
+    // fsync/flush covers it (no kernel write-back cache).
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    conn->max_write = kMaxWrite;
+  }
+  fs->NotifyReady();
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -167,15 +186,29 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
 void OpReleasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  if (FileOf(Fs(req), ino) == nullptr) {
+  ReadOnlyFs* fs = Fs(req);
+  const File* f = FileOf(fs, ino);
+  if (f == nullptr) {
     fuse_reply_err(req, ino == kRootIno ? EISDIR : ENOENT);
     return;
   }
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-    fuse_reply_err(req, EROFS);
-    return;
+    if (!fs->options().read_write) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    if (!f->writable) {
+      fuse_reply_err(req, EACCES);  // memory stays read-only
+      return;
+    }
+    if ((fi->flags & O_TRUNC) && f->volume->Size() != 0) {
+      fuse_reply_err(req, EPERM);  // the size is fixed
+      return;
+    }
   }
-  fi->keep_cache = 1;  // a snapshot never changes under the page cache
+  // The contents change only through this mount (writes go through the page
+  // cache), so the cache stays valid in read-write mode too.
+  fi->keep_cache = 1;
   fuse_reply_open(req, fi);
 }
 
@@ -205,7 +238,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     return;
   }
   io::Volume* volume = f->volume.get();
-  Status st = fs->pool().ForEachPiece(offset, len, volume->BlockSize(),
+  Status st = fs->pool().ForEachPiece(offset, len, IoSize(*f),
                                       [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
                                         return volume->Read(piece_off, buf.get() + pos, piece_len);
                                       });
@@ -219,8 +252,81 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   fuse_reply_buf(req, buf.get(), len);
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
-void OpFlush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+             struct fuse_file_info*) {
+  ReadOnlyFs* fs = Fs(req);
+  if (!fs->options().read_write) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  const File* f = FileOf(fs, ino);
+  if (f == nullptr || !f->writable) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  if (off < 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  if (size == 0) {
+    fuse_reply_write(req, 0);
+    return;
+  }
+  const uint64_t offset = static_cast<uint64_t>(off);
+  io::Volume* volume = f->volume.get();
+  // Checked as a whole first: a write that ends past the end writes nothing.
+  if (!base::RangeWithin<uint64_t>(offset, size, volume->Size())) {
+    HEXZ_LOG_DEBUG("write of %zu bytes at offset %llu to %s ends past its end (%llu bytes)", size,
+                   U(offset), f->name.c_str(), U(volume->Size()));
+    fuse_reply_err(req, ENOSPC);
+    return;
+  }
+  HEXZ_LOG_DEBUG("write %s offset %llu size %zu", f->name.c_str(), U(offset), size);
+  Status st = fs->pool().ForEachPiece(offset, size, IoSize(*f),
+                                      [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
+                                        return volume->Write(piece_off, data + pos, piece_len,
+                                                             /*fua=*/false);
+                                      });
+  if (!st.ok()) {
+    HEXZ_LOG_ERROR("write of %s at offset %llu, %zu bytes: %s", f->name.c_str(), U(offset), size,
+                   st.ToString().c_str());
+    fuse_reply_err(req, st.ToErrno());
+    return;
+  }
+  fuse_reply_write(req, size);
+}
+
+// fsync, flush and release of a writable file make every acknowledged write
+// durable (Volume::Flush) and report a failure to the caller.
+void FlushFile(fuse_req_t req, fuse_ino_t ino, const char* what) {
+  ReadOnlyFs* fs = Fs(req);
+  const File* f = FileOf(fs, ino);
+  if (f == nullptr || !Writable(fs, *f)) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  Status st = f->volume->Flush();
+  if (!st.ok()) {
+    HEXZ_LOG_ERROR("%s of %s: %s", what, f->name.c_str(), st.ToString().c_str());
+    fuse_reply_err(req, st.ToErrno());
+    return;
+  }
+  fuse_reply_err(req, 0);
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, struct fuse_file_info*) {
+  FlushFile(req, ino, "fsync");
+}
+void OpFlush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
+  FlushFile(req, ino, "flush");
+}
+void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  FlushFile(req, ino, "release");
+}
 
 void OpStatfs(fuse_req_t req, fuse_ino_t) {
   ReadOnlyFs* fs = Fs(req);
@@ -233,34 +339,122 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   sv.f_files = sv.f_ffree = 0;
   sv.f_files = 1 + fs->files().size();
   sv.f_namemax = 255;
-  sv.f_flag = ST_RDONLY;
+  sv.f_flag = fs->options().read_write ? 0 : ST_RDONLY;
   fuse_reply_statfs(req, &sv);
 }
 
-// Every modifying operation.
-void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, struct fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+// Attribute changes: EROFS in read-only mode. In read-write mode only a
+// truncate to the current size passes (it changes nothing); another size,
+// and mode, owner or time changes, get EPERM.
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+               struct fuse_file_info*) {
+  ReadOnlyFs* fs = Fs(req);
+  if (!fs->options().read_write) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  const File* f = FileOf(fs, ino);
+  if (f == nullptr) {
+    fuse_reply_err(req, ino == kRootIno ? EPERM : ENOENT);
+    return;
+  }
+  constexpr int kFixed = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                         FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                         FUSE_SET_ATTR_MTIME_NOW;
+  if ((to_set & kFixed) != 0) {
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  if ((to_set & FUSE_SET_ATTR_SIZE) &&
+      (attr->st_size < 0 || static_cast<uint64_t>(attr->st_size) != f->volume->Size())) {
+    HEXZ_LOG_DEBUG("truncate of %s to %lld bytes refused: its size is fixed", f->name.c_str(),
+                   static_cast<long long>(attr->st_size));
+    fuse_reply_err(req, EPERM);
+    return;
+  }
+  struct stat st = AttrOf(fs, ino);
+  fuse_reply_attr(req, &st, kTimeout);
 }
-void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
-void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
-void OpUnlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+
+// Changes to the directory: EROFS, or EPERM in read-write mode.
+void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
+}
+void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
+}
+void OpUnlink(fuse_req_t req, fuse_ino_t, const char*) {
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
+}
+void OpSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
+}
 void OpRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
-  fuse_reply_err(req, EROFS);
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
 }
-void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void OpWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, struct fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+void OpLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
 }
 void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+  fuse_reply_err(req, FixedTreeErrno(Fs(req)));
 }
+// Extended attributes: none, and none can be set.
 void OpSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
-  fuse_reply_err(req, EROFS);
+  fuse_reply_err(req, Fs(req)->options().read_write ? ENOTSUP : EROFS);
 }
-void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void OpFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
+  fuse_reply_err(req, Fs(req)->options().read_write ? ENOTSUP : EROFS);
+}
+
+// Read-write mode: PUNCH_HOLE and ZERO_RANGE make the range read as zeros
+// (Volume::WriteZeroes); the size cannot grow (ENOSPC without KEEP_SIZE) and
+// space cannot be reserved in an overlay (plain allocation: EOPNOTSUPP).
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                 struct fuse_file_info*) {
+  ReadOnlyFs* fs = Fs(req);
+  if (!fs->options().read_write) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  const File* f = FileOf(fs, ino);
+  if (f == nullptr || !f->writable) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  if (off < 0 || len <= 0) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) != 0) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  const uint64_t size = f->volume->Size();
+  uint64_t offset = static_cast<uint64_t>(off);
+  uint64_t length = static_cast<uint64_t>(len);
+  if (!base::RangeWithin(offset, length, size)) {
+    if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+      fuse_reply_err(req, ENOSPC);  // the size is fixed
+      return;
+    }
+    if (offset >= size) {
+      fuse_reply_err(req, 0);  // nothing of the file is in the range
+      return;
+    }
+    length = size - offset;
+  }
+  if (!(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  Status st = f->volume->WriteZeroes(offset, length, /*fua=*/false);
+  if (!st.ok()) {
+    HEXZ_LOG_ERROR("zeroing %llu bytes of %s at offset %llu: %s", U(length), f->name.c_str(),
+                   U(offset), st.ToString().c_str());
+    fuse_reply_err(req, st.ToErrno());
+    return;
+  }
+  fuse_reply_err(req, 0);
 }
 
 const struct fuse_lowlevel_ops kOps = [] {
@@ -280,6 +474,7 @@ const struct fuse_lowlevel_ops kOps = [] {
   ops.read = OpRead;
   ops.write = OpWrite;
   ops.flush = OpFlush;
+  ops.fsync = OpFsync;
   ops.release = OpRelease;
   ops.opendir = OpOpendir;
   ops.readdir = OpReaddir;
@@ -408,7 +603,8 @@ void ReadOnlyFs::NotifyReady() {
 
 Status ReadOnlyFs::Mount(const std::string& mountpoint) {
   fuse_set_log_func(FuseLog);
-  std::string opts = "ro,default_permissions,fsname=" + options_.fsname +
+  std::string opts = std::string(options_.read_write ? "rw" : "ro") +
+                     ",default_permissions,fsname=" + options_.fsname +
                      ",subtype=hexz,max_read=" + std::to_string(kMaxRead);
   if (options_.allow_root) opts += ",allow_root";
   if (options_.auto_unmount) opts += ",auto_unmount";
@@ -438,7 +634,12 @@ Status ReadOnlyFs::Serve() {
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_loop_cfg_set_max_threads(cfg, 16);
   fuse_loop_cfg_set_idle_threads(cfg, 4);
+  if (options_.exit_on_signals && fuse_set_signal_handlers(session_) != 0) {
+    fuse_loop_cfg_destroy(cfg);
+    return Status::Internal("installing the FUSE signal handlers failed");
+  }
   int rc = fuse_session_loop_mt(session_, cfg);
+  if (options_.exit_on_signals) fuse_remove_signal_handlers(session_);
   fuse_loop_cfg_destroy(cfg);
   if (rc < 0) return Status::FromErrno(-rc, "FUSE session loop");
   return Status::Ok();

@@ -1,6 +1,7 @@
 // ReadOnlyFs: a libfuse low-level filesystem that shows a few Volumes as
-// regular files in one flat, read-only directory (hexz-fused shows `disk`
-// and, when present, `memory`).
+// regular files in one flat directory (hexz-fused shows `disk` and, when
+// present, `memory`). Read-only by default; with FsOptions::read_write the
+// files marked `writable` (the disk of a --rw mount) take writes.
 //
 // Life cycle: construct with the files and options, Mount() (creates the
 // session and mounts; this is the last step that needs to open anything),
@@ -12,7 +13,22 @@
 // Reads: a request is clamped to the file size and split at block boundaries;
 // a request spanning several blocks is read by up to `read_threads` threads at
 // once (the requesting thread plus a small pool), so decompression runs in
-// parallel. Every modifying operation answers EROFS.
+// parallel. In read-only mode every modifying operation answers EROFS.
+//
+// Read-write mode (FsOptions::read_write; mount option rw):
+//   - a writable file takes write (split like reads and run on the pool),
+//     fallocate PUNCH_HOLE / ZERO_RANGE (Volume::WriteZeroes); other
+//     fallocate modes get EOPNOTSUPP;
+//   - durability: fsync, flush (every close(2)) and release of a writable
+//     file call Volume::Flush() and report its error;
+//   - sizes are fixed: a write, or zeroing, that ends past the end fails as
+//     a whole with ENOSPC (the Volume says so); truncate to another size
+//     (also open with O_TRUNC) fails with EPERM; truncate to the same size
+//     succeeds and changes nothing;
+//   - mode, owner and times are fixed: chmod, chown and utimens fail with
+//     EPERM; the directory takes no new entries (EPERM);
+//   - a file that is not writable (memory) refuses open for writing with
+//     EACCES and shows mode 0444 (a writable one 0644).
 //
 // Ownership: owns the volumes, the session and the pool. Thread safety: the
 // libfuse callbacks run concurrently; the volumes must allow concurrent reads
@@ -41,6 +57,11 @@ namespace hexz::fuse {
 struct File {
   std::string name;
   std::unique_ptr<io::Volume> volume;
+  bool writable = false;  // takes writes when FsOptions::read_write
+  // Requests are split into pieces of this many bytes (a power of two) for
+  // the pool; 0 means volume->BlockSize(). The disk of a --rw mount uses the
+  // snapshot's block size, so one piece decompresses one snapshot block.
+  uint32_t io_size = 0;
 };
 
 struct FsOptions {
@@ -50,6 +71,10 @@ struct FsOptions {
   uint32_t read_threads = 4;   // parallel block reads per request (>= 1)
   bool allow_root = false;
   bool auto_unmount = false;
+  bool read_write = false;  // mount rw; files marked writable take writes
+  // Serve() returns on SIGTERM, SIGINT or SIGHUP (libfuse's handlers), so
+  // that the caller can flush before it exits.
+  bool exit_on_signals = false;
   std::string fsname = "hexz";
   std::function<void()> on_ready;
 };

@@ -28,6 +28,8 @@ Status SendWorkerConfig(int sock, const WorkerConfig& c) {
   for (const auto& n : c.chain_names) e.Str(n);
   e.U32(static_cast<uint32_t>(c.nbd_exports.size()));
   for (const auto& n : c.nbd_exports) e.Str(n);
+  e.Str(c.overlay_name);
+  e.Bool(c.overlay_ephemeral);
 
   std::vector<int> fds;
   std::vector<FdRole> roles;
@@ -91,6 +93,8 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
     HEXZ_ASSIGN_OR_RETURN(std::string n, d.Str(256));
     c.nbd_exports.push_back(std::move(n));
   }
+  HEXZ_ASSIGN_OR_RETURN(c.overlay_name, d.Str(kMaxPathLength));
+  HEXZ_ASSIGN_OR_RETURN(c.overlay_ephemeral, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(uint32_t role_count, d.U32());
   HEXZ_RETURN_IF_ERROR(Check(role_count == m.fds.size(), "announces " + std::to_string(role_count) +
                                                              " descriptors, got " +
@@ -125,6 +129,8 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   HEXZ_RETURN_IF_ERROR(Check(c.read_write == static_cast<bool>(c.overlay_data_fd) &&
                                  c.read_write == static_cast<bool>(c.overlay_meta_fd),
                              "overlay descriptors do not match the rw flag"));
+  HEXZ_RETURN_IF_ERROR(Check(c.read_write || (c.overlay_name.empty() && !c.overlay_ephemeral),
+                             "overlay settings without the rw flag"));
   HEXZ_RETURN_IF_ERROR(
       Check((c.mode == WorkerMode::kNbdServe) == static_cast<bool>(c.nbd_listen_fd),
             "listening socket does not match the mode"));

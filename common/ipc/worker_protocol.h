@@ -56,7 +56,11 @@ struct WorkerConfig {
   uint32_t read_threads = 4;             // parallel block reads per large request
   std::vector<std::string> chain_names;  // names of the chain fds, for messages
   std::vector<std::string> nbd_exports;  // serve mode export names
-  std::vector<UniqueFd> chain_fds;       // filled from the message's descriptors
+  // With read_write: the overlay's name for messages (its path, or
+  // "(ephemeral overlay)"), and whether it is ephemeral (no fdatasync).
+  std::string overlay_name;
+  bool overlay_ephemeral = false;
+  std::vector<UniqueFd> chain_fds;  // filled from the message's descriptors
   UniqueFd overlay_data_fd;
   UniqueFd overlay_meta_fd;
   UniqueFd nbd_listen_fd;

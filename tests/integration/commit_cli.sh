@@ -76,13 +76,14 @@ pass "usage errors exit 2"
 
 # A read-write user holds the overlay: commit and a second writer are refused.
 coproc HOLDER { "$TOOL" base.st o.ovl --hold; }
+holder_pid=$HOLDER_PID   # bash unsets HOLDER_PID as soon as the coproc exits
 read -r line <&"${HOLDER[0]}" || fail "holder did not start"
 [[ $line == ready ]] || fail "holder: $line"
 expect_fail_msg "overlay o.ovl is in use by a read-write mount \(locked\); unmount it first" \
   "$HEXZ" commit --base base.st --overlay o.ovl --output y.st
 expect_fail_msg "overlay o.ovl is in use by another read-write mount \(locked\)" "$TOOL" base.st o.ovl
 eval "exec ${HOLDER[1]}>&-"
-wait "$HOLDER_PID" || fail "holder failed"
+wait "$holder_pid" || fail "holder failed"
 pass "locked overlay refused"
 
 # --remove-overlay: the overlay goes only once the output is written.

@@ -211,6 +211,47 @@ TEST(WorkerProtocolTest, ConfigRoundTrip) {
   EXPECT_EQ(byte, 0);
 }
 
+TEST(WorkerProtocolTest, ReadWriteConfigCarriesTheOverlay) {
+  Pair p = MakePair();
+  WorkerConfig c;
+  c.mountpoint = "/mnt/x";
+  c.read_write = true;
+  c.overlay_name = "work.ovl";
+  c.overlay_ephemeral = true;
+  c.chain_names = {"a.st"};
+  c.chain_fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  c.overlay_data_fd = UniqueFd(::open("/dev/zero", O_RDONLY | O_CLOEXEC));
+  c.overlay_meta_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(SendWorkerConfig(p.a.get(), c).ok());
+  auto m = Receive(p.b.get(), {kWorkerConfig});
+  ASSERT_TRUE(m.ok());
+  auto got = DecodeWorkerConfig(std::move(*m));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->read_write);
+  EXPECT_EQ(got->overlay_name, "work.ovl");
+  EXPECT_TRUE(got->overlay_ephemeral);
+  ASSERT_TRUE(got->overlay_data_fd.valid());
+  ASSERT_TRUE(got->overlay_meta_fd.valid());
+  char byte = 1;
+  ASSERT_EQ(read(got->overlay_data_fd.get(), &byte, 1), 1);  // /dev/zero
+  EXPECT_EQ(byte, 0);
+}
+
+TEST(WorkerProtocolTest, OverlaySettingsWithoutRwAreRejected) {
+  Pair p = MakePair();
+  WorkerConfig c;
+  c.mountpoint = "/mnt/x";
+  c.overlay_name = "work.ovl";
+  c.chain_names = {"a.st"};
+  c.chain_fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(SendWorkerConfig(p.a.get(), c).ok());
+  auto m = Receive(p.b.get(), {kWorkerConfig});
+  ASSERT_TRUE(m.ok());
+  auto got = DecodeWorkerConfig(std::move(*m));
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("without the rw flag"), std::string::npos);
+}
+
 TEST(WorkerProtocolTest, ConfigWithoutItsDescriptorsIsRejected) {
   Pair p = MakePair();
   WorkerConfig c;

@@ -1,0 +1,278 @@
+// ReadOnlyFs in read-write mode over an in-memory writable volume, mounted
+// for real when the test can (root and /dev/fuse): writes reach the volume,
+// fsync and close flush it (and report its errors), sizes and metadata are
+// fixed (EPERM), writes past the end get ENOSPC and change nothing, memory
+// stays read-only (EACCES), fallocate punches holes.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "common/base/checked_math.h"
+#include "common/fuse/mounts.h"
+#include "common/fuse/read_only_fs.h"
+
+namespace hexz::fuse {
+namespace {
+
+using base::Status;
+
+class MemRwVolume : public io::Volume {
+ public:
+  explicit MemRwVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  uint64_t Size() const override { return bytes_.size(); }
+  uint32_t BlockSize() const override { return 4096; }
+  bool Writable() const override { return true; }
+  Status Read(uint64_t offset, void* buf, size_t len) override {
+    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
+      return Status::OutOfRange("read beyond the end");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    std::memcpy(buf, bytes_.data() + offset, len);
+    return Status::Ok();
+  }
+  Status Write(uint64_t offset, const void* buf, size_t len, bool) override {
+    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
+      return Status(base::Code::kNoSpace, "write past the end", ENOSPC);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    std::memcpy(bytes_.data() + offset, buf, len);
+    ++writes_;
+    return Status::Ok();
+  }
+  Status WriteZeroes(uint64_t offset, uint64_t len, bool) override {
+    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
+      return Status(base::Code::kNoSpace, "zeroes past the end", ENOSPC);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    std::memset(bytes_.data() + offset, 0, len);
+    return Status::Ok();
+  }
+  Status Flush() override {
+    ++flushes_;
+    if (fail_flush_) return Status::FromErrno(EIO, "overlay: fdatasync");
+    return Status::Ok();
+  }
+  std::vector<uint8_t> Snapshot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return bytes_;
+  }
+
+  std::atomic<int> writes_{0};
+  std::atomic<int> flushes_{0};
+  std::atomic<bool> fail_flush_{false};
+
+ private:
+  std::mutex mu_;
+  std::vector<uint8_t> bytes_;
+};
+
+class MemRoVolume : public io::Volume {
+ public:
+  explicit MemRoVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  uint64_t Size() const override { return bytes_.size(); }
+  uint32_t BlockSize() const override { return 4096; }
+  Status Read(uint64_t offset, void* buf, size_t len) override {
+    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
+      return Status::OutOfRange("read beyond the end");
+    }
+    std::memcpy(buf, bytes_.data() + offset, len);
+    return Status::Ok();
+  }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+class ReadWriteFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "mounting in a unit test needs root";
+    if (!CheckFuseDevice().ok()) GTEST_SKIP() << "/dev/fuse is not usable";
+    char tmpl[] = "/tmp/hexz-fuse-rw-test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    disk_ = RandomBytes(2 * 1024 * 1024 + 1000, 1);
+    memory_ = RandomBytes(100000, 2);
+    auto disk = std::make_unique<MemRwVolume>(disk_);
+    volume_ = disk.get();
+    std::vector<File> files;
+    File d{"disk", std::move(disk)};
+    d.writable = true;
+    d.io_size = 65536;
+    files.push_back(std::move(d));
+    files.push_back(File{"memory", std::make_unique<MemRoVolume>(memory_)});
+    FsOptions opts;
+    opts.read_write = true;
+    fs_ = std::make_unique<ReadOnlyFs>(std::move(files), opts);
+    Status st = fs_->Mount(dir_);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    loop_ = std::thread([this] { served_ = fs_->Serve(); });
+  }
+  void TearDown() override {
+    if (fs_ == nullptr) return;
+    umount2(dir_.c_str(), MNT_DETACH);
+    if (loop_.joinable()) loop_.join();
+    fs_.reset();
+    rmdir(dir_.c_str());
+  }
+  std::string Path(const char* name) { return dir_ + "/" + name; }
+
+  std::string dir_;
+  std::vector<uint8_t> disk_, memory_;
+  MemRwVolume* volume_ = nullptr;
+  std::unique_ptr<ReadOnlyFs> fs_;
+  std::thread loop_;
+  Status served_;
+};
+
+TEST_F(ReadWriteFsTest, ModesAndStatfsShowAWritableDisk) {
+  struct stat st;
+  ASSERT_EQ(stat(Path("disk").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  EXPECT_EQ(static_cast<size_t>(st.st_size), disk_.size());
+  ASSERT_EQ(stat(Path("memory").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  struct statvfs sv;
+  ASSERT_EQ(statvfs(dir_.c_str(), &sv), 0);
+  EXPECT_FALSE(sv.f_flag & ST_RDONLY);
+}
+
+TEST_F(ReadWriteFsTest, WritesReadBackAndReachTheVolume) {
+  int fd = ::open(Path("disk").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  std::vector<uint8_t> data = RandomBytes(300000, 3);  // spans several io_size pieces
+  ASSERT_EQ(pwrite(fd, data.data(), data.size(), 65530), static_cast<ssize_t>(data.size()));
+  std::vector<uint8_t> back(data.size());
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 65530), static_cast<ssize_t>(back.size()));
+  EXPECT_EQ(back, data);
+  std::memcpy(disk_.data() + 65530, data.data(), data.size());
+  EXPECT_EQ(volume_->Snapshot(), disk_);
+  // The last bytes of the disk.
+  ASSERT_EQ(pwrite(fd, "xyz", 3, static_cast<off_t>(disk_.size() - 3)), 3);
+  close(fd);
+  std::memcpy(disk_.data() + disk_.size() - 3, "xyz", 3);
+  EXPECT_EQ(volume_->Snapshot(), disk_);
+}
+
+TEST_F(ReadWriteFsTest, FsyncAndCloseFlushAndReportErrors) {
+  int fd = ::open(Path("disk").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, "abc", 3, 0), 3);
+  int before = volume_->flushes_.load();
+  ASSERT_EQ(fsync(fd), 0);
+  EXPECT_GT(volume_->flushes_.load(), before);
+  before = volume_->flushes_.load();
+  ASSERT_EQ(fdatasync(fd), 0);
+  EXPECT_GT(volume_->flushes_.load(), before);
+  volume_->fail_flush_ = true;
+  errno = 0;
+  EXPECT_NE(fsync(fd), 0);
+  EXPECT_EQ(errno, EIO);
+  before = volume_->flushes_.load();
+  errno = 0;
+  EXPECT_NE(close(fd), 0);  // flush on close reports the error too
+  EXPECT_EQ(errno, EIO);
+  EXPECT_GT(volume_->flushes_.load(), before);
+  volume_->fail_flush_ = false;
+}
+
+TEST_F(ReadWriteFsTest, WritePastTheEndFailsWholeWithEnospc) {
+  int fd = ::open(Path("disk").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  int writes = volume_->writes_.load();
+  std::vector<uint8_t> data(10000, 0x5a);
+  errno = 0;
+  EXPECT_LT(pwrite(fd, data.data(), data.size(), static_cast<off_t>(disk_.size() - 100)), 0);
+  EXPECT_EQ(errno, ENOSPC);
+  errno = 0;
+  EXPECT_LT(pwrite(fd, data.data(), 1, static_cast<off_t>(disk_.size())), 0);
+  EXPECT_EQ(errno, ENOSPC);
+  close(fd);
+  EXPECT_EQ(volume_->writes_.load(), writes);
+  EXPECT_EQ(volume_->Snapshot(), disk_);
+  struct stat st;
+  ASSERT_EQ(stat(Path("disk").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<size_t>(st.st_size), disk_.size());
+}
+
+TEST_F(ReadWriteFsTest, SizeAndMetadataAreFixed) {
+  errno = 0;
+  EXPECT_NE(truncate(Path("disk").c_str(), 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_NE(truncate(Path("disk").c_str(), static_cast<off_t>(disk_.size() + 4096)), 0);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(truncate(Path("disk").c_str(), static_cast<off_t>(disk_.size())), 0);
+  errno = 0;
+  EXPECT_LT(::open(Path("disk").c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_NE(chmod(Path("disk").c_str(), 0600), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_NE(chown(Path("disk").c_str(), 1, 1), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_NE(utimensat(AT_FDCWD, Path("disk").c_str(), nullptr, 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_LT(::open(Path("new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), 0);
+  EXPECT_EQ(errno, EPERM);
+  errno = 0;
+  EXPECT_NE(unlink(Path("disk").c_str()), 0);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(volume_->Snapshot(), disk_);
+}
+
+TEST_F(ReadWriteFsTest, MemoryStaysReadOnly) {
+  errno = 0;
+  EXPECT_LT(::open(Path("memory").c_str(), O_WRONLY | O_CLOEXEC), 0);
+  EXPECT_EQ(errno, EACCES);
+  errno = 0;
+  EXPECT_LT(::open(Path("memory").c_str(), O_RDWR | O_CLOEXEC), 0);
+  EXPECT_EQ(errno, EACCES);
+  int fd = ::open(Path("memory").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> back(memory_.size());
+  EXPECT_EQ(pread(fd, back.data(), back.size(), 0), static_cast<ssize_t>(back.size()));
+  EXPECT_EQ(back, memory_);
+  close(fd);
+}
+
+TEST_F(ReadWriteFsTest, FallocatePunchHoleZeroesAndAllocationIsRefused) {
+  int fd = ::open(Path("disk").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5000, 20000), 0)
+      << std::strerror(errno);
+  std::memset(disk_.data() + 5000, 0, 20000);
+  EXPECT_EQ(volume_->Snapshot(), disk_);
+  std::vector<uint8_t> back(20000, 1);
+  ASSERT_EQ(pread(fd, back.data(), back.size(), 5000), 20000);
+  EXPECT_EQ(back, std::vector<uint8_t>(20000, 0));
+  errno = 0;
+  EXPECT_NE(fallocate(fd, 0, 0, 4096), 0);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  errno = 0;
+  EXPECT_NE(fallocate(fd, 0, static_cast<off_t>(disk_.size()), 4096), 0);
+  EXPECT_EQ(errno, ENOSPC);
+  close(fd);
+}
+
+}  // namespace
+}  // namespace hexz::fuse
