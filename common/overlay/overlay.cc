@@ -3,7 +3,7 @@
 // Goal. After Flush() returns OK, every block write acknowledged before it
 // survives a SIGKILL of the worker and a power cut. A crash at any instant
 // leaves an overlay that opens, and every 4 KiB block then reads either its
-// old or its new content. OVERLAY_FORMAT.md has the byte layout.
+// old or its new content. FORMAT.md (overlay part) has the byte layout.
 //
 // 1. Never overwrite what the durable state references. The durable state is
 //    "the map the meta log replays to". A block write goes to a slot of the

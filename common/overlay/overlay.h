@@ -4,7 +4,7 @@
 // block contents, and the meta file (PATH.meta), which holds a checksummed,
 // append-only log that maps disk blocks to slots (or to "zero"). Both record
 // the id of the base snapshot and the disk size; opening against another base
-// is refused. The byte layout is specified in OVERLAY_FORMAT.md; the
+// is refused. The byte layout is specified in FORMAT.md (overlay part); the
 // durability design is described at the top of overlay.cc.
 //
 // The overlay only stores blocks; merging them with the base snapshot (and the

@@ -1,5 +1,5 @@
 // The byte layout of overlay files (format version 1), as specified in
-// OVERLAY_FORMAT.md. Offsets and sizes only; the code that reads and writes
+// FORMAT.md (overlay part). Offsets and sizes only; the code that reads and writes
 // them is overlay.cc. Header-only constants; thread-safe.
 #pragma once
 
