@@ -28,6 +28,7 @@
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
 #include "hexz/commands.h"
+#include "hexz/nbd_mount.h"
 
 namespace hexz::cli {
 
@@ -225,6 +226,10 @@ void CleanUpMount(const std::string& canonical) {
 }
 
 int RunMount(const MountArgs& a) {
+  if (a.nbd) {
+    return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.cache_size, a.daemon,
+                        a.uid.has_value() || a.gid.has_value(), a.verbose});
+  }
   const char* reserved = a.rw                    ? "--rw"
                          : !a.overlay.empty()    ? "--overlay"
                          : !a.cache_size.empty() ? "--cache-size"
@@ -410,7 +415,8 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--cache-size", args->cache_size,
                   "Shared decompressed-block cache, e.g. 256M (not available yet)");
   cmd->add_flag("--nbd", args->nbd,
-                "Attach as /dev/nbdN and mount its filesystem (not available yet)");
+                "Attach the disk as /dev/nbdN and mount its filesystem (needs the setuid "
+                "hexz-nbd-helper and kernel NBD)");
   cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 

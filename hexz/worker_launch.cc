@@ -125,7 +125,8 @@ Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::Worker
   if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    if (dup2(theirs.get(), 3) < 0 || dup2(devnull.get(), 0) < 0 || dup2(devnull.get(), 1) < 0 ||
+    if ((theirs.get() == 3 ? fcntl(3, F_SETFD, 0) : dup2(theirs.get(), 3)) < 0 ||
+        dup2(devnull.get(), 0) < 0 || dup2(devnull.get(), 1) < 0 ||
         (log_fd >= 0 && dup2(log_fd, 2) < 0)) {
       _exit(127);
     }
