@@ -87,3 +87,4 @@ pass "hostile clients (garbage, truncated handshake, cut-off requests); the serv
 
 stop_hexz_serve
 pass "SIGTERM: clean stop, no worker and no socket left"
+! grep -h 'refused syscall' "$T"/*.log || fail "the sandbox refused a system call (see above)"

@@ -47,3 +47,4 @@ sys.stdout.buffer.write(d)
 PY
 cmp "$T/expect.img" "$T/new.img" || fail "the committed snapshot does not hold exactly the writes"
 pass "hexz commit of the overlay contains the writes, nothing else changed"
+! grep -h 'refused syscall' "$T"/*.log || fail "the sandbox refused a system call (see above)"

@@ -105,6 +105,10 @@ kill -TERM $fe
 wait_fe $fe || bad "hexz mount exit $? on SIGTERM: $(cat /tmp/new.log)"
 no_device_connected && ok "no /dev/nbdN left connected at the end" || bad "a device is still connected"
 
+# A -DHEXZ_SECCOMP_DEBUG build logs refused system calls instead of dying.
+if grep -h 'refused syscall' /tmp/ro.log /tmp/rw.log /tmp/new.log; then bad "the sandbox refused a system call"
+else ok "no refused system call in the front-end and worker logs"; fi
+
 # Hand the committed snapshot to the host: size in the first 4 KiB, data after.
 size=$(stat -c %s /home/u1/new.st)
 dev=/dev/vda
