@@ -6,7 +6,8 @@
 # read back with matching checksums, the serving worker is sandboxed, Ctrl+C
 # tears down; with --rw --overlay a file is written and synced, `hexz
 # unmount` ends the mount, `hexz commit` makes a new snapshot and a second
-# --nbd mount of it shows the file; no /dev/nbdN is left connected. The new
+# --nbd mount of it shows the file; a killed server makes hexz mount detach
+# and fail; no /dev/nbdN is left connected. The new
 # snapshot is also checked on the host (hexz cat + debugfs).
 # See tests/qemu/guest_mount_nbd.sh.
 source "$(dirname "$0")/lib.sh"

@@ -105,6 +105,17 @@ kill -TERM $fe
 wait_fe $fe || bad "hexz mount exit $? on SIGTERM: $(cat /tmp/new.log)"
 no_device_connected && ok "no /dev/nbdN left connected at the end" || bad "a device is still connected"
 
+# --- the server dies while mounted: hexz mount detaches and fails ------------
+$U1_EXEC $HEXZ mount /hexz/snap.st $M --nbd >/tmp/die.log 2>&1 &
+fe=$!
+wait_mounted /tmp/die.log $fe || die "hexz mount --nbd did not mount: $(cat /tmp/die.log)"
+wpid=$(grep -o 'NBD server pid [0-9]*' /tmp/die.log | awk '{print $4}')
+kill -KILL "$wpid"
+wait_fe $fe && bad "hexz mount exited 0 after its server was killed" ||
+  ok "server killed: hexz mount exits non-zero: $(tail -n1 /tmp/die.log)"
+mount_line $M >/dev/null && bad "$M still mounted after the server died"
+no_device_connected && ok "no /dev/nbdN left connected after the server died" || bad "a device is still connected"
+
 # A -DHEXZ_SECCOMP_DEBUG build logs refused system calls instead of dying.
 if grep -h 'refused syscall' /tmp/ro.log /tmp/rw.log /tmp/new.log; then bad "the sandbox refused a system call"
 else ok "no refused system call in the front-end and worker logs"; fi
