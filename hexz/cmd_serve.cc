@@ -172,6 +172,11 @@ Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
   Endpoint e;
   if (!a.socket.empty()) {
     e.socket_path = a.socket;
+    if (e.socket_path[0] != '/') {  // the printed URI must work from any directory
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+      e.socket_path = std::string(cwd) + "/" + e.socket_path;
+    }
   } else {
     HEXZ_ASSIGN_OR_RETURN(std::string dir, PrivateRuntimeDir("the NBD socket"));
     std::string tmpl = dir + "/serve-XXXXXX";
