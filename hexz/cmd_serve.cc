@@ -29,7 +29,6 @@
 #include "common/base/size.h"
 #include "common/format/snapshot.h"
 #include "common/ipc/worker_protocol.h"
-#include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
 #include "hexz/worker_launch.h"
 
@@ -240,17 +239,9 @@ int RunServe(const ServeArgs& a) {
   config.log_level =
       static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
   if (a.rw) {
-    auto files = overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kExclusive, true);
-    if (!files.ok()) return Fail(files.status());
-    files->names.base = a.snapshot;
-    if (Status st = overlay::ValidateOverlayFiles(*files, (*snapshot)->id(),
-                                                  (*snapshot)->StreamSize(format::StreamId::kDisk));
-        !st.ok()) {
+    if (Status st = AttachOverlay(a.overlay, a.snapshot, **snapshot, &config); !st.ok()) {
       return Fail(st);
     }
-    config.read_write = true;
-    config.overlay_data_fd = std::move(files->data);
-    config.overlay_meta_fd = std::move(files->meta);
   }
   auto fds = (*snapshot)->DupChainFds();
   if (!fds.ok()) return Fail(fds.status());

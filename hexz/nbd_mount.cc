@@ -25,7 +25,6 @@
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/nbd/client.h"
-#include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
 #include "hexz/worker_launch.h"
 
@@ -198,15 +197,9 @@ int RunNbdMount(const NbdMountArgs& a) {
   config.log_level =
       static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
   if (a.rw) {
-    auto files = overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kExclusive, true);
-    if (!files.ok()) return Fail(files.status());
-    files->names.base = a.snapshot;
-    if (Status st = overlay::ValidateOverlayFiles(*files, snapshot->id(), disk_size); !st.ok()) {
+    if (Status st = AttachOverlay(a.overlay, a.snapshot, *snapshot, &config); !st.ok()) {
       return Fail(st);
     }
-    config.read_write = true;
-    config.overlay_data_fd = std::move(files->data);
-    config.overlay_meta_fd = std::move(files->meta);
   }
   auto fds = snapshot->DupChainFds();
   if (!fds.ok()) return Fail(fds.status());

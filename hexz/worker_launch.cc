@@ -15,6 +15,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/overlay/overlay_files.h"
+
 namespace hexz::cli {
 
 using base::Result;
@@ -162,6 +164,20 @@ Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd) {
   auto ready = ipc::ReceiveWorkerReply(worker.channel.get());
   if (!ready.ok()) ReapWorker(worker.pid, 5000);
   return ready;
+}
+
+Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
+                     const format::Snapshot& snapshot, ipc::WorkerConfig* config) {
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(path, overlay::LockMode::kExclusive,
+                                                  /*create=*/true));
+  files.names.base = snapshot_name;
+  HEXZ_RETURN_IF_ERROR(overlay::ValidateOverlayFiles(files, snapshot.id(),
+                                                     snapshot.StreamSize(format::StreamId::kDisk)));
+  config->read_write = true;
+  config->overlay_data_fd = std::move(files.data);
+  config->overlay_meta_fd = std::move(files.meta);
+  return Status::Ok();
 }
 
 int ReapWorker(pid_t pid, int ms) {

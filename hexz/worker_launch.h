@@ -14,6 +14,7 @@
 
 #include "common/base/fd.h"
 #include "common/base/status.h"
+#include "common/format/snapshot.h"
 #include "common/ipc/worker_protocol.h"
 
 namespace hexz::cli {
@@ -53,6 +54,12 @@ base::Result<WorkerProcess> LaunchWorker(const std::string& program,
 // other than SIGCHLD meanwhile kills and reaps the worker and returns
 // kCancelled. On an error reply the worker is reaped too.
 base::Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd);
+
+// Opens (creating when missing), locks exclusively and validates the overlay
+// at `path` against `snapshot`'s disk, as the user, and puts its two
+// descriptors into `config` (read_write set).
+base::Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
+                           const format::Snapshot& snapshot, ipc::WorkerConfig* config);
 
 // Waits up to `ms` for `pid` to exit, then SIGKILLs it. Returns the wait status.
 int ReapWorker(pid_t pid, int ms);
