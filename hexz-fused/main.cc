@@ -31,6 +31,7 @@
 #include "common/overlay/overlay_files.h"
 #include "common/overlay/overlay_volume.h"
 #include "common/sandbox/sandbox.h"
+#include "hexz-fused/serve.h"
 
 namespace hexz::fused {
 namespace {
@@ -212,9 +213,8 @@ int Main(int argc, char** argv) {
   if (chdir("/") != 0) HEXZ_LOG_WARN("chdir /: %s", std::strerror(errno));
 
   bool daemon = config->daemon;
-  Status st = config->mode == ipc::WorkerMode::kFuse
-                  ? ServeFuse(std::move(*config), *sock)
-                  : Status::Unsupported("NBD serving is not available yet");
+  Status st = config->mode == ipc::WorkerMode::kFuse ? ServeFuse(std::move(*config), *sock)
+                                                     : ServeNbd(std::move(*config), *sock);
   if (!st.ok()) {
     // In the foreground the front-end prints it (same terminal); a daemon's
     // log keeps it too.

@@ -33,6 +33,7 @@
 #include "common/ipc/worker_protocol.h"
 #include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
+#include "hexz/nbd_mount.h"
 
 namespace hexz::cli {
 
@@ -268,11 +269,9 @@ int RunMount(const MountArgs& a) {
                  a.overlay.c_str());
     return 2;
   }
-  const char* reserved = a.nbd ? "--nbd" : nullptr;
-  if (reserved != nullptr) {
-    std::fprintf(stderr, "hexz mount: %s is not available yet in hexz %s\n", reserved,
-                 HEXZ_VERSION);
-    return 1;
+  if (a.nbd) {
+    return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.cache_size, a.daemon,
+                        a.uid.has_value() || a.gid.has_value(), a.verbose});
   }
   if (!a.log_file.empty() && !a.daemon) {
     std::fprintf(stderr,
@@ -483,7 +482,8 @@ void AddMountCommand(CLI::App& parent, int* rc) {
       "Share a cache of decompressed blocks of this size with your other hexz workers (e.g. 256M, "
       "1G, 4G)");
   cmd->add_flag("--nbd", args->nbd,
-                "Attach as /dev/nbdN and mount its filesystem (not available yet)");
+                "Attach the disk as /dev/nbdN and mount its filesystem (needs the setuid "
+                "hexz-nbd-helper and kernel NBD)");
   cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 

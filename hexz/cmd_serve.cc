@@ -1,12 +1,370 @@
-// hexz serve
+// hexz serve: exports a snapshot over NBD through the sandboxed worker. The
+// front-end opens the snapshot chain (and the --rw overlay) as the user,
+// creates and binds the listening socket itself (a unix socket, mode 0600, by
+// default in a fresh private 0700 directory; or TCP with --listen), passes all
+// of it to hexz-fused in NBD mode and waits for "ready". In the foreground it
+// stays until SIGINT/SIGTERM/SIGHUP, then stops the worker (which flushes the
+// overlay) and removes the socket; with --daemon it returns once serving.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "common/base/fd.h"
+#include "common/base/log.h"
+#include "common/base/size.h"
+#include "common/format/snapshot.h"
+#include "common/ipc/worker_protocol.h"
 #include "hexz/commands.h"
+#include "hexz/worker_launch.h"
 
 namespace hexz::cli {
 
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+constexpr int kDefaultPort = 10809;
+
+struct ServeArgs {
+  std::string snapshot;
+  std::string socket;
+  std::string listen;
+  bool rw = false;
+  std::string overlay;
+  std::string cache_size;
+  bool daemon = false;
+  std::string log_file;
+  bool verbose = false;
+};
+
+struct Endpoint {
+  UniqueFd fd;
+  std::string uri;          // printed for the user (export "disk")
+  std::string socket_path;  // unix: removed when we stop
+  std::string private_dir;  // default socket: its directory, removed too
+};
+
+// A unix socket at `path`, mode 0600. An existing socket nobody listens on
+// (left by a killed server) is replaced; anything else there is an error.
+Result<UniqueFd> BindUnix(const std::string& path) {
+  struct sockaddr_un sa = {};
+  sa.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof sa.sun_path) {
+    return Status::InvalidArgument("socket path " + path + " is too long (at most " +
+                                   std::to_string(sizeof sa.sun_path - 1) + " bytes)");
+  }
+  std::memcpy(sa.sun_path, path.c_str(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Status::FromErrno(errno, "socket");
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::InvalidArgument("socket path " + path + " exists and is not a socket");
+    }
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+      return Status::Busy("socket " + path + " is in use by a running server");
+    }
+    if (errno != ECONNREFUSED) return Status::FromErrno(errno, "socket " + path);
+    if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "removing stale " + path);
+  }
+  mode_t old = ::umask(0177);
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) return Status::FromErrno(err, "binding " + path);
+  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 64) != 0) {
+    err = errno;
+    ::unlink(path.c_str());
+    return Status::FromErrno(err, "socket " + path);
+  }
+  return fd;
+}
+
+// HOST:PORT, [V6HOST]:PORT, HOST, :PORT or PORT; HOST defaults to 127.0.0.1
+// and PORT to 10809.
+Status SplitHostPort(const std::string& spec, std::string* host, std::string* port) {
+  *host = "127.0.0.1";
+  *port = std::to_string(kDefaultPort);
+  std::string h = spec, p;
+  if (!spec.empty() && spec[0] == '[') {
+    size_t close = spec.find(']');
+    if (close == std::string::npos) return Status::InvalidArgument("--listen " + spec + ": no ]");
+    h = spec.substr(1, close - 1);
+    std::string rest = spec.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return Status::InvalidArgument("--listen " + spec + ": expected :PORT");
+      p = rest.substr(1);
+    }
+  } else if (spec.find_first_not_of("0123456789") == std::string::npos) {
+    h.clear();
+    p = spec;
+  } else if (size_t colon = spec.rfind(':'); colon != std::string::npos) {
+    h = spec.substr(0, colon);
+    p = spec.substr(colon + 1);
+  }
+  if (!h.empty()) *host = h;
+  if (!p.empty()) {
+    char* end = nullptr;
+    long n = std::strtol(p.c_str(), &end, 10);
+    if (*end != '\0' || n < 1 || n > 65535) {
+      return Status::InvalidArgument("--listen " + spec + ": bad port '" + p + "'");
+    }
+    *port = p;
+  }
+  return Status::Ok();
+}
+
+Result<Endpoint> BindTcp(const std::string& spec) {
+  std::string host, port;
+  HEXZ_RETURN_IF_ERROR(SplitHostPort(spec, &host, &port));
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  struct addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    return Status::InvalidArgument("--listen " + spec + ": " + ::gai_strerror(rc));
+  }
+  std::unique_ptr<struct addrinfo, decltype(&::freeaddrinfo)> guard(res, ::freeaddrinfo);
+  Status last = Status::Unavailable("--listen " + spec + ": no address");
+  for (struct addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!fd) {
+      last = Status::FromErrno(errno, "socket");
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd.get(), 64) != 0) {
+      last = Status::FromErrno(errno, "listening on " + host + ":" + port);
+      continue;
+    }
+    Endpoint e;
+    e.fd = std::move(fd);
+    std::string shown = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    e.uri = "nbd://" + shown + ":" + port + "/disk";
+    return e;
+  }
+  return last;
+}
+
+Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
+  if (!a.listen.empty()) return BindTcp(a.listen);
+  Endpoint e;
+  if (!a.socket.empty()) {
+    e.socket_path = a.socket;
+    if (e.socket_path[0] != '/') {  // the printed URI must work from any directory
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+      e.socket_path = std::string(cwd) + "/" + e.socket_path;
+    }
+  } else {
+    HEXZ_ASSIGN_OR_RETURN(std::string dir, PrivateRuntimeDir("the NBD socket"));
+    std::string tmpl = dir + "/serve-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);
+    e.private_dir = tmpl;
+    e.socket_path = tmpl + "/nbd.sock";
+  }
+  auto fd = BindUnix(e.socket_path);
+  if (!fd.ok()) {
+    if (!e.private_dir.empty()) ::rmdir(e.private_dir.c_str());
+    return fd.status();
+  }
+  e.fd = std::move(*fd);
+  e.uri = "nbd+unix:///disk?socket=" + e.socket_path;
+  return e;
+}
+
+void RemoveEndpoint(const Endpoint& e) {
+  if (!e.socket_path.empty()) ::unlink(e.socket_path.c_str());
+  if (!e.private_dir.empty()) ::rmdir(e.private_dir.c_str());
+}
+
+int Usage(const char* msg) {
+  std::fprintf(stderr, "hexz serve: %s\n", msg);
+  return 2;
+}
+
+int RunServe(const ServeArgs& a) {
+  if (!a.socket.empty() && !a.listen.empty())
+    return Usage("--socket and --listen exclude each other");
+  if (!a.overlay.empty() && !a.rw) {
+    return Usage("--overlay goes with --rw (without --rw the export is read-only)");
+  }
+  if (a.rw && a.overlay.empty()) return Usage("--rw needs --overlay PATH (where writes go)");
+  if (!a.log_file.empty() && !a.daemon) {
+    return Usage("--log-file goes with --daemon (in the foreground the worker logs to stderr)");
+  }
+  if (!a.cache_size.empty()) {
+    auto size = base::ParseSize(a.cache_size);
+    if (!size.ok()) return Usage(("--cache-size: " + size.status().message()).c_str());
+    std::fprintf(stderr, "hexz serve: --cache-size is not available yet in hexz %s\n",
+                 HEXZ_VERSION);
+    return 1;
+  }
+
+  // 1. The snapshot chain and the overlay, opened and checked as the user.
+  auto snapshot = format::Snapshot::Open(a.snapshot);
+  if (!snapshot.ok()) {
+    Status st = snapshot.status();
+    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
+    return Fail(st);
+  }
+  if (!(*snapshot)->HasStream(format::StreamId::kDisk)) {
+    return Fail(Status::InvalidArgument(a.snapshot + " has no disk stream to serve"));
+  }
+  ipc::WorkerConfig config;
+  config.mode = ipc::WorkerMode::kNbdServe;
+  config.uid = getuid();
+  config.gid = getgid();
+  config.daemon = a.daemon;
+  config.log_level =
+      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
+  if (a.rw) {
+    if (Status st = AttachOverlay(a.overlay, a.snapshot, **snapshot, &config); !st.ok()) {
+      return Fail(st);
+    }
+  }
+  auto fds = (*snapshot)->DupChainFds();
+  if (!fds.ok()) return Fail(fds.status());
+  config.chain_fds = std::move(*fds);
+  config.chain_names = (*snapshot)->ChainNames();
+
+  // 2. The worker program and its log.
+  auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
+  if (!program.ok()) return Fail(program.status());
+  UniqueFd log_fd;
+  std::string log_path;
+
+  // 3. The endpoint.
+  auto endpoint = MakeEndpoint(a);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  if (a.daemon) {
+    if (!a.log_file.empty()) {
+      log_path = a.log_file;
+    } else {
+      auto dir = PrivateRuntimeDir("the daemon's log; use --log-file PATH");
+      if (!dir.ok()) {
+        RemoveEndpoint(*endpoint);
+        return Fail(dir.status());
+      }
+      log_path = *dir + "/serve-" + std::to_string(getpid()) + ".log";
+    }
+    auto fd = OpenLogFile(log_path);
+    if (!fd.ok()) {
+      RemoveEndpoint(*endpoint);
+      return Fail(fd.status());
+    }
+    log_fd = std::move(*fd);
+  }
+  config.nbd_listen_fd = std::move(endpoint->fd);
+
+  sigset_t old_mask;
+  auto sigfd = TakeSignals(&old_mask);
+  if (!sigfd.ok()) return Fail(sigfd.status());
+  auto worker = LaunchWorker(*program, config, a.daemon ? log_fd.get() : -1, old_mask);
+  // The worker has its own copies now; ours would keep the overlay locked
+  // and the socket accepting after it is gone.
+  config = ipc::WorkerConfig();
+  snapshot->reset();
+  log_fd.reset();
+  if (!worker.ok()) {
+    RemoveEndpoint(*endpoint);
+    return Fail(worker.status());
+  }
+  auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  if (!ready.ok()) {
+    RemoveEndpoint(*endpoint);
+    std::string msg = ready.status().ToString();
+    if (a.daemon) msg += " (worker log: " + log_path + ")";
+    std::fprintf(stderr, "hexz serve: %s\n", msg.c_str());
+    return 1;
+  }
+
+  if (a.daemon) {
+    std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
+                endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());
+    return 0;
+  }
+  std::printf("hexz: serving %s at %s (worker pid %d); Ctrl+C or SIGTERM stops\n",
+              a.snapshot.c_str(), endpoint->uri.c_str(), static_cast<int>(worker->pid));
+  std::fflush(stdout);
+
+  for (;;) {
+    struct pollfd pfd = {sigfd->get(), POLLIN, 0};
+    if (poll(&pfd, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      kill(worker->pid, SIGTERM);
+      ReapWorker(worker->pid, 30000);
+      RemoveEndpoint(*endpoint);
+      return Fail(Status::FromErrno(errno, "poll"));
+    }
+    struct signalfd_siginfo si;
+    if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
+    if (si.ssi_signo == SIGCHLD) {
+      int status = 0;
+      if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
+      RemoveEndpoint(*endpoint);
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        std::fprintf(stderr, "hexz: the NBD server for %s exited\n", a.snapshot.c_str());
+        return 0;
+      }
+      std::fprintf(stderr, "hexz serve: the worker for %s died (%s)\n", a.snapshot.c_str(),
+                   DescribeWaitStatus(status).c_str());
+      return 1;
+    }
+    // SIGINT, SIGTERM, SIGHUP: the worker disconnects its clients, flushes
+    // the overlay and exits.
+    kill(worker->pid, SIGTERM);
+    int status = ReapWorker(worker->pid, 60000);
+    RemoveEndpoint(*endpoint);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      std::fprintf(stderr, "hexz serve: the worker for %s did not stop cleanly (%s)\n",
+                   a.snapshot.c_str(), DescribeWaitStatus(status).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "hexz: stopped serving %s\n", a.snapshot.c_str());
+    return 0;
+  }
+}
+
+}  // namespace
+
 void AddServeCommand(CLI::App& parent, int* rc) {
-  CLI::App* cmd = parent.add_subcommand("serve", "(not available yet)");
-  cmd->allow_extras();
-  cmd->callback([rc] { *rc = NotAvailableYet("serve"); });
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* cmd = parent.add_subcommand("serve", "Export a snapshot's disk (and memory) over NBD");
+  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st)")->required();
+  cmd->add_option("--socket", args->socket,
+                  "Unix socket to listen on, mode 0600 (default: a private directory under "
+                  "$XDG_RUNTIME_DIR/hexz/)");
+  cmd->add_option("--listen", args->listen,
+                  "Listen on TCP HOST:PORT instead (HOST defaults to 127.0.0.1, PORT to 10809)");
+  cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
+  cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
+  cmd->add_option("--cache-size", args->cache_size,
+                  "Shared decompressed-block cache, e.g. 256M (not available yet)");
+  cmd->add_flag("-d,--daemon", args->daemon, "Return once serving; the worker stays behind");
+  cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
+  cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");
+  cmd->callback([rc, args] { *rc = RunServe(*args); });
 }
 
 }  // namespace hexz::cli

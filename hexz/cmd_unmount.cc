@@ -9,6 +9,7 @@
 
 #include "common/fuse/mounts.h"
 #include "hexz/commands.h"
+#include "hexz/nbd_mount.h"
 
 namespace hexz::cli {
 
@@ -25,6 +26,7 @@ int RunUnmount(const std::string& mnt) {
     std::printf("hexz: nothing is mounted on %s; nothing to do\n", mnt.c_str());
     return 0;
   }
+  if ((*entry)->source.rfind("/dev/nbd", 0) == 0) return RunNbdUnmount(*canonical);
   if ((*entry)->fstype != fuse::kHexzFsType) {
     return Fail(Status::InvalidArgument(mnt + " is not a hexz mount (it is a " + (*entry)->fstype +
                                         " mount); not touching it"));

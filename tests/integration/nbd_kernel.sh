@@ -9,9 +9,11 @@
 # detach leaves no device connected; a --rw mount writes through to the image.
 # See tests/qemu/guest_nbd_kernel.sh.
 #
-# Until `hexz mount --nbd` exists, the user side is nbdkit on the host (reached
-# over QEMU user networking) plus the test-only negotiator
-# tests/qemu/nbd_negotiate.c, which passes the negotiated socket as fd 3.
+# This test exercises the helper on its own: the user side is nbdkit on the
+# host (reached over QEMU user networking) plus the test-only negotiator
+# tests/qemu/nbd_negotiate.c, which passes the negotiated socket as fd 3, so
+# that it can also point the helper at dead and relayed servers. The real
+# front-end (`hexz mount --nbd`) is tested in mount_nbd_kernel.sh.
 source "$(dirname "$0")/lib.sh"
 source "$HEXZ_SOURCE_DIR/tests/qemu/lib.sh"
 

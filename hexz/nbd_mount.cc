@@ -1,0 +1,334 @@
+#include "hexz/nbd_mount.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/log.h"
+#include "common/base/size.h"
+#include "common/format/snapshot.h"
+#include "common/fuse/mounts.h"
+#include "common/ipc/worker_protocol.h"
+#include "common/nbd/client.h"
+#include "hexz/commands.h"
+#include "hexz/worker_launch.h"
+
+namespace hexz::cli {
+
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+constexpr size_t kProbeBytes = 65536 + 4096;  // covers btrfs' superblock at 64 KiB
+
+// The helper, checked to be able to do its job: setuid root (or we are root).
+Result<std::string> FindHelper() {
+  HEXZ_ASSIGN_OR_RETURN(std::string path,
+                        FindProgram("hexz-nbd-helper", "HEXZ_NBD_HELPER", "hexz-nbd-helper"));
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+  if (geteuid() != 0 && !(st.st_uid == 0 && (st.st_mode & S_ISUID))) {
+    return Status(base::Code::kPermissionDenied,
+                  path +
+                      " is not setuid root, so it cannot attach NBD devices. Install it with "
+                      "'cmake --install' as root, or as root run: chown root:root " +
+                      path + " && chmod 4755 " + path,
+                  EPERM);
+  }
+  return path;
+}
+
+struct HelperResult {
+  int status = 0;
+  std::string out;
+};
+
+// Runs the helper with `args`, `sock` (or -1) as fd 3, a clean environment;
+// its stderr is ours, its stdout is captured.
+Result<HelperResult> RunHelper(const std::string& helper, const std::vector<std::string>& args,
+                               int sock) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+  UniqueFd out_r(p[0]), out_w(p[1]);
+  std::vector<std::string> all = {"hexz-nbd-helper"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : all) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork");
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (::dup2(out_w.get(), 1) < 0) _exit(127);
+    if (sock == 3) {
+      if (::fcntl(3, F_SETFD, 0) != 0) _exit(127);  // dup2(3, 3) would keep FD_CLOEXEC
+    } else if (sock >= 0) {
+      if (::dup2(sock, 3) < 0) _exit(127);
+    } else {
+      ::close(3);
+    }
+    ::close_range(4, ~0U, 0);
+    char* envp[] = {nullptr};
+    ::execve(helper.c_str(), argv.data(), envp);
+    std::fprintf(stderr, "hexz: cannot run %s: %s\n", helper.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  out_w.reset();
+  HelperResult r;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(out_r.get(), buf, sizeof buf);
+    if (n > 0) {
+      if (r.out.size() < 4096) r.out.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  while (::waitpid(pid, &r.status, 0) < 0 && errno == EINTR) {
+  }
+  return r;
+}
+
+bool HelperOk(const HelperResult& r) { return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0; }
+
+Status HelperFailure(const std::string& what, const HelperResult& r) {
+  return Status::Unavailable("hexz-nbd-helper " + what + " failed (" +
+                             DescribeWaitStatus(r.status) + "; its message is above)");
+}
+
+Status Detach(const std::string& helper, const std::string& mnt) {
+  HEXZ_ASSIGN_OR_RETURN(HelperResult r, RunHelper(helper, {"detach", "--mountpoint", mnt}, -1));
+  if (!HelperOk(r)) return HelperFailure("detach", r);
+  return Status::Ok();
+}
+
+int Usage(const std::string& msg) {
+  std::fprintf(stderr, "hexz mount: %s\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+std::string DetectFsType(const uint8_t* head, size_t len) {
+  auto at = [&](size_t off, const char* magic, size_t n) {
+    return off + n <= len && std::memcmp(head + off, magic, n) == 0;
+  };
+  // ext2/3/4: s_magic 0xEF53 at 1024 + 56. The ext4 driver mounts all three.
+  if (len >= 1082 && head[1080] == 0x53 && head[1081] == 0xEF) return "ext4";
+  if (at(0, "XFSB", 4)) return "xfs";
+  if (at(65600, "_BHRfS_M", 8)) return "btrfs";
+  if (len >= 512 && head[510] == 0x55 && head[511] == 0xAA &&
+      (at(54, "FAT", 3) || at(82, "FAT32", 5))) {
+    return "vfat";
+  }
+  return "";
+}
+
+int RunNbdMount(const NbdMountArgs& a) {
+  if (!a.overlay.empty() && !a.rw) return Usage("--overlay goes with --rw");
+  if (a.rw && a.overlay.empty()) return Usage("--nbd --rw needs --overlay PATH (where writes go)");
+  if (a.uid_gid) return Usage("--uid/--gid apply to FUSE mounts, not to --nbd");
+  if (a.daemon) {
+    return Usage(
+        "--nbd runs in the foreground (Ctrl+C, SIGTERM or 'hexz unmount MNT' from another "
+        "shell ends it)");
+  }
+  if (!a.cache_size.empty()) {
+    std::fprintf(stderr, "hexz mount: --cache-size is not available yet in hexz %s\n",
+                 HEXZ_VERSION);
+    return 1;
+  }
+
+  // 1. The snapshot, the overlay and the filesystem type, as the user.
+  auto opened = format::Snapshot::Open(a.snapshot);
+  if (!opened.ok()) {
+    Status st = opened.status();
+    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
+    return Fail(st);
+  }
+  std::shared_ptr<format::Snapshot> snapshot = std::move(*opened);
+  if (!snapshot->HasStream(format::StreamId::kDisk)) {
+    return Fail(Status::InvalidArgument(a.snapshot + " has no disk stream to mount"));
+  }
+  const uint64_t disk_size = snapshot->StreamSize(format::StreamId::kDisk);
+  std::string fstype;
+  {
+    auto volume = format::Snapshot::StreamVolume(snapshot, format::StreamId::kDisk);
+    if (!volume) return Fail(Status::Internal("no volume for the disk stream"));
+    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(kProbeBytes, disk_size)));
+    if (Status st = volume->Read(0, head.data(), head.size()); !st.ok()) return Fail(st);
+    fstype = DetectFsType(head.data(), head.size());
+  }
+  if (fstype.empty()) {
+    return Fail(Status::Unsupported(
+        a.snapshot +
+        ": no ext2/3/4, xfs, btrfs or vfat filesystem at the start of the disk (a partitioned "
+        "disk cannot be mounted with --nbd yet; 'hexz serve' exports it whole)"));
+  }
+  if (disk_size % 512 != 0) {
+    return Fail(Status::Unsupported(a.snapshot + ": the disk size " + std::to_string(disk_size) +
+                                    " is not a multiple of 512 bytes"));
+  }
+  ipc::WorkerConfig config;
+  config.mode = ipc::WorkerMode::kNbdServe;
+  config.uid = getuid();
+  config.gid = getgid();
+  config.nbd_exports = {"disk"};
+  config.log_level =
+      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
+  if (a.rw) {
+    if (Status st = AttachOverlay(a.overlay, a.snapshot, *snapshot, &config); !st.ok()) {
+      return Fail(st);
+    }
+  }
+  auto fds = snapshot->DupChainFds();
+  if (!fds.ok()) return Fail(fds.status());
+  config.chain_fds = std::move(*fds);
+  config.chain_names = snapshot->ChainNames();
+  snapshot.reset();
+
+  // 2. The mountpoint (the helper checks it again, with the user's rights).
+  auto canonical = fuse::CanonicalMountPath(a.mountpoint);
+  if (!canonical.ok()) return Fail(canonical.status().WithContext("mountpoint"));
+  struct stat st;
+  if (::stat(canonical->c_str(), &st) != 0) {
+    return Fail(Status::FromErrno(errno, "mountpoint " + a.mountpoint));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Fail(Status::InvalidArgument("mountpoint " + a.mountpoint + " is not a directory"));
+  }
+
+  // 3. The programs.
+  auto helper = FindHelper();
+  if (!helper.ok()) return Fail(helper.status());
+  auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
+  if (!program.ok()) return Fail(program.status());
+
+  // 4. The private endpoint: a socketpair, one end for the worker.
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Fail(Status::FromErrno(errno, "socketpair"));
+  }
+  UniqueFd client(sv[0]);
+  config.nbd_listen_fd = UniqueFd(sv[1]);
+
+  sigset_t old_mask;
+  auto sigfd = TakeSignals(&old_mask);
+  if (!sigfd.ok()) return Fail(sigfd.status());
+  auto worker = LaunchWorker(*program, config, -1, old_mask);
+  config = ipc::WorkerConfig();  // the worker holds the overlay lock now
+  if (!worker.ok()) return Fail(worker.status());
+  auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  if (!ready.ok()) {
+    std::fprintf(stderr, "hexz mount: %s\n", ready.status().ToString().c_str());
+    return 1;
+  }
+  auto stop_worker = [&worker](int wait_ms) {
+    kill(worker->pid, SIGTERM);
+    return ReapWorker(worker->pid, wait_ms);
+  };
+
+  // 5. Negotiate as the user, then hand the socket to the helper.
+  auto exported = nbd::NegotiateClient(client.get(), "disk");
+  if (!exported.ok()) {
+    stop_worker(10000);
+    return Fail(exported.status().WithContext("negotiating with the NBD server"));
+  }
+  char flags[16];
+  std::snprintf(flags, sizeof flags, "0x%x", static_cast<unsigned>(exported->transmission_flags));
+  std::vector<std::string> attach = {"attach",       "--size",   std::to_string(exported->size),
+                                     "--block-size", "512",      "--flags",
+                                     flags,          "--fstype", fstype,
+                                     "--mountpoint", *canonical};
+  if (a.rw) attach.push_back("--rw");
+  auto attached = RunHelper(*helper, attach, client.get());
+  client.reset();  // the kernel holds the socket now (or nobody does)
+  if (!attached.ok() || !HelperOk(*attached)) {
+    stop_worker(10000);
+    return Fail(attached.ok() ? HelperFailure("attach", *attached) : attached.status());
+  }
+  std::string device = attached->out.substr(0, attached->out.find(' '));
+  std::fprintf(stderr,
+               "hexz: mounted %s (%s) on %s via %s (%s; NBD server pid %d); Ctrl+C, SIGTERM or "
+               "'hexz unmount %s' unmounts\n",
+               a.snapshot.c_str(), fstype.c_str(), canonical->c_str(), device.c_str(),
+               a.rw ? "read-write" : "read-only", static_cast<int>(worker->pid),
+               canonical->c_str());
+
+  // 6. Foreground until a signal or until the server exits (hexz unmount).
+  for (;;) {
+    struct pollfd pfd = {sigfd->get(), POLLIN, 0};
+    if (poll(&pfd, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    struct signalfd_siginfo si;
+    if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
+    if (si.ssi_signo == SIGCHLD) {
+      int status = 0;
+      if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
+      bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      auto entry = fuse::FindMount(*canonical);
+      bool still = entry.ok() && *entry && (*entry)->source == device;
+      if (clean && !still) {
+        std::fprintf(stderr, "hexz: %s was unmounted; the NBD server exited\n", canonical->c_str());
+        return 0;
+      }
+      std::fprintf(stderr, "hexz mount: the NBD server for %s exited (%s); detaching %s\n",
+                   canonical->c_str(), DescribeWaitStatus(status).c_str(), device.c_str());
+      if (still) (void)Detach(*helper, *canonical);
+      return 1;
+    }
+    // SIGINT, SIGTERM, SIGHUP: unmount and disconnect (helper); the server
+    // then sees the disconnect and exits after flushing the overlay.
+    Status detached = Detach(*helper, *canonical);
+    if (!detached.ok()) {
+      std::fprintf(stderr, "hexz mount: %s; %s stays mounted (try again, or 'hexz unmount %s')\n",
+                   detached.ToString().c_str(), canonical->c_str(), canonical->c_str());
+      continue;
+    }
+    int status = ReapWorker(worker->pid, 20000);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      std::fprintf(stderr, "hexz mount: the NBD server did not stop cleanly (%s)\n",
+                   DescribeWaitStatus(status).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "hexz: unmounted %s and detached %s\n", canonical->c_str(),
+                 device.c_str());
+    return 0;
+  }
+  int err = errno;
+  stop_worker(0);
+  return Fail(Status::FromErrno(err, "poll"));
+}
+
+int RunNbdUnmount(const std::string& canonical_mountpoint) {
+  auto helper = FindHelper();
+  if (!helper.ok()) return Fail(helper.status());
+  Status st = Detach(*helper, canonical_mountpoint);
+  if (!st.ok()) return Fail(st);
+  std::printf("hexz: unmounted %s\n", canonical_mountpoint.c_str());
+  return 0;
+}
+
+}  // namespace hexz::cli

@@ -1,0 +1,45 @@
+// `hexz mount --nbd` and the NBD side of `hexz unmount`.
+//
+// The front-end starts hexz-fused in NBD mode on one end of a socketpair (no
+// path, no port: no other process can connect), negotiates the export on the
+// other end as the user (nbd::NegotiateClient), then runs the setuid helper
+// hexz-nbd-helper with that socket as fd 3 to attach it as /dev/nbdN and
+// mount the filesystem (nosuid, nodev). The filesystem type is read from the
+// disk's superblock through the snapshot, as the user. Teardown, on a signal
+// or `hexz unmount`: helper detach (unmount + disconnect), then the worker
+// sees the disconnect, flushes the overlay and exits.
+//
+// Thread safety: front-end main thread only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/base/status.h"
+
+namespace hexz::cli {
+
+struct NbdMountArgs {
+  std::string snapshot;
+  std::string mountpoint;
+  bool rw = false;
+  std::string overlay;
+  std::string cache_size;
+  bool daemon = false;
+  bool uid_gid = false;  // --uid/--gid given (FUSE only)
+  bool verbose = false;
+};
+
+// Returns the process exit code (0, 1, 2).
+int RunNbdMount(const NbdMountArgs& args);
+
+// `hexz unmount` on a mount whose source is /dev/nbdN: runs the helper's
+// detach. Returns the exit code.
+int RunNbdUnmount(const std::string& canonical_mountpoint);
+
+// The filesystem type found in the first bytes of a disk ("ext4", "xfs",
+// "btrfs", "vfat"), or "" when none is recognized. `head` holds the first
+// `len` bytes (at least 65608 for btrfs).
+std::string DetectFsType(const uint8_t* head, size_t len);
+
+}  // namespace hexz::cli

@@ -1,0 +1,201 @@
+#include "hexz/worker_launch.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/overlay/overlay_files.h"
+
+namespace hexz::cli {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+namespace {
+
+std::string DirOf(const std::string& p) {
+  size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+
+bool IsExecutable(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(p.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+Result<std::string> FindProgram(const std::string& name, const char* env_var,
+                                const std::string& build_subdir) {
+  std::vector<std::string> tried;
+  if (const char* env = std::getenv(env_var); env != nullptr && *env != '\0') {
+    if (IsExecutable(env)) return std::string(env);
+    tried.push_back(std::string(env) + " (from $" + env_var + ")");
+  }
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    std::string dir = DirOf(self);
+    for (const std::string& c : {dir + "/" + name, dir + "/../" + build_subdir + "/" + name,
+                                 dir + "/../libexec/hexz/" + name}) {
+      if (IsExecutable(c)) return c;
+      tried.push_back(c);
+    }
+  }
+  std::string list;
+  for (const auto& t : tried) list += "\n  " + t;
+  return Status::NotFound("cannot find " + name + "; tried:" + list + "\nset " + env_var +
+                          " to its path");
+}
+
+Result<std::string> PrivateRuntimeDir(const std::string& purpose) {
+  std::vector<std::string> candidates;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {
+    candidates.push_back(std::string(xdg) + "/hexz");
+  }
+  std::string home;
+  if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
+    home = h;
+  } else if (struct passwd* pw = getpwuid(getuid()); pw != nullptr && pw->pw_dir[0] == '/') {
+    home = pw->pw_dir;
+  }
+  if (!home.empty()) {
+    std::string cache = home + "/.cache";
+    (void)mkdir(cache.c_str(), 0700);  // the check below reports a problem
+    candidates.push_back(cache + "/hexz");
+  }
+  std::string problems;
+  for (const auto& dir : candidates) {
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      problems += "\n  " + dir + ": " + std::strerror(errno);
+      continue;
+    }
+    struct stat st;
+    if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & 077) != 0) {
+      problems += "\n  " + dir + ": not a private (0700) directory owned by you";
+      continue;
+    }
+    return dir;
+  }
+  return Status::Unavailable("no private directory for " + purpose + problems);
+}
+
+Result<UniqueFd> OpenLogFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno(errno, "log file " + path);
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> TakeSignals(sigset_t* old_mask) {
+  // A shell starts background jobs with SIGINT ignored; these signals must
+  // stop us, so their default disposition comes back first.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);
+  sigprocmask(SIG_BLOCK, &mask, old_mask);
+  UniqueFd sigfd(signalfd(-1, &mask, SFD_CLOEXEC));
+  if (!sigfd) return Status::FromErrno(errno, "signalfd");
+  return sigfd;
+}
+
+Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::WorkerConfig& config,
+                                   int log_fd, const sigset_t& old_mask) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Status::FromErrno(errno, "socketpair");
+  }
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull) return Status::FromErrno(errno, "/dev/null");
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork");
+  if (pid == 0) {
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if ((theirs.get() == 3 ? fcntl(3, F_SETFD, 0) : dup2(theirs.get(), 3)) < 0 ||
+        dup2(devnull.get(), 0) < 0 || dup2(devnull.get(), 1) < 0 ||
+        (log_fd >= 0 && dup2(log_fd, 2) < 0)) {
+      _exit(127);
+    }
+    close_range(4, ~0U, 0);
+    char* argv[] = {const_cast<char*>("hexz-fused"), const_cast<char*>("--ipc-fd"),
+                    const_cast<char*>("3"), nullptr};
+    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+    execve(program.c_str(), argv, envp);
+    std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
+    _exit(127);
+  }
+  WorkerProcess worker{pid, std::move(ours)};
+  if (Status st = ipc::SendWorkerConfig(worker.channel.get(), config); !st.ok()) {
+    ReapWorker(pid, 2000);
+    return st.WithContext("starting " + program);
+  }
+  return worker;
+}
+
+Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd) {
+  for (;;) {
+    struct pollfd pfd[2] = {{sigfd, POLLIN, 0}, {worker.channel.get(), POLLIN, 0}};
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) return Status::FromErrno(errno, "poll");
+    if (pfd[1].revents != 0) break;
+    struct signalfd_siginfo si;
+    if ((pfd[0].revents & POLLIN) && read(sigfd, &si, sizeof si) == sizeof si &&
+        si.ssi_signo != SIGCHLD) {
+      kill(worker.pid, SIGKILL);
+      ReapWorker(worker.pid, 5000);
+      return Status::Cancelled("interrupted before the worker was ready");
+    }
+  }
+  auto ready = ipc::ReceiveWorkerReply(worker.channel.get());
+  if (!ready.ok()) ReapWorker(worker.pid, 5000);
+  return ready;
+}
+
+Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
+                     const format::Snapshot& snapshot, ipc::WorkerConfig* config) {
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(path, overlay::LockMode::kExclusive,
+                                                  /*create=*/true));
+  files.names.base = snapshot_name;
+  HEXZ_RETURN_IF_ERROR(overlay::ValidateOverlayFiles(files, snapshot.id(),
+                                                     snapshot.StreamSize(format::StreamId::kDisk)));
+  config->read_write = true;
+  config->overlay_data_fd = std::move(files.data);
+  config->overlay_meta_fd = std::move(files.meta);
+  return Status::Ok();
+}
+
+int ReapWorker(pid_t pid, int ms) {
+  int status = 0;
+  for (int waited = 0; waited <= ms; waited += 20) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0 && errno != EINTR) return 0;
+    usleep(20000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "exit status " + std::to_string(WEXITSTATUS(status));
+}
+
+}  // namespace hexz::cli
