@@ -1,5 +1,7 @@
 #include "hexz-fused/serve.h"
 
+#include "common/cache/worker_cache.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -54,9 +56,21 @@ bool IsListening(int fd) {
 }
 
 Result<std::vector<nbd::Export>> BuildExports(ipc::WorkerConfig& config,
-                                              std::shared_ptr<io::Volume>* writable) {
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
-                        format::Snapshot::OpenFds(std::move(config.chain_fds), config.chain_names));
+                                              std::shared_ptr<io::Volume>* writable,
+                                              std::shared_ptr<cache::ShmCache>* cache_out) {
+  // The shared block cache (--cache-size), joined before the lockdown; it
+  // lives as long as the exports (the volumes hold the snapshot).
+  std::string cache_note;
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<cache::ShmCache> shm,
+                        cache::AttachForWorker(config.cache_size, &cache_note));
+  format::OpenOptions open_options;
+  open_options.cache = shm.get();
+  HEXZ_ASSIGN_OR_RETURN(
+      std::shared_ptr<format::Snapshot> snapshot,
+      format::Snapshot::OpenFds(std::move(config.chain_fds), config.chain_names, open_options));
+  HEXZ_RETURN_IF_ERROR(cache::CheckWorkerBlockSize(shm.get(), snapshot->block_size()));
+  if (!cache_note.empty()) HEXZ_LOG_INFO("%s", cache_note.c_str());
+  *cache_out = std::move(shm);
   auto wanted = [&config](const std::string& name) {
     if (config.nbd_exports.empty()) return true;
     for (const auto& n : config.nbd_exports) {
@@ -101,7 +115,6 @@ Result<std::vector<nbd::Export>> BuildExports(ipc::WorkerConfig& config,
 }  // namespace
 
 Status ServeNbd(ipc::WorkerConfig config, int sock) {
-  if (config.cache_size != 0) return Status::Unsupported("--cache-size is not available yet");
   UniqueFd endpoint = std::move(config.nbd_listen_fd);
   struct stat st;
   if (::fstat(endpoint.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
@@ -109,8 +122,9 @@ Status ServeNbd(ipc::WorkerConfig config, int sock) {
   }
   const bool listening = IsListening(endpoint.get());
 
+  std::shared_ptr<cache::ShmCache> shm;  // outlives every volume (declared first)
   std::shared_ptr<io::Volume> writable;
-  HEXZ_ASSIGN_OR_RETURN(std::vector<nbd::Export> exports, BuildExports(config, &writable));
+  HEXZ_ASSIGN_OR_RETURN(std::vector<nbd::Export> exports, BuildExports(config, &writable, &shm));
 
   // SIGTERM/SIGINT stop the server through a pipe; SIGPIPE must not kill us
   // when a client vanishes.

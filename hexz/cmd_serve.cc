@@ -27,6 +27,7 @@
 #include "common/base/fd.h"
 #include "common/base/log.h"
 #include "common/base/size.h"
+#include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
 #include "common/ipc/worker_protocol.h"
 #include "hexz/commands.h"
@@ -213,13 +214,6 @@ int RunServe(const ServeArgs& a) {
   if (!a.log_file.empty() && !a.daemon) {
     return Usage("--log-file goes with --daemon (in the foreground the worker logs to stderr)");
   }
-  if (!a.cache_size.empty()) {
-    auto size = base::ParseSize(a.cache_size);
-    if (!size.ok()) return Usage(("--cache-size: " + size.status().message()).c_str());
-    std::fprintf(stderr, "hexz serve: --cache-size is not available yet in hexz %s\n",
-                 HEXZ_VERSION);
-    return 1;
-  }
 
   // 1. The snapshot chain and the overlay, opened and checked as the user.
   auto snapshot = format::Snapshot::Open(a.snapshot);
@@ -247,6 +241,11 @@ int RunServe(const ServeArgs& a) {
   if (!fds.ok()) return Fail(fds.status());
   config.chain_fds = std::move(*fds);
   config.chain_names = (*snapshot)->ChainNames();
+  if (!a.cache_size.empty()) {
+    auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
+    if (!size.ok()) return Fail(size.status());
+    config.cache_size = *size;
+  }
 
   // 2. The worker program and its log.
   auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
@@ -360,7 +359,8 @@ void AddServeCommand(CLI::App& parent, int* rc) {
   cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
   cmd->add_option("--cache-size", args->cache_size,
-                  "Shared decompressed-block cache, e.g. 256M (not available yet)");
+                  "Share a cache of decompressed blocks of this size with your other hexz workers "
+                  "(e.g. 256M, 1G, 4G)");
   cmd->add_flag("-d,--daemon", args->daemon, "Return once serving; the worker stays behind");
   cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
   cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");

@@ -21,6 +21,7 @@
 #include "common/base/fd.h"
 #include "common/base/log.h"
 #include "common/base/size.h"
+#include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
@@ -153,11 +154,6 @@ int RunNbdMount(const NbdMountArgs& a) {
         "--nbd runs in the foreground (Ctrl+C, SIGTERM or 'hexz unmount MNT' from another "
         "shell ends it)");
   }
-  if (!a.cache_size.empty()) {
-    std::fprintf(stderr, "hexz mount: --cache-size is not available yet in hexz %s\n",
-                 HEXZ_VERSION);
-    return 1;
-  }
 
   // 1. The snapshot, the overlay and the filesystem type, as the user.
   auto opened = format::Snapshot::Open(a.snapshot);
@@ -205,6 +201,11 @@ int RunNbdMount(const NbdMountArgs& a) {
   if (!fds.ok()) return Fail(fds.status());
   config.chain_fds = std::move(*fds);
   config.chain_names = snapshot->ChainNames();
+  if (!a.cache_size.empty()) {
+    auto size = cache::ParseCacheSize(a.cache_size, snapshot->block_size());
+    if (!size.ok()) return Fail(size.status());
+    config.cache_size = *size;
+  }
   snapshot.reset();
 
   // 2. The mountpoint (the helper checks it again, with the user's rights).

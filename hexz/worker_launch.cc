@@ -1,5 +1,7 @@
 #include "hexz/worker_launch.h"
 
+#include "common/cache/shm_cache.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -123,6 +125,8 @@ Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::Worker
   UniqueFd ours(sv[0]), theirs(sv[1]);
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return Status::FromErrno(errno, "/dev/null");
+  // A clean environment; HEXZ_CACHE_NAME_PREFIX names the shared cache.
+  std::string cache_prefix = "HEXZ_CACHE_NAME_PREFIX=" + cache::ShmCache::NamePrefix();
   pid_t pid = fork();
   if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
@@ -135,7 +139,7 @@ Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::Worker
     close_range(4, ~0U, 0);
     char* argv[] = {const_cast<char*>("hexz-fused"), const_cast<char*>("--ipc-fd"),
                     const_cast<char*>("3"), nullptr};
-    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), cache_prefix.data(), nullptr};
     execve(program.c_str(), argv, envp);
     std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
     _exit(127);
@@ -175,6 +179,7 @@ Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
   HEXZ_RETURN_IF_ERROR(overlay::ValidateOverlayFiles(files, snapshot.id(),
                                                      snapshot.StreamSize(format::StreamId::kDisk)));
   config->read_write = true;
+  config->overlay_name = path;
   config->overlay_data_fd = std::move(files.data);
   config->overlay_meta_fd = std::move(files.meta);
   return Status::Ok();

@@ -27,7 +27,7 @@ nothing_left() {
 as_helper() { as_user env HEXZ_NBD_HELPER="$1" "${@:2}"; }
 
 expect_fail_msg 'needs --overlay' as_user "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd --rw
-expect_fail_msg '--overlay goes with --rw' as_user "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd --overlay x
+expect_fail_msg '--overlay x needs --rw' as_user "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd --overlay x
 expect_fail_msg 'foreground' as_user "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd --daemon
 expect_fail_msg 'no ext2/3/4, xfs, btrfs or vfat filesystem' as_user "$HEXZ" mount "$T/raw.st" "$T/u/mnt" --nbd
 nothing_left "usage errors"

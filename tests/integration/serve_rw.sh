@@ -13,7 +13,7 @@ head -c 8M /dev/urandom >"$T/disk.img"
 
 expect_fail_msg '--overlay goes with --rw' "$HEXZ" serve "$T/base.st" --overlay "$T/x.ovl"
 expect_fail_msg '--rw needs --overlay' "$HEXZ" serve "$T/base.st" --rw
-expect_fail_msg 'not available yet' "$HEXZ" serve "$T/base.st" --cache-size 64M
+expect_fail_msg "invalid size '1X'" "$HEXZ" serve "$T/base.st" --cache-size 1X
 [[ ! -e "$T/x.ovl" ]] || fail "--overlay without --rw created the overlay"
 
 user_dir "$T/u"
