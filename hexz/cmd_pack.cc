@@ -2,7 +2,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +12,7 @@
 #include "common/format/writer.h"
 #include "common/io/file.h"
 #include "hexz/commands.h"
+#include "hexz/progress.h"
 
 namespace hexz::cli {
 namespace {
@@ -29,36 +29,6 @@ struct PackArgs {
   int level = 0;
   unsigned threads = 0;
   bool quiet = false;
-};
-
-double Now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-// A one-line progress bar on stderr (only used when stderr is a terminal).
-class ProgressBar {
- public:
-  void Update(uint64_t done, uint64_t total, bool final = false) {
-    double now = Now();
-    if (!final && now - last_ < 0.1) return;
-    last_ = now;
-    double elapsed = now - start_;
-    double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
-    int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
-    int fill = pct / 4;
-    std::string bar(static_cast<size_t>(fill), '#');
-    bar.resize(25, '.');
-    std::fprintf(stderr, "\r[%s] %3d%%  %s / %s  %s/s   ", bar.c_str(), pct,
-                 base::FormatSize(done).c_str(), base::FormatSize(total).c_str(),
-                 base::FormatSize(static_cast<uint64_t>(rate)).c_str());
-    if (final) std::fprintf(stderr, "\n");
-  }
-
- private:
-  double start_ = Now();
-  double last_ = 0;
 };
 
 // Usage errors (exit 2) are found here, before any file is touched.

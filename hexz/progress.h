@@ -1,5 +1,5 @@
 // ProgressBar: a one-line progress bar on stderr, for long front-end work
-// (commit; pack could share it). Callers only create one when stderr is a
+// (pack, commit). Callers only create one when stderr is a
 // terminal. Not thread-safe: update it from one thread.
 #pragma once
 

@@ -311,14 +311,20 @@ struct ShmCache::Impl {
     if (options.test_hook != nullptr) options.test_hook(point);
   }
 
-  // Empties a shard: used at creation and after a holder died mid-operation.
-  void ResetShard(ShardHeader* s) const {
+  // Puts every chunk and entry of a shard back to fresh (none in use).
+  void EmptyLists(ShardHeader* s) const {
     s->fresh_chunks = 0;
     s->free_chunk_head = kNone;
     s->free_chunks = geo.chunks_per_shard;
     s->fresh_entries = 0;
     s->free_entry_head = kNone;
     s->clock_hand = 0;
+  }
+
+  // Empties a shard: after a holder died mid-operation, or when its
+  // bookkeeping is out of bounds.
+  void ResetShard(ShardHeader* s) const {
+    EmptyLists(s);
     s->used_entries.store(0, std::memory_order_relaxed);
     s->used_bytes.store(0, std::memory_order_relaxed);
     std::memset(Index(s), 0, uint64_t{geo.index_capacity} * sizeof(uint64_t));
@@ -552,12 +558,7 @@ struct ShmCache::Impl {
       pthread_mutex_init(&s->mutex, &attr);
       pthread_mutexattr_destroy(&attr);
       // The index is already zero (fresh pages of the segment).
-      s->fresh_chunks = 0;
-      s->free_chunk_head = kNone;
-      s->free_chunks = geo.chunks_per_shard;
-      s->fresh_entries = 0;
-      s->free_entry_head = kNone;
-      s->clock_hand = 0;
+      EmptyLists(s);
     }
     header->magic.store(layout::MagicValue(), std::memory_order_release);
   }

@@ -563,10 +563,17 @@ Status SnapshotImpl::ReadParallel(StreamId stream, uint64_t offset, void* buf, s
     uint64_t to = std::min(bstart + blen, offset + len);
     uint8_t* dst = out + (from - offset);
     if (from == bstart && to == bstart + blen) return ReadBlock(stream, b, dst);
-    std::unique_ptr<uint8_t[]> tmp(new uint8_t[blen]);
-    HEXZ_RETURN_IF_ERROR(ReadBlock(stream, b, tmp.get()));
-    std::memcpy(dst, tmp.get() + (from - bstart), to - from);
-    return Status::Ok();
+    // A partial block is read whole into scratch, then the part is copied.
+    // The scratch is this thread's spare buffer, taken out while in use (not
+    // merely referenced): ReadBlock comes back here for a parent block of
+    // another length, and that nested read must get a buffer of its own.
+    thread_local std::vector<uint8_t> spare;
+    std::vector<uint8_t> tmp = std::move(spare);
+    tmp.resize(blen);
+    Status st = ReadBlock(stream, b, tmp.data());
+    if (st.ok()) std::memcpy(dst, tmp.data() + (from - bstart), to - from);
+    spare = std::move(tmp);
+    return st;
   };
   if (!parallel || first == last) {
     for (uint64_t b = first; b <= last; ++b) HEXZ_RETURN_IF_ERROR(one(b));

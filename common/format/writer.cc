@@ -647,33 +647,36 @@ Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, Strea
   return writer->EndStream();
 }
 
+Status CopyBlock(SnapshotWriter* writer, const Snapshot& source, StreamId stream, uint64_t b,
+                 std::vector<uint8_t>* buf) {
+  const uint32_t blen = source.BlockLength(stream, b);
+  // Walk up the chain to the file that holds the block, if lengths agree.
+  const Snapshot* s = &source;
+  HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
+  while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
+         s->parent()->BlockLength(stream, b) == blen) {
+    s = s->parent().get();
+    HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
+  }
+  if (e.kind == BlockKind::kZero) return writer->AddZero();
+  if (e.kind == BlockKind::kParent) {
+    // A parent whose stream is shorter: the reader resolves it; recompress.
+    buf->resize(blen);
+    HEXZ_RETURN_IF_ERROR(source.ReadBlock(stream, b, buf->data()));
+    return writer->AddData(buf->data(), blen);
+  }
+  HEXZ_ASSIGN_OR_RETURN(StoredBlock sb, s->ReadStoredBlock(stream, b));
+  return writer->AddStored(sb);
+}
+
 Status CopyStream(SnapshotWriter* writer, const Snapshot& source, StreamId stream) {
   if (source.block_size() != writer->block_size())
     return Status::InvalidArgument(source.path() + ": block size differs from the output's");
   HEXZ_RETURN_IF_ERROR(writer->BeginStream(stream, source.StreamSize(stream)));
   uint64_t count = source.BlockCount(stream);
   std::vector<uint8_t> buf;
-  for (uint64_t b = 0; b < count; ++b) {
-    uint32_t blen = source.BlockLength(stream, b);
-    // Walk up the chain to the file that holds the block, if lengths agree.
-    const Snapshot* s = &source;
-    HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
-    while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
-           s->parent()->BlockLength(stream, b) == blen) {
-      s = s->parent().get();
-      HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
-    }
-    if (e.kind == BlockKind::kZero) {
-      HEXZ_RETURN_IF_ERROR(writer->AddZero());
-    } else if (e.kind == BlockKind::kParent) {
-      buf.resize(blen);
-      HEXZ_RETURN_IF_ERROR(source.ReadBlock(stream, b, buf.data()));
-      HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
-    } else {
-      HEXZ_ASSIGN_OR_RETURN(StoredBlock sb, s->ReadStoredBlock(stream, b));
-      HEXZ_RETURN_IF_ERROR(writer->AddStored(sb));
-    }
-  }
+  for (uint64_t b = 0; b < count; ++b)
+    HEXZ_RETURN_IF_ERROR(CopyBlock(writer, source, stream, b, &buf));
   return writer->EndStream();
 }
 

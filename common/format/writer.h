@@ -27,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/format/snapshot.h"
 
@@ -95,6 +96,13 @@ class SnapshotWriter {
 // Holes found with SEEK_DATA/SEEK_HOLE become zero blocks without reading.
 Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, StreamId stream,
                   uint64_t size);
+
+// Adds block `b` of `stream` of `source` to `writer` (the current stream),
+// in stored form when a file of the chain holds it with the same length,
+// else (a parent whose stream is shorter) read through `source` and
+// recompressed. `buf` is scratch space reused across calls.
+Status CopyBlock(SnapshotWriter* writer, const Snapshot& source, StreamId stream, uint64_t b,
+                 std::vector<uint8_t>* buf);
 
 // Copies a stream of `source` into `writer` block by block in stored form
 // (no recompression): BeginStream, AddStored..., EndStream. Parent blocks of

@@ -252,18 +252,26 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   fuse_reply_buf(req, buf.get(), len);
 }
 
-void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
-             struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+// The writable file `ino` names; or nullptr after replying EROFS (read-only
+// mount) or EBADF (no such file, or a read-only one).
+const File* WritableFileOrReply(fuse_req_t req, ReadOnlyFs* fs, fuse_ino_t ino) {
   if (!fs->options().read_write) {
     fuse_reply_err(req, EROFS);
-    return;
+    return nullptr;
   }
   const File* f = FileOf(fs, ino);
   if (f == nullptr || !f->writable) {
     fuse_reply_err(req, EBADF);
-    return;
+    return nullptr;
   }
+  return f;
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+             struct fuse_file_info*) {
+  ReadOnlyFs* fs = Fs(req);
+  const File* f = WritableFileOrReply(req, fs, ino);
+  if (f == nullptr) return;
   if (off < 0) {
     fuse_reply_err(req, EINVAL);
     return;
@@ -412,15 +420,8 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                  struct fuse_file_info*) {
   ReadOnlyFs* fs = Fs(req);
-  if (!fs->options().read_write) {
-    fuse_reply_err(req, EROFS);
-    return;
-  }
-  const File* f = FileOf(fs, ino);
-  if (f == nullptr || !f->writable) {
-    fuse_reply_err(req, EBADF);
-    return;
-  }
+  const File* f = WritableFileOrReply(req, fs, ino);
+  if (f == nullptr) return;
   if (off < 0 || len <= 0) {
     fuse_reply_err(req, EINVAL);
     return;

@@ -7,38 +7,8 @@
 
 namespace hexz::overlay {
 
-using format::BlockEntry;
-using format::BlockKind;
 using format::Snapshot;
-using format::StoredBlock;
 using format::StreamId;
-
-namespace {
-
-// Adds block `b` of `stream` of `source` to the writer in stored form,
-// walking up the chain to the file that holds it.
-Status CopyStoredBlock(format::SnapshotWriter* writer, const Snapshot& source, StreamId stream,
-                       uint64_t b, std::vector<uint8_t>* buf) {
-  const uint32_t blen = source.BlockLength(stream, b);
-  const Snapshot* s = &source;
-  HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
-  while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
-         s->parent()->BlockLength(stream, b) == blen) {
-    s = s->parent().get();
-    HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
-  }
-  if (e.kind == BlockKind::kZero) return writer->AddZero();
-  if (e.kind == BlockKind::kParent) {
-    // A parent whose stream is shorter: the reader resolves it; recompress.
-    buf->resize(blen);
-    HEXZ_RETURN_IF_ERROR(source.ReadBlock(stream, b, buf->data()));
-    return writer->AddData(buf->data(), blen);
-  }
-  HEXZ_ASSIGN_OR_RETURN(StoredBlock sb, s->ReadStoredBlock(stream, b));
-  return writer->AddStored(sb);
-}
-
-}  // namespace
 
 std::string RelativeParentPath(const std::string& base, const std::string& output) {
   namespace fs = std::filesystem;
@@ -87,7 +57,7 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
       HEXZ_RETURN_IF_ERROR(writer->AddParent());
       ++stats.parent_blocks;
     } else {
-      HEXZ_RETURN_IF_ERROR(CopyStoredBlock(writer, *base, StreamId::kDisk, b, &buf));
+      HEXZ_RETURN_IF_ERROR(format::CopyBlock(writer, *base, StreamId::kDisk, b, &buf));
       ++stats.copied_blocks;
     }
   }
@@ -102,7 +72,7 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
       if (thin) {
         HEXZ_RETURN_IF_ERROR(writer->AddParent());
       } else {
-        HEXZ_RETURN_IF_ERROR(CopyStoredBlock(writer, *base, StreamId::kMemory, b, &buf));
+        HEXZ_RETURN_IF_ERROR(format::CopyBlock(writer, *base, StreamId::kMemory, b, &buf));
       }
     }
     stats.memory_blocks = mcount;

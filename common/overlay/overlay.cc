@@ -567,14 +567,18 @@ void Overlay::ReleaseSlotLocked(uint32_t slot) {
   free_slots_.push_back(slot);
 }
 
-Status Overlay::WriteBlock(uint64_t block, const void* data) {
+Status Overlay::CheckWritable(uint64_t block) const {
   if (options_.read_only) return Status::ReadOnly(names_.data + ": overlay is open read-only");
   if (block >= block_count_) {
     return Status::NoSpace(names_.data + ": block " + std::to_string(block) +
                            " is past the end of the disk (" + std::to_string(disk_size_) +
                            " bytes)");
   }
-  HEXZ_RETURN_IF_ERROR(Sticky());
+  return Sticky();
+}
+
+Status Overlay::WriteBlock(uint64_t block, const void* data) {
+  HEXZ_RETURN_IF_ERROR(CheckWritable(block));
   std::shared_lock<Gate> gate(gate_);
   uint32_t slot;
   bool in_place = false;
@@ -618,13 +622,7 @@ Status Overlay::WriteBlock(uint64_t block, const void* data) {
 }
 
 Status Overlay::ZeroBlock(uint64_t block) {
-  if (options_.read_only) return Status::ReadOnly(names_.data + ": overlay is open read-only");
-  if (block >= block_count_) {
-    return Status::NoSpace(names_.data + ": block " + std::to_string(block) +
-                           " is past the end of the disk (" + std::to_string(disk_size_) +
-                           " bytes)");
-  }
-  HEXZ_RETURN_IF_ERROR(Sticky());
+  HEXZ_RETURN_IF_ERROR(CheckWritable(block));
   std::shared_lock<Gate> gate(gate_);
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t old = map_->Get(block);

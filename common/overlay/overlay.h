@@ -154,6 +154,9 @@ class Overlay {
   Status WriteSuperblock(uint64_t generation, uint64_t log_start, uint64_t first_seq);
   Status AppendRecord(uint16_t type, const std::vector<uint64_t>& entries);
   Status Sticky() const;
+  // Whether `block` may be changed now: open read-write, within the disk, and
+  // no earlier failure is pending (Sticky).
+  Status CheckWritable(uint64_t block) const;
   void SetSticky(const Status& status);
   uint32_t AllocateSlotLocked();
   void ReleaseSlotLocked(uint32_t slot);

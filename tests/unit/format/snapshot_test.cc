@@ -361,6 +361,61 @@ TEST(SnapshotTest, UsesTheBlockCacheKeyedByTheStoringFile) {
   EXPECT_EQ(cache.hits, cache.inserts);
 }
 
+// A child shorter than its parent: its last block is inherited but shorter
+// than the parent's block, so a partial read of it reads the parent's block
+// partially in turn (a nested partial read on the same thread).
+TEST(ThinTest, PartialReadsOfAShorterInheritedLastBlock) {
+  TempDir dir;
+  const uint32_t bs = 4096;
+  Bytes parent_disk = RandomBytes(8 * bs, 21);
+  WriterOptions o;
+  o.block_size = bs;
+  SnapshotId parent_id = PackBuffers(dir / "base.st", parent_disk, {}, o);
+  Bytes child_disk(parent_disk.begin(), parent_disk.begin() + 3 * bs + 1000);
+  {
+    auto w = SnapshotWriter::Create(dir / "child.st", o);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->SetParent("base.st", parent_id).ok());
+    ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, child_disk.size()).ok());
+    Bytes fresh = TextBytes(bs, 22);
+    std::copy(fresh.begin(), fresh.end(), child_disk.begin() + bs);
+    ASSERT_TRUE((*w)->AddParent().ok());
+    ASSERT_TRUE((*w)->AddData(fresh.data(), bs).ok());
+    ASSERT_TRUE((*w)->AddParent().ok());
+    ASSERT_TRUE((*w)->AddParent().ok());  // 1000 bytes here, 4096 in the parent
+    ASSERT_TRUE((*w)->EndStream().ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  CountingCache cache;
+  OpenOptions with_cache;
+  with_cache.cache = &cache;
+  ParallelFor threads = [](size_t n, const std::function<void(size_t)>& fn) {
+    std::vector<std::thread> ts;
+    for (size_t i = 0; i < n; ++i) ts.emplace_back(fn, i);
+    for (auto& t : ts) t.join();
+  };
+  for (const OpenOptions& oo : {OpenOptions{}, with_cache}) {
+    auto s = Snapshot::Open(dir / "child.st", oo);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    for (int pass = 0; pass < 2; ++pass) {  // the second pass hits the cache
+      EXPECT_EQ(ReadAll(**s, StreamId::kDisk), child_disk);
+      for (auto [off, len] : std::vector<std::pair<uint64_t, size_t>>{
+               {3 * bs + 10, 500}, {3 * bs, 999}, {3 * bs + 999, 1}, {bs + 7, 2 * bs + 900}}) {
+        for (const ParallelFor* par : std::vector<const ParallelFor*>{nullptr, &threads}) {
+          Bytes got(len, 0xee);
+          Status st = par == nullptr
+                          ? (*s)->Read(StreamId::kDisk, off, got.data(), len)
+                          : (*s)->ReadParallel(StreamId::kDisk, off, got.data(), len, *par);
+          ASSERT_TRUE(st.ok()) << st.ToString();
+          EXPECT_EQ(got, Bytes(child_disk.begin() + off, child_disk.begin() + off + len))
+              << "offset " << off << " length " << len;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cache.hits, 0);
+}
+
 TEST(SnapshotTest, UserErrorsNameThePath) {
   TempDir dir;
   auto missing = Snapshot::Open(dir / "nope.st");

@@ -20,38 +20,15 @@
 #include <thread>
 
 #include "common/fuse/mounts.h"
+#include "tests/unit/fuse/fuse_test_util.h"
 
 namespace hexz::fuse {
 namespace {
 
 using base::Status;
 
-class MemVolume : public io::Volume {
- public:
-  MemVolume(std::vector<uint8_t> bytes, uint32_t block) : bytes_(std::move(bytes)), block_(block) {}
-  uint64_t Size() const override { return bytes_.size(); }
-  uint32_t BlockSize() const override { return block_; }
-  Status Read(uint64_t offset, void* buf, size_t len) override {
-    if (offset > bytes_.size() || len > bytes_.size() - offset) {
-      return Status::OutOfRange("read beyond the end");
-    }
-    reads_++;
-    std::memcpy(buf, bytes_.data() + offset, len);
-    return Status::Ok();
-  }
-  std::atomic<int> reads_{0};
-
- private:
-  std::vector<uint8_t> bytes_;
-  uint32_t block_;
-};
-
-std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+using testing::MemVolume;
+using testing::RandomBytes;
 
 TEST(ReadPoolTest, SplitsAtBlockBoundariesAndCoversTheRange) {
   ReadPool pool(4);
@@ -102,14 +79,10 @@ TEST(ReadPoolTest, ReportsAnError) {
   EXPECT_EQ(st.message(), "block 3 checksum mismatch");
 }
 
-class MountedFsTest : public ::testing::Test {
+class MountedFsTest : public testing::MountedFixture {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "mounting in a unit test needs root";
-    if (!CheckFuseDevice().ok()) GTEST_SKIP() << "/dev/fuse is not usable";
-    char tmpl[] = "/tmp/hexz-fuse-test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    if (std::string why = WhyCannotMount(); !why.empty()) GTEST_SKIP() << why;
     disk_ = RandomBytes(3 * 1024 * 1024 + 777, 1);  // not a multiple of anything
     memory_ = RandomBytes(200000, 2);
     std::vector<File> files;
@@ -119,19 +92,8 @@ class MountedFsTest : public ::testing::Test {
     opts.uid = 4321;
     opts.gid = 8765;
     opts.on_ready = [this] { ready_ = true; };
-    fs_ = std::make_unique<ReadOnlyFs>(std::move(files), opts);
-    Status st = fs_->Mount(dir_);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    loop_ = std::thread([this] { served_ = fs_->Serve(); });
+    ASSERT_NO_FATAL_FAILURE(MountFiles("hexz-fuse-test", std::move(files), opts));
   }
-  void TearDown() override {
-    if (fs_ == nullptr) return;
-    umount2(dir_.c_str(), MNT_DETACH);
-    if (loop_.joinable()) loop_.join();
-    fs_.reset();
-    rmdir(dir_.c_str());
-  }
-  std::string Path(const char* name) { return dir_ + "/" + name; }
   std::vector<uint8_t> ReadAll(const std::string& path, size_t chunk) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     EXPECT_GE(fd, 0) << path;
@@ -146,11 +108,7 @@ class MountedFsTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_;
   std::vector<uint8_t> disk_, memory_;
-  std::unique_ptr<ReadOnlyFs> fs_;
-  std::thread loop_;
-  Status served_;
   std::atomic<bool> ready_{false};
 };
 

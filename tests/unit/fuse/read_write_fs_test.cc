@@ -19,6 +19,7 @@
 #include "common/base/checked_math.h"
 #include "common/fuse/mounts.h"
 #include "common/fuse/read_only_fs.h"
+#include "tests/unit/fuse/fuse_test_util.h"
 
 namespace hexz::fuse {
 namespace {
@@ -75,38 +76,13 @@ class MemRwVolume : public io::Volume {
   std::vector<uint8_t> bytes_;
 };
 
-class MemRoVolume : public io::Volume {
- public:
-  explicit MemRoVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
-  uint64_t Size() const override { return bytes_.size(); }
-  uint32_t BlockSize() const override { return 4096; }
-  Status Read(uint64_t offset, void* buf, size_t len) override {
-    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
-      return Status::OutOfRange("read beyond the end");
-    }
-    std::memcpy(buf, bytes_.data() + offset, len);
-    return Status::Ok();
-  }
+using testing::MemVolume;
+using testing::RandomBytes;
 
- private:
-  std::vector<uint8_t> bytes_;
-};
-
-std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
-
-class ReadWriteFsTest : public ::testing::Test {
+class ReadWriteFsTest : public testing::MountedFixture {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "mounting in a unit test needs root";
-    if (!CheckFuseDevice().ok()) GTEST_SKIP() << "/dev/fuse is not usable";
-    char tmpl[] = "/tmp/hexz-fuse-rw-test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    if (std::string why = WhyCannotMount(); !why.empty()) GTEST_SKIP() << why;
     disk_ = RandomBytes(2 * 1024 * 1024 + 1000, 1);
     memory_ = RandomBytes(100000, 2);
     auto disk = std::make_unique<MemRwVolume>(disk_);
@@ -116,29 +92,14 @@ class ReadWriteFsTest : public ::testing::Test {
     d.writable = true;
     d.io_size = 65536;
     files.push_back(std::move(d));
-    files.push_back(File{"memory", std::make_unique<MemRoVolume>(memory_)});
+    files.push_back(File{"memory", std::make_unique<MemVolume>(memory_)});
     FsOptions opts;
     opts.read_write = true;
-    fs_ = std::make_unique<ReadOnlyFs>(std::move(files), opts);
-    Status st = fs_->Mount(dir_);
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    loop_ = std::thread([this] { served_ = fs_->Serve(); });
+    ASSERT_NO_FATAL_FAILURE(MountFiles("hexz-fuse-rw-test", std::move(files), opts));
   }
-  void TearDown() override {
-    if (fs_ == nullptr) return;
-    umount2(dir_.c_str(), MNT_DETACH);
-    if (loop_.joinable()) loop_.join();
-    fs_.reset();
-    rmdir(dir_.c_str());
-  }
-  std::string Path(const char* name) { return dir_ + "/" + name; }
 
-  std::string dir_;
   std::vector<uint8_t> disk_, memory_;
   MemRwVolume* volume_ = nullptr;
-  std::unique_ptr<ReadOnlyFs> fs_;
-  std::thread loop_;
-  Status served_;
 };
 
 TEST_F(ReadWriteFsTest, ModesAndStatfsShowAWritableDisk) {
