@@ -16,7 +16,7 @@ if [[ $(id -u) -eq 0 ]] && ! id hexz-test2 >/dev/null 2>&1; then
 fi
 
 echo "=== release build and tests ==="
-cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEXZ_BUILD_BENCH=ON >/dev/null
 cmake --build "$src/build" --parallel "$jobs"
 (cd "$src/build" && ctest --output-on-failure --parallel "$jobs" --timeout 900)
 

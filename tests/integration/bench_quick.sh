@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark harness (bench/run.py --quick): every section
+# runs against its peers on small data and the report has figures and ratios.
+# Speed is not asserted (benchmarks measure, tests check); see bench/README.md.
+source "$(dirname "$0")/lib.sh"
+require_root
+require_cmd qemu-img mksquashfs squashfuse_ll nbdkit nbdcopy nbdfuse fio lz4 zstd qemu-nbd
+[[ -x /usr/bin/python3 ]] || skip "/usr/bin/python3 is missing"
+for b in read_bench cache_bench; do
+  [[ -x "$HEXZ_BUILD_DIR/bench/$b" ]] || skip "bench/$b not built (configure with -DHEXZ_BUILD_BENCH=ON)"
+done
+/usr/bin/python3 "$HEXZ_SOURCE_DIR/bench/run.py" --build "$HEXZ_BUILD_DIR" --quick \
+  --work "$T/work" --out "$T/out" >"$T/bench.log" 2>&1 || fail "bench/run.py failed: $(tail -n 20 "$T/bench.log")"
+json=$(ls "$T"/out/*-quick.json) || fail "no JSON report"
+md=$(ls "$T"/out/*-quick.md) || fail "no markdown report"
+/usr/bin/python3 - "$json" <<'PY' || fail "report check failed"
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+failed = [r for r in rows if r["value"] is None]
+assert not failed, "sections failed: %s" % [(r["section"], r["name"], r["note"]) for r in failed]
+sections = {r["section"] for r in rows}
+need = {"pack", "seq-read", "rand-4k", "nbd", "in-process", "commit"}
+assert need <= sections, "missing sections: %s" % (need - sections)
+ratios = [r for r in rows if r["ratio"] is not None]
+assert len(ratios) >= 10, "only %d ratios" % len(ratios)
+print("%d rows, %d ratios, sections %s" % (len(rows), len(ratios), sorted(sections)))
+PY
+grep -q '^| pack | hexz pack lz4 |' "$md" || fail "markdown table lacks the pack row"
+pass "bench --quick ran every section and wrote md/json reports"
