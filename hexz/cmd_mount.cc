@@ -34,6 +34,7 @@
 #include "common/overlay/overlay_files.h"
 #include "hexz/commands.h"
 #include "hexz/nbd_mount.h"
+#include "hexz/worker_launch.h"
 
 namespace hexz::cli {
 
@@ -57,46 +58,9 @@ struct MountArgs {
   bool verbose = false;
 };
 
-std::string DirName(const std::string& p) {
-  size_t slash = p.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : p.substr(0, slash);
-}
-
 std::string BaseName(const std::string& p) {
   size_t slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-bool Executable(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(p.c_str(), X_OK) == 0;
-}
-
-// $HEXZ_FUSED, then next to this hexz: <dir>/hexz-fused (installed side by
-// side or test copies), <dir>/../hexz-fused/hexz-fused (build tree),
-// <dir>/../libexec/hexz/hexz-fused (installed).
-Result<std::string> FindWorker() {
-  std::vector<std::string> tried;
-  if (const char* env = std::getenv("HEXZ_FUSED"); env != nullptr && *env != '\0') {
-    if (Executable(env)) return std::string(env);
-    tried.push_back(std::string(env) + " (from $HEXZ_FUSED)");
-  }
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    self[n] = '\0';
-    std::string dir = DirName(self);
-    for (const std::string& c : {dir + "/hexz-fused", dir + "/../hexz-fused/hexz-fused",
-                                 dir + "/../libexec/hexz/hexz-fused"}) {
-      if (Executable(c)) return c;
-      tried.push_back(c);
-    }
-  }
-  std::string list;
-  for (const auto& t : tried) list += "\n  " + t;
-  return Status::NotFound("cannot find the worker program hexz-fused; tried:" + list +
-                          "\nset HEXZ_FUSED to its path");
 }
 
 Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
@@ -127,101 +91,6 @@ Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
                   "mountpoint " + mnt + " is not writable by you (FUSE mounts need that)", EACCES);
   }
   return Status::Ok();
-}
-
-// The private directory for daemon logs: $XDG_RUNTIME_DIR/hexz, else
-// ~/.cache/hexz (both created 0700 and checked to be ours, not a symlink).
-Result<std::string> DefaultLogDir() {
-  std::vector<std::string> candidates;
-  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {
-    candidates.push_back(std::string(xdg) + "/hexz");
-  }
-  std::string home;
-  if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
-    home = h;
-  } else if (struct passwd* pw = getpwuid(getuid()); pw != nullptr && pw->pw_dir[0] == '/') {
-    home = pw->pw_dir;
-  }
-  if (!home.empty()) {
-    std::string cache = home + "/.cache";
-    if (mkdir(cache.c_str(), 0700) != 0 && errno != EEXIST) {
-      // fall through: the check below reports it
-    }
-    candidates.push_back(cache + "/hexz");
-  }
-  std::string problems;
-  for (const auto& dir : candidates) {
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      problems += "\n  " + dir + ": " + std::strerror(errno);
-      continue;
-    }
-    struct stat st;
-    if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & 077) != 0) {
-      problems += "\n  " + dir + ": not a private (0700) directory owned by you";
-      continue;
-    }
-    return dir;
-  }
-  return Status::Unavailable("no private directory for the daemon's log; use --log-file PATH" +
-                             problems);
-}
-
-Result<UniqueFd> OpenLog(const std::string& path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "log file " + path);
-  return UniqueFd(fd);
-}
-
-struct Worker {
-  pid_t pid = -1;
-  UniqueFd sock;
-};
-
-// fork+exec of hexz-fused with the socket as fd 3, stdin/stdout on /dev/null
-// and stderr on `log_fd` (or ours), a clean environment and the signal mask
-// restored.
-Result<Worker> StartWorker(const std::string& program, int log_fd, const sigset_t& old_mask) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    return Status::FromErrno(errno, "socketpair");
-  }
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!devnull) return Status::FromErrno(errno, "/dev/null");
-  // A clean environment; HEXZ_CACHE_NAME_PREFIX names the shared cache.
-  std::string cache_prefix = "HEXZ_CACHE_NAME_PREFIX=" + cache::ShmCache::NamePrefix();
-  pid_t pid = fork();
-  if (pid < 0) return Status::FromErrno(errno, "fork");
-  if (pid == 0) {
-    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    if (dup2(theirs.get(), 3) < 0 || dup2(devnull.get(), 0) < 0 || dup2(devnull.get(), 1) < 0 ||
-        (log_fd >= 0 && dup2(log_fd, 2) < 0)) {
-      _exit(127);
-    }
-    close_range(4, ~0U, 0);
-    char* argv[] = {const_cast<char*>("hexz-fused"), const_cast<char*>("--ipc-fd"),
-                    const_cast<char*>("3"), nullptr};
-    char* envp[] = {const_cast<char*>("PATH=/usr/bin:/bin"), cache_prefix.data(), nullptr};
-    execve(program.c_str(), argv, envp);
-    std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
-    _exit(127);
-  }
-  return Worker{pid, std::move(ours)};
-}
-
-// Waits up to `ms` for the worker to exit; kills it after that.
-int ReapWorker(pid_t pid, int ms) {
-  int status = 0;
-  for (int waited = 0; waited <= ms; waited += 20) {
-    pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return status;
-    if (r < 0 && errno != EINTR) return 0;
-    usleep(20000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  return status;
 }
 
 // After a failure: nothing of ours may stay mounted.
@@ -297,7 +166,7 @@ int RunMount(const MountArgs& a) {
   std::string canonical;
   if (Status st = CheckMountpoint(a.mountpoint, &canonical); !st.ok()) return Fail(st);
   // 3. The worker and its log.
-  auto program = FindWorker();
+  auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
   if (!program.ok()) return Fail(program.status());
   UniqueFd log_fd;
   std::string log_path;
@@ -305,11 +174,11 @@ int RunMount(const MountArgs& a) {
     if (!a.log_file.empty()) {
       log_path = a.log_file;
     } else {
-      auto dir = DefaultLogDir();
+      auto dir = PrivateRuntimeDir("the daemon's log; use --log-file PATH");
       if (!dir.ok()) return Fail(dir.status());
       log_path = *dir + "/" + BaseName(canonical) + ".log";
     }
-    auto fd = OpenLog(log_path);
+    auto fd = OpenLogFile(log_path);
     if (!fd.ok()) return Fail(fd.status());
     log_fd = std::move(*fd);
   }
@@ -343,24 +212,14 @@ int RunMount(const MountArgs& a) {
     config.overlay_ephemeral = files->ephemeral;
   }
 
-  // Signals are taken through a signalfd from here on. A shell starts
-  // background jobs with SIGINT ignored; hexz mount's contract is that these
-  // signals unmount, so their default disposition is restored first.
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
-  sigset_t mask, old_mask;
-  sigemptyset(&mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&mask, sig);
-  sigprocmask(SIG_BLOCK, &mask, &old_mask);
-  UniqueFd sigfd(signalfd(-1, &mask, SFD_CLOEXEC));
-  if (!sigfd) return Fail(Status::FromErrno(errno, "signalfd"));
+  // Signals are taken through a signalfd from here on: they unmount.
+  sigset_t old_mask;
+  auto sigfd = TakeSignals(&old_mask);
+  if (!sigfd.ok()) return Fail(sigfd.status());
 
-  auto worker = StartWorker(*program, a.daemon ? log_fd.get() : -1, old_mask);
-  if (!worker.ok()) return Fail(worker.status());
+  auto worker = LaunchWorker(*program, config, a.daemon ? log_fd.get() : -1, old_mask);
+  if (!worker.ok()) return Fail(worker.status().WithContext("starting " + *program));
   log_fd.reset();
-  if (Status st = ipc::SendWorkerConfig(worker->sock.get(), config); !st.ok()) {
-    ReapWorker(worker->pid, 2000);
-    return Fail(st.WithContext("starting " + *program));
-  }
   config.chain_fds.clear();
   // Only the worker holds the overlay (and its lock) from here on.
   config.overlay_data_fd.reset();
@@ -368,24 +227,14 @@ int RunMount(const MountArgs& a) {
   snapshot->reset();
 
   // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
-  for (;;) {
-    struct pollfd pfd[2] = {{sigfd.get(), POLLIN, 0}, {worker->sock.get(), POLLIN, 0}};
-    if (poll(pfd, 2, -1) < 0 && errno != EINTR) return Fail(Status::FromErrno(errno, "poll"));
-    if (pfd[1].revents != 0) break;
-    struct signalfd_siginfo si;
-    if ((pfd[0].revents & POLLIN) && read(sigfd.get(), &si, sizeof si) == sizeof si &&
-        si.ssi_signo != SIGCHLD) {
-      kill(worker->pid, SIGKILL);
-      ReapWorker(worker->pid, 5000);
-      CleanUpMount(canonical);
-      std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
-                   canonical.c_str());
-      return 1;
-    }
+  auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  if (!ready.ok() && ready.status().code() == base::Code::kCancelled) {
+    CleanUpMount(canonical);
+    std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
+                 canonical.c_str());
+    return 1;
   }
-  auto ready = ipc::ReceiveWorkerReply(worker->sock.get());
   if (!ready.ok()) {
-    ReapWorker(worker->pid, 5000);
     CleanUpMount(canonical);
     std::string msg = ready.status().ToString();
     if (a.daemon) msg += " (worker log: " + log_path + ")";
@@ -411,14 +260,14 @@ int RunMount(const MountArgs& a) {
 
   // Foreground: wait for a signal, or for the worker to go away.
   for (;;) {
-    struct pollfd pfd[2] = {{sigfd.get(), POLLIN, 0}, {worker->sock.get(), POLLIN, 0}};
+    struct pollfd pfd[2] = {{sigfd->get(), POLLIN, 0}, {worker->channel.get(), POLLIN, 0}};
     if (poll(pfd, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return Fail(Status::FromErrno(errno, "poll"));
     }
     if (pfd[0].revents & POLLIN) {
       struct signalfd_siginfo si;
-      if (read(sigfd.get(), &si, sizeof si) != sizeof si) continue;
+      if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
       if (si.ssi_signo == SIGCHLD) {
         int status = 0;
         if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
@@ -451,7 +300,7 @@ int RunMount(const MountArgs& a) {
     }
     if (pfd[1].revents & (POLLHUP | POLLIN | POLLERR)) {
       // The worker closed its end: it is exiting; SIGCHLD follows.
-      worker->sock.reset();
+      worker->channel.reset();
     }
   }
 }

@@ -76,7 +76,7 @@ mkdir -p "$T/lonely" && install -m 0755 "$HEXZ" "$T/lonely/hexz"
 out=$(setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups --reset-env -- \
   env HEXZ_FUSED=/nonexistent/hexz-fused "$T/lonely/hexz" mount "$T/snap.st" "$T/mnt" 2>&1) \
   && fail "mount without a worker succeeded"
-grep -q "cannot find the worker program hexz-fused" <<<"$out" || fail "no-worker message: $out"
+grep -q "cannot find hexz-fused; tried" <<<"$out" || fail "no-worker message: $out"
 grep -q "/nonexistent/hexz-fused (from \$HEXZ_FUSED)" <<<"$out" || fail "tried list lacks HEXZ_FUSED: $out"
 grep -q "$T/lonely/../libexec/hexz/hexz-fused" <<<"$out" || fail "tried list lacks libexec: $out"
 assert_nothing_left "no worker"
