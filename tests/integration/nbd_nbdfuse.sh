@@ -9,27 +9,8 @@ require_cmd nbdfuse mkfs.ext4 losetup
 grep -qw ext4 /proc/filesystems || modprobe ext4 2>/dev/null || true
 grep -qw ext4 /proc/filesystems || skip "no ext4 in this kernel"
 
-mkdir -p "$T/src/dir/sub" "$T/fuse" "$T/mnt"
-head -c 3M /dev/urandom >"$T/src/big.bin"
-echo hello >"$T/src/dir/hello.txt"
-for i in $(seq 1 50); do echo "file $i" >"$T/src/dir/sub/f$i"; done
-ln -s hello.txt "$T/src/dir/link"
-mkfs.ext4 -q -F -d "$T/src" "$T/fs.img" 32M || fail "mkfs.ext4 -d"
+make_ext4_tree "$T/src" "$T/fs.img"
 
 start_nbd_server fs --image "$T/fs.img"
-nbdfuse -r "$T/fuse" "$(nbd_uri disk)" &
-fpid=$!
-on_exit "fusermount3 -u -z '$T/fuse'; kill $fpid"
-wait_for test -f "$T/fuse/nbd" || fail "nbdfuse did not mount"
-cmp "$T/fuse/nbd" "$T/fs.img" || fail "nbdfuse file differs from the image"
-pass "nbdfuse file equals the image"
-
-mount -o ro,loop -t ext4 "$T/fuse/nbd" "$T/mnt" 2>"$T/mount.err" || skip "loop mount failed: $(cat "$T/mount.err")"
-on_exit "umount '$T/mnt'"
-rm -rf "$T/mnt/lost+found" 2>/dev/null || true
-diff -r --exclude=lost+found "$T/src" "$T/mnt" || fail "diff -r"
-pass "ext4 through nbdfuse + loop mount: diff -r clean"
-umount "$T/mnt"
-fusermount3 -u "$T/fuse"
-wait $fpid || true
+check_ext4_via_nbdfuse "$(nbd_uri disk)" "$T/fs.img" "$T/src"
 stop_nbd_server

@@ -33,6 +33,53 @@ make_zero_image() {
   dd if=/dev/urandom of="$p" bs=1M count=2 seek=10 conv=notrunc status=none
 }
 
+# assert_zero_map MAP: the `nbdinfo --map` output MAP of a make_zero_image
+# export reports every byte of 4M..10M and 12M..16M as zero (flag bit 1), and
+# neither offset 0 nor 10M.
+assert_zero_map() {
+  awk -v M=$((1 << 20)) '
+    { s[NR] = $1; n[NR] = $2; t[NR] = $3 }
+    function zero_at(o,   i) { for (i in s) if (s[i] <= o && o < s[i] + n[i] && int(t[i] / 2) % 2) return 1; return 0 }
+    END {
+      for (o = 4 * M; o < 10 * M; o += 4096) if (!zero_at(o)) exit 1
+      for (o = 12 * M; o < 16 * M; o += 4096) if (!zero_at(o)) exit 1
+      if (zero_at(0) || zero_at(10 * M)) exit 1
+    }' <<<"$1" || fail "zero regions not reported as zero/hole: $1"
+}
+
+# make_ext4_tree SRC IMG: a small tree (a 3 MiB file, 50 small files, a
+# symlink) in SRC and an ext4 image of it made with mkfs.ext4 -d.
+make_ext4_tree() {
+  local src=$1 img=$2 i
+  mkdir -p "$src/dir/sub"
+  head -c 3M /dev/urandom >"$src/big.bin"
+  echo hello >"$src/dir/hello.txt"
+  for i in $(seq 1 50); do echo "file $i" >"$src/dir/sub/f$i"; done
+  ln -s hello.txt "$src/dir/link"
+  mkfs.ext4 -q -F -d "$src" "$img" 32M || fail "mkfs.ext4 -d"
+}
+
+# check_ext4_via_nbdfuse URI IMG SRC: nbdfuse exposes the export URI as a
+# file equal to IMG; a read-only loop mount (root) of it matches SRC (diff -r).
+check_ext4_via_nbdfuse() {
+  local uri=$1 img=$2 src=$3 fpid
+  mkdir -p "$T/fuse" "$T/mnt"
+  nbdfuse -r "$T/fuse" "$uri" &
+  fpid=$!
+  on_exit "fusermount3 -u -z '$T/fuse'; kill $fpid"
+  wait_for test -f "$T/fuse/nbd" || fail "nbdfuse did not mount"
+  cmp "$T/fuse/nbd" "$img" || fail "nbdfuse file differs from the image"
+  pass "nbdfuse file equals the image"
+  mount -o ro,loop -t ext4 "$T/fuse/nbd" "$T/mnt" 2>"$T/mount.err" ||
+    skip "loop mount failed: $(cat "$T/mount.err")"
+  on_exit "umount '$T/mnt'"
+  diff -r --exclude=lost+found "$src" "$T/mnt" || fail "diff -r"
+  pass "ext4 through nbdfuse + loop mount: diff -r clean"
+  umount "$T/mnt"
+  fusermount3 -u "$T/fuse"
+  wait "$fpid" || true
+}
+
 # start_hexz_serve NAME SNAP ARGS...: runs `hexz serve SNAP --socket
 # $T/u/NAME.sock ARGS` as the unprivileged test user (in the background),
 # waits until it serves, stops it at exit, and sets NBD_SOCK, NBD_PID (the
