@@ -143,7 +143,7 @@ class Server::Connection {
 
   Status Run() {
     HEXZ_RETURN_IF_ERROR(SetNonBlocking(fd_));
-    HandshakeEnd end;
+    HandshakeEnd end = HandshakeEnd::kAbort;
     HEXZ_RETURN_IF_ERROR(Handshake(&end));
     if (end == HandshakeEnd::kAbort) return Status::Ok();
     return Transmission();
