@@ -67,7 +67,7 @@ class IndexReader {
   // checked that the index length matches its contents.
   Result<const uint8_t*> Next(size_t n) {
     HEXZ_RETURN_IF_ERROR(io_error_);
-    buf_.resize(n);
+    buf_.resize(std::max<size_t>(n, 1));  // a valid pointer even for n == 0
     io_error_ = io::PreadFull(fd_, buf_.data(), n, pos_, name_);
     HEXZ_RETURN_IF_ERROR(io_error_);
     hasher_.Update(buf_.data(), n);
