@@ -495,6 +495,25 @@ TEST(WriterTest, AbortAndCancelLeaveNothingBehind) {
   EXPECT_TRUE(ListDir(dir.path()).empty());
 }
 
+TEST(WriterTest, AStreamThatCannotFitTheIndexIsRefusedWhenItBegins) {
+  TempDir dir;
+  WriterOptions o;
+  o.block_size = 4096;
+  auto w = SnapshotWriter::Create(dir / "big.st", o);
+  ASSERT_TRUE(w.ok());
+  // 50 million blocks need 1.2 GB of index, over the format's 1 GiB.
+  Status st = (*w)->BeginStream(StreamId::kDisk, 50'000'000ull * 4096);
+  EXPECT_EQ(st.code(), base::Code::kNoSpace) << st.ToString();
+  EXPECT_TRUE(Contains(st, "too many blocks for one index")) << st.ToString();
+  EXPECT_TRUE(Contains(st, "--block-size")) << st.ToString();
+  // The same size fits with 1 MiB blocks (195 thousand entries).
+  w->reset();
+  o.block_size = 1 << 20;
+  w = SnapshotWriter::Create(dir / "big.st", o);
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE((*w)->BeginStream(StreamId::kDisk, 50'000'000ull * 4096).ok());
+}
+
 TEST(WriterTest, PackStreamFromSparseFile) {
   TempDir dir;
   std::string img = dir / "sparse.img";
