@@ -88,11 +88,12 @@ Status Status::FromErrno(int err, std::string_view context) {
   return Status(code, std::move(msg), err);
 }
 
-int Status::ToErrno() const {
-  if (ok()) return 0;
-  if (errno_ != 0) return errno_;
-  switch (code_) {
+int CodeErrno(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return 0;
     case Code::kInvalidArgument:
+    case Code::kOutOfRange:
       return EINVAL;
     case Code::kNotFound:
       return ENOENT;
@@ -106,17 +107,23 @@ int Status::ToErrno() const {
       return EBUSY;
     case Code::kPermissionDenied:
       return EACCES;
-    case Code::kOutOfRange:
-      return EINVAL;
     case Code::kAlreadyExists:
       return EEXIST;
     case Code::kUnavailable:
       return ENODEV;
     case Code::kCancelled:
       return EINTR;
-    default:
+    case Code::kCorruption:
+    case Code::kIoError:
+    case Code::kInternal:
       return EIO;
   }
+  return EIO;
+}
+
+int Status::ToErrno() const {
+  if (ok()) return 0;
+  return errno_ != 0 ? errno_ : CodeErrno(code_);
 }
 
 Status Status::WithContext(std::string_view prefix) const {

@@ -36,6 +36,10 @@ enum class Code : unsigned char {
 
 const char* CodeName(Code code);
 
+// The errno that stands for `code` at a kernel or protocol edge (EINVAL for
+// kInvalidArgument, EIO for kCorruption, ...); 0 for kOk.
+int CodeErrno(Code code);
+
 class [[nodiscard]] Status {
  public:
   Status() = default;  // OK
@@ -43,17 +47,31 @@ class [[nodiscard]] Status {
       : code_(code), errno_(sys_errno), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {Code::kInvalidArgument, std::move(m)}; }
-  static Status NotFound(std::string m) { return {Code::kNotFound, std::move(m), ENOENT}; }
-  static Status Corruption(std::string m) { return {Code::kCorruption, std::move(m), EIO}; }
-  static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
-  static Status ReadOnly(std::string m) { return {Code::kReadOnly, std::move(m), EROFS}; }
-  static Status NoSpace(std::string m) { return {Code::kNoSpace, std::move(m), ENOSPC}; }
-  static Status Busy(std::string m) { return {Code::kBusy, std::move(m), EBUSY}; }
-  static Status OutOfRange(std::string m) { return {Code::kOutOfRange, std::move(m)}; }
-  static Status Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
-  static Status Cancelled(std::string m) { return {Code::kCancelled, std::move(m), EINTR}; }
-  static Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+  // One factory per code. Each sets the errno its code stands for
+  // (CodeErrno), or the one given when a caller knows better (EPIPE for a
+  // peer that hung up), so that sys_errno() is never 0 for an error.
+  static Status InvalidArgument(std::string m) {
+    return Make(Code::kInvalidArgument, std::move(m));
+  }
+  static Status NotFound(std::string m) { return Make(Code::kNotFound, std::move(m)); }
+  static Status Corruption(std::string m) { return Make(Code::kCorruption, std::move(m)); }
+  static Status Unsupported(std::string m) { return Make(Code::kUnsupported, std::move(m)); }
+  static Status IoError(std::string m, int err = EIO) {
+    return {Code::kIoError, std::move(m), err};
+  }
+  static Status ReadOnly(std::string m) { return Make(Code::kReadOnly, std::move(m)); }
+  static Status NoSpace(std::string m) { return Make(Code::kNoSpace, std::move(m)); }
+  static Status Busy(std::string m) { return Make(Code::kBusy, std::move(m)); }
+  static Status PermissionDenied(std::string m, int err = EACCES) {
+    return {Code::kPermissionDenied, std::move(m), err};
+  }
+  static Status OutOfRange(std::string m) { return Make(Code::kOutOfRange, std::move(m)); }
+  static Status AlreadyExists(std::string m) { return Make(Code::kAlreadyExists, std::move(m)); }
+  static Status Unavailable(std::string m, int err = ENODEV) {
+    return {Code::kUnavailable, std::move(m), err};
+  }
+  static Status Cancelled(std::string m) { return Make(Code::kCancelled, std::move(m)); }
+  static Status Internal(std::string m) { return Make(Code::kInternal, std::move(m)); }
 
   // "context: strerror(err)", with the code chosen from err.
   static Status FromErrno(int err, std::string_view context);
@@ -66,13 +84,15 @@ class [[nodiscard]] Status {
   // The errno to hand to a kernel or protocol edge (never 0 for an error).
   int ToErrno() const;
 
-  // Returns a copy whose message is "prefix: message".
+  // Returns a copy whose message is "prefix: message" (same code and errno).
   Status WithContext(std::string_view prefix) const;
 
   // "OK", or the message alone (messages already name what failed).
   std::string ToString() const { return ok() ? "OK" : message_; }
 
  private:
+  static Status Make(Code code, std::string m) { return {code, std::move(m), CodeErrno(code)}; }
+
   Code code_ = Code::kOk;
   int errno_ = 0;
   std::string message_;

@@ -2,12 +2,31 @@
 
 #include <lz4.h>
 #include <lz4hc.h>
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader (exported by libzstd 1.5)
 #include <zstd.h>
 
 #include <cstring>
 #include <memory>
+#include <string>
+
+#include "common/format/layout.h"
 
 namespace hexz::format {
+
+using base::Status;
+
+const char* CodecName(Codec codec) {
+  switch (codec) {
+    case Codec::kRaw:
+      return "none";
+    case Codec::kLz4:
+      return "lz4";
+    case Codec::kZstd:
+      return "zstd";
+  }
+  return "unknown";
+}
+
 namespace {
 
 struct CctxDeleter {
@@ -23,13 +42,32 @@ ZSTD_CCtx* ThreadCctx() {
 }
 
 ZSTD_DCtx* ThreadDctx() {
-  thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> ctx([] {
-    ZSTD_DCtx* d = ZSTD_createDCtx();
-    // Blocks are at most 1 MiB: refuse frames that ask for a bigger window.
-    if (d != nullptr) ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 21);
-    return d;
-  }());
+  thread_local std::unique_ptr<ZSTD_DCtx, DctxDeleter> ctx(ZSTD_createDCtx());
   return ctx.get();
+}
+
+Status NoDecode(Codec codec) {
+  return Status::Corruption(std::string("does not decompress (") + CodecName(codec) + ")");
+}
+
+// FORMAT.md limits the window of every Zstd frame of a block. One-shot
+// decompression ignores ZSTD_d_windowLogMax, so the frame headers are
+// checked here, one frame after the other.
+Status CheckZstdWindows(const uint8_t* src, size_t len) {
+  size_t pos = 0;
+  while (pos < len) {
+    ZSTD_frameHeader fh;
+    if (ZSTD_getFrameHeader(&fh, src + pos, len - pos) != 0) return NoDecode(Codec::kZstd);
+    if (fh.frameType == ZSTD_frame && fh.windowSize > layout::kMaxZstdWindow) {
+      return Status::Corruption("is a zstd frame with a " + std::to_string(fh.windowSize >> 10) +
+                                " KiB window (the format allows at most " +
+                                std::to_string(layout::kMaxZstdWindow >> 10) + " KiB)");
+    }
+    size_t n = ZSTD_findFrameCompressedSize(src + pos, len - pos);
+    if (ZSTD_isError(n) || n == 0) return NoDecode(Codec::kZstd);
+    pos += n;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -69,26 +107,29 @@ bool CompressBlock(Codec codec, int level, const void* src, size_t len, std::vec
   return false;
 }
 
-bool DecompressBlock(Codec codec, const void* src, size_t src_len, void* dst, size_t dst_len) {
+Status DecompressBlock(Codec codec, const void* src, size_t src_len, void* dst, size_t dst_len) {
   switch (codec) {
     case Codec::kRaw:
-      if (src_len != dst_len) return false;
+      if (src_len != dst_len) return NoDecode(codec);
       std::memcpy(dst, src, dst_len);
-      return true;
+      return Status::Ok();
     case Codec::kLz4: {
-      if (src_len > (1u << 30) || dst_len > (1u << 30)) return false;
+      if (src_len > (1u << 30) || dst_len > (1u << 30)) return NoDecode(codec);
       int n = LZ4_decompress_safe(static_cast<const char*>(src), static_cast<char*>(dst),
                                   static_cast<int>(src_len), static_cast<int>(dst_len));
-      return n >= 0 && static_cast<size_t>(n) == dst_len;
+      if (n < 0 || static_cast<size_t>(n) != dst_len) return NoDecode(codec);
+      return Status::Ok();
     }
     case Codec::kZstd: {
+      HEXZ_RETURN_IF_ERROR(CheckZstdWindows(static_cast<const uint8_t*>(src), src_len));
       ZSTD_DCtx* ctx = ThreadDctx();
-      if (ctx == nullptr) return false;
+      if (ctx == nullptr) return Status::Internal("zstd: cannot create a decompression context");
       size_t n = ZSTD_decompressDCtx(ctx, dst, dst_len, src, src_len);
-      return !ZSTD_isError(n) && n == dst_len;
+      if (ZSTD_isError(n) || n != dst_len) return NoDecode(codec);
+      return Status::Ok();
     }
   }
-  return false;
+  return Status::Corruption("has an unknown codec");
 }
 
 }  // namespace hexz::format

@@ -1,5 +1,8 @@
 // The snapshot reader: parses and validates one file per chain level, links
-// the chain, and serves reads. See FORMAT.md for every rule checked here.
+// the chain, and serves reads. Each structure is decoded by its function in
+// layout.cc; this file reads the bytes, keeps the order of FORMAT.md's
+// "Reader obligations", and checks what spans structures (the tiling of the
+// data area, dedup targets, the parent chain).
 #include "common/format/snapshot.h"
 
 #include <fcntl.h>
@@ -8,97 +11,95 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <set>
 #include <utility>
 
+#include "common/base/bytes.h"
 #include "common/base/checked_math.h"
+#include "common/base/endian.h"
+#include "common/base/path.h"
 #include "common/cache/block_cache.h"
-#include "common/format/codec.h"
-#include "common/format/layout.h"
 #include "common/io/file.h"
 
 namespace hexz::format {
 
 namespace L = layout;
-using base::CeilDiv;
-using base::CheckedAdd;
-using base::CheckedMul;
 using base::RangeWithin;
+using L::AtOffset;
 
 const char* StreamName(StreamId id) { return id == StreamId::kDisk ? "disk" : "memory"; }
 
-const char* CodecName(Codec codec) {
-  switch (codec) {
-    case Codec::kRaw:
-      return "none";
-    case Codec::kLz4:
-      return "lz4";
-    case Codec::kZstd:
-      return "zstd";
-  }
-  return "unknown";
-}
-
-const char* BlockKindName(BlockKind kind) {
-  switch (kind) {
-    case BlockKind::kZero:
-      return "zero";
-    case BlockKind::kStored:
-      return "stored";
-    case BlockKind::kDedup:
-      return "dedup";
-    case BlockKind::kParent:
-      return "parent";
-  }
-  return "unknown";
-}
-
-std::string SnapshotId::ToHex() const {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : bytes) {
-    s.push_back(kDigits[b >> 4]);
-    s.push_back(kDigits[b & 15]);
-  }
-  return s;
-}
+std::string SnapshotId::ToHex() const { return base::HexEncode(bytes.data(), bytes.size()); }
 
 Result<SnapshotId> SnapshotId::FromHex(std::string_view hex) {
-  if (hex.size() != 32) return Status::InvalidArgument("snapshot id must be 32 hex digits");
   SnapshotId id;
-  for (size_t i = 0; i < 32; ++i) {
-    char c = hex[i];
-    int v;
-    if (c >= '0' && c <= '9') {
-      v = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      v = c - 'a' + 10;
-    } else if (c >= 'A' && c <= 'F') {
-      v = c - 'A' + 10;
-    } else {
-      return Status::InvalidArgument("snapshot id must be 32 hex digits");
-    }
-    id.bytes[i / 2] = static_cast<uint8_t>(id.bytes[i / 2] | (v << (i % 2 == 0 ? 4 : 0)));
-  }
+  if (!base::HexDecode(hex, id.bytes.data(), id.bytes.size()))
+    return Status::InvalidArgument("snapshot id must be 32 hex digits");
   return id;
 }
 
 namespace {
 
-std::string Off(uint64_t offset) { return " at offset " + std::to_string(offset); }
-
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if (p[i] != 0) return false;
-  return true;
+// An error of a structure decoder, prefixed with the file's name.
+template <typename T>
+Result<T> Named(Result<T> r, const std::string& name) {
+  if (!r.ok()) return r.status().WithContext(name);
+  return r;
 }
 
 struct StreamIndex {
   bool present = false;
   uint64_t size = 0;
-  std::vector<L::Entry> entries;
+  std::vector<L::Entry> entries;  // exactly one per block: FORMAT.md's memory promise
   StreamStats stats;
+};
+
+// Reads the index front to back in pieces and checksums it on the way, so
+// that opening a file holds the decoded entries and one piece of raw index,
+// never the whole raw index besides them.
+class IndexReader {
+ public:
+  IndexReader(int fd, const std::string& name, const L::Footer& ft)
+      : fd_(fd), name_(name), ft_(ft), pos_(ft.index_offset) {}
+
+  // The next n bytes (n at most kPiece, or the parent path); valid until the
+  // next call. The caller never asks beyond the index: DecodeIndexHeader
+  // checked that the index length matches its contents.
+  Result<const uint8_t*> Next(size_t n) {
+    HEXZ_RETURN_IF_ERROR(io_error_);
+    buf_.resize(std::max<size_t>(n, 1));  // a valid pointer even for n == 0
+    io_error_ = io::PreadFull(fd_, buf_.data(), n, pos_, name_);
+    HEXZ_RETURN_IF_ERROR(io_error_);
+    hasher_.Update(buf_.data(), n);
+    pos_ += n;
+    return static_cast<const uint8_t*>(buf_.data());
+  }
+
+  // Reads and checksums the rest of the index (all of it when parsing
+  // stopped early), then compares the checksum with the footer's.
+  Status Finish() {
+    uint64_t end = ft_.index_offset + ft_.index_length;
+    while (io_error_.ok() && pos_ < end) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(kPiece, end - pos_));
+      (void)Next(n);
+    }
+    HEXZ_RETURN_IF_ERROR(io_error_);
+    if (hasher_.Digest() != ft_.index_checksum)
+      return Status::Corruption(name_ + ": index checksum mismatch" + AtOffset(ft_.index_offset));
+    return Status::Ok();
+  }
+
+  // Entries per piece: a multiple of the entry size near 1 MiB.
+  static constexpr size_t kPiece = (1u << 20) / L::kEntrySize * L::kEntrySize;
+
+ private:
+  int fd_;
+  const std::string& name_;
+  const L::Footer& ft_;
+  uint64_t pos_;
+  L::Hasher hasher_;
+  std::vector<uint8_t> buf_;
+  Status io_error_;
 };
 
 class SnapshotImpl final : public Snapshot {
@@ -120,13 +121,10 @@ class SnapshotImpl final : public Snapshot {
   const std::string& parent_path() const override { return parent_path_; }
   bool thin() const { return thin_; }
   const SnapshotId& parent_id() const override { return parent_id_; }
-  int fd() const { return fd_.get(); }
 
   Result<std::vector<UniqueFd>> DupChainFds() const override;
   std::vector<std::string> ChainNames() const override;
   Status Read(StreamId stream, uint64_t offset, void* buf, size_t len) const override;
-  Status ReadParallel(StreamId stream, uint64_t offset, void* buf, size_t len,
-                      const ParallelFor& parallel) const override;
   uint64_t BlockCount(StreamId s) const override { return Stream(s).entries.size(); }
   uint32_t BlockLength(StreamId stream, uint64_t block) const override;
   Result<BlockEntry> GetBlockEntry(StreamId stream, uint64_t block) const override;
@@ -137,14 +135,39 @@ class SnapshotImpl final : public Snapshot {
   Status Verify() const override;
 
  private:
+  // ---- parsing, in FORMAT.md's order ----
+  Status ParseFile();
+  // Obligations 1-5: tells "not a snapshot" from damage, checks the header.
+  Result<L::Header> ParseHeader(const uint8_t* head, size_t head_len, bool footer_intact,
+                                uint64_t file_size) const;
+  // Obligations 7-8 over the whole index (the footer was decoded: 6).
+  Status ParseIndex(const L::Header& h, const L::Footer& ft);
+  Status ParseIndexHeader(const L::Header& h, const L::Footer& ft, IndexReader* in,
+                          L::IndexHeader* ih);
+  Status ParseEntries(const L::IndexHeader& ih, const L::Footer& ft, IndexReader* in);
+  // Counts entry e in *stats and checks that a stored e starts where the
+  // previous one ended (*next_data) and ends before data_end.
+  static const char* Place(const L::Entry& e, uint64_t data_end, uint64_t* next_data,
+                           StreamStats* stats);
+  Status CheckDedups(uint64_t entries_at) const;
+
+  // ---- reading; every call goes down the chain only ----
   const StreamIndex& Stream(StreamId s) const { return streams_[static_cast<int>(s)]; }
   Status CheckBlock(StreamId stream, uint64_t block) const;
   std::string BlockName(StreamId stream, uint64_t block) const {
     return name_ + ": " + StreamName(stream) + " block " + std::to_string(block);
   }
+  // Bytes [from, from + len) of a block, from wherever the block lives.
+  Status ReadBlockPart(StreamId stream, uint64_t block, uint32_t from, uint32_t len,
+                       void* dst) const;
+  // The whole decoded block of a stored or dedup entry e of this file.
+  Status ReadStored(StreamId stream, uint64_t block, const L::Entry& e, void* dst) const;
   // Reads the stored bytes of entry e into *buf and checks the checksum.
   Status ReadStoredBytes(StreamId stream, uint64_t block, const L::Entry& e,
                          std::vector<uint8_t>* buf) const;
+  Status Undecodable(StreamId stream, uint64_t block, const L::Entry& e, const Status& why) const {
+    return Status::Corruption(BlockName(stream, block) + " " + why.message() + AtOffset(e.offset));
+  }
 
   UniqueFd fd_;
   std::string name_;
@@ -165,29 +188,46 @@ Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(UniqueFd fd, std::stri
   snap->fd_ = std::move(fd);
   snap->name_ = std::move(name);
   snap->cache_ = options.cache;
-  const std::string& n = snap->name_;
-  int f = snap->fd_.get();
+  HEXZ_RETURN_IF_ERROR(snap->ParseFile());
+  return snap;
+}
 
+Status SnapshotImpl::ParseFile() {
+  const std::string& n = name_;
+  const int f = fd_.get();
   struct stat st;
   if (fstat(f, &st) != 0) return Status::FromErrno(errno, n);
   if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(n + ": is a directory, not a snapshot");
   HEXZ_ASSIGN_OR_RETURN(uint64_t file_size, io::FileSize(f, n));
 
-  // Header: magic first (to tell "not a snapshot" from damage), then checksum,
-  // then version, then fields.
+  // The footer is read first too: an intact footer behind a damaged header
+  // magic is a damaged snapshot, not "not a snapshot".
   uint8_t head[L::kHeaderSize] = {};
   size_t head_len = static_cast<size_t>(std::min<uint64_t>(file_size, L::kHeaderSize));
   HEXZ_RETURN_IF_ERROR(io::PreadFull(f, head, head_len, 0, n));
-  bool magic_ok = head_len >= 8 && std::memcmp(head, L::kHeaderMagic.data(), 8) == 0;
   uint8_t foot[L::kFooterSize] = {};
-  bool footer_ok = false;
+  bool footer_intact = false;
   if (file_size >= L::kFooterSize) {
     HEXZ_RETURN_IF_ERROR(io::PreadFull(f, foot, L::kFooterSize, file_size - L::kFooterSize, n));
-    footer_ok = std::memcmp(foot, L::kFooterMagic.data(), 8) == 0 &&
-                L::Checksum(foot, 56) == L::Get64(foot + 56);
+    footer_intact = L::FooterMagicOk(foot) && L::FooterChecksumOk(foot);
   }
+  HEXZ_ASSIGN_OR_RETURN(L::Header h, ParseHeader(head, head_len, footer_intact, file_size));
+  block_shift_ = h.block_size_log2;
+  block_size_ = h.block_size();
+  id_.bytes = h.id;
+  thin_ = h.thin();
+  HEXZ_ASSIGN_OR_RETURN(L::Footer ft, Named(L::DecodeFooter(foot, file_size, h), n));
+  return ParseIndex(h, ft);
+}
+
+Result<L::Header> SnapshotImpl::ParseHeader(const uint8_t* head, size_t head_len,
+                                            bool footer_intact, uint64_t file_size) const {
+  const std::string& n = name_;
+  bool magic_ok =
+      head_len >= L::kHeaderMagic.size() &&
+      std::memcmp(head + L::kHeaderMagicAt, L::kHeaderMagic.data(), L::kHeaderMagic.size()) == 0;
   if (!magic_ok) {
-    if (footer_ok) return Status::Corruption(n + ": header magic damaged" + Off(0));
+    if (footer_intact) return Status::Corruption(n + ": header magic damaged" + AtOffset(0));
     if (file_size == 0) return Status::InvalidArgument(n + ": not a hexz snapshot (empty file)");
     return Status::InvalidArgument(n + ": not a hexz snapshot (no hexz magic at offset 0)");
   }
@@ -195,202 +235,146 @@ Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(UniqueFd fd, std::stri
     return Status::Corruption(n + ": truncated file (" + std::to_string(file_size) +
                               " bytes, too short for header and footer)");
   }
-  uint32_t header_size = L::Get32(head + 12);
+  uint32_t header_size = base::GetLe32(head + L::kHeaderSizeAt);
   if (header_size == L::kHeaderSize) {
-    if (L::Checksum(head, 56) != L::Get64(head + 56))
-      return Status::Corruption(n + ": header checksum mismatch" + Off(0));
-  } else if (header_size < L::kHeaderSize || header_size > 4096 ||
+    if (!L::HeaderChecksumOk(head, L::kHeaderSize))
+      return Status::Corruption(n + ": header checksum mismatch" + AtOffset(0));
+  } else if (header_size < L::kHeaderSize || header_size > L::kMaxHeaderSize ||
              header_size > file_size - L::kFooterSize || header_size % 8 != 0) {
     return Status::Corruption(n + ": header size " + std::to_string(header_size) + " is invalid" +
-                              Off(12));
+                              AtOffset(L::kHeaderSizeAt));
   } else {
     // A later version may have a longer header; its checksum is still in the
-    // last 8 bytes of it.
+    // last 8 bytes of it, so "newer" can be told from "damaged".
     std::vector<uint8_t> big(header_size);
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(f, big.data(), header_size, 0, n));
-    if (L::Checksum(big.data(), header_size - 8) != L::Get64(big.data() + header_size - 8))
-      return Status::Corruption(n + ": header checksum mismatch" + Off(0));
+    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), big.data(), header_size, 0, n));
+    if (!L::HeaderChecksumOk(big.data(), header_size))
+      return Status::Corruption(n + ": header checksum mismatch" + AtOffset(0));
   }
-  L::Header h = L::DecodeHeader(head);
-  if (h.version > L::kVersion) {
-    return Status::Unsupported(n + ": format version " + std::to_string(h.version) +
-                               " is newer than this hexz supports (version " +
-                               std::to_string(L::kVersion) + "); upgrade hexz");
-  }
-  if (h.version == 0) return Status::Corruption(n + ": format version 0 is invalid" + Off(8));
-  if (header_size != L::kHeaderSize)
-    return Status::Corruption(n + ": header size must be 64 in version 1" + Off(12));
-  if (h.block_size_log2 < L::kMinBlockSizeLog2 || h.block_size_log2 > L::kMaxBlockSizeLog2) {
-    return Status::Corruption(n + ": block size 2^" + std::to_string(h.block_size_log2) +
-                              " is outside 4 KiB..1 MiB" + Off(16));
-  }
-  if ((h.flags & ~L::kKnownFlags) != 0) {
-    char buf[16];
-    std::snprintf(buf, sizeof(buf), "0x%08x", h.flags & ~L::kKnownFlags);
-    return Status::Unsupported(n + ": unknown feature flags " + buf +
-                               " (written by a newer hexz?)" + Off(20));
-  }
-  if (!AllZero(head + 28, 4) || !AllZero(head + 48, 8))
-    return Status::Corruption(n + ": reserved header bytes are not zero" + Off(28));
-  snap->block_shift_ = h.block_size_log2;
-  snap->block_size_ = 1u << h.block_size_log2;
-  std::memcpy(snap->id_.bytes.data(), h.id.data(), 16);
-  snap->thin_ = (h.flags & L::kFlagThin) != 0;
-  bool has_memory = (h.flags & L::kFlagHasMemory) != 0;
+  return Named(L::DecodeHeader(head), n);
+}
 
-  // Footer.
-  uint64_t footer_offset = file_size - L::kFooterSize;
-  if (std::memcmp(foot, L::kFooterMagic.data(), 8) != 0) {
-    return Status::Corruption(n +
-                              ": no footer at the end of the file (truncated or not "
-                              "completely written; file is " +
-                              std::to_string(file_size) + " bytes)");
-  }
-  if (!footer_ok) return Status::Corruption(n + ": footer checksum mismatch" + Off(footer_offset));
-  L::Footer ft = L::DecodeFooter(foot);
-  if (ft.file_size != file_size) {
-    return Status::Corruption(n + ": file is " + std::to_string(file_size) +
-                              " bytes but its footer records " + std::to_string(ft.file_size) +
-                              " (truncated or extended)" + Off(footer_offset + 32));
-  }
-  if (ft.id != h.id)
-    return Status::Corruption(n + ": footer id differs from header id" + Off(footer_offset + 40));
-  if (ft.index_length < L::kIndexHeaderSize || ft.index_length > L::kMaxIndexSize ||
-      ft.index_offset < L::kHeaderSize ||
-      !RangeWithin(ft.index_offset, ft.index_length, file_size) ||
-      ft.index_offset + ft.index_length != footer_offset) {
-    return Status::Corruption(n + ": footer index location is invalid" + Off(footer_offset + 8));
-  }
+Status SnapshotImpl::ParseIndex(const L::Header& h, const L::Footer& ft) {
+  IndexReader in(fd_.get(), name_, ft);
+  L::IndexHeader ih;
+  Status structure = ParseIndexHeader(h, ft, &in, &ih);
+  if (structure.ok()) structure = ParseEntries(ih, ft, &in);
+  // A structure error waits for the checksum of the whole index: damage is
+  // reported as a checksum mismatch, not as whatever it happens to look like.
+  HEXZ_RETURN_IF_ERROR(in.Finish());
+  HEXZ_RETURN_IF_ERROR(structure);
+  return CheckDedups(ft.index_offset + L::kIndexParentPathAt +
+                     L::PaddedPathLength(ih.parent_path_length));
+}
 
-  // Index.
-  std::vector<uint8_t> index(ft.index_length);
-  HEXZ_RETURN_IF_ERROR(io::PreadFull(f, index.data(), index.size(), ft.index_offset, n));
-  if (L::Checksum(index.data(), index.size()) != ft.index_checksum)
-    return Status::Corruption(n + ": index checksum mismatch" + Off(ft.index_offset));
-  L::IndexHeader ih = L::DecodeIndexHeader(index.data());
-  if (!AllZero(index.data() + 52, 12))
-    return Status::Corruption(n + ": reserved index bytes are not zero" +
-                              Off(ft.index_offset + 52));
+Status SnapshotImpl::ParseIndexHeader(const L::Header& h, const L::Footer& ft, IndexReader* in,
+                                      L::IndexHeader* ih) {
+  HEXZ_ASSIGN_OR_RETURN(const uint8_t* p, in->Next(L::kIndexHeaderSize));
+  HEXZ_ASSIGN_OR_RETURN(*ih, Named(L::DecodeIndexHeader(p, h, ft), name_));
+  HEXZ_ASSIGN_OR_RETURN(p, in->Next(L::PaddedPathLength(ih->parent_path_length)));
+  HEXZ_ASSIGN_OR_RETURN(parent_path_, Named(L::DecodeParentPath(p, *ih, ft), name_));
+  parent_id_.bytes = ih->parent_id;
   for (int s = 0; s < kStreamCount; ++s) {
-    StreamIndex& si = snap->streams_[s];
-    si.present = s == 0 || has_memory;
-    si.size = ih.stream_size[s];
-    if (!si.present && (ih.stream_size[s] != 0 || ih.entry_count[s] != 0))
-      return Status::Corruption(n + ": index describes an absent memory stream" +
-                                Off(ft.index_offset + 8));
-    if (si.size > L::kMaxStreamSize)
-      return Status::Corruption(n + ": " + StreamName(static_cast<StreamId>(s)) +
-                                " stream size is beyond the format limit" +
-                                Off(ft.index_offset + 8 * s));
-    uint64_t want = *CeilDiv<uint64_t>(si.size, snap->block_size_);
-    if (ih.entry_count[s] != want)
-      return Status::Corruption(n + ": " + StreamName(static_cast<StreamId>(s)) +
-                                " block count does not match its size" +
-                                Off(ft.index_offset + 16 + 8 * s));
-  }
-  if (snap->thin_ != (ih.parent_path_length != 0))
-    return Status::Corruption(n + ": parent path presence disagrees with the thin flag" +
-                              Off(ft.index_offset + 48));
-  if (ih.parent_path_length > L::kMaxParentPath)
-    return Status::Corruption(n + ": parent path is longer than 4096 bytes" +
-                              Off(ft.index_offset + 48));
-  std::memcpy(snap->parent_id_.bytes.data(), ih.parent_id.data(), 16);
-  if (!snap->thin_ && snap->parent_id_ != SnapshotId{})
-    return Status::Corruption(n + ": parent id set in a snapshot without parent" +
-                              Off(ft.index_offset + 32));
-  uint64_t path_padded = (uint64_t{ih.parent_path_length} + 7) & ~uint64_t{7};
-  auto entries_total = CheckedAdd(ih.entry_count[0], ih.entry_count[1]);
-  auto entries_bytes =
-      entries_total ? CheckedMul<uint64_t>(*entries_total, L::kEntrySize) : std::nullopt;
-  auto expect_len = entries_bytes
-                        ? CheckedAdd<uint64_t>(*entries_bytes, L::kIndexHeaderSize + path_padded)
-                        : std::nullopt;
-  if (!expect_len || *expect_len != ft.index_length)
-    return Status::Corruption(n + ": index length does not match its contents" +
-                              Off(footer_offset + 16));
-  const uint8_t* path_bytes = index.data() + L::kIndexHeaderSize;
-  snap->parent_path_.assign(reinterpret_cast<const char*>(path_bytes), ih.parent_path_length);
-  if (snap->parent_path_.find('\0') != std::string::npos)
-    return Status::Corruption(n + ": parent path contains a NUL byte" +
-                              Off(ft.index_offset + L::kIndexHeaderSize));
-  if (!AllZero(path_bytes + ih.parent_path_length, path_padded - ih.parent_path_length))
-    return Status::Corruption(n + ": parent path padding is not zero" +
-                              Off(ft.index_offset + L::kIndexHeaderSize));
-
-  // Entries. Stored blocks tile the data area [header, index) exactly, in
-  // order; dedup entries must repeat a stored entry exactly.
-  uint64_t next_data = L::kHeaderSize;
-  uint64_t entry_pos = ft.index_offset + L::kIndexHeaderSize + path_padded;
-  const uint8_t* p = path_bytes + path_padded;
-  std::vector<std::pair<uint64_t, L::Entry>> stored;  // by offset
-  std::vector<std::pair<L::Entry, uint64_t>> dedups;  // entry, entry position
-  for (int s = 0; s < kStreamCount; ++s) {
-    StreamIndex& si = snap->streams_[s];
-    StreamId sid = static_cast<StreamId>(s);
+    StreamIndex& si = streams_[s];
+    si.present = s == 0 || h.has_memory();
+    si.size = ih->stream_size[s];
     si.stats.present = si.present;
     si.stats.logical_size = si.size;
-    si.stats.block_count = ih.entry_count[s];
+    si.stats.block_count = ih->entry_count[s];
+  }
+  return Status::Ok();
+}
+
+Status SnapshotImpl::ParseEntries(const L::IndexHeader& ih, const L::Footer& ft, IndexReader* in) {
+  uint64_t next_data = L::kHeaderSize;  // stored blocks tile [header, index)
+  uint64_t entry_at =
+      ft.index_offset + L::kIndexParentPathAt + L::PaddedPathLength(ih.parent_path_length);
+  constexpr uint64_t kPerPiece = IndexReader::kPiece / L::kEntrySize;
+  for (int s = 0; s < kStreamCount; ++s) {
+    StreamIndex& si = streams_[s];
     si.entries.resize(ih.entry_count[s]);
-    for (uint64_t b = 0; b < ih.entry_count[s];
-         ++b, p += L::kEntrySize, entry_pos += L::kEntrySize) {
-      uint16_t reserved;
-      L::Entry e = L::DecodeEntry(p, &reserved);
-      uint64_t blen = std::min<uint64_t>(snap->block_size_, si.size - (b << snap->block_shift_));
-      auto bad = [&](const char* why) {
-        return Status::Corruption(n + ": index entry of " + StreamName(sid) + " block " +
-                                  std::to_string(b) + " " + why + Off(entry_pos));
-      };
-      if (reserved != 0) return bad("has reserved bits set");
-      switch (e.kind) {
-        case L::Kind::kZero:
-        case L::Kind::kParent:
-          if (e.offset != 0 || e.stored_length != 0 || e.codec != 0 || e.checksum != 0)
-            return bad("has storage fields set");
-          if (e.kind == L::Kind::kParent) {
-            if (!snap->thin_) return bad("refers to a parent, but the snapshot has none");
-            ++si.stats.parent_blocks;
-          } else {
-            ++si.stats.zero_blocks;
-          }
-          break;
-        case L::Kind::kStored:
-        case L::Kind::kDedup: {
-          if (e.codec > static_cast<uint8_t>(Codec::kZstd)) return bad("has an unknown codec");
-          if (e.stored_length == 0 || e.stored_length > blen) return bad("has a bad stored length");
-          if (e.codec == static_cast<uint8_t>(Codec::kRaw) ? e.stored_length != blen
-                                                           : e.stored_length >= blen)
-            return bad("has a stored length that does not fit its codec");
-          if (e.kind == L::Kind::kStored) {
-            if (e.offset != next_data) return bad("is not where the previous block ended");
-            next_data += e.stored_length;
-            if (next_data > ft.index_offset) return bad("runs into the index");
-            stored.emplace_back(e.offset, e);
-            si.stats.stored_bytes += e.stored_length;
-            si.stats.codecs_used |= 1u << e.codec;
-          } else {
-            dedups.emplace_back(e, entry_pos);
-            ++si.stats.dedup_blocks;
-          }
-          break;
+    for (uint64_t b = 0; b < si.entries.size();) {
+      uint64_t batch = std::min<uint64_t>(kPerPiece, si.entries.size() - b);
+      HEXZ_ASSIGN_OR_RETURN(const uint8_t* p, in->Next(batch * L::kEntrySize));
+      for (uint64_t end = b + batch; b < end; ++b, p += L::kEntrySize, entry_at += L::kEntrySize) {
+        L::Entry& e = si.entries[b];
+        uint64_t length = std::min<uint64_t>(block_size_, si.size - (b << block_shift_));
+        const char* why = L::DecodeEntry(p, length, thin_, &e);
+        if (why == nullptr) why = Place(e, ft.index_offset, &next_data, &si.stats);
+        if (why != nullptr) {
+          return Status::Corruption(name_ + ": index entry of " +
+                                    StreamName(static_cast<StreamId>(s)) + " block " +
+                                    std::to_string(b) + " " + why + AtOffset(entry_at));
         }
-        default:
-          return bad("has an unknown kind");
       }
-      si.entries[b] = e;
     }
   }
-  if (next_data != ft.index_offset)
-    return Status::Corruption(n + ": stored blocks do not fill the data area (gap" +
-                              Off(next_data) + ")");
-  for (const auto& [e, pos] : dedups) {
-    auto it = std::lower_bound(stored.begin(), stored.end(), e.offset,
-                               [](const auto& a, uint64_t off) { return a.first < off; });
-    if (it == stored.end() || it->first != e.offset ||
-        it->second.stored_length != e.stored_length || it->second.codec != e.codec ||
-        it->second.checksum != e.checksum)
-      return Status::Corruption(n + ": dedup index entry does not match a stored block" + Off(pos));
+  if (next_data != ft.index_offset) {
+    return Status::Corruption(name_ + ": stored blocks do not fill the data area (gap" +
+                              AtOffset(next_data) + ")");
   }
-  return snap;
+  return Status::Ok();
+}
+
+const char* SnapshotImpl::Place(const L::Entry& e, uint64_t data_end, uint64_t* next_data,
+                                StreamStats* stats) {
+  switch (e.kind) {
+    case L::Kind::kZero:
+      ++stats->zero_blocks;
+      break;
+    case L::Kind::kParent:
+      ++stats->parent_blocks;
+      break;
+    case L::Kind::kDedup:
+      ++stats->dedup_blocks;
+      break;
+    case L::Kind::kStored:
+      if (e.offset != *next_data) return "is not where the previous block ended";
+      *next_data += e.stored_length;
+      if (*next_data > data_end) return "runs into the index";
+      stats->stored_bytes += e.stored_length;
+      stats->codecs_used |= 1u << static_cast<unsigned>(e.codec);
+      break;
+  }
+  return nullptr;
+}
+
+Status SnapshotImpl::CheckDedups(uint64_t entries_at) const {
+  const uint64_t disk_count = streams_[0].entries.size();
+  uint64_t stored_count = 0, dedup_count = 0;
+  for (const StreamIndex& si : streams_) {
+    dedup_count += si.stats.dedup_blocks;
+    stored_count += si.stats.block_count - si.stats.zero_blocks - si.stats.parent_blocks -
+                    si.stats.dedup_blocks;
+  }
+  if (dedup_count == 0) return Status::Ok();
+  // Entry numbers across both streams fit in 32 bits (the index is at most
+  // 1 GiB). Stored entries in index order lie at increasing offsets (they
+  // tile the data area), so their numbers are sorted by offset: 4 bytes per
+  // stored block, only while a file with dedup entries is opened.
+  static_assert(L::kMaxIndexSize / L::kEntrySize <= UINT32_MAX);
+  auto entry = [&](uint64_t i) -> const L::Entry& {
+    return i < disk_count ? streams_[0].entries[i] : streams_[1].entries[i - disk_count];
+  };
+  const uint64_t total = disk_count + streams_[1].entries.size();
+  std::vector<uint32_t> stored;
+  stored.reserve(stored_count);
+  for (uint64_t i = 0; i < total; ++i) {
+    if (entry(i).kind == L::Kind::kStored) stored.push_back(static_cast<uint32_t>(i));
+  }
+  for (uint64_t i = 0; i < total; ++i) {
+    const L::Entry& e = entry(i);
+    if (e.kind != L::Kind::kDedup) continue;
+    auto it = std::lower_bound(stored.begin(), stored.end(), e.offset,
+                               [&](uint32_t k, uint64_t off) { return entry(k).offset < off; });
+    if (it == stored.end() || entry(*it).offset != e.offset ||
+        entry(*it).stored_length != e.stored_length || entry(*it).codec != e.codec ||
+        entry(*it).checksum != e.checksum) {
+      return Status::Corruption(name_ + ": dedup index entry does not match a stored block" +
+                                AtOffset(entries_at + i * L::kEntrySize));
+    }
+  }
+  return Status::Ok();
 }
 
 Status SnapshotImpl::Link(std::shared_ptr<const SnapshotImpl> parent) {
@@ -456,14 +440,7 @@ Status SnapshotImpl::CheckBlock(StreamId stream, uint64_t block) const {
 
 Result<BlockEntry> SnapshotImpl::GetBlockEntry(StreamId stream, uint64_t block) const {
   HEXZ_RETURN_IF_ERROR(CheckBlock(stream, block));
-  const L::Entry& e = Stream(stream).entries[block];
-  BlockEntry out;
-  out.kind = static_cast<BlockKind>(e.kind);
-  out.codec = static_cast<Codec>(e.codec);
-  out.stored_length = e.stored_length;
-  out.offset = e.offset;
-  out.checksum = e.checksum;
-  return out;
+  return Stream(stream).entries[block];
 }
 
 Status SnapshotImpl::ReadStoredBytes(StreamId stream, uint64_t block, const L::Entry& e,
@@ -471,7 +448,7 @@ Status SnapshotImpl::ReadStoredBytes(StreamId stream, uint64_t block, const L::E
   buf->resize(e.stored_length);
   HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), buf->data(), e.stored_length, e.offset, name_));
   if (L::Checksum(buf->data(), e.stored_length) != e.checksum)
-    return Status::Corruption(BlockName(stream, block) + " checksum mismatch" + Off(e.offset));
+    return Status::Corruption(BlockName(stream, block) + " checksum mismatch" + AtOffset(e.offset));
   return Status::Ok();
 }
 
@@ -481,11 +458,11 @@ Result<StoredBlock> SnapshotImpl::ReadStoredBlock(StreamId stream, uint64_t bloc
   StoredBlock out;
   out.logical_length = BlockLength(stream, block);
   if (e.kind == L::Kind::kZero || e.kind == L::Kind::kParent) {
-    out.kind = static_cast<BlockKind>(e.kind);
+    out.kind = e.kind;
     return out;
   }
   out.kind = BlockKind::kStored;
-  out.codec = static_cast<Codec>(e.codec);
+  out.codec = e.codec;
   out.checksum = e.checksum;
   HEXZ_RETURN_IF_ERROR(ReadStoredBytes(stream, block, e, &out.bytes));
   return out;
@@ -493,23 +470,42 @@ Result<StoredBlock> SnapshotImpl::ReadStoredBlock(StreamId stream, uint64_t bloc
 
 Status SnapshotImpl::ReadBlock(StreamId stream, uint64_t block, void* dst) const {
   HEXZ_RETURN_IF_ERROR(CheckBlock(stream, block));
+  return ReadBlockPart(stream, block, 0, BlockLength(stream, block), dst);
+}
+
+Status SnapshotImpl::ReadBlockPart(StreamId stream, uint64_t block, uint32_t from, uint32_t len,
+                                   void* dst) const {
   const L::Entry& e = Stream(stream).entries[block];
-  uint32_t blen = BlockLength(stream, block);
   switch (e.kind) {
     case L::Kind::kZero:
-      std::memset(dst, 0, blen);
+      std::memset(dst, 0, len);
       return Status::Ok();
     case L::Kind::kParent:
-      if (parent_ == nullptr)
+      if (parent_ == nullptr) {
         return Status::Unavailable(BlockName(stream, block) + " is in parent " + parent_path_ +
                                    ", which was not opened");
-      if (parent_->BlockLength(stream, block) == blen)
-        return parent_->ReadBlock(stream, block, dst);
-      return parent_->Read(stream, block << block_shift_, dst, blen);
+      }
+      // Link checked that the parent's stream covers this block's range, so
+      // the same part of the parent's block exists (the parent's block is
+      // longer when this stream ends inside it).
+      return parent_->ReadBlockPart(stream, block, from, len, dst);
     case L::Kind::kStored:
     case L::Kind::kDedup:
       break;
   }
+  uint32_t blen = BlockLength(stream, block);
+  if (from == 0 && len == blen) return ReadStored(stream, block, e, dst);
+  // ReadStored never comes back here, so this thread's buffer is free.
+  thread_local std::vector<uint8_t> whole;
+  whole.resize(blen);
+  HEXZ_RETURN_IF_ERROR(ReadStored(stream, block, e, whole.data()));
+  std::memcpy(dst, whole.data() + from, len);
+  return Status::Ok();
+}
+
+Status SnapshotImpl::ReadStored(StreamId stream, uint64_t block, const L::Entry& e,
+                                void* dst) const {
+  uint32_t blen = BlockLength(stream, block);
   cache::BlockKey key;
   if (cache_ != nullptr) {
     key.snapshot_id = id_.bytes;
@@ -517,19 +513,20 @@ Status SnapshotImpl::ReadBlock(StreamId stream, uint64_t block, void* dst) const
     key.block = block;
     if (cache_->Lookup(key, dst, blen)) return Status::Ok();
   }
-  if (e.codec == static_cast<uint8_t>(Codec::kRaw)) {
+  if (e.codec == Codec::kRaw) {
     HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), dst, blen, e.offset, name_));
     if (L::Checksum(dst, blen) != e.checksum) {
       std::memset(dst, 0, blen);
-      return Status::Corruption(BlockName(stream, block) + " checksum mismatch" + Off(e.offset));
+      return Status::Corruption(BlockName(stream, block) + " checksum mismatch" +
+                                AtOffset(e.offset));
     }
   } else {
     thread_local std::vector<uint8_t> stored;
     HEXZ_RETURN_IF_ERROR(ReadStoredBytes(stream, block, e, &stored));
-    if (!DecompressBlock(static_cast<Codec>(e.codec), stored.data(), stored.size(), dst, blen)) {
+    Status st = DecompressBlock(e.codec, stored.data(), stored.size(), dst, blen);
+    if (!st.ok()) {
       std::memset(dst, 0, blen);
-      return Status::Corruption(BlockName(stream, block) + " does not decompress (" +
-                                CodecName(static_cast<Codec>(e.codec)) + ")" + Off(e.offset));
+      return Undecodable(stream, block, e, st);
     }
   }
   if (cache_ != nullptr) cache_->Insert(key, dst, blen);
@@ -537,11 +534,6 @@ Status SnapshotImpl::ReadBlock(StreamId stream, uint64_t block, void* dst) const
 }
 
 Status SnapshotImpl::Read(StreamId stream, uint64_t offset, void* buf, size_t len) const {
-  return ReadParallel(stream, offset, buf, len, nullptr);
-}
-
-Status SnapshotImpl::ReadParallel(StreamId stream, uint64_t offset, void* buf, size_t len,
-                                  const ParallelFor& parallel) const {
   if (static_cast<int>(stream) >= kStreamCount)
     return Status::InvalidArgument(name_ + ": no such stream");
   const StreamIndex& si = Stream(stream);
@@ -552,47 +544,17 @@ Status SnapshotImpl::ReadParallel(StreamId stream, uint64_t offset, void* buf, s
                               StreamName(stream) + " stream (" + std::to_string(si.size) +
                               " bytes)");
   }
-  if (len == 0) return Status::Ok();
-  uint64_t first = offset >> block_shift_;
-  uint64_t last = (offset + len - 1) >> block_shift_;
   auto* out = static_cast<uint8_t*>(buf);
-  auto one = [&](uint64_t b) -> Status {
+  const uint64_t end = offset + len;
+  for (uint64_t pos = offset; pos < end;) {
+    uint64_t b = pos >> block_shift_;
     uint64_t bstart = b << block_shift_;
-    uint32_t blen = BlockLength(stream, b);
-    uint64_t from = std::max(bstart, offset);
-    uint64_t to = std::min(bstart + blen, offset + len);
-    uint8_t* dst = out + (from - offset);
-    if (from == bstart && to == bstart + blen) return ReadBlock(stream, b, dst);
-    // A partial block is read whole into scratch, then the part is copied.
-    // The scratch is this thread's spare buffer, taken out while in use (not
-    // merely referenced): ReadBlock comes back here for a parent block of
-    // another length, and that nested read must get a buffer of its own.
-    thread_local std::vector<uint8_t> spare;
-    std::vector<uint8_t> tmp = std::move(spare);
-    tmp.resize(blen);
-    Status st = ReadBlock(stream, b, tmp.data());
-    if (st.ok()) std::memcpy(dst, tmp.data() + (from - bstart), to - from);
-    spare = std::move(tmp);
-    return st;
-  };
-  if (!parallel || first == last) {
-    for (uint64_t b = first; b <= last; ++b) HEXZ_RETURN_IF_ERROR(one(b));
-    return Status::Ok();
+    uint64_t to = std::min<uint64_t>(bstart + BlockLength(stream, b), end);
+    HEXZ_RETURN_IF_ERROR(ReadBlockPart(stream, b, static_cast<uint32_t>(pos - bstart),
+                                       static_cast<uint32_t>(to - pos), out + (pos - offset)));
+    pos = to;
   }
-  std::mutex mu;
-  uint64_t bad_block = UINT64_MAX;
-  Status first_error;
-  parallel(static_cast<size_t>(last - first + 1), [&](size_t i) {
-    Status st = one(first + i);
-    if (!st.ok()) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (first + i < bad_block) {
-        bad_block = first + i;
-        first_error = st;
-      }
-    }
-  });
-  return first_error;
+  return Status::Ok();
 }
 
 Status SnapshotImpl::Extents(StreamId stream, uint64_t offset, uint64_t len,
@@ -661,23 +623,13 @@ Status SnapshotImpl::Verify() const {
       const L::Entry& e = si.entries[b];
       if (e.kind != L::Kind::kStored) continue;
       HEXZ_RETURN_IF_ERROR(ReadStoredBytes(sid, b, e, &stored));
-      uint32_t blen = BlockLength(sid, b);
-      if (!DecompressBlock(static_cast<Codec>(e.codec), stored.data(), stored.size(), plain.data(),
-                           blen)) {
-        return Status::Corruption(BlockName(sid, b) + " does not decompress (" +
-                                  CodecName(static_cast<Codec>(e.codec)) + ")" + Off(e.offset));
-      }
+      Status st =
+          DecompressBlock(e.codec, stored.data(), stored.size(), plain.data(), BlockLength(sid, b));
+      if (!st.ok()) return Undecodable(sid, b, e, st);
     }
   }
   if (parent_ != nullptr) return parent_->Verify();
   return Status::Ok();
-}
-
-std::string DirName(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
 }
 
 Result<std::shared_ptr<Snapshot>> LinkChain(std::vector<std::shared_ptr<SnapshotImpl>> chain) {
@@ -706,12 +658,12 @@ Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
     if (!fd.ok()) {
       if (chain.empty()) return fd.status();
       const SnapshotImpl& child = *chain.back();
-      std::string msg = child.path() + ": parent " + child.parent_path() +
-                        (current != child.parent_path() ? " (" + current + ")" : "") + ": ";
+      std::string what = child.path() + ": parent " + child.parent_path() +
+                         (current != child.parent_path() ? " (" + current + ")" : "");
       if (fd.status().code() == base::Code::kNotFound) {
-        return Status::NotFound(msg + "not found; a thin snapshot needs its parent next to it");
+        return Status::NotFound(what + ": not found; a thin snapshot needs its parent next to it");
       }
-      return Status(fd.status().code(), msg + fd.status().message(), fd.status().sys_errno());
+      return fd.status().WithContext(what);
     }
     struct stat st;
     if (fstat(fd->get(), &st) != 0) return Status::FromErrno(errno, current);
@@ -723,8 +675,7 @@ Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
     chain.push_back(snap);
     if (!snap->thin() || options.skip_parents) break;
     HEXZ_RETURN_IF_ERROR(CheckDepth(*chain.front(), chain.size(), options));
-    const std::string& pp = snap->parent_path();
-    current = pp.front() == '/' ? pp : DirName(current) + "/" + pp;
+    current = base::ResolveBeside(current, snap->parent_path());
   }
   return LinkChain(std::move(chain));
 }

@@ -7,28 +7,31 @@
 // Decompressed blocks go through OpenOptions::cache when one is given, keyed
 // by {id of the file that stores the block, stream, block index}.
 //
-// Block-level access (ReadBlock, ReadStoredBlock, GetBlockEntry) serves the
-// FUSE worker (ReadParallel fans a large read out over its threads) and
-// `hexz commit` (copies stored blocks verbatim into a SnapshotWriter, see
-// common/format/writer.h).
+// Block-level access (GetBlockEntry, ReadStoredBlock, ReadBlock) serves
+// `hexz commit`, which copies stored blocks verbatim into a SnapshotWriter
+// (common/format/writer.h) and reads the others whole. Every read goes down
+// the chain only: a block of this file, or a part of the same block of the
+// parent, never back up into the range API. Reads are serial; a caller that
+// wants a large read decompressed in parallel splits it by blocks.
 //
 // Ownership: a Snapshot owns the descriptors of every file in its chain.
 // Thread safety: after Open*, every const method is safe to call from many
 // threads at once (reads use pread; no shared cursor).
 //
-// The on-disk layout is specified in FORMAT.md; its constants live in
-// common/format/layout.h.
+// The on-disk layout is specified in FORMAT.md; its constants, field offsets
+// and per-structure decoders live in common/format/layout.h.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/base/fd.h"
 #include "common/base/status.h"
+#include "common/format/codec.h"
+#include "common/format/layout.h"
 #include "common/io/volume.h"
 
 namespace hexz::cache {
@@ -53,27 +56,13 @@ struct SnapshotId {
   bool operator==(const SnapshotId&) const = default;
 };
 
-enum class Codec : uint8_t { kRaw = 0, kLz4 = 1, kZstd = 2 };
-const char* CodecName(Codec codec);  // "none" / "lz4" / "zstd"
-
-// How one block of a stream is represented in the file that holds the index.
-enum class BlockKind : uint8_t {
-  kZero = 0,    // all zeros, no storage
-  kStored = 1,  // stored bytes in this file
-  kDedup = 2,   // shares the stored bytes of another block of this file
-  kParent = 3,  // read from the parent at the same position (thin snapshots)
-};
-const char* BlockKindName(BlockKind kind);
+// How one block of a stream is represented in the file that holds the index
+// (zero, stored, dedup, parent): the format's own enum.
+using BlockKind = layout::Kind;
 
 // One index entry, decoded. offset/stored_length/checksum are zero unless
-// kind is kStored or kDedup.
-struct BlockEntry {
-  BlockKind kind = BlockKind::kZero;
-  Codec codec = Codec::kRaw;
-  uint32_t stored_length = 0;
-  uint64_t offset = 0;    // file offset of the stored bytes
-  uint64_t checksum = 0;  // XXH3-64 of the stored bytes
-};
+// kind is kStored or kDedup; codec is kRaw unless so.
+using BlockEntry = layout::Entry;
 
 // A block in its stored (possibly compressed) form, as `hexz commit` copies
 // it verbatim. For kZero and kParent, bytes is empty.
@@ -84,10 +73,6 @@ struct StoredBlock {
   uint64_t checksum = 0;        // XXH3-64 of bytes
   std::vector<uint8_t> bytes;
 };
-
-// Runs fn(0) .. fn(n-1), possibly in parallel, and returns when all are done.
-// Used by ReadParallel so that the caller (the FUSE worker) supplies threads.
-using ParallelFor = std::function<void(size_t n, const std::function<void(size_t)>& fn)>;
 
 struct OpenOptions {
   // Parents deeper than this are refused ("parent chain too deep").
@@ -154,12 +139,7 @@ class Snapshot {
   // the stream (kOutOfRange otherwise).
   virtual Status Read(StreamId stream, uint64_t offset, void* buf, size_t len) const = 0;
 
-  // Like Read, but decompresses the blocks of the range through `parallel`
-  // (one call per block). With a null `parallel` it is Read.
-  virtual Status ReadParallel(StreamId stream, uint64_t offset, void* buf, size_t len,
-                              const ParallelFor& parallel) const = 0;
-
-  // ---- block-level access (hexz commit, the FUSE worker) ----
+  // ---- block-level access (hexz commit) ----
   virtual uint64_t BlockCount(StreamId stream) const = 0;
   // Logical length of block `block` (block_size, or less for the last one).
   virtual uint32_t BlockLength(StreamId stream, uint64_t block) const = 0;

@@ -18,7 +18,9 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/base/bytes.h"
 #include "common/base/checked_math.h"
+#include "common/base/path.h"
 #include "common/format/codec.h"
 #include "common/format/layout.h"
 #include "common/io/file.h"
@@ -81,35 +83,10 @@ Status ValidateWriterOptions(const WriterOptions& o) {
 
 namespace {
 
-std::string DirName(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-std::string BaseName(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-bool AllZero(const uint8_t* p, size_t n) {
-  // Word at a time; blocks are multiples of 8 except a stream's tail.
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if (w != 0) return false;
-  }
-  for (; i < n; ++i)
-    if (p[i] != 0) return false;
-  return true;
-}
-
 struct DedupKey {
   uint64_t lo = 0, hi = 0;
   uint32_t length = 0;
-  uint8_t codec = 0;
+  Codec codec = Codec::kRaw;
   bool operator==(const DedupKey&) const = default;
 };
 struct DedupHash {
@@ -155,6 +132,10 @@ class WriterImpl final : public SnapshotWriter {
   void WriteLoop();
   void Compress(Job* job);
   Status WriteOne(Job* job);
+  L::IndexHeader IndexHeaderSoFar() const;
+  // Writes the index at `offset` piece by piece (never a second copy of all
+  // entries) and fills in the footer that describes it.
+  Status WriteIndex(uint64_t offset, L::Footer* ft);
   void SetError(const Status& st);
   Status Error() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -219,7 +200,7 @@ Status WriterImpl::Init() {
       got += static_cast<size_t>(n);
     }
   }
-  std::string tmpl = DirName(out_path_) + "/." + BaseName(out_path_) + ".tmp-XXXXXX";
+  std::string tmpl = base::DirName(out_path_) + "/." + base::BaseName(out_path_) + ".tmp-XXXXXX";
   std::vector<char> name(tmpl.begin(), tmpl.end());
   name.push_back('\0');
   int fd = mkostemp(name.data(), O_CLOEXEC);
@@ -271,6 +252,17 @@ Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
   stream_size_[s] = logical_size;
   cur_block_ = 0;
   cur_count_ = (logical_size + options_.block_size - 1) / options_.block_size;
+  L::IndexHeader ih = IndexHeaderSoFar();
+  ih.entry_count[s] = cur_count_;
+  std::optional<uint64_t> index_len = L::IndexLength(ih);
+  if (!index_len || *index_len > L::kMaxIndexSize) {
+    return Status::NoSpace(out_path_ +
+                           ": too many blocks for one index (over 1 GiB); use a larger "
+                           "--block-size");
+  }
+  // Exactly one entry per block, without the slack of a growing vector. The
+  // writer thread touches this stream's entries only after the first Submit.
+  entries_[s].reserve(cur_count_);
   in_stream_ = true;
   ++streams_begun_;
   total_bytes_ += logical_size;
@@ -368,7 +360,7 @@ Status WriterImpl::AddStored(const StoredBlock& block) {
   }
   auto job = NewJob(Job::kStored);
   job->data = block.bytes;
-  job->entry.codec = static_cast<uint8_t>(block.codec);
+  job->entry.codec = block.codec;
   job->entry.checksum = block.checksum;
   return Submit(std::move(job));
 }
@@ -391,7 +383,7 @@ void WriterImpl::Compress(Job* job) {
       e.kind = L::Kind::kParent;
       return;
     case Job::kData:
-      if (AllZero(job->data.data(), job->data.size())) {
+      if (base::AllZero(job->data.data(), job->data.size())) {
         e.kind = L::Kind::kZero;
         return;
       }
@@ -400,9 +392,9 @@ void WriterImpl::Compress(Job* job) {
                         &job->packed)) {
         job->use_packed = true;
         stored = &job->packed;
-        e.codec = static_cast<uint8_t>(options_.codec);
+        e.codec = options_.codec;
       } else {
-        e.codec = static_cast<uint8_t>(Codec::kRaw);
+        e.codec = Codec::kRaw;
       }
       e.checksum = L::Checksum(stored->data(), stored->size());
       break;
@@ -529,46 +521,13 @@ Result<SnapshotId> WriterImpl::Finish() {
   }
   if (IsCancelled()) return fail(Cancelled());
 
-  // Index.
-  L::IndexHeader ih;
-  for (int s = 0; s < kStreamCount; ++s) {
-    ih.stream_size[s] = stream_size_[s];
-    ih.entry_count[s] = entries_[s].size();
-  }
-  std::memcpy(ih.parent_id.data(), parent_id_.bytes.data(), 16);
-  ih.parent_path_length = static_cast<uint32_t>(parent_path_.size());
-  uint64_t path_padded = (parent_path_.size() + 7) & ~size_t{7};
-  uint64_t index_len =
-      L::kIndexHeaderSize + path_padded + (ih.entry_count[0] + ih.entry_count[1]) * L::kEntrySize;
-  if (index_len > L::kMaxIndexSize) {
-    return fail(Status::NoSpace(out_path_ +
-                                ": too many blocks for one index (over 1 GiB); use a larger "
-                                "--block-size"));
-  }
-  std::vector<uint8_t> index(index_len, 0);
-  L::EncodeIndexHeader(ih, index.data());
-  std::memcpy(index.data() + L::kIndexHeaderSize, parent_path_.data(), parent_path_.size());
-  uint8_t* p = index.data() + L::kIndexHeaderSize + path_padded;
-  for (int s = 0; s < kStreamCount; ++s) {
-    for (const L::Entry& e : entries_[s]) {
-      L::EncodeEntry(e, p);
-      p += L::kEntrySize;
-    }
-    std::vector<L::Entry>().swap(entries_[s]);
-  }
   uint64_t index_offset = write_pos_;
-  Status st = io::PwriteFull(fd_.get(), index.data(), index.size(), index_offset, out_path_);
-  if (!st.ok()) return fail(st);
-
   L::Footer ft;
-  ft.index_offset = index_offset;
-  ft.index_length = index_len;
-  ft.index_checksum = L::Checksum(index.data(), index.size());
-  ft.file_size = index_offset + index_len + L::kFooterSize;
-  ft.id = id_.bytes;
+  Status st = WriteIndex(index_offset, &ft);
+  if (!st.ok()) return fail(st);
   uint8_t foot[L::kFooterSize];
   L::EncodeFooter(ft, foot);
-  st = io::PwriteFull(fd_.get(), foot, sizeof(foot), index_offset + index_len, out_path_);
+  st = io::PwriteFull(fd_.get(), foot, sizeof(foot), ft.index_offset + ft.index_length, out_path_);
   if (!st.ok()) return fail(st);
 
   L::Header h;
@@ -591,6 +550,50 @@ Result<SnapshotId> WriterImpl::Finish() {
   st = io::FsyncParentDir(out_path_);
   if (!st.ok()) return st;
   return id_;
+}
+
+L::IndexHeader WriterImpl::IndexHeaderSoFar() const {
+  L::IndexHeader ih;
+  for (int s = 0; s < kStreamCount; ++s) {
+    ih.stream_size[s] = stream_size_[s];
+    ih.entry_count[s] = (stream_size_[s] + options_.block_size - 1) / options_.block_size;
+  }
+  ih.parent_id = parent_id_.bytes;
+  ih.parent_path_length = static_cast<uint32_t>(parent_path_.size());
+  return ih;
+}
+
+Status WriterImpl::WriteIndex(uint64_t offset, L::Footer* ft) {
+  L::IndexHeader ih = IndexHeaderSoFar();
+  std::vector<uint8_t> piece(L::kIndexHeaderSize + L::PaddedPathLength(ih.parent_path_length), 0);
+  L::EncodeIndexHeader(ih, piece.data());
+  std::memcpy(piece.data() + L::kIndexParentPathAt, parent_path_.data(), parent_path_.size());
+  L::Hasher hasher;
+  uint64_t pos = offset;
+  auto flush = [&]() -> Status {
+    hasher.Update(piece.data(), piece.size());
+    HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), piece.data(), piece.size(), pos, out_path_));
+    pos += piece.size();
+    piece.clear();
+    return Status::Ok();
+  };
+  HEXZ_RETURN_IF_ERROR(flush());
+  constexpr size_t kPiece = (1u << 20) / L::kEntrySize * L::kEntrySize;
+  for (int s = 0; s < kStreamCount; ++s) {
+    for (const L::Entry& e : entries_[s]) {
+      piece.resize(piece.size() + L::kEntrySize);
+      L::EncodeEntry(e, piece.data() + piece.size() - L::kEntrySize);
+      if (piece.size() == kPiece) HEXZ_RETURN_IF_ERROR(flush());
+    }
+    std::vector<L::Entry>().swap(entries_[s]);
+  }
+  HEXZ_RETURN_IF_ERROR(flush());
+  ft->index_offset = offset;
+  ft->index_length = pos - offset;
+  ft->index_checksum = hasher.Digest();
+  ft->file_size = pos + L::kFooterSize;
+  ft->id = id_.bytes;
+  return Status::Ok();
 }
 
 void WriterImpl::Abort() {

@@ -2,7 +2,8 @@
 // (from a memfd, as the sandboxed worker does with its descriptors) and reads
 // everything it can. An input holding two footer magics is also tried as a
 // thin pair: the bytes up to the end of the first footer are the child, the
-// rest its parent. Seeds: tests/fuzz/corpus/snapshot.
+// rest its parent. Seeds: tests/fuzz/corpus/snapshot (the thin pair) and
+// the golden files in tests/data, both passed to libFuzzer by CTest.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/base/endian.h"
 #include "common/format/layout.h"
 #include "common/format/snapshot.h"
 
@@ -60,13 +62,17 @@ void Exercise(const Snapshot& s) {
 // the structure checks behind them.
 std::vector<uint8_t> FixChecksums(const uint8_t* data, size_t size) {
   namespace L = hexz::format::layout;
+  using hexz::base::GetLe64;
+  using hexz::base::PutLe64;
   std::vector<uint8_t> v(data, data + size);
   if (size < L::kHeaderSize + L::kFooterSize) return v;
-  L::Put64(v.data() + 56, L::Checksum(v.data(), 56));
+  PutLe64(v.data() + L::kHeaderChecksumAt, L::Checksum(v.data(), L::kHeaderChecksumAt));
   uint8_t* foot = v.data() + size - L::kFooterSize;
-  uint64_t off = L::Get64(foot + 8), len = L::Get64(foot + 16);
-  if (off <= size && len <= size - off) L::Put64(foot + 24, L::Checksum(v.data() + off, len));
-  L::Put64(foot + 56, L::Checksum(foot, 56));
+  uint64_t off = GetLe64(foot + L::kFooterIndexOffsetAt);
+  uint64_t len = GetLe64(foot + L::kFooterIndexLengthAt);
+  if (off <= size && len <= size - off)
+    PutLe64(foot + L::kFooterIndexChecksumAt, L::Checksum(v.data() + off, len));
+  PutLe64(foot + L::kFooterChecksumAt, L::Checksum(foot, L::kFooterChecksumAt));
   return v;
 }
 

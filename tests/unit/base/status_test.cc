@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <set>
+#include <utility>
+#include <vector>
 
 namespace hexz::base {
 namespace {
@@ -36,10 +39,45 @@ TEST(StatusTest, ToErrnoNeverZeroForErrors) {
   EXPECT_EQ(Status::ReadOnly("ro").ToErrno(), EROFS);
 }
 
+TEST(StatusTest, EveryCodeHasAFactoryWithItsErrno) {
+  const std::vector<std::pair<Status, int>> made = {
+      {Status::InvalidArgument("m"), EINVAL},
+      {Status::NotFound("m"), ENOENT},
+      {Status::Corruption("m"), EIO},
+      {Status::Unsupported("m"), EOPNOTSUPP},
+      {Status::IoError("m"), EIO},
+      {Status::ReadOnly("m"), EROFS},
+      {Status::NoSpace("m"), ENOSPC},
+      {Status::Busy("m"), EBUSY},
+      {Status::PermissionDenied("m"), EACCES},
+      {Status::OutOfRange("m"), EINVAL},
+      {Status::AlreadyExists("m"), EEXIST},
+      {Status::Unavailable("m"), ENODEV},
+      {Status::Cancelled("m"), EINTR},
+      {Status::Internal("m"), EIO},
+  };
+  std::set<Code> codes;
+  for (const auto& [s, err] : made) {
+    SCOPED_TRACE(CodeName(s.code()));
+    EXPECT_EQ(s.sys_errno(), err);
+    EXPECT_EQ(s.ToErrno(), err);
+    EXPECT_EQ(CodeErrno(s.code()), err);
+    EXPECT_EQ(s.message(), "m");
+    codes.insert(s.code());
+  }
+  EXPECT_EQ(codes.size(), static_cast<size_t>(Code::kInternal));  // every code but kOk
+  // A caller that knows the errno better passes it.
+  EXPECT_EQ(Status::IoError("peer closed", EPIPE).ToErrno(), EPIPE);
+  EXPECT_EQ(Status::PermissionDenied("m", EPERM).sys_errno(), EPERM);
+  EXPECT_EQ(Status::Unavailable("m", ENOSYS).code(), Code::kUnavailable);
+  EXPECT_EQ(Status::Unavailable("m", ENOSYS).sys_errno(), ENOSYS);
+}
+
 TEST(StatusTest, WithContextPrefixes) {
   Status s = Status::Corruption("block 3 checksum mismatch").WithContext("a.st");
   EXPECT_EQ(s.message(), "a.st: block 3 checksum mismatch");
   EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.sys_errno(), EIO);
   EXPECT_TRUE(Status::Ok().WithContext("x").ok());
 }
 

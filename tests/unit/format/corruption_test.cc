@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "common/base/endian.h"
 #include "common/format/layout.h"
 #include "tests/unit/format/format_test_util.h"
 
@@ -61,7 +62,8 @@ TEST(CorruptionTest, EveryFlipIsDetected) {
   Bytes file = ReadFile(good);
   ASSERT_TRUE(ReadEverything(good).ok());
   ASSERT_TRUE(OpenAndVerify(good).ok());
-  uint64_t index_offset = layout::Get64(file.data() + file.size() - 64 + 8);
+  uint64_t index_offset =
+      base::GetLe64(file.data() + file.size() - layout::kFooterSize + layout::kFooterIndexOffsetAt);
   ASSERT_GT(index_offset, 64u);
   ASSERT_LT(index_offset, file.size());
 

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "common/base/endian.h"
+#include "common/format/layout.h"
 #include "common/format/snapshot.h"
 #include "common/format/writer.h"
 
@@ -116,6 +118,33 @@ inline Bytes ReadFile(const std::string& path) {
 inline void WriteFile(const std::string& path, const Bytes& data) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+
+// Recomputes the header checksum of a whole file after a test edited the
+// header, so that the reader gets past the checksum to the field.
+inline void ResealHeader(Bytes* file) {
+  base::PutLe64(file->data() + layout::kHeaderChecksumAt,
+                layout::Checksum(file->data(), layout::kHeaderChecksumAt));
+}
+
+// Recomputes the index and footer checksums of a whole file after a test
+// edited the index.
+inline void ResealIndex(Bytes* file) {
+  uint8_t* foot = file->data() + file->size() - layout::kFooterSize;
+  uint64_t off = base::GetLe64(foot + layout::kFooterIndexOffsetAt);
+  uint64_t len = base::GetLe64(foot + layout::kFooterIndexLengthAt);
+  base::PutLe64(foot + layout::kFooterIndexChecksumAt, layout::Checksum(file->data() + off, len));
+  base::PutLe64(foot + layout::kFooterChecksumAt,
+                layout::Checksum(foot, layout::kFooterChecksumAt));
+}
+
+// File offset of the index entry of block `block` of the disk stream.
+inline uint64_t DiskEntryOffset(const Bytes& file, uint64_t block) {
+  const uint8_t* foot = file.data() + file.size() - layout::kFooterSize;
+  uint64_t index = base::GetLe64(foot + layout::kFooterIndexOffsetAt);
+  uint32_t path = base::GetLe32(file.data() + index + layout::kIndexParentPathLengthAt);
+  return index + layout::kIndexParentPathAt + layout::PaddedPathLength(path) +
+         block * layout::kEntrySize;
 }
 
 }  // namespace hexz::format::testing

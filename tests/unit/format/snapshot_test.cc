@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/base/endian.h"
 #include "common/cache/block_cache.h"
 #include "common/format/layout.h"
 #include "common/io/file.h"
@@ -68,22 +69,14 @@ TEST_P(RoundTripTest, EveryKindOfData) {
   EXPECT_GE(st.zero_blocks, 2u);
   EXPECT_GE(st.dedup_blocks, 2u);
   EXPECT_EQ(st.logical_size, disk.size());
-  // Unaligned reads at assorted offsets, serial and parallel.
+  // Unaligned reads at assorted offsets.
   uint64_t seed = 9;
-  ParallelFor threads = [](size_t n, const std::function<void(size_t)>& fn) {
-    std::vector<std::thread> ts;
-    for (size_t i = 0; i < n; ++i) ts.emplace_back(fn, i);
-    for (auto& th : ts) th.join();
-  };
   for (int i = 0; i < 20; ++i) {
     uint64_t off = Mix(&seed) % disk.size();
     uint64_t len = Mix(&seed) % std::min<uint64_t>(disk.size() - off, 3 * bs + 17);
     Bytes got(len);
     ASSERT_TRUE((*snap)->Read(StreamId::kDisk, off, got.data(), len).ok());
     EXPECT_TRUE(std::equal(got.begin(), got.end(), disk.begin() + off));
-    Bytes par(len);
-    ASSERT_TRUE((*snap)->ReadParallel(StreamId::kDisk, off, par.data(), len, threads).ok());
-    EXPECT_EQ(par, got);
   }
   EXPECT_TRUE((*snap)->Verify().ok());
   // Past the end.
@@ -362,8 +355,8 @@ TEST(SnapshotTest, UsesTheBlockCacheKeyedByTheStoringFile) {
 }
 
 // A child shorter than its parent: its last block is inherited but shorter
-// than the parent's block, so a partial read of it reads the parent's block
-// partially in turn (a nested partial read on the same thread).
+// than the parent's block, so a (partial) read of it reads a part of the
+// parent's block in turn, from several threads at once.
 TEST(ThinTest, PartialReadsOfAShorterInheritedLastBlock) {
   TempDir dir;
   const uint32_t bs = 4096;
@@ -389,29 +382,34 @@ TEST(ThinTest, PartialReadsOfAShorterInheritedLastBlock) {
   CountingCache cache;
   OpenOptions with_cache;
   with_cache.cache = &cache;
-  ParallelFor threads = [](size_t n, const std::function<void(size_t)>& fn) {
-    std::vector<std::thread> ts;
-    for (size_t i = 0; i < n; ++i) ts.emplace_back(fn, i);
-    for (auto& t : ts) t.join();
-  };
+  const std::vector<std::pair<uint64_t, size_t>> ranges = {{3 * bs + 10, 500},
+                                                           {3 * bs, 999},
+                                                           {3 * bs + 999, 1},
+                                                           {bs + 7, 2 * bs + 900},
+                                                           {0, 3 * bs + 1000}};
   for (const OpenOptions& oo : {OpenOptions{}, with_cache}) {
     auto s = Snapshot::Open(dir / "child.st", oo);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     for (int pass = 0; pass < 2; ++pass) {  // the second pass hits the cache
       EXPECT_EQ(ReadAll(**s, StreamId::kDisk), child_disk);
-      for (auto [off, len] : std::vector<std::pair<uint64_t, size_t>>{
-               {3 * bs + 10, 500}, {3 * bs, 999}, {3 * bs + 999, 1}, {bs + 7, 2 * bs + 900}}) {
-        for (const ParallelFor* par : std::vector<const ParallelFor*>{nullptr, &threads}) {
-          Bytes got(len, 0xee);
-          Status st = par == nullptr
-                          ? (*s)->Read(StreamId::kDisk, off, got.data(), len)
-                          : (*s)->ReadParallel(StreamId::kDisk, off, got.data(), len, *par);
-          ASSERT_TRUE(st.ok()) << st.ToString();
-          EXPECT_EQ(got, Bytes(child_disk.begin() + off, child_disk.begin() + off + len))
-              << "offset " << off << " length " << len;
-        }
+      std::atomic<int> bad{0};
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 3; ++t) {
+        threads.emplace_back([&] {
+          for (auto [off, len] : ranges) {
+            Bytes got(len, 0xee);
+            if (!(*s)->Read(StreamId::kDisk, off, got.data(), len).ok() ||
+                got != Bytes(child_disk.begin() + off, child_disk.begin() + off + len))
+              ++bad;
+          }
+        });
       }
+      for (auto& t : threads) t.join();
+      EXPECT_EQ(bad.load(), 0);
     }
+    Bytes last(1000);
+    ASSERT_TRUE((*s)->ReadBlock(StreamId::kDisk, 3, last.data()).ok());
+    EXPECT_EQ(last, Bytes(child_disk.begin() + 3 * bs, child_disk.end()));
   }
   EXPECT_GT(cache.hits, 0);
 }
@@ -441,8 +439,8 @@ TEST(SnapshotTest, UserErrorsNameThePath) {
   EXPECT_TRUE(Contains(tr.status(), "truncated"));
 
   Bytes newer = file;
-  layout::Put32(newer.data() + 8, 2);
-  layout::Put64(newer.data() + 56, layout::Checksum(newer.data(), 56));
+  base::PutLe32(newer.data() + layout::kHeaderVersionAt, 2);
+  ResealHeader(&newer);
   WriteFile(dir / "newer.st", newer);
   auto nv = Snapshot::Open(dir / "newer.st");
   ASSERT_FALSE(nv.ok());
@@ -451,8 +449,8 @@ TEST(SnapshotTest, UserErrorsNameThePath) {
       << nv.status().ToString();
 
   Bytes flags = file;
-  layout::Put32(flags.data() + 20, 1u << 7);
-  layout::Put64(flags.data() + 56, layout::Checksum(flags.data(), 56));
+  base::PutLe32(flags.data() + layout::kHeaderFlagsAt, 1u << 7);
+  ResealHeader(&flags);
   WriteFile(dir / "flags.st", flags);
   auto fl = Snapshot::Open(dir / "flags.st");
   ASSERT_FALSE(fl.ok());
@@ -460,8 +458,8 @@ TEST(SnapshotTest, UserErrorsNameThePath) {
 
   // Unused hint bits are ignored (the checksum still covers them).
   Bytes hints = file;
-  layout::Put32(hints.data() + 24, 0xdeadbeef);
-  layout::Put64(hints.data() + 56, layout::Checksum(hints.data(), 56));
+  base::PutLe32(hints.data() + layout::kHeaderHintsAt, 0xdeadbeef);
+  ResealHeader(&hints);
   WriteFile(dir / "hints.st", hints);
   auto hi = Snapshot::Open(dir / "hints.st");
   ASSERT_TRUE(hi.ok()) << hi.status().ToString();
@@ -495,6 +493,25 @@ TEST(WriterTest, AbortAndCancelLeaveNothingBehind) {
   EXPECT_EQ((*w)->AddData(d.data(), d.size()).code(), base::Code::kCancelled);
   w->reset();
   EXPECT_TRUE(ListDir(dir.path()).empty());
+}
+
+TEST(WriterTest, AStreamThatCannotFitTheIndexIsRefusedWhenItBegins) {
+  TempDir dir;
+  WriterOptions o;
+  o.block_size = 4096;
+  auto w = SnapshotWriter::Create(dir / "big.st", o);
+  ASSERT_TRUE(w.ok());
+  // 50 million blocks need 1.2 GB of index, over the format's 1 GiB.
+  Status st = (*w)->BeginStream(StreamId::kDisk, 50'000'000ull * 4096);
+  EXPECT_EQ(st.code(), base::Code::kNoSpace) << st.ToString();
+  EXPECT_TRUE(Contains(st, "too many blocks for one index")) << st.ToString();
+  EXPECT_TRUE(Contains(st, "--block-size")) << st.ToString();
+  // The same size fits with 1 MiB blocks (195 thousand entries).
+  w->reset();
+  o.block_size = 1 << 20;
+  w = SnapshotWriter::Create(dir / "big.st", o);
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE((*w)->BeginStream(StreamId::kDisk, 50'000'000ull * 4096).ok());
 }
 
 TEST(WriterTest, PackStreamFromSparseFile) {
