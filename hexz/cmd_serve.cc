@@ -60,6 +60,8 @@ struct Endpoint {
   std::string uri;          // printed for the user (export "disk")
   std::string socket_path;  // unix: removed when we stop
   std::string private_dir;  // default socket: its directory, removed too
+  dev_t socket_dev = 0;     // the socket file we bound (removed only while it is still that)
+  ino_t socket_ino = 0;
 };
 
 // A unix socket at `path`, mode 0600. An existing socket nobody listens on
@@ -91,7 +93,7 @@ Result<UniqueFd> BindUnix(const std::string& path) {
   int err = errno;
   ::umask(old);
   if (rc != 0) return Status::FromErrno(err, "binding " + path);
-  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 64) != 0) {
+  if (::listen(fd.get(), 64) != 0) {  // already 0600 (umask above)
     err = errno;
     ::unlink(path.c_str());
     return Status::FromErrno(err, "socket " + path);
@@ -190,13 +192,17 @@ Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
     return fd.status();
   }
   e.fd = std::move(*fd);
+  struct stat st;
+  if (::lstat(e.socket_path.c_str(), &st) == 0) {
+    e.socket_dev = st.st_dev;
+    e.socket_ino = st.st_ino;
+  }
   e.uri = "nbd+unix:///disk?socket=" + e.socket_path;
   return e;
 }
 
 void RemoveEndpoint(const Endpoint& e) {
-  if (!e.socket_path.empty()) ::unlink(e.socket_path.c_str());
-  if (!e.private_dir.empty()) ::rmdir(e.private_dir.c_str());
+  RemoveSocketIfSame(e.socket_path, e.socket_dev, e.socket_ino, e.private_dir);
 }
 
 int Usage(const char* msg) {
@@ -299,6 +305,18 @@ int RunServe(const ServeArgs& a) {
   }
 
   if (a.daemon) {
+    // The worker cannot remove its socket (its sandbox forbids unlink); a
+    // companion does once the worker exits, however it exits.
+    if (!endpoint->socket_path.empty()) {
+      Status watched = WatchWorker(
+          worker->pid, old_mask,
+          [path = endpoint->socket_path, dev = endpoint->socket_dev, ino = endpoint->socket_ino,
+           dir = endpoint->private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
+      if (!watched.ok()) {
+        std::fprintf(stderr, "hexz serve: warning: %s; %s stays after the server exits\n",
+                     watched.ToString().c_str(), endpoint->socket_path.c_str());
+      }
+    }
     std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
                 endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());
     return 0;
