@@ -304,19 +304,20 @@ int RunServe(const ServeArgs& a) {
     return 1;
   }
 
-  if (a.daemon) {
-    // The worker cannot remove its socket (its sandbox forbids unlink); a
-    // companion does once the worker exits, however it exits.
-    if (!endpoint->socket_path.empty()) {
-      Status watched = WatchWorker(
-          worker->pid, old_mask,
-          [path = endpoint->socket_path, dev = endpoint->socket_dev, ino = endpoint->socket_ino,
-           dir = endpoint->private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
-      if (!watched.ok()) {
-        std::fprintf(stderr, "hexz serve: warning: %s; %s stays after the server exits\n",
-                     watched.ToString().c_str(), endpoint->socket_path.c_str());
-      }
+  // The worker cannot remove its socket (its sandbox forbids unlink): a
+  // companion does once the worker exits, however it exits, also when this
+  // front-end is gone (--daemon, or killed in the foreground).
+  if (!endpoint->socket_path.empty()) {
+    Status watched = WatchWorker(
+        worker->pid, old_mask,
+        [path = endpoint->socket_path, dev = endpoint->socket_dev, ino = endpoint->socket_ino,
+         dir = endpoint->private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
+    if (!watched.ok()) {
+      std::fprintf(stderr, "hexz serve: warning: %s; %s may stay after the server exits\n",
+                   watched.ToString().c_str(), endpoint->socket_path.c_str());
     }
+  }
+  if (a.daemon) {
     std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
                 endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());
     return 0;

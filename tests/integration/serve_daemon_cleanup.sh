@@ -2,8 +2,9 @@
 # `hexz serve --daemon` leaves nothing behind: once its worker exits (SIGTERM,
 # or SIGKILL), the socket is removed, and with the default socket its private
 # serve-XXXXXX directory too. The worker cannot do it (its sandbox forbids
-# unlink); a small companion of the front-end does. A socket that someone
-# replaced in the meantime is left alone.
+# unlink); a small companion of the front-end does, also for a foreground
+# server whose front-end was killed. A socket that someone replaced in the
+# meantime is left alone.
 source "$(dirname "$0")/lib.sh"
 require_test_user
 require_cmd nbdinfo python3
@@ -52,3 +53,16 @@ wait_for bash -c "! kill -0 $wpid 2>/dev/null" || fail "worker did not stop"
 sleep 0.5
 [[ -S $T/u/re.sock ]] || fail "a socket that replaced ours was removed"
 pass "a socket that replaced ours is left alone"
+
+# Foreground server whose front-end is killed with SIGKILL: the worker
+# follows, and the companion removes the socket and its directory.
+as_user "$HEXZ" serve "$T/snap.st" >"$T/fg.out" 2>"$T/fg.err" &
+wait_for grep -q 'worker pid' "$T/fg.out" || fail "foreground serve: $(cat "$T/fg.out" "$T/fg.err")"
+wpid=$(grep -o 'worker pid [0-9]*' "$T/fg.out" | awk '{print $3}')
+sock=$(grep -o 'socket=[^ ]*' "$T/fg.out" | cut -d= -f2)
+fe=$(ps -o ppid= -p "$wpid" | tr -d ' ')
+[[ $(cat "/proc/$fe/comm") == hexz ]] || fail "front-end of worker $wpid not found"
+kill -KILL "$fe"
+wait_for bash -c "! kill -0 $wpid 2>/dev/null" || fail "worker $wpid outlived its killed front-end"
+wait_for gone "$(dirname "$sock")" || fail "$(dirname "$sock") left after the front-end was killed"
+pass "foreground front-end killed: the socket and its directory are removed"
