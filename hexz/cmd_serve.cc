@@ -205,6 +205,20 @@ void RemoveEndpoint(const Endpoint& e) {
   RemoveSocketIfSame(e.socket_path, e.socket_dev, e.socket_ino, e.private_dir);
 }
 
+// The worker cannot remove its socket (its sandbox forbids unlink): a
+// companion does once the worker exits, however it exits, also when this
+// front-end is gone (--daemon, or killed in the foreground).
+void WatchEndpoint(const Endpoint& e, pid_t worker, const sigset_t& old_mask) {
+  if (e.socket_path.empty()) return;
+  Status watched = WatchWorker(worker, old_mask,
+                               [path = e.socket_path, dev = e.socket_dev, ino = e.socket_ino,
+                                dir = e.private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
+  if (!watched.ok()) {
+    std::fprintf(stderr, "hexz serve: warning: %s; %s may stay after the server exits\n",
+                 watched.ToString().c_str(), e.socket_path.c_str());
+  }
+}
+
 int Usage(const char* msg) {
   std::fprintf(stderr, "hexz serve: %s\n", msg);
   return 2;
@@ -304,19 +318,7 @@ int RunServe(const ServeArgs& a) {
     return 1;
   }
 
-  // The worker cannot remove its socket (its sandbox forbids unlink): a
-  // companion does once the worker exits, however it exits, also when this
-  // front-end is gone (--daemon, or killed in the foreground).
-  if (!endpoint->socket_path.empty()) {
-    Status watched = WatchWorker(
-        worker->pid, old_mask,
-        [path = endpoint->socket_path, dev = endpoint->socket_dev, ino = endpoint->socket_ino,
-         dir = endpoint->private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
-    if (!watched.ok()) {
-      std::fprintf(stderr, "hexz serve: warning: %s; %s may stay after the server exits\n",
-                   watched.ToString().c_str(), endpoint->socket_path.c_str());
-    }
-  }
+  WatchEndpoint(*endpoint, worker->pid, old_mask);
   if (a.daemon) {
     std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
                 endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());

@@ -265,6 +265,14 @@ uint32_t ReapDead(SegmentHeader* h, bool use_proc = true) {
   return live;
 }
 
+// The first unused participant slot, or kNone.
+uint32_t FreeSlot(const SegmentHeader* h) {
+  for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
+    if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) return i;
+  }
+  return kNone;
+}
+
 uint32_t CountListed(const SegmentHeader* h) {
   uint32_t n = 0;
   for (const Participant& p : h->participants) n += p.pid.load(std::memory_order_relaxed) != 0;
@@ -762,21 +770,8 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
 
     // Register.
     SegmentHeader* h = impl->header;
-    uint32_t slot = kNone;
-    for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
-      if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) {
-        slot = i;
-        break;
-      }
-    }
-    if (slot == kNone && ReapDead(h) < layout::kMaxParticipants) {
-      for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
-        if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) {
-          slot = i;
-          break;
-        }
-      }
-    }
+    uint32_t slot = FreeSlot(h);
+    if (slot == kNone && ReapDead(h) < layout::kMaxParticipants) slot = FreeSlot(h);
     if (slot == kNone) {
       return Status::Busy(what + " already has " + std::to_string(layout::kMaxParticipants) +
                           " live participants");
