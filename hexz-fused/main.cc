@@ -129,6 +129,7 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   options.mtime = st.st_mtim;
   options.read_threads = config.read_threads;
   options.allow_root = config.allow_root;
+  options.allow_other = config.allow_other;
   options.auto_unmount = config.auto_unmount;
   options.read_write = config.read_write;
   options.exit_on_signals = config.read_write;  // flush, then exit

@@ -56,6 +56,7 @@ struct MountArgs {
   std::string cache_size;
   bool nbd = false;
   bool verbose = false;
+  std::vector<std::string> options;  // -o allow_root,allow_other
 };
 
 std::string BaseName(const std::string& p) {
@@ -130,12 +131,41 @@ Result<overlay::OverlayFiles> OpenMountOverlay(const MountArgs& a,
   return files;
 }
 
+// -o: who besides the user may use the mount (FUSE only). Returns false
+// with a message for anything else.
+bool ParseMountOptions(const MountArgs& a, bool* allow_root, bool* allow_other) {
+  for (const std::string& list : a.options) {
+    size_t start = 0;
+    while (start <= list.size()) {
+      size_t comma = list.find(',', start);
+      std::string o = list.substr(start, comma == std::string::npos ? comma : comma - start);
+      start = comma == std::string::npos ? list.size() + 1 : comma + 1;
+      if (o == "allow_root") {
+        *allow_root = true;
+      } else if (o == "allow_other") {
+        *allow_other = true;
+      } else if (!o.empty()) {
+        std::fprintf(stderr, "hexz mount: unknown option -o %s (known: allow_root, allow_other)\n",
+                     o.c_str());
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 int RunMount(const MountArgs& a) {
   if (!a.overlay.empty() && !a.rw) {
     std::fprintf(stderr,
                  "hexz mount: --overlay %s needs --rw (an overlay holds the writes of a "
                  "read-write mount); add --rw, or drop --overlay for a read-only mount\n",
                  a.overlay.c_str());
+    return 2;
+  }
+  bool allow_root = false, allow_other = false;
+  if (!ParseMountOptions(a, &allow_root, &allow_other)) return 2;
+  if (a.nbd && !a.options.empty()) {
+    std::fprintf(stderr, "hexz mount: -o allow_root/allow_other are FUSE options, not for --nbd\n");
     return 2;
   }
   if (a.nbd) {
@@ -190,10 +220,13 @@ int RunMount(const MountArgs& a) {
   config.gid = a.gid.value_or(getgid());
   config.daemon = a.daemon;
   config.cache_size = cache_size;
-  // auto_unmount takes the mount away if the worker dies; as a user, libfuse
-  // 3.14 needs allow_root (and user_allow_other in /etc/fuse.conf) for it.
-  config.auto_unmount = true;
-  config.allow_root = true;
+  config.allow_root = allow_root;
+  config.allow_other = allow_other;
+  // The mount is the user's alone unless -o allow_root/allow_other. A dead
+  // worker's mount is taken away by a companion (WatchWorker below); libfuse's
+  // auto_unmount is added where it works, which for a user (libfuse 3.14)
+  // is only together with allow_root/allow_other.
+  config.auto_unmount = getuid() == 0 || config.allow_root || config.allow_other;
   config.log_level =
       static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
   auto fds = (*snapshot)->DupChainFds();
@@ -228,6 +261,19 @@ int RunMount(const MountArgs& a) {
 
   // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
   auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  if (ready.ok()) {
+    // Whenever the worker goes (killed, or the front-end killed first), a
+    // mount left dead is unmounted (fusermount3 -u -z), as auto_unmount would.
+    Status watched = WatchWorker(worker->pid, old_mask, [canonical] {
+      for (int i = 0; i < 40; ++i) {  // the kernel may take a moment to abort it
+        if (fuse::IsDeadFuseMount(canonical)) return CleanUpMount(canonical);
+        auto entry = fuse::FindMount(canonical);
+        if (!entry.ok() || !*entry || (*entry)->fstype != fuse::kHexzFsType) return;
+        usleep(50 * 1000);
+      }
+    });
+    if (!watched.ok()) HEXZ_LOG_WARN("%s", watched.ToString().c_str());
+  }
   if (!ready.ok() && ready.status().code() == base::Code::kCancelled) {
     CleanUpMount(canonical);
     std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
@@ -330,6 +376,13 @@ void AddMountCommand(CLI::App& parent, int* rc) {
       "--cache-size", args->cache_size,
       "Share a cache of decompressed blocks of this size with your other hexz workers (e.g. 256M, "
       "1G, 4G)");
+  cmd->add_option("-o,--options", args->options,
+                  "Comma-separated: allow_root (root may use the mount too, e.g. for mount -o "
+                  "loop on disk), allow_other (every user may); users need user_allow_other in "
+                  "/etc/fuse.conf")
+      ->expected(1)
+      ->allow_extra_args(false)  // one value per -o; the positionals may follow
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("--nbd", args->nbd,
                 "Attach the disk as /dev/nbdN and mount its filesystem (needs the setuid "
                 "hexz-nbd-helper and kernel NBD)");

@@ -60,6 +60,8 @@ struct Endpoint {
   std::string uri;          // printed for the user (export "disk")
   std::string socket_path;  // unix: removed when we stop
   std::string private_dir;  // default socket: its directory, removed too
+  dev_t socket_dev = 0;     // the socket file we bound (removed only while it is still that)
+  ino_t socket_ino = 0;
 };
 
 // A unix socket at `path`, mode 0600. An existing socket nobody listens on
@@ -91,7 +93,7 @@ Result<UniqueFd> BindUnix(const std::string& path) {
   int err = errno;
   ::umask(old);
   if (rc != 0) return Status::FromErrno(err, "binding " + path);
-  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 64) != 0) {
+  if (::listen(fd.get(), 64) != 0) {  // already 0600 (umask above)
     err = errno;
     ::unlink(path.c_str());
     return Status::FromErrno(err, "socket " + path);
@@ -190,13 +192,31 @@ Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
     return fd.status();
   }
   e.fd = std::move(*fd);
+  struct stat st;
+  if (::lstat(e.socket_path.c_str(), &st) == 0) {
+    e.socket_dev = st.st_dev;
+    e.socket_ino = st.st_ino;
+  }
   e.uri = "nbd+unix:///disk?socket=" + e.socket_path;
   return e;
 }
 
 void RemoveEndpoint(const Endpoint& e) {
-  if (!e.socket_path.empty()) ::unlink(e.socket_path.c_str());
-  if (!e.private_dir.empty()) ::rmdir(e.private_dir.c_str());
+  RemoveSocketIfSame(e.socket_path, e.socket_dev, e.socket_ino, e.private_dir);
+}
+
+// The worker cannot remove its socket (its sandbox forbids unlink): a
+// companion does once the worker exits, however it exits, also when this
+// front-end is gone (--daemon, or killed in the foreground).
+void WatchEndpoint(const Endpoint& e, pid_t worker, const sigset_t& old_mask) {
+  if (e.socket_path.empty()) return;
+  Status watched = WatchWorker(worker, old_mask,
+                               [path = e.socket_path, dev = e.socket_dev, ino = e.socket_ino,
+                                dir = e.private_dir] { RemoveSocketIfSame(path, dev, ino, dir); });
+  if (!watched.ok()) {
+    std::fprintf(stderr, "hexz serve: warning: %s; %s may stay after the server exits\n",
+                 watched.ToString().c_str(), e.socket_path.c_str());
+  }
 }
 
 int Usage(const char* msg) {
@@ -298,6 +318,7 @@ int RunServe(const ServeArgs& a) {
     return 1;
   }
 
+  WatchEndpoint(*endpoint, worker->pid, old_mask);
   if (a.daemon) {
     std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
                 endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());

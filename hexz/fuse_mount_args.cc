@@ -59,13 +59,15 @@ std::optional<base::Result<std::vector<std::string>>> TranslateMountFuseArgs(
         out.insert(out.end(), {"--uid", value});
       } else if (key == "gid" && !value.empty()) {
         out.insert(out.end(), {"--gid", value});
+      } else if (o == "allow_root" || o == "allow_other") {
+        out.insert(out.end(), {"-o", o});
       } else if ((key == "log_file" || key == "log-file") && !value.empty()) {
         out.insert(out.end(), {"--log-file", value});
       } else {
         return base::Result<std::vector<std::string>>(base::Status::InvalidArgument(
             "unknown mount option '" + o +
             "' for fuse.hexz (known: ro, rw, overlay=PATH, cache_size=SIZE, uid=N, gid=N, "
-            "log_file=PATH)"));
+            "log_file=PATH, allow_root, allow_other)"));
       }
     }
   }

@@ -5,9 +5,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/base/log.h"
 #include "common/overlay/overlay_files.h"
 
 namespace hexz::cli {
@@ -97,11 +100,7 @@ Result<std::string> PrivateRuntimeDir(const std::string& purpose) {
   return Status::Unavailable("no private directory for " + purpose + problems);
 }
 
-Result<UniqueFd> OpenLogFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "log file " + path);
-  return UniqueFd(fd);
-}
+Result<UniqueFd> OpenLogFile(const std::string& path) { return base::OpenLogForAppend(path); }
 
 Result<UniqueFd> TakeSignals(sigset_t* old_mask) {
   // A shell starts background jobs with SIGINT ignored; these signals must
@@ -183,6 +182,41 @@ Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
   config->overlay_data_fd = std::move(files.data);
   config->overlay_meta_fd = std::move(files.meta);
   return Status::Ok();
+}
+
+Status WatchWorker(pid_t worker, const sigset_t& old_mask, const std::function<void()>& cleanup) {
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, worker, 0)));
+  if (!pidfd) return Status::FromErrno(errno, "pidfd_open of the worker");
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork of the cleanup process");
+  if (pid > 0) return Status::Ok();
+  // The companion: no terminal, no descriptor but the pidfd.
+  setsid();
+  prctl(PR_SET_NAME, "hexz-watch", 0, 0, 0);
+  sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0) {
+    _exit(1);
+  }
+  int fd = pidfd.release();
+  if (fd != 3 && (dup2(fd, 3) < 0)) _exit(1);
+  close_range(4, ~0U, 0);
+  struct pollfd pfd = {3, POLLIN, 0};
+  while (poll(&pfd, 1, -1) < 0 && errno == EINTR) {
+  }
+  cleanup();
+  _exit(0);
+}
+
+void RemoveSocketIfSame(const std::string& path, dev_t dev, ino_t ino, const std::string& dir) {
+  struct stat st;
+  if (!path.empty() && lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev &&
+      st.st_ino == ino) {
+    unlink(path.c_str());
+  }
+  if (!dir.empty()) rmdir(dir.c_str());
 }
 
 int ReapWorker(pid_t pid, int ms) {

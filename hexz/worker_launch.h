@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 
 #include "common/base/fd.h"
@@ -29,7 +30,8 @@ base::Result<std::string> FindProgram(const std::string& name, const char* env_v
 // else ~/.cache/hexz. `purpose` goes into the error ("the daemon's log").
 base::Result<std::string> PrivateRuntimeDir(const std::string& purpose);
 
-// Opens (creates 0600, appends) a log file.
+// Opens (creates 0600, appends) a log file: a regular file of ours only
+// (base::OpenLogForAppend).
 base::Result<base::UniqueFd> OpenLogFile(const std::string& path);
 
 // Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD (restoring their default
@@ -60,6 +62,20 @@ base::Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd);
 // descriptors into `config` (read_write set).
 base::Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
                            const format::Snapshot& snapshot, ipc::WorkerConfig* config);
+
+// For --daemon, where the front-end returns and nobody else would notice the
+// worker go: forks a small companion process ("hexz-watch", not sandboxed,
+// holding nothing but a pidfd of the worker and /dev/null as stdio, in its
+// own session) that waits for the worker to exit, by any means, then runs
+// `cleanup` and exits. The worker must still be our unreaped child, so its
+// pid cannot have been reused. `cleanup` runs in the forked child: it must
+// only use what it captured by value (no locks held by other threads).
+base::Status WatchWorker(pid_t worker, const sigset_t& old_mask,
+                         const std::function<void()>& cleanup);
+
+// Removes the unix socket at `path` only while it is still the one with this
+// device and inode (nobody replaced it), then `dir` if it is then empty.
+void RemoveSocketIfSame(const std::string& path, dev_t dev, ino_t ino, const std::string& dir);
 
 // Waits up to `ms` for `pid` to exit, then SIGKILLs it. Returns the wait status.
 int ReapWorker(pid_t pid, int ms);

@@ -2,7 +2,23 @@
 # Installs every Debian package that building, testing and demonstrating hexz
 # needs, and prepares the machine for unprivileged FUSE mounts. Idempotent:
 # a second run installs nothing and takes well under a second.
+#
+#   scripts/setup.sh [--user-allow-other]
+#
+# --user-allow-other also enables user_allow_other in /etc/fuse.conf, which
+# lets every user on the machine make any FUSE mount (not only hexz's) usable
+# by other users and root. hexz needs it only for `hexz mount -o allow_root`
+# or `-o allow_other` as a non-root user (e.g. root's `mount -o loop` on a
+# user's disk file, which the test suite does); it is off unless asked for.
 set -euo pipefail
+
+want_allow_other=0
+for arg in "$@"; do
+  case "$arg" in
+    --user-allow-other) want_allow_other=1 ;;
+    *) echo "usage: $0 [--user-allow-other]" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   # build
@@ -24,7 +40,9 @@ done
 fuse_ok=1
 if [[ -e /dev/fuse ]] && [[ "$(stat -c %a /dev/fuse)" != "666" ]]; then fuse_ok=0; fi
 conf_ok=1
-grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf || conf_ok=0
+if [[ $want_allow_other -eq 1 ]]; then
+  grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf || conf_ok=0
+fi
 
 if [[ ${#missing[@]} -eq 0 && $fuse_ok -eq 1 && $conf_ok -eq 1 ]]; then
   exit 0
@@ -52,10 +70,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   fi
 fi
 
-# Unprivileged FUSE: Debian's normal /dev/fuse mode is 0666, and libfuse 3.14's
-# auto_unmount only works for users when user_allow_other is set.
+# Unprivileged FUSE: Debian's normal /dev/fuse mode is 0666.
 if [[ -e /dev/fuse ]]; then chmod 0666 /dev/fuse; fi
-if ! grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
+if [[ $want_allow_other -eq 1 ]] && ! grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
   echo user_allow_other >> /etc/fuse.conf
 fi
 echo "hexz setup: machine ready"

@@ -7,7 +7,9 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
 
-"$src/scripts/setup.sh"
+# The tests read the test user's FUSE mounts as root (-o allow_root), which
+# needs user_allow_other: a test machine opts in.
+"$src/scripts/setup.sh" --user-allow-other
 
 # Integration tests run the unprivileged paths as this real, unprivileged user.
 if [[ $(id -u) -eq 0 ]] && ! id hexz-test >/dev/null 2>&1; then

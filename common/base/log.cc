@@ -1,9 +1,11 @@
 #include "common/base/log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
@@ -42,9 +44,39 @@ void SetLogProgram(std::string_view name) {
 void SetLogLevel(LogLevel level) { g_level = level; }
 LogLevel GetLogLevel() { return g_level; }
 
+Result<UniqueFd> OpenLogForAppend(const std::string& path) {
+  const std::string what = "log file " + path;
+  constexpr int kFlags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+  UniqueFd fd(::open(path.c_str(), kFlags | O_CREAT | O_EXCL, 0600));
+  if (!fd && errno == EEXIST) fd = UniqueFd(::open(path.c_str(), kFlags));
+  if (!fd) {
+    if (errno == ENXIO) {  // a FIFO or socket nobody reads
+      return Status::InvalidArgument(what + " is not a regular file; refusing to log to it");
+    }
+    if (errno == ELOOP) {
+      return Status::InvalidArgument(what + " is a symbolic link; refusing to log to it");
+    }
+    return Status::FromErrno(errno, what);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, what);
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(what + " is not a regular file; refusing to log to it");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return Status(Code::kPermissionDenied,
+                  what + " is owned by uid " + std::to_string(st.st_uid) +
+                      ", not by you; refusing to log to it (choose another path)",
+                  EPERM);
+  }
+  if (::fcntl(fd.get(), F_SETFL, O_APPEND) != 0) return Status::FromErrno(errno, what);
+  return fd;
+}
+
 Status SetLogFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "cannot open log file " + path);
+  Result<UniqueFd> opened = OpenLogForAppend(path);
+  if (!opened.ok()) return opened.status().WithContext("cannot open the log");
+  int fd = opened->release();
   int old = g_fd.exchange(fd);
   if (old > STDERR_FILENO) ::close(old);
   g_timestamps = true;

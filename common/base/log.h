@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/base/fd.h"
 #include "common/base/status.h"
 
 namespace hexz::base {
@@ -23,7 +24,13 @@ void SetLogProgram(std::string_view name);
 void SetLogLevel(LogLevel level);
 LogLevel GetLogLevel();
 
-// Appends to `path` (created 0600 if missing). On failure the sink is unchanged.
+// Opens a log file for appending, safely also in a directory other users can
+// write to (/tmp): creates it 0600 (O_EXCL) or opens an existing one without
+// following a symlink and without blocking (O_NONBLOCK, so another user's FIFO
+// cannot stall the caller), then refuses anything but a regular file owned by
+// the effective uid. The descriptor is blocking again and close-on-exec.
+Result<UniqueFd> OpenLogForAppend(const std::string& path);
+// Appends to `path` (OpenLogForAppend). On failure the sink is unchanged.
 Status SetLogFile(const std::string& path);
 // Logs to an already-open descriptor (not owned; stderr by default).
 void SetLogFd(int fd, bool with_timestamps);

@@ -13,23 +13,22 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <optional>
+#include <utility>
 
 #include "common/base/fd.h"
 #include "common/base/log.h"
 #include "common/base/size.h"
+#include "common/cache/shard_lock.h"
 #include "common/cache/shm_layout.h"
 #include "common/io/file.h"
 
 namespace hexz::cache {
 
-namespace bip = boost::interprocess;
 using layout::Entry;
 using layout::Geometry;
 using layout::kChunkSize;
@@ -44,10 +43,76 @@ constexpr char kShmDir[] = "/dev/shm";
 
 std::string Slashed(const std::string& name) { return "/" + name; }
 
-Status FromBoost(const bip::interprocess_exception& e, const std::string& what) {
-  int err = e.get_native_error();
-  if (err != 0) return Status::FromErrno(err, what);
-  return Status::Internal(what + ": " + e.what());
+// How long Attach, Detach and Drop wait for another process of this user to
+// release the segment's flock (held only for a few system calls).
+constexpr int kFlockTimeoutMs = 5000;
+
+std::string ShmPath(const std::string& name) { return std::string(kShmDir) + "/" + name; }
+
+// Opens /dev/shm/<name> as shm_open(3) would, but never follows a symlink and
+// never blocks on a FIFO planted there.
+base::UniqueFd OpenSegmentFile(const std::string& name, int flags) {
+  return base::UniqueFd(
+      ::open(ShmPath(name).c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
+}
+
+// A shared mapping of a whole segment, unmapped on destruction.
+class Mapping {
+ public:
+  Mapping() = default;
+  ~Mapping() { reset(); }
+  Mapping(Mapping&& o) noexcept
+      : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      addr_ = std::exchange(o.addr_, nullptr);
+      len_ = std::exchange(o.len_, 0);
+    }
+    return *this;
+  }
+  static Result<Mapping> Map(int fd, uint64_t len, bool writable, const std::string& what) {
+    void* p =
+        ::mmap(nullptr, len, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return Status::FromErrno(errno, what + ": mmap");
+    Mapping m;
+    m.addr_ = p;
+    m.len_ = len;
+    return m;
+  }
+  void reset() {
+    if (addr_ != nullptr) ::munmap(addr_, len_);
+    addr_ = nullptr;
+    len_ = 0;
+  }
+  uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
+
+ private:
+  void* addr_ = nullptr;
+  size_t len_ = 0;
+};
+
+// The segment must be a regular file of ours with mode 0600. Checked on the
+// descriptor before it is locked or mapped, so another user's planted file is
+// refused at once.
+Status CheckOwnSegment(const struct stat& st, const std::string& what) {
+  if (!S_ISREG(st.st_mode)) {
+    return Status(base::Code::kPermissionDenied,
+                  what + " is not a regular file; refusing to use it", EPERM);
+  }
+  if (st.st_uid != ::getuid()) {
+    return Status(
+        base::Code::kPermissionDenied,
+        what + " is owned by uid " + std::to_string(st.st_uid) + ", not by you; refusing to use it",
+        EPERM);
+  }
+  if ((st.st_mode & 07777) != 0600) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status(base::Code::kPermissionDenied,
+                  what + " has mode " + mode + ", expected 0600; refusing to use it", EPERM);
+  }
+  return Status::Ok();
 }
 
 // ---- processes -------------------------------------------------------------
@@ -108,16 +173,24 @@ bool ProcessAlive(pid_t pid, uint64_t start_time) {
 
 // ---- flock on the segment --------------------------------------------------
 
+// Takes flock(LOCK_EX) without ever blocking for longer than timeout_ms: the
+// lock is only held for a few system calls by hexz processes of this user.
 class FlockGuard {
  public:
-  explicit FlockGuard(int fd) : fd_(fd) {
-    while (::flock(fd_, LOCK_EX) != 0) {
-      if (errno != EINTR) {
+  explicit FlockGuard(int fd, int timeout_ms = kFlockTimeoutMs) : fd_(fd) {
+    for (int waited_ms = 0;; waited_ms += 10) {
+      if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
+        locked_ = true;
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EWOULDBLOCK || waited_ms >= timeout_ms) {
         err_ = errno;
         return;
       }
+      struct timespec ts = {0, 10'000'000};
+      ::nanosleep(&ts, nullptr);
     }
-    locked_ = true;
   }
   ~FlockGuard() {
     if (locked_) ::flock(fd_, LOCK_UN);
@@ -126,6 +199,13 @@ class FlockGuard {
   FlockGuard& operator=(const FlockGuard&) = delete;
   bool locked() const { return locked_; }
   int error() const { return err_; }
+  Status Why(const std::string& what) const {
+    if (err_ == EWOULDBLOCK) {
+      return Status::Busy(what + " stayed locked by another process for " +
+                          std::to_string(kFlockTimeoutMs / 1000) + " s; try again");
+    }
+    return Status::FromErrno(err_, what + ": flock");
+  }
 
  private:
   int fd_;
@@ -183,6 +263,14 @@ uint32_t ReapDead(SegmentHeader* h, bool use_proc = true) {
     }
   }
   return live;
+}
+
+// The first unused participant slot, or kNone.
+uint32_t FreeSlot(const SegmentHeader* h) {
+  for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
+    if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) return i;
+  }
+  return kNone;
 }
 
 uint32_t CountListed(const SegmentHeader* h) {
@@ -243,14 +331,42 @@ bool KeyEquals(const Entry& e, const BlockKey& key) {
          std::memcmp(e.snapshot_id, key.snapshot_id.data(), 16) == 0;
 }
 
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 uint32_t ChunksFor(uint64_t len) {
   return static_cast<uint32_t>((len + kChunkSize - 1) / kChunkSize);
+}
+
+// Sizes a new, empty segment and reserves its memory: tmpfs pages are
+// otherwise allocated on first touch, and a /dev/shm that fills up later
+// would kill every worker with SIGBUS. Any failure removes the segment again.
+Result<Mapping> CreateSegment(int fd, const std::string& name, uint64_t size,
+                              const std::string& what) {
+  auto fail = [&](Status s) {
+    ::unlink(ShmPath(name).c_str());
+    return s;
+  };
+  struct statvfs vfs;
+  if (::fstatvfs(fd, &vfs) == 0) {
+    uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
+    if (avail < size) {
+      return fail(Status::NoSpace(what + ": cache size " + base::FormatSize(size) +
+                                  " does not fit in " + kShmDir + " (" + base::FormatSize(avail) +
+                                  " free)"));
+    }
+  }
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return fail(Status::FromErrno(errno, what + ": setting its size"));
+  }
+  int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  if (err == ENOSPC || err == ENOMEM) {
+    return fail(Status(base::Code::kNoSpace,
+                       what + ": cannot reserve " + base::FormatSize(size) + " in " + kShmDir +
+                           " (it is full); use a smaller --cache-size or free space there",
+                       err));
+  }
+  if (err != 0) return fail(Status::FromErrno(err, what + ": reserving its memory"));
+  Result<Mapping> m = Mapping::Map(fd, size, true, what);
+  if (!m.ok()) return fail(m.status());
+  return m;
 }
 
 }  // namespace
@@ -278,8 +394,8 @@ uint32_t SegmentInfo::live_participants() const {
 struct ShmCache::Impl {
   std::string name;  // without the leading slash
   AttachOptions options;
-  bip::shared_memory_object shm;
-  bip::mapped_region region;
+  base::UniqueFd shm_fd;
+  Mapping region;
   uint8_t* base = nullptr;
   SegmentHeader* header = nullptr;
   Geometry geo;
@@ -289,7 +405,7 @@ struct ShmCache::Impl {
   uint64_t requested_size = 0;
   bool attached = false;
 
-  int fd() const { return shm.get_mapping_handle().handle; }
+  int fd() const { return shm_fd.get(); }
 
   uint8_t* ShardBase(uint32_t i) const { return base + geo.shard_offset + i * geo.shard_stride; }
   ShardHeader* Shard(uint32_t i) const { return reinterpret_cast<ShardHeader*>(ShardBase(i)); }
@@ -330,46 +446,31 @@ struct ShmCache::Impl {
     std::memset(Index(s), 0, uint64_t{geo.index_capacity} * sizeof(uint64_t));
   }
 
-  // Waits for the shard lock in short slices up to lock_timeout_ms. Slices,
-  // because a wake-up can be lost when a process is killed at the wrong
-  // instant of an unlock: the lock is then free but a waiter sleeps on; the
-  // next slice takes it at once.
+  // Takes the shard lock, waiting up to lock_timeout_ms (shard_lock.h).
   bool Lock(ShardHeader* s) const {
-    constexpr uint64_t kSliceNs = 20'000'000;
-    const uint64_t start = MonotonicNs();
-    const uint64_t deadline = start + uint64_t{options.lock_timeout_ms} * 1'000'000;
     bool slow = false;
-    int r;
-    for (;;) {
-      uint64_t now = MonotonicNs();
-      uint64_t until = std::min(now + kSliceNs, deadline);
-      timespec ts{static_cast<time_t>(until / 1'000'000'000),
-                  static_cast<long>(until % 1'000'000'000)};
-      r = pthread_mutex_clocklock(&s->mutex, CLOCK_MONOTONIC, &ts);
-      if (r == EINTR || r == EAGAIN) continue;
-      if (r != ETIMEDOUT || MonotonicNs() >= deadline) break;
-      slow = true;
-    }
+    LockResult r = LockShard(&s->lock, options.lock_timeout_ms, &slow);
     if (slow) s->slow_lock_waits.fetch_add(1, std::memory_order_relaxed);
-    if (r == 0) {
-      if (!ShardSane(s)) {
+    switch (r) {
+      case LockResult::kLocked:
+        if (!ShardSane(s)) {
+          ResetShard(s);
+          s->invalid.fetch_add(1, std::memory_order_relaxed);
+        }
+        return true;
+      case LockResult::kRecovered:
+        // The previous holder died inside an operation: nothing in this
+        // shard can be trusted any more, so drop it all.
         ResetShard(s);
-        s->invalid.fetch_add(1, std::memory_order_relaxed);
-      }
-      return true;
+        s->recoveries.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      case LockResult::kTimedOut:
+        break;
     }
-    if (r == EOWNERDEAD) {
-      // The previous holder died inside an operation: nothing in this shard
-      // can be trusted any more, so drop it all.
-      ResetShard(s);
-      s->recoveries.fetch_add(1, std::memory_order_relaxed);
-      pthread_mutex_consistent(&s->mutex);
-      return true;
-    }
-    if (r == ETIMEDOUT) s->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
+    s->lock_timeouts.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  static void Unlock(ShardHeader* s) { pthread_mutex_unlock(&s->mutex); }
+  static void Unlock(ShardHeader* s) { UnlockShard(&s->lock); }
 
   // Index slot holding `key`, or nullptr. Index values are
   // (entry + 1) << 32 | hash32, with the home slot hash32 % capacity.
@@ -551,12 +652,7 @@ struct ShmCache::Impl {
     header->creator_uid = ::getuid();
     for (uint32_t i = 0; i < geo.shard_count; ++i) {
       ShardHeader* s = new (ShardBase(i)) ShardHeader;
-      pthread_mutexattr_t attr;
-      pthread_mutexattr_init(&attr);
-      pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-      pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-      pthread_mutex_init(&s->mutex, &attr);
-      pthread_mutexattr_destroy(&attr);
+      s->lock.store(0, std::memory_order_relaxed);
       // The index is already zero (fresh pages of the segment).
       EmptyLists(s);
     }
@@ -600,80 +696,46 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
     impl->name = name;
     impl->options = options;
     bool created = false;
-    try {
-      impl->shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
-    } catch (const bip::interprocess_exception& e) {
-      if (e.get_error_code() != bip::not_found_error) {
-        struct stat st;
-        std::string path = std::string(kShmDir) + "/" + name;
-        if (e.get_native_error() == EACCES && ::stat(path.c_str(), &st) == 0 &&
-            st.st_uid != ::getuid()) {
-          return Status(base::Code::kPermissionDenied,
-                        what + " is owned by uid " + std::to_string(st.st_uid) +
-                            ", not by you; refusing to use it",
-                        EACCES);
-        }
-        return FromBoost(e, what);
+    impl->shm_fd = OpenSegmentFile(name, O_RDWR);
+    if (!impl->shm_fd && errno == ENOENT) {
+      impl->shm_fd = OpenSegmentFile(name, O_RDWR | O_CREAT | O_EXCL);
+      if (!impl->shm_fd && errno == EEXIST) continue;
+      created = static_cast<bool>(impl->shm_fd);
+    }
+    if (!impl->shm_fd) {
+      int err = errno;
+      struct stat st;
+      if (err == EACCES && ::lstat(ShmPath(name).c_str(), &st) == 0) {
+        HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));
       }
-      try {
-        impl->shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write,
-                                              bip::permissions(0600));
-        created = true;
-      } catch (const bip::interprocess_exception& e2) {
-        if (e2.get_error_code() == bip::already_exists_error) continue;
-        return FromBoost(e2, what);
+      if (err == ELOOP) {
+        return Status(base::Code::kPermissionDenied,
+                      what + " is a symbolic link; refusing to use it", EPERM);
       }
+      return Status::FromErrno(err, what);
     }
     const int fd = impl->fd();
     if (created && ::fchmod(fd, 0600) != 0) return Status::FromErrno(errno, what);
-    FlockGuard lock(fd);
-    if (!lock.locked()) return Status::FromErrno(lock.error(), what + ": flock");
     struct stat st;
     if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
+    HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));  // before waiting for its lock
+    FlockGuard lock(fd);
+    if (!lock.locked()) return lock.Why(what);
+    if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
     if (st.st_nlink == 0) continue;  // removed while we waited; open the new one
-    if (st.st_uid != ::getuid()) {
-      return Status(base::Code::kPermissionDenied,
-                    what + " is owned by uid " + std::to_string(st.st_uid) +
-                        ", not by you; refusing to use it",
-                    EPERM);
-    }
-    if ((st.st_mode & 0777) != 0600) {
-      char mode[8];
-      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      return Status(base::Code::kPermissionDenied,
-                    what + " has mode " + mode + ", expected 0600; refusing to use it", EPERM);
-    }
+    HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));
 
     if (st.st_size == 0) {
       // New (ours, or another attacher created it and has not locked yet).
-      struct statvfs vfs;
-      if (::statvfs(kShmDir, &vfs) == 0) {
-        uint64_t avail = uint64_t{vfs.f_bavail} * vfs.f_frsize;
-        if (avail < want.segment_size) {
-          ::shm_unlink(Slashed(name).c_str());
-          return Status::NoSpace(what + ": cache size " + base::FormatSize(want.segment_size) +
-                                 " does not fit in " + kShmDir + " (" + base::FormatSize(avail) +
-                                 " free)");
-        }
-      }
-      try {
-        impl->shm.truncate(static_cast<bip::offset_t>(want.segment_size));
-        impl->region = bip::mapped_region(impl->shm, bip::read_write);
-      } catch (const bip::interprocess_exception& e) {
-        ::shm_unlink(Slashed(name).c_str());
-        return FromBoost(e, what);
-      }
-      impl->base = static_cast<uint8_t*>(impl->region.get_address());
+      HEXZ_ASSIGN_OR_RETURN(impl->region, CreateSegment(fd, name, want.segment_size, what));
+      impl->base = impl->region.data();
       impl->geo = want;
       impl->InitSegment(requested_size);
       created = true;
     } else {
-      try {
-        impl->region = bip::mapped_region(impl->shm, bip::read_write);
-      } catch (const bip::interprocess_exception& e) {
-        return FromBoost(e, what);
-      }
-      impl->base = static_cast<uint8_t*>(impl->region.get_address());
+      HEXZ_ASSIGN_OR_RETURN(impl->region,
+                            Mapping::Map(fd, static_cast<uint64_t>(st.st_size), true, what));
+      impl->base = impl->region.data();
       impl->header = reinterpret_cast<SegmentHeader*>(impl->base);
       created = false;
       uint64_t file_size = static_cast<uint64_t>(st.st_size);
@@ -691,7 +753,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
               "--force'");
         }
         HEXZ_LOG_WARN("%s: %s; removing it", what.c_str(), problem->c_str());
-        ::shm_unlink(Slashed(name).c_str());
+        ::unlink(ShmPath(name).c_str());
         reclaimed = true;
         continue;
       }
@@ -700,7 +762,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
       if (live == 0) {
         HEXZ_LOG_INFO("%s: reclaiming a stale segment (%u participant(s), none alive)",
                       what.c_str(), listed);
-        ::shm_unlink(Slashed(name).c_str());
+        ::unlink(ShmPath(name).c_str());
         reclaimed = true;
         continue;
       }
@@ -708,21 +770,8 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
 
     // Register.
     SegmentHeader* h = impl->header;
-    uint32_t slot = kNone;
-    for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
-      if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) {
-        slot = i;
-        break;
-      }
-    }
-    if (slot == kNone && ReapDead(h) < layout::kMaxParticipants) {
-      for (uint32_t i = 0; i < layout::kMaxParticipants; ++i) {
-        if (h->participants[i].pid.load(std::memory_order_relaxed) == 0) {
-          slot = i;
-          break;
-        }
-      }
-    }
+    uint32_t slot = FreeSlot(h);
+    if (slot == kNone && ReapDead(h) < layout::kMaxParticipants) slot = FreeSlot(h);
     if (slot == kNone) {
       return Status::Busy(what + " already has " + std::to_string(layout::kMaxParticipants) +
                           " live participants");
@@ -766,11 +815,11 @@ void ShmCache::Detach() {
     struct stat st;
     if (live == 0 && lock.locked() && ::fstat(m->fd(), &st) == 0 && st.st_nlink > 0) {
       // Still the object the name refers to: remove it while we hold the lock.
-      ::shm_unlink(Slashed(m->name).c_str());
+      ::unlink(ShmPath(m->name).c_str());
     }
   }
-  m->region = bip::mapped_region();
-  m->shm = bip::shared_memory_object();
+  m->region.reset();
+  m->shm_fd.reset();
   m->base = nullptr;
   m->header = nullptr;
 }
@@ -991,14 +1040,14 @@ Result<SegmentInfo> ShmCache::Inspect(const std::string& name) {
   std::string what = "shared cache " + Slashed(name);
   SegmentInfo info;
   info.name = Slashed(name);
-  bip::shared_memory_object shm;
-  try {
-    shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    return FromBoost(e, what);
+  if (name.empty() || name.find('/') != std::string::npos) {
+    return Status::InvalidArgument(what + ": invalid segment name");
   }
+  base::UniqueFd fd = OpenSegmentFile(name, O_RDONLY);
+  if (!fd) return Status::FromErrno(errno, what);
   struct stat st;
-  if (::fstat(shm.get_mapping_handle().handle, &st) != 0) return Status::FromErrno(errno, what);
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, what);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(what + " is not a regular file");
   info.size = static_cast<uint64_t>(st.st_size);
   info.uid = st.st_uid;
   info.mode = st.st_mode & 07777;
@@ -1006,13 +1055,8 @@ Result<SegmentInfo> ShmCache::Inspect(const std::string& name) {
     info.problem = "not initialised";
     return info;
   }
-  bip::mapped_region region;
-  try {
-    region = bip::mapped_region(shm, bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    return FromBoost(e, what);
-  }
-  const uint8_t* base = static_cast<const uint8_t*>(region.get_address());
+  HEXZ_ASSIGN_OR_RETURN(Mapping region, Mapping::Map(fd.get(), info.size, false, what));
+  const uint8_t* base = region.data();
   const SegmentHeader* h = reinterpret_cast<const SegmentHeader*>(base);
   Geometry g;
   if (std::optional<std::string> problem = HeaderProblem(h, info.size, &g)) {
@@ -1044,32 +1088,28 @@ Result<SegmentInfo> ShmCache::Inspect(const std::string& name) {
 Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
   std::string what = "shared cache " + Slashed(name);
   if (info != nullptr) *info = DropInfo{};
-  bip::shared_memory_object shm;
-  try {
-    shm = bip::shared_memory_object(bip::open_only, name.c_str(), bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    return FromBoost(e, what);
+  if (name.empty() || name.find('/') != std::string::npos) {
+    return Status::InvalidArgument(what + ": invalid segment name");
   }
-  int fd = shm.get_mapping_handle().handle;
-  FlockGuard lock(fd);
-  if (!lock.locked()) return Status::FromErrno(lock.error(), what + ": flock");
+  base::UniqueFd owned = OpenSegmentFile(name, O_RDWR);
+  if (!owned) return Status::FromErrno(errno, what);
+  const int fd = owned.get();
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
-  if (st.st_nlink == 0) return Status::NotFound(what + ": already removed");
-  if (st.st_uid != ::getuid()) {
+  if (st.st_uid != ::getuid() || !S_ISREG(st.st_mode)) {  // before waiting for its lock
     return Status(base::Code::kPermissionDenied,
                   what + " is owned by uid " + std::to_string(st.st_uid) + ", not by you", EPERM);
   }
+  FlockGuard lock(fd);
+  if (!lock.locked()) return lock.Why(what);
+  if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
+  if (st.st_nlink == 0) return Status::NotFound(what + ": already removed");
   uint32_t live = 0;
   std::string pids;
   if (static_cast<uint64_t>(st.st_size) >= sizeof(SegmentHeader)) {
-    bip::mapped_region region;
-    try {
-      region = bip::mapped_region(shm, bip::read_write);
-    } catch (const bip::interprocess_exception& e) {
-      return FromBoost(e, what);
-    }
-    auto* h = static_cast<SegmentHeader*>(region.get_address());
+    HEXZ_ASSIGN_OR_RETURN(Mapping region,
+                          Mapping::Map(fd, static_cast<uint64_t>(st.st_size), true, what));
+    auto* h = reinterpret_cast<SegmentHeader*>(region.data());
     std::optional<std::string> problem =
         HeaderProblem(h, static_cast<uint64_t>(st.st_size), nullptr);
     if (problem && h->magic.load() == layout::MagicValue() && h->version != layout::kVersion &&
@@ -1091,7 +1131,7 @@ Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
                         (live == 1 ? "" : "es") + " (pid " + pids +
                         "); use --force to remove it anyway");
   }
-  if (::shm_unlink(Slashed(name).c_str()) != 0) return Status::FromErrno(errno, what);
+  if (::unlink(ShmPath(name).c_str()) != 0) return Status::FromErrno(errno, what);
   if (info != nullptr) info->removed = true;
   return Status::Ok();
 }

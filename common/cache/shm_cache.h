@@ -1,6 +1,8 @@
 // ShmCache: the BlockCache shared by every hexz worker of one user, in a
-// POSIX shared-memory segment ("/hexz-cache-<uid>", mode 0600) mapped through
-// Boost.Interprocess.
+// POSIX shared-memory segment (/dev/shm/hexz-cache-<uid>, mode 0600), opened
+// with O_NOFOLLOW and mapped with mmap(2). Its memory is reserved when it is
+// created (posix_fallocate), so a /dev/shm that fills up later gives an error
+// at attach, never a SIGBUS while serving.
 //
 // Worker usage (see also README.md, "Cache"):
 //   cache::AttachInfo info;
@@ -13,7 +15,7 @@
 //
 // What it holds: decompressed blocks keyed by BlockKey, stored as chains of
 // 4 KiB chunks in sharded CLOCK caches (layout in shm_layout.h). A hit is a
-// copy out of shared memory under the shard's robust mutex, checked against
+// copy out of shared memory under the shard's lock (shard_lock.h), checked against
 // the entry's key, length and XXH3-64 checksum (hashed chunk by chunk as it is
 // copied); a mismatch is a miss, never data.
 //
@@ -21,20 +23,23 @@
 // segment header. Detach removes the caller and unlinks the segment when no
 // other listed participant's pid still exists. Attach and `hexz cache drop` reclaim a segment
 // whose participants are all dead (SIGKILLed workers). Attach, Detach and Drop
-// serialise on flock(2) of the segment itself, and re-check after locking that
-// the name still refers to the object they opened, so a last detacher
-// unlinking never races a new attacher into a removed segment.
+// check the file's owner, type and mode on the descriptor first (another
+// user's planted file is refused at once), then serialise on flock(2) of the
+// segment itself, taken without blocking and given up after 5 s, and re-check
+// after locking that the name still refers to the object they opened, so a
+// last detacher unlinking never races a new attacher into a removed segment.
 //
 // Crash safety: a participant killed at any instant cannot hang the others
-// (robust mutexes; locking also gives up after a timeout and counts a miss)
+// (the kernel frees a dead holder's shard lock; locking also gives up after a
+// timeout and counts a miss)
 // nor make them read a torn block (the shard it died in is reset; every read
 // is re-validated).
 //
 // System calls used after attaching (for a seccomp allowlist): Lookup and
-// Insert use only futex and clock_gettime. Robust mutexes also need
-// set_robust_list, which glibc calls as each thread starts: allow it, or a
-// thread started after the lockdown that dies holding a shard lock leaves
-// that shard locked for good (every later lock waits out the timeout). Detach uses flock, fstat,
+// Insert use only futex, gettid and clock_gettime, and set_robust_list once
+// per thread (shard_lock.h): allow it, or a thread that dies holding a shard
+// lock leaves that shard locked for good (every later lock waits out the
+// timeout). Detach uses flock, fstat,
 // kill with signal 0 (is a participant's pid still there? no file is opened), unlink of
 // /dev/shm/<name> (the last participant), munmap and close. A worker whose
 // sandbox forbids those may set reap_on_detach = false (no kill) or skip

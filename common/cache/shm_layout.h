@@ -18,15 +18,13 @@
 //
 // Locking: SegmentHeader::participants change only under flock(2) of the
 // segment's descriptor (attach, detach, drop). Everything inside a shard is
-// protected by that shard's robust process-shared mutex; a holder that dies
-// leaves the mutex in EOWNERDEAD and the next locker resets the whole shard
-// (drops its entries) before marking the mutex consistent. Counters are
+// protected by that shard's lock word (shard_lock.h: the holder's thread id,
+// never a pointer); a holder that dies leaves the word marked by the kernel
+// and the next locker resets the whole shard (drops its entries). Counters are
 // atomics, read without locks by `hexz cache stats`.
 //
 // Thread safety: this header only describes memory; see shm_cache.h.
 #pragma once
-
-#include <pthread.h>
 
 #include <atomic>
 #include <cstddef>
@@ -37,7 +35,7 @@
 namespace hexz::cache::layout {
 
 inline constexpr char kMagic[8] = {'H', 'E', 'X', 'Z', 'C', 'S', 'H', 'M'};
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;  // 2: lock word instead of a pthread mutex
 inline constexpr uint32_t kChunkSize = 4096;
 inline constexpr uint32_t kMaxParticipants = 64;
 inline constexpr uint32_t kMaxShards = 64;
@@ -105,15 +103,15 @@ inline constexpr uint32_t kEntryWriting = 1;
 inline constexpr uint32_t kEntryValid = 2;
 
 struct alignas(64) ShardHeader {
-  pthread_mutex_t mutex;  // robust, process-shared
-  // Protected by mutex.
+  std::atomic<uint32_t> lock;  // ShardLock word (shard_lock.h)
+  // Protected by lock.
   uint32_t fresh_chunks;     // chunks [0, fresh_chunks) have been handed out before
   uint32_t free_chunk_head;  // stack of recycled chunks linked through next[]
   uint32_t free_chunks;      // recycled + never used
   uint32_t fresh_entries;    // entries [0, fresh_entries) have been used before
   uint32_t free_entry_head;  // stack of recycled entries linked through first_chunk
   uint32_t clock_hand;
-  // Written under mutex, read anywhere.
+  // Written under lock, read anywhere.
   std::atomic<uint64_t> used_entries;
   std::atomic<uint64_t> used_bytes;
   // Counters (relaxed).

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,8 +131,13 @@ Result<std::optional<MountEntry>> FindMount(const std::string& mountpoint) {
 }
 
 bool IsDeadFuseMount(const std::string& mountpoint) {
+  auto dead = [] { return errno == ENOTCONN || errno == ECONNABORTED; };
+  // statfs always asks the (dead) server; stat may be answered from the
+  // kernel's attribute cache for a while after the worker died.
+  struct statfs sfs;
+  if (statfs(mountpoint.c_str(), &sfs) != 0 && dead()) return true;
   struct stat st;
-  return stat(mountpoint.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED);
+  return stat(mountpoint.c_str(), &st) != 0 && dead();
 }
 
 std::vector<pid_t> WorkersOf(const std::string& mountpoint) {

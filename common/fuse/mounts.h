@@ -34,8 +34,8 @@ base::Result<std::string> CanonicalMountPath(const std::string& path);
 // The topmost mount on `mountpoint` (canonical), from /proc/self/mountinfo.
 base::Result<std::optional<MountEntry>> FindMount(const std::string& mountpoint);
 
-// True when stat() on the path fails with ENOTCONN (a FUSE mount whose
-// worker is gone).
+// True when statfs() or stat() on the path fails with ENOTCONN (a FUSE mount
+// whose worker is gone; statfs is never answered from the attribute cache).
 bool IsDeadFuseMount(const std::string& mountpoint);
 
 // Unmounts a FUSE mount; lazy detaches even when busy (MNT_DETACH / -z).

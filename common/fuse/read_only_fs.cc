@@ -607,7 +607,11 @@ Status ReadOnlyFs::Mount(const std::string& mountpoint) {
   std::string opts = std::string(options_.read_write ? "rw" : "ro") +
                      ",default_permissions,fsname=" + options_.fsname +
                      ",subtype=hexz,max_read=" + std::to_string(kMaxRead);
-  if (options_.allow_root) opts += ",allow_root";
+  if (options_.allow_other) {
+    opts += ",allow_other";
+  } else if (options_.allow_root) {
+    opts += ",allow_root";
+  }
   if (options_.auto_unmount) opts += ",auto_unmount";
   std::string prog = "hexz-fused";
   std::string dash_o = "-o";

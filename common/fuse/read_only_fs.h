@@ -69,7 +69,12 @@ struct FsOptions {
   gid_t gid = 0;
   struct timespec mtime = {};  // shown for every entry
   uint32_t read_threads = 4;   // parallel block reads per request (>= 1)
+  // Kernel allow_other, with libfuse's check that the caller is the owner
+  // or root (allow_root), or for everybody (allow_other). Off by default:
+  // the mount is then the user's alone, and nobody else's process can hang
+  // on it when the worker stops answering.
   bool allow_root = false;
+  bool allow_other = false;
   bool auto_unmount = false;
   bool read_write = false;  // mount rw; files marked writable take writes
   // Serve() returns on SIGTERM, SIGINT or SIGHUP (libfuse's handlers), so

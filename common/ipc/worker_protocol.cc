@@ -20,6 +20,7 @@ Status SendWorkerConfig(int sock, const WorkerConfig& c) {
   e.Bool(c.read_write);
   e.Bool(c.daemon);
   e.Bool(c.allow_root);
+  e.Bool(c.allow_other);
   e.Bool(c.auto_unmount);
   e.U32(c.log_level);
   e.U64(c.cache_size);
@@ -74,6 +75,7 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   HEXZ_ASSIGN_OR_RETURN(c.read_write, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(c.daemon, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(c.allow_root, d.Bool());
+  HEXZ_ASSIGN_OR_RETURN(c.allow_other, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(c.auto_unmount, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(c.log_level, d.U32());
   HEXZ_RETURN_IF_ERROR(Check(c.log_level <= 3, "bad log level"));

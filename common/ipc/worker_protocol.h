@@ -50,6 +50,7 @@ struct WorkerConfig {
   bool read_write = false;               // needs overlay fds
   bool daemon = false;                   // detach; stderr is already the log file
   bool allow_root = false;               // mount option allow_root
+  bool allow_other = false;              // mount option allow_other
   bool auto_unmount = false;             // mount option auto_unmount
   uint32_t log_level = 1;                // base::LogLevel
   uint64_t cache_size = 0;               // bytes; 0 = no shared cache

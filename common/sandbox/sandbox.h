@@ -17,9 +17,14 @@
 //      action kills the process. open/openat/openat2/creat fail with EACCES
 //      rather than kill, because glibc itself opens files lazily (malloc reads
 //      /sys/devices/system/cpu/online when a new thread needs an arena) and
-//      handles the failure; so do stat/statx of a path (newfstatat is allowed
-//      only as glibc's fstat, with AT_EMPTY_PATH). exec, fork and everything
-//      unlisted still kill. Built with
+//      handles the failure; so do stat/statx of a path. newfstatat, which
+//      glibc's fstat uses with an empty path and AT_EMPTY_PATH, traps: a
+//      SIGSYS handler (installed here) performs a plain fstat(2) of the
+//      descriptor instead, and fails anything else with EACCES, since seccomp
+//      cannot see the path and AT_EMPTY_PATH does not make it empty (a
+//      compromised worker cannot stat /etc/shadow). The process must keep
+//      that handler for SIGSYS. exec, fork and everything unlisted still
+//      kill. Built with
 //      -DHEXZ_SECCOMP_DEBUG=ON the default becomes a trap instead: a SIGSYS handler prints the
 //      refused syscall's number to stderr and the call fails with ENOSYS, so a missing entry can be
 //      found without losing the process.

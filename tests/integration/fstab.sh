@@ -41,3 +41,20 @@ is_mounted "$T/mnt" || fail "fstab entry did not mount"
 cmp "$T/img" "$T/mnt/disk" || fail "fstab mount serves wrong bytes"
 "$HEXZ" unmount "$T/mnt" || fail "unmount"
 pass "fstab entry (ro,cache_size=256M,uid=1000,noauto,nofail) mounts and reads back correctly"
+
+# Private unless the entry says allow_other: the test user gets EACCES from a
+# root mount without it, and reads the files with it.
+if id "$TEST_USER" >/dev/null 2>&1; then
+  chmod 0755 "$T" "$T/mnt"
+  mount -t fuse.hexz "$T/snap.st" "$T/mnt" -o ro || fail "mount -t fuse.hexz -o ro"
+  setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups -- cat "$T/mnt/disk" >/dev/null 2>&1 &&
+    fail "$TEST_USER reads a root fuse.hexz mount made without allow_other"
+  "$HEXZ" unmount "$T/mnt" || fail "unmount"
+  chmod 0644 "$T/snap.st"
+  mount -t fuse.hexz "$T/snap.st" "$T/mnt" -o ro,allow_other || fail "mount -t fuse.hexz -o ro,allow_other"
+  grep -q "^hexz $T/mnt fuse.hexz ro,.*allow_other" /proc/mounts || fail "no allow_other: $(grep " $T/mnt " /proc/mounts)"
+  setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups -- cmp "$T/img" "$T/mnt/disk" ||
+    fail "$TEST_USER cannot read a fuse.hexz mount with allow_other"
+  "$HEXZ" unmount "$T/mnt" || fail "unmount"
+  pass "fuse.hexz is private to root unless allow_other is in the options"
+fi

@@ -87,3 +87,10 @@ wait_for() {
   return 1
 }
 is_mounted() { grep -q " $1 " /proc/mounts; }
+# Tests in which root reads the test user's FUSE mount mount it with
+# -o allow_root, which a user may only ask for when /etc/fuse.conf has
+# user_allow_other (scripts/setup.sh --user-allow-other; scripts/test.sh does).
+require_user_allow_other() {
+  grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf ||
+    skip "/etc/fuse.conf lacks user_allow_other (run scripts/setup.sh --user-allow-other)"
+}

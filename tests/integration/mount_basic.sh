@@ -7,6 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp stat dd
 
 # Sample data: random blocks, a zero run, a tail that is not block-aligned.
@@ -22,7 +23,7 @@ user_dir "$T/mnt"; user_dir "$T/u"
 uid=$(id -u "$TEST_USER"); gid=$(id -g "$TEST_USER")
 
 # --- foreground mount, as the user ---
-as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" 2>"$T/fg.err" &
+as_user "$HEXZ" mount -o allow_root "$T/snap.st" "$T/mnt" 2>"$T/fg.err" &
 job=$!
 wait_mounted "$T/mnt"
 pass "foreground mount is usable"
@@ -72,7 +73,7 @@ pass "worker $worker: Seccomp: 2, NoNewPrivs: 1, no capabilities, runs as $TEST_
 
 # --- a second mount of the same snapshot at the same time, --uid/--gid ---
 user_dir "$T/mnt2"
-as_user "$HEXZ" mount --daemon --log-file "$T/u/mnt2.log" --uid 4242 --gid 4343 \
+as_user "$HEXZ" mount -o allow_root --daemon --log-file "$T/u/mnt2.log" --uid 4242 --gid 4343 \
   "$T/snap.st" "$T/mnt2" >"$T/d2.out" || fail "second mount: $(cat "$T/d2.out")"
 [[ $(as_user stat -c %u:%g "$T/mnt2/disk") == 4242:4343 ]] || fail "--uid/--gid owner: $(as_user stat -c %u:%g "$T/mnt2/disk")"
 as_user cmp "$T/mnt2/disk" "$T/ref.disk" || fail "second mount disk differs"
@@ -90,7 +91,7 @@ assert_nothing_left "after SIGINT"
 pass "SIGINT unmounts cleanly and exits 0"
 
 # --- SIGTERM too ---
-as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" 2>"$T/fg2.err" &
+as_user "$HEXZ" mount -o allow_root "$T/snap.st" "$T/mnt" 2>"$T/fg2.err" &
 job=$!
 wait_mounted "$T/mnt"
 wait_for grep -q "worker pid" "$T/fg2.err" || fail "no worker pid in: $(cat "$T/fg2.err")"
@@ -104,7 +105,7 @@ pass "SIGTERM unmounts cleanly and exits 0"
 # --- disk only ---
 head -c 1M /dev/urandom >"$T/only.img"
 make_snapshot "$T/only.st" "$T/only.img"
-as_user "$HEXZ" vm mount -d --log-file "$T/u/only.log" "$T/only.st" "$T/mnt" >/dev/null || fail "vm mount"
+as_user "$HEXZ" vm mount -o allow_root -d --log-file "$T/u/only.log" "$T/only.st" "$T/mnt" >/dev/null || fail "vm mount"
 [[ $(as_user ls "$T/mnt") == disk ]] || fail "disk-only listing: $(as_user ls "$T/mnt")"
 as_user test -e "$T/mnt/memory" && fail "memory shown for a snapshot without one"
 as_user "$HEXZ" vm unmount "$T/mnt" >/dev/null || fail "vm unmount"
@@ -112,7 +113,7 @@ assert_nothing_left "disk-only"
 pass "a snapshot without memory shows only disk (hexz vm mount / vm unmount)"
 
 # --- unmounted from elsewhere: the foreground hexz mount notices and exits 0 ---
-as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" 2>"$T/fg3.err" &
+as_user "$HEXZ" mount -o allow_root "$T/snap.st" "$T/mnt" 2>"$T/fg3.err" &
 job=$!
 wait_mounted "$T/mnt"
 out=$(as_user "$HEXZ" unmount "$T/mnt") || fail "unmount from another command: $out"

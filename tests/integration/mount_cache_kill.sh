@@ -8,6 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp dd timeout
 [[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
 
@@ -26,8 +27,8 @@ make_snapshot "$T/snap.st" "$T/disk.img"
 cat_stream "$T/snap.st" disk "$T/ref.disk"
 for d in a b c u; do user_dir "$T/$d"; done
 
-hx mount -d --cache-size 4M "$T/snap.st" "$T/a" >"$T/a.out" || fail "mount a: $(cat "$T/a.out")"
-hx mount -d --cache-size 4M "$T/snap.st" "$T/b" >"$T/b.out" || fail "mount b: $(cat "$T/b.out")"
+hx mount -o allow_root -d --cache-size 4M "$T/snap.st" "$T/a" >"$T/a.out" || fail "mount a: $(cat "$T/a.out")"
+hx mount -o allow_root -d --cache-size 4M "$T/snap.st" "$T/b" >"$T/b.out" || fail "mount b: $(cat "$T/b.out")"
 
 # reader MNT SEED: random 256 KiB O_DIRECT reads until $T/stop exists.
 reader() {
@@ -55,7 +56,7 @@ on_exit "touch $T/stop"
 # The victim: mount c, read in a loop, SIGKILL its worker at a random moment,
 # detach the dead mount, again.
 for ((k = 0; k < KILLS; k++)); do
-  hx mount -d --cache-size 4M "$T/snap.st" "$T/c" >"$T/c.out" 2>&1 || fail "mount c (round $k): $(cat "$T/c.out")"
+  hx mount -o allow_root -d --cache-size 4M "$T/snap.st" "$T/c" >"$T/c.out" 2>&1 || fail "mount c (round $k): $(cat "$T/c.out")"
   victim=$(pid_from "$T/c.out")
   [[ -n $victim ]] || fail "no worker pid in: $(cat "$T/c.out")"
   (while :; do dd if="$T/c/disk" of=/dev/null bs=1M iflag=direct status=none 2>/dev/null || exit 0; done) &

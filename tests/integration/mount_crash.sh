@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Crashes and stuck mounts: after kill -9 of the worker, `hexz unmount` leaves
-# the mountpoint clean and reusable, both when libfuse's auto-unmount helper
-# got there first and when it is gone too (a dead mount: "Transport endpoint
-# is not connected"). A busy mount is reported as busy. The foreground
-# front-end notices a dead worker and cleans up.
+# the mountpoint clean and reusable, both when the front-end's companion
+# (hexz-watch, which unmounts a dead worker's mount) got there first and when
+# it is gone too (a dead mount: "Transport endpoint is not connected"); and
+# the companion alone takes a dead worker's mount away. A busy mount is
+# reported as busy. The foreground front-end notices a dead worker and cleans
+# up.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
@@ -28,7 +30,7 @@ check_reusable() {
   assert_nothing_left "$1"
 }
 
-# 1. kill -9 of the worker; its auto-unmount helper may or may not be quicker.
+# 1. kill -9 of the worker; its companion may or may not be quicker.
 w=$(mount_daemon)
 kill -KILL "$w"
 out=$(as_user "$HEXZ" unmount "$T/mnt" 2>&1) || fail "unmount after kill -9: $out"
@@ -36,15 +38,22 @@ echo "ok - after kill -9: $out"
 check_reusable "kill -9"
 pass "kill -9 of the worker, then hexz unmount: clean and reusable"
 
-# 2. A dead mount: the worker and its auto-unmount helper are both gone.
+# 1b. kill -9 of the worker alone: the companion unmounts the dead mount.
 w=$(mount_daemon)
-helper=$(pgrep -P "$w" -x fusermount3 | head -n1)
+kill -KILL "$w"
+wait_for bash -c "! grep -q ' $T/mnt ' /proc/mounts" || fail "the dead worker's mount stayed"
+check_reusable "companion cleanup"
+pass "kill -9 of the worker: its mount goes away by itself"
+
+# 2. A dead mount: the worker and its companion are both gone.
+w=$(mount_daemon)
+helper=$(pgrep -u "$TEST_USER" -x hexz-watch -n)
 if [[ -n "$helper" ]]; then
   kill -KILL "$helper"
   kill -KILL "$w"
   wait_for bash -c "! kill -0 $w" || fail "worker $w survived SIGKILL"
   is_mounted "$T/mnt" || fail "the dead mount vanished by itself"
-  err=$(ls "$T/mnt" 2>&1) && fail "ls on a dead mount worked"
+  err=$(as_user ls "$T/mnt" 2>&1) && fail "ls on a dead mount worked"
   grep -q "Transport endpoint is not connected" <<<"$err" || fail "dead mount: $err"
   out=$(as_user "$HEXZ" unmount "$T/mnt" 2>&1) || fail "unmount of a dead mount: $out"
   grep -q "Transport endpoint is not connected" <<<"$out" || fail "dead mount note: $out"
@@ -52,7 +61,7 @@ if [[ -n "$helper" ]]; then
   check_reusable "dead mount"
   pass "dead mount (ENOTCONN) cleaned up by hexz unmount"
 else
-  echo "note: no auto-unmount helper process found under worker $w; dead-mount case not reached"
+  fail "no hexz-watch companion found for worker $w"
 fi
 
 # 3. Busy: a process has its working directory inside.

@@ -7,6 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd mkfs.ext4 e2fsck diff
 
 src=/usr/share/doc
@@ -22,7 +23,7 @@ echo "ok - ext4 of $src ($entries entries) in a ${size_mib} MiB image, packed to
 
 user_dir "$T/mnt"
 user_dir "$T/u"
-as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/fs.st" "$T/mnt" >/dev/null || fail "hexz mount"
+as_user "$HEXZ" mount -o allow_root -d --log-file "$T/u/log" "$T/fs.st" "$T/mnt" >/dev/null || fail "hexz mount"
 on_exit "umount -l '$T/ext'"
 mkdir -p "$T/ext"
 

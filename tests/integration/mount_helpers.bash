@@ -46,5 +46,6 @@ assert_nothing_left() {
   return 0
 }
 
-# Waits until MNT shows `disk`.
-wait_mounted() { wait_for test -e "$1/disk" || fail "$1 did not become usable"; }
+# Waits until MNT shows `disk` (to the test user: without -o allow_root the
+# mount is theirs alone).
+wait_mounted() { wait_for as_user test -e "$1/disk" || fail "$1 did not become usable"; }

@@ -16,6 +16,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd dd cmp truncate fallocate flock
 
 head -c 4M /dev/urandom >"$T/disk.img"
@@ -30,7 +31,7 @@ chmod 0700 "$T/run"
 export USER_RUNTIME_DIR="$T/run"   # as_user's XDG_RUNTIME_DIR: ephemeral overlays go here
 
 mount_rw() {  # mount_rw [--overlay PATH] -> worker pid
-  as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw "$@" \
+  as_user "$HEXZ" mount -o allow_root -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw "$@" \
     >"$T/d.out" 2>&1 || fail "mount --rw $*: $(cat "$T/d.out")"
   pid_from "$T/d.out"
 }
@@ -81,18 +82,18 @@ pass "memory read-only (EACCES); truncate/O_TRUNC/chmod/touch EPERM; past the en
 
 # Errors of a second mount.
 expect_fail_msg "in use by another read-write mount \(locked\)" \
-  as_user "$HEXZ" mount -d "$T/snap.st" "$T/mnt2" --rw --overlay u/work.ovl
+  as_user "$HEXZ" mount -o allow_root -d "$T/snap.st" "$T/mnt2" --rw --overlay u/work.ovl
 expect_fail_msg "in use by a read-write mount" \
   as_user "$HEXZ" commit --base "$T/snap.st" --overlay u/work.ovl --output u/x.st
 grep -q " $T/mnt2 " /proc/mounts && fail "the refused mount is mounted"
 unmount "persistent"
 
-out=$(as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" --overlay u/work.ovl 2>&1) && rc=0 || rc=$?
+out=$(as_user "$HEXZ" mount -o allow_root "$T/snap.st" "$T/mnt" --overlay u/work.ovl 2>&1) && rc=0 || rc=$?
 [[ $rc == 2 ]] || fail "--overlay without --rw: exit $rc ($out)"
 grep -q "needs --rw" <<<"$out" && grep -q "add --rw" <<<"$out" || fail "--overlay without --rw: $out"
 echo "ok - --overlay without --rw: exit 2: $out"
 expect_fail_msg "belongs to snapshot id [0-9a-f]+, but the base .*other.st has id [0-9a-f]+" \
-  as_user "$HEXZ" mount -d "$T/other.st" "$T/mnt" --rw --overlay u/work.ovl
+  as_user "$HEXZ" mount -o allow_root -d "$T/other.st" "$T/mnt" --rw --overlay u/work.ovl
 assert_nothing_left "refused mounts"
 pass "clear errors: locked overlay, commit of a mounted overlay, --overlay without --rw, wrong base"
 
@@ -120,7 +121,7 @@ assert_nothing_left "unmount then commit"
 pass "hexz unmount waits for the worker: commit right after it works (5 rounds)"
 
 # Foreground rw mount, Ctrl+C: unmounts, the worker flushes, the data stays.
-as_user "$HEXZ" mount "$T/snap.st" "$T/mnt" --rw --overlay u/work.ovl 2>"$T/fg.err" &
+as_user "$HEXZ" mount -o allow_root "$T/snap.st" "$T/mnt" --rw --overlay u/work.ovl 2>"$T/fg.err" &
 job=$!
 wait_mounted "$T/mnt"
 wait_for grep -q "worker pid" "$T/fg.err"

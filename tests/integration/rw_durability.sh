@@ -12,6 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd dd cmp
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_block_pattern"
 [[ -x "$TOOL" ]] || skip "test tool $TOOL is not built"
@@ -23,7 +24,7 @@ snap_sum=$(sha256sum <"$T/snap.st")
 user_dir "$T/mnt"; user_dir "$T/u"
 
 mount_rw() {  # mount_rw OVERLAY -> worker pid
-  as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay "$1" \
+  as_user "$HEXZ" mount -o allow_root -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay "$1" \
     >"$T/d.out" 2>&1 || fail "mount --rw: $(cat "$T/d.out")"
   pid_from "$T/d.out"
 }

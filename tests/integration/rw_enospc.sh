@@ -6,6 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_block_pattern"
 [[ -x "$TOOL" ]] || skip "test tool $TOOL is not built"
 install -m 0755 "$TOOL" "$T/bin/"
@@ -19,7 +20,7 @@ on_exit "umount -l '$T/small'"
 chown "$TEST_USER:$TEST_USER" "$T/small"
 
 mount_rw() {
-  as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay small/o.ovl \
+  as_user "$HEXZ" mount -o allow_root -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay small/o.ovl \
     >"$T/d.out" 2>&1 || fail "mount --rw: $(cat "$T/d.out")"
 }
 

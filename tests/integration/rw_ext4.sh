@@ -11,6 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd mkfs.ext4 e2fsck diff tar sha256sum
 
 src=""
@@ -50,7 +51,7 @@ fs_umount() {
 on_exit "umount -l '$T/fs'"
 
 # --- change the filesystem through the --rw mount ---
-as_user "$HEXZ" mount -d --log-file u/log base.st mnt --rw --overlay u/fs.ovl >d.out 2>&1 \
+as_user "$HEXZ" mount -o allow_root -d --log-file u/log base.st mnt --rw --overlay u/fs.ovl >d.out 2>&1 \
   || fail "mount --rw: $(cat d.out)"
 fs_mount mnt/disk rw
 cp -a ref ref2
@@ -77,7 +78,7 @@ pass "files added, changed, renamed and deleted through the --rw mount"
 
 # --- commit, mount the result, compare ---
 check_snapshot() {  # check_snapshot SNAP what
-  as_user "$HEXZ" mount -d --log-file u/log2 "$1" mnt >d.out 2>&1 || fail "mount $1: $(cat d.out)"
+  as_user "$HEXZ" mount -o allow_root -d --log-file u/log2 "$1" mnt >d.out 2>&1 || fail "mount $1: $(cat d.out)"
   e2fsck -fn mnt/disk >fsck.out 2>&1 || fail "$2: e2fsck -fn: $(tail -n 5 fsck.out)"
   fs_mount mnt/disk ro
   diff -r -x lost+found fs ref2 >diff.out 2>&1 || fail "$2: files differ from the reference: $(head diff.out)"

@@ -6,13 +6,14 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd fio
 
 head -c 64M /dev/urandom >"$T/disk.img"
 make_snapshot "$T/snap.st" "$T/disk.img"
 user_dir "$T/mnt"; user_dir "$T/u"
 mount_rw() {
-  as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay u/fio.ovl \
+  as_user "$HEXZ" mount -o allow_root -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" --rw --overlay u/fio.ovl \
     >"$T/d.out" 2>&1 || fail "mount --rw: $(cat "$T/d.out")"
 }
 job=(--name=rw --filename="$T/mnt/disk" --size=64M --ioengine=psync --rw=randwrite

@@ -6,6 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_user_fuse
+require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd nbdcopy cmp dd
 [[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
 
@@ -21,7 +22,7 @@ make_snapshot "$T/snap.st" "$T/disk.img"
 user_dir "$T/mnt"
 user_dir "$T/run"
 
-hx mount --daemon --cache-size 64M --log-file "$T/run/mount.log" "$T/snap.st" "$T/mnt" ||
+hx mount -o allow_root --daemon --cache-size 64M --log-file "$T/run/mount.log" "$T/snap.st" "$T/mnt" ||
   fail "mount --cache-size"
 on_exit "as_user '$HEXZ' unmount '$T/mnt'"
 as_user dd if="$T/mnt/disk" of=/dev/null bs=1M iflag=direct status=none || fail "read through FUSE"

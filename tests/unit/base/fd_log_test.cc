@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -69,6 +70,47 @@ TEST(LogTest, WritesLinesToFileWithLevelFilter) {
   EXPECT_EQ(text.find("hidden"), std::string::npos) << text;
   EXPECT_EQ(text[4], '-');  // timestamp "YYYY-MM-DD..."
   std::remove(path.c_str());
+  rmdir(dir);
+}
+
+// --log-file in a directory others can write to: only a regular file of
+// ours is appended to; a FIFO (nobody reading) must not block.
+TEST(LogTest, OpenLogForAppendRefusesWhatIsNotOurRegularFile) {
+  char dir[] = "/tmp/hexz-logtest.XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string fifo = std::string(dir) + "/fifo";
+  std::string link = std::string(dir) + "/link";
+  std::string mine = std::string(dir) + "/mine.log";
+  std::string theirs = std::string(dir) + "/theirs.log";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0666), 0);
+  ASSERT_EQ(symlink(mine.c_str(), link.c_str()), 0);
+  auto r = OpenLogForAppend(fifo);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("is not a regular file"), std::string::npos);
+  r = OpenLogForAppend(link);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("is a symbolic link"), std::string::npos);
+  r = OpenLogForAppend(mine);  // created 0600
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  struct stat st;
+  ASSERT_EQ(fstat(r->get(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(fcntl(r->get(), F_GETFL) & (O_NONBLOCK | O_APPEND), O_APPEND);
+  r = OpenLogForAppend(mine);  // and appended to when it exists
+  EXPECT_TRUE(r.ok());
+  if (geteuid() == 0) {
+    int fd = open(theirs.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(fchown(fd, 4242, 4242), 0);
+    close(fd);
+    r = OpenLogForAppend(theirs);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("is owned by uid 4242, not by you"), std::string::npos);
+    unlink(theirs.c_str());
+  }
+  unlink(fifo.c_str());
+  unlink(link.c_str());
+  unlink(mine.c_str());
   rmdir(dir);
 }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,6 +103,39 @@ TEST(SandboxTest, FstatWorksButStatOfAPathFails) {
     return 0;
   });
   close(fd);
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// The security review stat'ed /etc/shadow from a locked-down worker with
+// newfstatat(AT_FDCWD, path, AT_EMPTY_PATH): the flag does not make the path
+// empty. Raw syscalls, so that glibc cannot rewrite the call.
+long RawStatAt(long dirfd, const char* path, int flags) {
+  struct stat st;
+  return syscall(SYS_newfstatat, dirfd, path, &st, flags);
+}
+
+TEST(SandboxTest, StatOfAPathWithEmptyPathFlagFails) {
+  int file = ::open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(file, 0);
+  int dir = ::open("/etc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir, 0);
+  int status = RunLockedDown([file, dir] {
+    if (RawStatAt(file, "", AT_EMPTY_PATH) != 0) return 1;  // fstat still works
+    if (RawStatAt(AT_FDCWD, "/etc/shadow", AT_EMPTY_PATH) == 0) return 2;
+    if (errno != EACCES) return 10 + (errno & 0x7f);
+    if (RawStatAt(AT_FDCWD, "etc/shadow", AT_EMPTY_PATH) == 0) return 3;  // cwd-relative
+    // Upper bits set on AT_FDCWD: the kernel only looks at the low 32 bits.
+    if (RawStatAt(static_cast<long>(0xffffff9cUL), "/etc/shadow", AT_EMPTY_PATH) == 0) return 4;
+    if (RawStatAt(file, "/etc/shadow", AT_EMPTY_PATH) == 0) return 5;  // absolute: dirfd ignored
+    if (RawStatAt(dir, "shadow", AT_EMPTY_PATH) == 0) return 6;        // relative to a directory
+    if (RawStatAt(dir, "", AT_EMPTY_PATH) != 0) return 7;  // fstat of the directory itself
+    struct stat st;
+    if (fstat(file, &st) != 0 || st.st_size <= 0) return 8;  // glibc's fstat
+    return 0;
+  });
+  close(file);
+  close(dir);
   ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
