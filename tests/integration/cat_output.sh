@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # hexz cat --output: never a file of the snapshot's chain (the snapshot, a
-# parent; also through a symlink or a hard link), and a regular output file
-# is replaced atomically: a cat that fails leaves the old file and no temp
-# file; a symlink keeps pointing at the replaced file; devices work.
+# parent; also through a symlink or a hard link; commit and pack refuse their
+# inputs as outputs too), and a regular output file is replaced atomically: a
+# cat that fails leaves the old file and no temp file; a symlink keeps
+# pointing at the replaced file; devices work.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
 require_cmd cmp sha256sum
@@ -23,6 +24,14 @@ expect_fail_msg "sym.st: is a parent of the snapshot" "$HEXZ" cat a/child.st -o 
 expect_fail_msg "a/child.st: is the snapshot itself" "$HEXZ" cat a/child.st -o a/child.st
 [[ "$(sha256sum a/child.st a/v1_thin_base.st)" == "$sums" ]] || fail "a file of the chain changed"
 "$HEXZ" verify a/child.st >/dev/null || fail "the chain no longer verifies"
+# commit checks its output against the base's chain the same way, before it
+# opens the overlay.
+expect_fail_msg "a/v1_thin_base.st: is a parent of the base \(a/v1_thin_base.st\)" \
+  "$HEXZ" commit --base a/child.st --overlay none.ovl -o a/v1_thin_base.st
+expect_fail_msg "hard.st: is a parent of the base" \
+  "$HEXZ" commit --base a/child.st --overlay none.ovl -o hard.st
+[[ "$(sha256sum a/child.st a/v1_thin_base.st)" == "$sums" ]] || fail "a file of the chain changed"
+"$HEXZ" verify a/child.st >/dev/null || fail "the chain no longer verifies"
 ls -A a | grep -q tmp && fail "temp files left: $(ls -A a)"
 pass "no output may be a file of the chain; the chain stays intact"
 
@@ -35,6 +44,14 @@ expect_fail_msg "bad.st.*checksum" "$HEXZ" cat bad.st -o out.raw
 [[ "$(cat out.raw)" == "old contents" ]] || fail "a failed cat changed its output file"
 ls -A | grep -q '\.tmp-' && fail "a failed cat left a temp file: $(ls -A)"
 pass "a failed cat leaves the old output and no temp file"
+
+# pack: the output may not be an input either.
+ln disk.img disk.link
+disk_sum=$(sha256sum <disk.img)
+expect_fail_msg "disk.img: is also an input" "$HEXZ" pack --disk disk.img -o disk.img --quiet
+expect_fail_msg "disk.link: is also an input" "$HEXZ" pack --disk disk.img -o disk.link --quiet
+[[ "$(sha256sum <disk.img)" == "$disk_sum" ]] || fail "pack changed its input"
+rm disk.link
 
 "$HEXZ" pack --disk disk.img -o good.st --quiet || fail "pack"
 (umask 022 && "$HEXZ" cat good.st -o out.raw) || fail "cat over an existing file"
