@@ -162,6 +162,8 @@ int RunMount(const MountArgs& a) {
     return 2;
   }
   if (a.nbd) {
+    // The kernel mount would hide the directory's files just the same.
+    if (Status st = CheckMountpointEmpty(a.mountpoint, a.mountpoint); !st.ok()) return Fail(st);
     return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.cache_size, a.daemon,
                         a.uid.has_value() || a.gid.has_value(), a.verbose});
   }

@@ -39,6 +39,8 @@ user_dir "$T/full"
 as_user touch "$T/full/keep-me"
 expect_fail_msg "mountpoint $T/full is not empty \(it holds keep-me\)" \
   as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/full"
+expect_fail_msg "mountpoint $T/full is not empty \(it holds keep-me\)" \
+  as_user "$HEXZ" mount --nbd "$T/snap.st" "$T/full"
 is_mounted "$T/full" && fail "mounted over a non-empty directory"
 [[ -e "$T/full/keep-me" ]] || fail "the file in the mountpoint is gone"
 assert_nothing_left "non-empty mountpoint"
