@@ -13,15 +13,28 @@ namespace hexz::cli {
 using base::Result;
 using base::Status;
 
-CLI::Validator CacheSizeValidator() {
+CLI::Validator StatusValidator(std::string option, std::string description,
+                               std::function<Status(const std::string&)> check) {
   return CLI::Validator(
-      [](std::string& text) -> std::string {
-        // Block size 0: only the size itself is checked here; the snapshot's
-        // block size is checked once it is open.
-        auto size = cache::ParseCacheSize(text, 0);
-        return size.ok() ? std::string() : size.status().message();
+      [option = std::move(option), check = std::move(check)](std::string& text) -> std::string {
+        Status st = check(text);
+        if (st.ok()) return std::string();
+        std::string msg = st.message();
+        size_t colon = msg.find(": ");
+        if (msg.compare(0, option.size(), option) == 0 && colon != std::string::npos) {
+          msg.erase(0, colon + 2);
+        }
+        return msg;
       },
-      "SIZE");
+      std::move(description));
+}
+
+CLI::Validator CacheSizeValidator() {
+  return StatusValidator("--cache-size", "SIZE", [](const std::string& text) {
+    // Block size 0: only the size itself is checked here; the snapshot's
+    // block size is checked once it is open.
+    return cache::ParseCacheSize(text, 0).status();
+  });
 }
 
 Result<int> CheckLevel(const std::string& compression, std::optional<int> level) {

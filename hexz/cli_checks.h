@@ -7,6 +7,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,11 @@
 #include "common/format/snapshot.h"
 
 namespace hexz::cli {
+
+// A CLI11 validator from a check returning Status. CLI11 prefixes the
+// message with the option's name, so a leading "OPTION ...: " is dropped.
+CLI::Validator StatusValidator(std::string option, std::string description,
+                               std::function<base::Status(const std::string&)> check);
 
 // --cache-size: a size base::ParseSize accepts, within the shared cache's
 // limits (an empty value is refused too).

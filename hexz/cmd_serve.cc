@@ -357,13 +357,10 @@ void AddServeCommand(CLI::App& parent, int* rc) {
                   "$XDG_RUNTIME_DIR/hexz/)");
   cmd->add_option("--listen", args->listen,
                   "Listen on TCP HOST:PORT instead (HOST defaults to 127.0.0.1, PORT to 10809)")
-      ->check(CLI::Validator(
-          [](std::string& spec) -> std::string {
-            std::string host, port;
-            Status st = SplitHostPort(spec, &host, &port);
-            return st.ok() ? std::string() : st.message();
-          },
-          "[HOST:]PORT"));
+      ->check(StatusValidator("--listen", "[HOST:]PORT", [](const std::string& spec) {
+        std::string host, port;
+        return SplitHostPort(spec, &host, &port);
+      }));
   cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
   cmd->add_option("--cache-size", args->cache_size,
