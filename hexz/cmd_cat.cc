@@ -53,7 +53,12 @@ class Output {
   Status Open(const std::string& output) {
     name_ = final_ = output;
     struct stat st;
-    if (stat(output.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    bool exists = stat(output.c_str(), &st) == 0;
+    if (exists && S_ISREG(st.st_mode) && access(output.c_str(), W_OK) != 0) {
+      // Renaming over it would work, but a file you may not write stays.
+      return Status::FromErrno(errno, output);
+    }
+    if (exists && !S_ISREG(st.st_mode)) {
       if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(output + ": is a directory");
       HEXZ_ASSIGN_OR_RETURN(owned_, io::OpenFile(output, O_WRONLY));
       fd_ = owned_.get();

@@ -6,6 +6,7 @@
 # pointing at the replaced file; devices work.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
+require_test_user
 require_cmd cmp sha256sum
 GOLDEN="$HEXZ_SOURCE_DIR/tests/data"
 [[ -f "$GOLDEN/v1_thin_child.st" ]] || skip "golden thin pair missing"
@@ -63,6 +64,11 @@ echo "old" >out.raw
 [[ -L link.raw ]] || fail "the symlink was replaced"
 cmp out.raw disk.img || fail "the symlink's target was not written"
 "$HEXZ" cat good.st -o /dev/null || fail "cat to /dev/null"
+# A file you may not write is not replaced either (the directory is yours).
+user_dir "$T/ro"
+as_user sh -c 'echo keep >ro/file && chmod 0444 ro/file'
+expect_fail_msg "ro/file: Permission denied" as_user "$HEXZ" cat good.st -o ro/file
+[[ "$(cat "$T/ro/file")" == keep ]] || fail "a read-only output file was replaced"
 "$HEXZ" cat good.st -o new/out.raw 2>/dev/null && fail "cat into a missing directory succeeded"
 ls -A | grep -q '\.tmp-' && fail "temp files left: $(ls -A)"
 pass "regular outputs are replaced atomically; symlinks and devices work"
