@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "common/base/size.h"
@@ -12,6 +13,7 @@
 #include "common/io/file.h"
 #include "common/overlay/commit.h"
 #include "common/overlay/overlay_files.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/progress.h"
 
@@ -26,7 +28,7 @@ extern "C" void OnCommitSignal(int) { g_cancel.store(true); }
 
 struct CommitArgs {
   std::string base, overlay, output, compression = "lz4";
-  int level = 0;
+  std::optional<int> level;
   unsigned threads = 0;
   bool thin = false, remove_overlay = false, quiet = false;
 };
@@ -37,19 +39,9 @@ bool SameFile(const struct stat& a, const struct stat& b) {
 
 // The output must not replace the base, a file of its chain, or the overlay.
 Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
+  HEXZ_RETURN_IF_ERROR(CheckOutputNotInChain(a.output, base, "the base snapshot", "the base"));
   struct stat out;
   if (stat(a.output.c_str(), &out) != 0) return Status::Ok();
-  HEXZ_ASSIGN_OR_RETURN(auto fds, base.DupChainFds());
-  std::vector<std::string> names = base.ChainNames();
-  for (size_t i = 0; i < fds.size(); ++i) {
-    struct stat st;
-    if (fstat(fds[i].get(), &st) == 0 && SameFile(st, out)) {
-      return Status::InvalidArgument(
-          a.output + ": is " +
-          (i == 0 ? std::string("the base snapshot") : "a parent of the base (" + names[i] + ")") +
-          "; choose another --output");
-    }
-  }
   for (const std::string& p : {a.overlay, overlay::MetaPathFor(a.overlay)}) {
     struct stat st;
     if (stat(p.c_str(), &st) == 0 && SameFile(st, out)) {
@@ -61,7 +53,7 @@ Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
 }
 
 Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, format::Snapshot::Open(a.base));
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, OpenSnapshotChain(a.base));
   if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
   HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
 
@@ -144,10 +136,11 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
   cmd->callback([rc, args] {
     format::WriterOptions options;
     auto codec = format::ParseCodec(args->compression);
-    Status st = codec.status();
+    auto level = CheckLevel(args->compression, args->level);
+    Status st = !codec.ok() ? codec.status() : level.status();
     if (st.ok()) {
       options.codec = *codec;
-      options.level = args->level;
+      options.level = *level;
       options.threads = args->threads;
       options.cancel = &g_cancel;
       st = format::ValidateWriterOptions(options);

@@ -4,6 +4,7 @@
 
 #include "common/base/size.h"
 #include "common/format/snapshot.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 
 namespace hexz::cli {
@@ -126,7 +127,7 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
   cmd->add_option("SNAP", *path, "Snapshot file")->required();
   cmd->add_flag("--json", *json, "Machine-readable output");
   cmd->callback([rc, path, json] {
-    auto snap = Snapshot::Open(*path);
+    auto snap = OpenSnapshotChain(*path);
     if (!snap.ok()) {
       // A thin snapshot whose parent chain is broken: still show the file
       // itself (it says which parent it needs), then fail.

@@ -7,6 +7,7 @@
 // once, so nothing is left behind). In the foreground it then stays until SIGINT,
 // SIGTERM or SIGHUP and unmounts; with --daemon it returns once the mount is
 // usable and the worker logs to a file.
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -32,6 +33,7 @@
 #include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/overlay/overlay_files.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/nbd_mount.h"
 #include "hexz/worker_launch.h"
@@ -64,6 +66,24 @@ std::string BaseName(const std::string& p) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
+// A mount hides what the directory holds; like fusermount without
+// "nonempty", hexz refuses a directory that is not empty.
+Status CheckMountpointEmpty(const std::string& mnt, const std::string& canonical) {
+  DIR* dir = opendir(canonical.c_str());
+  if (dir == nullptr) return Status::Ok();  // unreadable: nothing to tell
+  std::string first;
+  while (struct dirent* e = readdir(dir)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      first = e->d_name;
+      break;
+    }
+  }
+  closedir(dir);
+  if (first.empty()) return Status::Ok();
+  return Status::Busy("mountpoint " + mnt + " is not empty (it holds " + first +
+                      "); the mount would hide its files: use an empty directory");
+}
+
 Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
   struct stat st;
   if (stat(mnt.c_str(), &st) != 0) {
@@ -91,7 +111,7 @@ Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
     return Status(base::Code::kPermissionDenied,
                   "mountpoint " + mnt + " is not writable by you (FUSE mounts need that)", EACCES);
   }
-  return Status::Ok();
+  return CheckMountpointEmpty(mnt, *canonical);
 }
 
 // After a failure: nothing of ours may stay mounted.
@@ -155,6 +175,9 @@ bool ParseMountOptions(const MountArgs& a, bool* allow_root, bool* allow_other) 
 }
 
 int RunMount(const MountArgs& a) {
+  for (Status st : {CheckId("--uid", a.uid), CheckId("--gid", a.gid)}) {
+    if (!st.ok()) return UsageError(st);
+  }
   if (!a.overlay.empty() && !a.rw) {
     std::fprintf(stderr,
                  "hexz mount: --overlay %s needs --rw (an overlay holds the writes of a "
@@ -169,6 +192,8 @@ int RunMount(const MountArgs& a) {
     return 2;
   }
   if (a.nbd) {
+    // The kernel mount would hide the directory's files just the same.
+    if (Status st = CheckMountpointEmpty(a.mountpoint, a.mountpoint); !st.ok()) return Fail(st);
     return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.cache_size, a.daemon,
                         a.uid.has_value() || a.gid.has_value(), a.verbose});
   }
@@ -180,7 +205,7 @@ int RunMount(const MountArgs& a) {
   }
 
   // 1. The snapshot chain, opened and validated with the user's rights.
-  auto snapshot = format::Snapshot::Open(a.snapshot);
+  auto snapshot = OpenSnapshotChain(a.snapshot);
   if (!snapshot.ok()) {
     Status st = snapshot.status();
     if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
@@ -189,7 +214,7 @@ int RunMount(const MountArgs& a) {
   uint64_t cache_size = 0;
   if (!a.cache_size.empty()) {
     auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
-    if (!size.ok()) return Fail(size.status());
+    if (!size.ok()) return UsageError(size.status());
     cache_size = *size;
   }
   // 2. The mountpoint.
@@ -372,10 +397,11 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--overlay", args->overlay,
                   "Keep the overlay in this file (and FILE.meta); created when missing; needs "
                   "--rw");
-  cmd->add_option(
-      "--cache-size", args->cache_size,
-      "Share a cache of decompressed blocks of this size with your other hexz workers (e.g. 256M, "
-      "1G, 4G)");
+  cmd->add_option("--cache-size", args->cache_size,
+                  "Share a cache of decompressed blocks of this size with your other hexz workers "
+                  "(e.g. 256M, "
+                  "1G, 4G)")
+      ->check(CacheSizeValidator());
   cmd->add_option("-o,--options", args->options,
                   "Comma-separated: allow_root (root may use the mount too, e.g. for mount -o "
                   "loop on disk), allow_other (every user may); users need user_allow_other in "

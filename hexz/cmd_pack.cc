@@ -6,11 +6,13 @@
 
 #include <atomic>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "common/base/size.h"
 #include "common/format/writer.h"
 #include "common/io/file.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/progress.h"
 
@@ -26,7 +28,7 @@ extern "C" void OnSignal(int) { g_cancel.store(true); }
 
 struct PackArgs {
   std::string disk, memory, output, compression = "lz4", block_size = "64K";
-  int level = 0;
+  std::optional<int> level;
   unsigned threads = 0;
   bool quiet = false;
 };
@@ -34,7 +36,7 @@ struct PackArgs {
 // Usage errors (exit 2) are found here, before any file is touched.
 Status BuildOptions(const PackArgs& a, format::WriterOptions* o) {
   HEXZ_ASSIGN_OR_RETURN(o->codec, format::ParseCodec(a.compression));
-  o->level = a.level;
+  HEXZ_ASSIGN_OR_RETURN(o->level, CheckLevel(a.compression, a.level));
   auto bs = base::ParseSize(a.block_size);
   if (!bs.ok()) return bs.status().WithContext("--block-size");
   if (*bs > (1u << 20) || *bs < 4096 || (*bs & (*bs - 1)) != 0) {

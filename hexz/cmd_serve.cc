@@ -30,6 +30,7 @@
 #include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
 #include "common/ipc/worker_protocol.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/worker_launch.h"
 
@@ -236,7 +237,7 @@ int RunServe(const ServeArgs& a) {
   }
 
   // 1. The snapshot chain and the overlay, opened and checked as the user.
-  auto snapshot = format::Snapshot::Open(a.snapshot);
+  auto snapshot = OpenSnapshotChain(a.snapshot);
   if (!snapshot.ok()) {
     Status st = snapshot.status();
     if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
@@ -263,7 +264,7 @@ int RunServe(const ServeArgs& a) {
   config.chain_names = (*snapshot)->ChainNames();
   if (!a.cache_size.empty()) {
     auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
-    if (!size.ok()) return Fail(size.status());
+    if (!size.ok()) return UsageError(size.status());
     config.cache_size = *size;
   }
 
@@ -376,12 +377,17 @@ void AddServeCommand(CLI::App& parent, int* rc) {
                   "Unix socket to listen on, mode 0600 (default: a private directory under "
                   "$XDG_RUNTIME_DIR/hexz/)");
   cmd->add_option("--listen", args->listen,
-                  "Listen on TCP HOST:PORT instead (HOST defaults to 127.0.0.1, PORT to 10809)");
+                  "Listen on TCP HOST:PORT instead (HOST defaults to 127.0.0.1, PORT to 10809)")
+      ->check(StatusValidator("--listen", "[HOST:]PORT", [](const std::string& spec) {
+        std::string host, port;
+        return SplitHostPort(spec, &host, &port);
+      }));
   cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
   cmd->add_option("--cache-size", args->cache_size,
                   "Share a cache of decompressed blocks of this size with your other hexz workers "
-                  "(e.g. 256M, 1G, 4G)");
+                  "(e.g. 256M, 1G, 4G)")
+      ->check(CacheSizeValidator());
   cmd->add_flag("-d,--daemon", args->daemon, "Return once serving; the worker stays behind");
   cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
   cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/format/snapshot.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 
 namespace hexz::cli {
@@ -16,14 +17,14 @@ void AddVerifyCommand(CLI::App& parent, int* rc) {
   cmd->add_option("SNAP", *path, "Snapshot file")->required();
   cmd->add_flag("-q,--quiet", *quiet, "Print nothing when the snapshot is sound");
   cmd->callback([rc, path, quiet] {
-    auto snap = format::Snapshot::Open(*path);
+    auto snap = OpenSnapshotChain(*path);
     if (!snap.ok()) {
       *rc = Fail(snap.status());
       return;
     }
     base::Status st = (*snap)->Verify();
     if (!st.ok()) {
-      *rc = Fail(st);
+      *rc = Fail(NameChain((*snap)->ChainNames(), st));
       return;
     }
     if (!*quiet) {

@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -151,10 +153,41 @@ Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::Worker
   return worker;
 }
 
+int ReadyTimeoutSeconds() {
+  const char* env = std::getenv("HEXZ_READY_TIMEOUT");
+  if (env == nullptr || *env == '\0') return kDefaultReadyTimeoutSeconds;
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(env, &end, 10);
+  if (errno != 0 || *end != '\0' || v < 1 || v > 86400) {
+    std::fprintf(stderr,
+                 "hexz: ignoring HEXZ_READY_TIMEOUT=%s (expected seconds, 1..86400); waiting %d "
+                 "s for the worker\n",
+                 env, kDefaultReadyTimeoutSeconds);
+    return kDefaultReadyTimeoutSeconds;
+  }
+  return static_cast<int>(v);
+}
+
 Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd) {
+  const int timeout_s = ReadyTimeoutSeconds();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) {
+      kill(worker.pid, SIGKILL);
+      ReapWorker(worker.pid, 5000);
+      return Status::Unavailable("the worker did not report ready within " +
+                                 std::to_string(timeout_s) +
+                                 " s, so it was stopped (set HEXZ_READY_TIMEOUT=SECONDS to wait "
+                                 "longer)");
+    }
     struct pollfd pfd[2] = {{sigfd, POLLIN, 0}, {worker.channel.get(), POLLIN, 0}};
-    if (poll(pfd, 2, -1) < 0 && errno != EINTR) return Status::FromErrno(errno, "poll");
+    if (poll(pfd, 2, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR) {
+      return Status::FromErrno(errno, "poll");
+    }
     if (pfd[1].revents != 0) break;
     struct signalfd_siginfo si;
     if ((pfd[0].revents & POLLIN) && read(sigfd, &si, sizeof si) == sizeof si &&

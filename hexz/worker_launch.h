@@ -54,8 +54,15 @@ base::Result<WorkerProcess> LaunchWorker(const std::string& program,
 
 // Waits for the worker's ready/error reply while watching `sigfd`: a signal
 // other than SIGCHLD meanwhile kills and reaps the worker and returns
-// kCancelled. On an error reply the worker is reaped too.
+// kCancelled. A worker that neither replies nor exits within
+// ReadyTimeoutSeconds() is killed and reaped, and kUnavailable returned. On
+// an error reply the worker is reaped too.
 base::Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd);
+
+// How long AwaitWorkerReady waits: $HEXZ_READY_TIMEOUT seconds (1..86400), else
+// kDefaultReadyTimeoutSeconds (a bad value is reported on stderr and ignored).
+inline constexpr int kDefaultReadyTimeoutSeconds = 30;
+int ReadyTimeoutSeconds();
 
 // Opens (creating when missing), locks exclusively and validates the overlay
 // at `path` against `snapshot`'s disk, as the user, and puts its two

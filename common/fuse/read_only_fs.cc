@@ -27,6 +27,7 @@ constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;  // 1; files are 2, 3, ...
 constexpr double kTimeout = 86400.0;           // contents never change
 constexpr uint32_t kMaxRead = 1024 * 1024;
 constexpr uint32_t kMaxWrite = 1024 * 1024;  // read-write mode
+constexpr uint64_t kWritableHandle = 1;      // fuse_file_info::fh of a handle opened to write
 
 // libfuse's own messages: the last error is kept so that a failed mount can
 // be reported with libfuse's reason, and everything goes to our log.
@@ -209,6 +210,8 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   // The contents change only through this mount (writes go through the page
   // cache), so the cache stays valid in read-write mode too.
   fi->keep_cache = 1;
+  // FLUSH and FSYNC requests carry no open flags, only this handle.
+  fi->fh = (fi->flags & O_ACCMODE) != O_RDONLY ? kWritableHandle : 0;
   fuse_reply_open(req, fi);
 }
 
@@ -305,7 +308,10 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
 }
 
 // fsync, flush and release of a writable file make every acknowledged write
-// durable (Volume::Flush) and report a failure to the caller.
+// durable (Volume::Flush) and report a failure to the caller. flush and
+// release of a handle opened read-only do neither: a reader's close() must not
+// fail with an earlier writer's error (such as a sticky ENOSPC), nor pay for a
+// flush. fsync flushes for every handle, since it asks for durability.
 void FlushFile(fuse_req_t req, fuse_ino_t ino, const char* what) {
   ReadOnlyFs* fs = Fs(req);
   const File* f = FileOf(fs, ino);
@@ -325,7 +331,11 @@ void FlushFile(fuse_req_t req, fuse_ino_t ino, const char* what) {
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int, struct fuse_file_info*) {
   FlushFile(req, ino, "fsync");
 }
-void OpFlush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
+void OpFlush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  if (fi->fh != kWritableHandle) {
+    fuse_reply_err(req, 0);
+    return;
+  }
   FlushFile(req, ino, "flush");
 }
 void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {

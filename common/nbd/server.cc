@@ -115,9 +115,11 @@ enum class HandshakeEnd { kTransmission, kAbort };
 // ---------------------------------------------------------------------------
 // Budget
 
-void Server::Budget::Acquire(uint64_t n) {
+void Server::Budget::Acquire(uint64_t n, const std::atomic<uint64_t>* holder_share) {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return used_ == 0 || used_ + n <= cap_; });
+  cv_.wait(lock, [&] {
+    return used_ == 0 || used_ + n <= cap_ || (holder_share != nullptr && *holder_share == 0);
+  });
   used_ += n;
 }
 
@@ -483,13 +485,19 @@ class Server::Connection {
     }
   }
 
+  // Only the reader charges. A connection that holds nothing of the server
+  // budget always gets one request through: clients whose replies are stuck
+  // in their sockets can exhaust the server budget, and must not stall others.
   void Charge(Request* r, uint64_t n) {
     conn_budget_.Acquire(n);
-    server_->budget_.Acquire(n);
+    server_->budget_.Acquire(n, &server_share_);
+    server_share_ += n;
     r->charged = n;
   }
+  // Any worker. The share drops before the budget wakes its waiters.
   void Uncharge(Request* r) {
     if (r->charged == 0) return;
+    server_share_ -= r->charged;
     server_->budget_.Release(r->charged);
     conn_budget_.Release(r->charged);
     r->charged = 0;
@@ -789,6 +797,7 @@ class Server::Connection {
   uint64_t size_ = 0;
 
   Budget conn_budget_;
+  std::atomic<uint64_t> server_share_{0};  // bytes this connection holds of the server budget
   std::mutex q_mu_;
   std::condition_variable q_cv_, space_cv_;
   std::deque<Request> queue_;  // guarded by q_mu_

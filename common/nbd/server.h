@@ -58,11 +58,16 @@ struct ServerOptions {
   uint32_t max_request = 32u << 20;
   // Payload bytes (write data being held, read buffers being filled) allowed
   // in flight per connection and across the server. Each must be >= max_request.
+  // A connection that holds nothing of the server budget may always start one
+  // request, so clients that never read their replies cannot stall the others;
+  // the worst case is therefore server_inflight_bytes plus one max_request per
+  // connection.
   uint64_t connection_inflight_bytes = 64u << 20;
   uint64_t server_inflight_bytes = 256u << 20;
   // The whole handshake (option haggling) must finish within this time.
   uint32_t handshake_timeout_ms = 30 * 1000;
-  // A started message (request payload, reply) must progress within this time.
+  // A started message (request payload, reply) must complete within this
+  // time; a client that does not read its replies is dropped after it.
   uint32_t io_timeout_ms = 60 * 1000;
   // ServeListener refuses connections beyond this many at once.
   unsigned max_connections = 64;
@@ -106,11 +111,13 @@ class Server {
   class Connection;
   friend class Connection;
 
-  // Counting semaphore over bytes.
+  // Counting semaphore over bytes. Acquire waits until n bytes fit (or
+  // nothing is held, so one oversized request can pass), or until
+  // *holder_share (the caller's own bytes, when given) is 0.
   class Budget {
    public:
     explicit Budget(uint64_t cap) : cap_(cap) {}
-    void Acquire(uint64_t n);
+    void Acquire(uint64_t n, const std::atomic<uint64_t>* holder_share = nullptr);
     void Release(uint64_t n);
 
    private:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Thin snapshots from the command line: a child made by the library writer is
 # read through its parent; the pair moves together; a missing parent, a wrong
-# parent (different id) and a broken parent each give their own error.
+# parent (different id) and a broken parent each give their own error, which
+# names the chain (child -> parent).
 source "$(dirname "$0")/lib.sh"
 require_cmd cmp
 GOLDEN="$HEXZ_SOURCE_DIR/tests/data"
@@ -33,5 +34,12 @@ expect_fail_msg "a/child.st: parent .*v1_thin_base.st has id [0-9a-f]+ but .* ex
 "$HEXZ" pack --disk child.raw --output a/v1_thin_base.st --block-size 64K --quiet
 expect_fail_msg "has id" "$HEXZ" info a/child.st
 echo garbage > a/v1_thin_base.st
-expect_fail_msg "v1_thin_base.st: not a hexz snapshot" "$HEXZ" verify a/child.st
+# A parent that fails to parse is named with the snapshot that needs it.
+for cmd in verify info "cat -o /dev/null"; do
+  # shellcheck disable=SC2086
+  expect_fail_msg "a/child.st -> a/v1_thin_base.st: not a hexz snapshot" "$HEXZ" $cmd a/child.st
+done
+rm a/v1_thin_base.st
+mkdir a/v1_thin_base.st
+expect_fail_msg "a/child.st -> a/v1_thin_base.st: is a directory" "$HEXZ" verify a/child.st
 pass "missing, wrong and broken parents"

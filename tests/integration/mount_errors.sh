@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # hexz mount's errors, each with a clear message naming the path, a non-zero
 # exit and nothing left mounted or running: missing snapshot, corrupt
-# snapshot, missing mountpoint, mountpoint that is a file, already-mounted
-# mountpoint, /dev/fuse unavailable (hidden in a private mount namespace), and
+# snapshot, missing mountpoint, mountpoint that is a file, non-empty
+# mountpoint, already-mounted mountpoint, /dev/fuse unavailable (hidden in a
+# private mount namespace), and
 # the reserved flags that are not implemented yet (--rw has rw_basic.sh).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mount_helpers.bash"
@@ -32,6 +33,18 @@ assert_nothing_left "missing mountpoint"
 touch "$T/u/file"
 expect_fail_msg "mountpoint $T/u/file is not a directory" as_user "$HEXZ" mount "$T/snap.st" "$T/u/file"
 assert_nothing_left "file as mountpoint"
+
+# A directory that holds files: the mount would hide them, so it is refused.
+user_dir "$T/full"
+as_user touch "$T/full/keep-me"
+expect_fail_msg "mountpoint $T/full is not empty \(it holds keep-me\)" \
+  as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/full"
+expect_fail_msg "mountpoint $T/full is not empty \(it holds keep-me\)" \
+  as_user "$HEXZ" mount --nbd "$T/snap.st" "$T/full"
+is_mounted "$T/full" && fail "mounted over a non-empty directory"
+[[ -e "$T/full/keep-me" ]] || fail "the file in the mountpoint is gone"
+assert_nothing_left "non-empty mountpoint"
+pass "non-empty mountpoint refused"
 
 # Already mounted (by this user, through hexz).
 as_user "$HEXZ" mount -d --log-file "$T/u/log" "$T/snap.st" "$T/mnt" >/dev/null || fail "first mount"

@@ -153,6 +153,21 @@ TEST_F(ReadWriteFsTest, FsyncAndCloseFlushAndReportErrors) {
   volume_->fail_flush_ = false;
 }
 
+// A writer's error (a sticky ENOSPC of the overlay) belongs to writers: a
+// reader's close() neither flushes nor fails.
+TEST_F(ReadWriteFsTest, ReadOnlyCloseNeitherFlushesNorFails) {
+  volume_->fail_flush_ = true;
+  int fd = ::open(Path("disk").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  char buf[4096];
+  ASSERT_EQ(pread(fd, buf, sizeof buf, 0), static_cast<ssize_t>(sizeof buf));
+  int before = volume_->flushes_.load();
+  errno = 0;
+  EXPECT_EQ(close(fd), 0) << std::strerror(errno);
+  EXPECT_EQ(volume_->flushes_.load(), before);
+  volume_->fail_flush_ = false;
+}
+
 TEST_F(ReadWriteFsTest, WritePastTheEndFailsWholeWithEnospc) {
   int fd = ::open(Path("disk").c_str(), O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);

@@ -727,6 +727,52 @@ TEST_F(NbdServerTest, VanishingClientsDoNotDisturbOthers) {
   EXPECT_EQ(good.RecvString(4096), std::string(4096, '\x5a'));
 }
 
+// Clients that pipeline big reads and never read the replies hold their
+// whole per-connection budget, which together covers the server-wide one.
+// Another client must still be answered at once, not after the stuck clients
+// time out.
+TEST_F(NbdServerTest, StuckClientsDoNotDelayOthers) {
+  ServerOptions o;
+  o.max_request = 1u << 20;
+  o.connection_inflight_bytes = 2u << 20;
+  o.server_inflight_bytes = 4u << 20;
+  o.io_timeout_ms = 6000;
+  Make(o);
+  std::vector<RawClient> stuck;
+  for (int i = 0; i < 3; ++i) {
+    stuck.push_back(Open("disk"));
+    for (uint64_t h = 0; h < 8; ++h) stuck.back().Request(kCmdRead, 0, h, h << 20, 1u << 20);
+  }
+  // Let the stuck connections fill their budgets and block in sending.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  RawClient good = Open("disk");
+  auto start = std::chrono::steady_clock::now();
+  good.Request(kCmdRead, 0, 9, 0, 65536);
+  Reply r = good.ReadReply();
+  EXPECT_EQ(r.handle, 9u);
+  EXPECT_EQ(good.RecvString(65536), std::string(65536, '\x5a'));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(waited, std::chrono::milliseconds(3000))
+      << "the good client waited "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms";
+  // A second request of the good client too, while the others stay stuck.
+  good.Request(kCmdRead, 0, 10, 1u << 20, 1u << 20);
+  r = good.ReadReply();
+  EXPECT_EQ(r.handle, 10u);
+  EXPECT_EQ(good.RecvString(1u << 20).size(), size_t{1} << 20);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(5000));
+  // The send timeout drops the stuck clients: after it, draining what was
+  // sent ends in end-of-stream.
+  std::this_thread::sleep_for(std::chrono::milliseconds(o.io_timeout_ms + 500));
+  for (RawClient& c : stuck) {
+    std::string buf(1u << 20, '\0');
+    Status s;
+    while ((s = ReadExact(c.fd(), buf.data(), buf.size(), DeadlineIn(5000))).ok()) {
+    }
+    EXPECT_EQ(s.code(), base::Code::kIoError) << s.ToString();
+  }
+}
+
 TEST_F(NbdServerTest, ShutdownEndsConnections) {
   RawClient c = Open("disk");
   server_->Shutdown();

@@ -1,0 +1,132 @@
+#include "hexz/cli_checks.h"
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <cstdio>
+
+#include "common/cache/worker_cache.h"
+#include "common/format/writer.h"
+
+namespace hexz::cli {
+
+using base::Result;
+using base::Status;
+
+CLI::Validator StatusValidator(std::string option, std::string description,
+                               std::function<Status(const std::string&)> check) {
+  return CLI::Validator(
+      [option = std::move(option), check = std::move(check)](std::string& text) -> std::string {
+        Status st = check(text);
+        if (st.ok()) return std::string();
+        std::string msg = st.message();
+        size_t colon = msg.find(": ");
+        if (msg.compare(0, option.size(), option) == 0 && colon != std::string::npos) {
+          msg.erase(0, colon + 2);
+        }
+        return msg;
+      },
+      std::move(description));
+}
+
+CLI::Validator CacheSizeValidator() {
+  return StatusValidator("--cache-size", "SIZE", [](const std::string& text) {
+    // Block size 0: only the size itself is checked here; the snapshot's
+    // block size is checked once it is open.
+    return cache::ParseCacheSize(text, 0).status();
+  });
+}
+
+Result<int> CheckLevel(const std::string& compression, std::optional<int> level) {
+  HEXZ_ASSIGN_OR_RETURN(format::Codec codec, format::ParseCodec(compression));
+  if (!level) return 0;
+  if (codec == format::Codec::kRaw) {
+    return Status::InvalidArgument("--level " + std::to_string(*level) +
+                                   ": --compression none takes no level");
+  }
+  int max = format::MaxLevel(codec);
+  if (*level < 1 || *level > max) {
+    return Status::InvalidArgument("--level " + std::to_string(*level) + " is outside 1.." +
+                                   std::to_string(max) + " for " + compression +
+                                   " (leave --level out for the default, " +
+                                   std::to_string(format::DefaultLevel(codec)) + ")");
+  }
+  return *level;
+}
+
+Status CheckId(const char* option, std::optional<uint32_t> id) {
+  if (id && *id == UINT32_MAX) {
+    return Status::InvalidArgument(std::string(option) +
+                                   " 4294967295 is (uid_t)-1, which means \"no id\"; choose a "
+                                   "real id");
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+std::string DirName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+bool StartsWithName(const std::string& message, const std::string& name) {
+  return message.size() > name.size() && message.compare(0, name.size(), name) == 0 &&
+         (message[name.size()] == ':' || message[name.size()] == ' ');
+}
+
+}  // namespace
+
+Status NameChain(const std::vector<std::string>& chain, const Status& status) {
+  for (size_t i = chain.size(); i-- > 1;) {
+    if (!StartsWithName(status.message(), chain[i])) continue;
+    std::string prefix;
+    for (size_t j = 0; j < i; ++j) prefix += chain[j] + " -> ";
+    return Status(status.code(), prefix + status.message(), status.sys_errno());
+  }
+  return status;
+}
+
+Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path) {
+  auto snap = format::Snapshot::Open(path);
+  if (snap.ok()) return snap;
+  // Walk the chain file by file, as Open does, to learn which files lead to
+  // the one that failed.
+  std::vector<std::string> chain;
+  format::OpenOptions one;
+  one.skip_parents = true;
+  std::string current = path;
+  for (uint32_t depth = 0; depth <= one.max_chain_depth + 1; ++depth) {
+    chain.push_back(current);
+    auto file = format::Snapshot::Open(current, one);
+    if (!file.ok() || (*file)->parent_path().empty()) break;
+    const std::string& parent = (*file)->parent_path();
+    current = parent.front() == '/' ? parent : DirName(current) + "/" + parent;
+  }
+  return NameChain(chain, snap.status());
+}
+
+Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& snapshot,
+                             const std::string& itself, const std::string& whose) {
+  struct stat out;
+  if (stat(output.c_str(), &out) != 0) return Status::Ok();
+  HEXZ_ASSIGN_OR_RETURN(auto fds, snapshot.DupChainFds());
+  std::vector<std::string> names = snapshot.ChainNames();
+  for (size_t i = 0; i < fds.size(); ++i) {
+    struct stat st;
+    if (fstat(fds[i].get(), &st) == 0 && st.st_dev == out.st_dev && st.st_ino == out.st_ino) {
+      return Status::InvalidArgument(
+          output + ": is " + (i == 0 ? itself : "a parent of " + whose + " (" + names[i] + ")") +
+          "; choose another --output");
+    }
+  }
+  return Status::Ok();
+}
+
+int UsageError(const Status& status) {
+  std::fprintf(stderr, "hexz: %s\n", status.ToString().c_str());
+  return 2;
+}
+
+}  // namespace hexz::cli

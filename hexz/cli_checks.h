@@ -1,0 +1,56 @@
+// Checks and helpers that several hexz subcommands share: option values that
+// are usage errors (exit 2), and opening a snapshot chain with errors that
+// name the whole chain.
+//
+// Validators run while CLI11 parses, so a bad value stops the command before
+// anything is opened or started. Thread safety: front-end main thread only.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/base/status.h"
+#include "common/format/snapshot.h"
+
+namespace hexz::cli {
+
+// A CLI11 validator from a check returning Status. CLI11 prefixes the
+// message with the option's name, so a leading "OPTION ...: " is dropped.
+CLI::Validator StatusValidator(std::string option, std::string description,
+                               std::function<base::Status(const std::string&)> check);
+
+// --cache-size: a size base::ParseSize accepts, within the shared cache's
+// limits (an empty value is refused too).
+CLI::Validator CacheSizeValidator();
+
+// --level for the codec named `compression` ("lz4", "zstd", "none"): unset
+// means the codec's default (returned as 0); a set level must lie in
+// 1..MaxLevel(codec), and "none" takes no level. Errors are usage errors.
+base::Result<int> CheckLevel(const std::string& compression, std::optional<int> level);
+
+// --uid/--gid: (uid_t)-1 means "no id" to the kernel and cannot own files.
+base::Status CheckId(const char* option, std::optional<uint32_t> id);
+
+// format::Snapshot::Open, but an error in a parent names the chain that led
+// to it: "child.st -> base.st: <what is wrong with base.st>".
+base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path);
+
+// Prefixes `status` with the files of `chain` (top first) that lead to the
+// file the message starts with, when that file is a parent.
+base::Status NameChain(const std::vector<std::string>& chain, const base::Status& status);
+
+// Refuses an output path that names a file of `snapshot`'s chain (same
+// device and inode, so also through links): writing it would destroy what is
+// being read. `itself` describes chain[0] ("the snapshot itself"), `whose`
+// the owner of the parents ("the snapshot": "a parent of the snapshot (P)").
+base::Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& snapshot,
+                                   const std::string& itself, const std::string& whose);
+
+// Prints "hexz: <message>" to stderr and returns 2 (a usage error).
+int UsageError(const base::Status& status);
+
+}  // namespace hexz::cli
