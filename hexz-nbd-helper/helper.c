@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/magic.h>
 #include <linux/nbd.h>
@@ -53,12 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef HEXZ_VERSION
-#define HEXZ_VERSION "unknown"
-#endif
-#ifndef HEXZ_NBD_GROUP
-#define HEXZ_NBD_GROUP "hexz"
-#endif
+/* HEXZ_VERSION and HEXZ_NBD_GROUP come from CMake. */
 
 enum { kExitOk = 0, kExitFail = 1, kExitUsage = 2 };
 
@@ -178,15 +174,6 @@ static bool ParseDecimal(const char* s, uint64_t max, uint64_t* out) {
   return true;
 }
 
-/* "0x" then 1-4 hex digits: the 16-bit NBD transmission flags. */
-static bool ParseHex16(const char* s, uint16_t* out) {
-  size_t n = strlen(s);
-  if (strncmp(s, "0x", 2) != 0 || n < 3 || n > 6) return false;
-  if (strspn(s + 2, "0123456789abcdefABCDEF") != n - 2) return false;
-  *out = (uint16_t)strtoul(s + 2, NULL, 16);
-  return true;
-}
-
 /* The filesystems we agree to mount (the ones the test suite mounts). Their
  * options are fixed in MountFs, never chosen by the user or the image. idmap:
  * the image's owners are mapped to the caller (ext4, the driver that also
@@ -197,13 +184,6 @@ struct FsType {
 };
 static const struct FsType kFsTypes[] = {{"ext4", true}, {"vfat", false}};
 
-static const struct FsType* LookupFsType(const char* name) {
-  for (size_t i = 0; i < sizeof kFsTypes / sizeof kFsTypes[0]; i++) {
-    if (strcmp(kFsTypes[i].name, name) == 0) return &kFsTypes[i];
-  }
-  return NULL;
-}
-
 /* Absolute, bounded, no control characters (they would corrupt records and
  * messages), no "." or ".." components, no trailing slash except "/". */
 static bool ValidMountpointArg(const char* p) {
@@ -211,8 +191,6 @@ static bool ValidMountpointArg(const char* p) {
   if (n < 2 || n >= PATH_MAX || p[0] != '/' || p[n - 1] == '/') return false;
   for (const char* c = p; *c; c++) {
     if ((unsigned char)*c < 0x20 || *c == 0x7f) return false;
-  }
-  for (const char* c = p; *c; c++) {
     if (c[0] != '/') continue;
     if (c[1] == '/') return false;
     if (c[1] == '.' && (c[2] == '/' || c[2] == '\0')) return false;
@@ -276,15 +254,21 @@ static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
         "the block size",
         size);
   }
-  if (!ParseHex16(flags, &a->flags))
+  size_t nf = strlen(flags); /* "0x" then 1-4 hex digits: the 16-bit flags */
+  if (strncmp(flags, "0x", 2) != 0 || nf < 3 || nf > 6 ||
+      strspn(flags + 2, "0123456789abcdefABCDEF") != nf - 2) {
     Usage("--flags '%s' must be 0x followed by 1-4 hex digits", flags);
+  }
+  a->flags = (uint16_t)strtoul(flags + 2, NULL, 16);
   if (!(a->flags & NBD_FLAG_HAS_FLAGS) || (a->flags & ~0x0fffu)) {
     Usage("--flags %s: bit 0 (has flags) must be set and bits 12-15 must be clear", flags);
   }
   if (part != NULL && (!ParseDecimal(part, MAX_PARTITION, &a->partition) || a->partition == 0)) {
     Usage("--partition '%s' must be a number from 1 to %d", part, MAX_PARTITION);
   }
-  a->fs = LookupFsType(fs);
+  for (size_t i = 0; i < sizeof kFsTypes / sizeof kFsTypes[0]; i++) {
+    if (strcmp(kFsTypes[i].name, fs) == 0) a->fs = &kFsTypes[i];
+  }
   if (a->fs == NULL) {
     Usage(
         "--fstype '%s' is not allowed (allowed: ext4, which also mounts ext2 and ext3, "
@@ -314,13 +298,20 @@ static void AsRoot(void) { SetFsIds(0, 0); }
  * swapping the path for a symlink after the checks changes nothing.
  * O_NOFOLLOW refuses a symlink as the last component; earlier components are
  * resolved with the user's rights, as for any path the user could open. */
-static int OpenMountpointAt(int dir_fd, const char* name, const char* path) {
+/* must_own (attach): stricter than fusermount3, the user must own the
+ * directory. A directory that is merely writable (a shared one) would let the
+ * user hide another user's files behind a mount of their choice. */
+static int OpenMountpointAt(int dir_fd, const char* name, const char* path, bool must_own,
+                            struct stat* st) {
   int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
-  struct stat st;
-  if (fstat(fd, &st) != 0) Die("cannot stat mountpoint %s: %m", path);
-  if (S_ISLNK(st.st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
-  if (!S_ISDIR(st.st_mode)) Die("mountpoint %s is not a directory", path);
+  if (fstat(fd, st) != 0) Die("cannot stat mountpoint %s: %m", path);
+  if (S_ISLNK(st->st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
+  if (!S_ISDIR(st->st_mode)) Die("mountpoint %s is not a directory", path);
+  if (must_own && st->st_uid != g_uid) {
+    Die("mountpoint %s is owned by uid %u, not by you (uid %u); mount on a directory you own", path,
+        (unsigned)st->st_uid, (unsigned)g_uid);
+  }
   return fd;
 }
 
@@ -339,18 +330,6 @@ static void CheckMountpointFsType(int fd, const char* path) {
   Die("mountpoint %s is on a filesystem of type 0x%lx, which is not allowed "
       "(allowed: ext2/3/4, xfs, btrfs, tmpfs, f2fs, zfs; never proc, sysfs or devices)",
       path, (unsigned long)sfs.f_type);
-}
-
-/* Stricter than fusermount3: the user must own the directory. A directory
- * that is merely writable (a shared one) would let the user hide another
- * user's files behind a mount of their choice. */
-static void CheckMountpointOwner(int fd, const char* path) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) Die("cannot stat mountpoint %s: %m", path);
-  if (st.st_uid != g_uid) {
-    Die("mountpoint %s is owned by uid %u, not by you (uid %u); mount on a directory you own", path,
-        (unsigned)st.st_uid, (unsigned)g_uid);
-  }
 }
 
 /* The socket must be a connected stream socket. We never read or write it:
@@ -434,12 +413,16 @@ static dev_t ReadSysDev(const char* path) {
   return n == 2 ? makedev(ma, mi) : 0;
 }
 
-/* The sysfs "dev" file of /dev/nbdN, or of its partition K. */
-static void SysDevPath(char* out, size_t size, unsigned n, unsigned partition) {
-  if (partition == 0)
-    snprintf(out, size, "/sys/block/nbd%u/dev", n);
-  else
-    snprintf(out, size, "/sys/block/nbd%u/nbd%up%u/dev", n, n, partition);
+/* The node of /dev/nbdN, or of its partition K (/dev/nbdNpK), and its sysfs
+ * "dev" file. */
+static void DeviceNames(unsigned n, unsigned partition, char node[48], char sys[96]) {
+  if (partition == 0) {
+    snprintf(node, 48, "/dev/nbd%u", n);
+    snprintf(sys, 96, "/sys/block/nbd%u/dev", n);
+  } else {
+    snprintf(node, 48, "/dev/nbd%up%u", n, partition);
+    snprintf(sys, 96, "/sys/block/nbd%u/nbd%up%u/dev", n, n, partition);
+  }
 }
 
 /* A device node under /dev must be the NBD block device (or partition) whose
@@ -452,22 +435,13 @@ static void CheckDeviceNode(const char* node, const struct stat* st, const char*
 }
 
 static int OpenNbdDevice(unsigned n) {
-  char path[64], sys[64];
-  snprintf(path, sizeof path, "/dev/nbd%u", n);
-  SysDevPath(sys, sizeof sys, n, 0);
+  char path[48], sys[96];
+  DeviceNames(n, 0, path, sys);
   int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) Die("cannot open %s: %m", path);
   CheckDeviceNode(path, &st, sys);
   return fd;
-}
-
-/* The node to mount: /dev/nbdN, or /dev/nbdNpK for a partition. */
-static void SourceName(char* out, size_t size, unsigned n, unsigned partition) {
-  if (partition == 0)
-    snprintf(out, size, "/dev/nbd%u", n);
-  else
-    snprintf(out, size, "/dev/nbd%up%u", n, partition);
 }
 
 /* Hands our socket to the kernel. NBD_SET_SOCK first: it claims the device
@@ -551,9 +525,9 @@ static bool WaitDeviceDown(unsigned n) {
 /* Partitions appear when the running device is next opened (the kernel then
  * reads the partition table): open it once, then wait for the node. */
 static bool WaitPartition(unsigned n, unsigned partition, const char* node) {
-  char whole[64], sys[96];
-  SourceName(whole, sizeof whole, n, 0);
-  SysDevPath(sys, sizeof sys, n, partition);
+  char whole[48], sys[96];
+  DeviceNames(n, partition, whole, sys);
+  snprintf(whole, sizeof whole, "/dev/nbd%u", n);
   int fd = open(whole, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) close(fd);
   for (int i = 0; i < WAIT_STEPS / 5; i++) {
@@ -622,16 +596,15 @@ static bool WriteRecord(int dir_fd, const struct Record* r) {
   snprintf(name, sizeof name, "nbd%u", r->device);
   snprintf(tmp, sizeof tmp, "nbd%u.tmp", r->device);
   int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  FILE* f = fdopen(fd, "w");
-  if (f == NULL) return false;
-  fprintf(f,
-          "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid %ld\n"
-          "mountpoint %s\n",
-          r->device, r->partition, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid,
-          r->mountpoint);
-  bool ok = fflush(f) == 0 && fsync(fd) == 0;
-  ok = fclose(f) == 0 && ok;
+  bool ok =
+      fd >= 0 &&
+      dprintf(fd,
+              "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid %ld\n"
+              "mountpoint %s\n",
+              r->device, r->partition, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid,
+              r->mountpoint) > 0 &&
+      fsync(fd) == 0;
+  if (fd >= 0) ok = close(fd) == 0 && ok;
   return ok && renameat(dir_fd, tmp, dir_fd, name) == 0;
 }
 
@@ -644,22 +617,18 @@ static bool ReadRecord(int dir_fd, const char* name, struct Record* r) {
   close(fd);
   if (n <= 0 || n == RECORD_MAX) return false;
   buf[n] = '\0';
-  unsigned uid;
-  unsigned long long mnt_id;
   int used = 0;
   memset(r, 0, sizeof *r);
   if (sscanf(buf,
-             "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid "
+             "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %" SCNu64 "\npid "
              "%ld\nmountpoint %n",
-             &r->device, &r->partition, &uid, &mnt_id, &r->pid, &used) != 5 ||
+             &r->device, &r->partition, &r->uid, &r->mnt_id, &r->pid, &used) != 5 ||
       used == 0) {
     return false;
   }
   char *mp = buf + used, *nl = strchr(mp, '\n');
   if (nl == NULL || nl[1] != '\0' || (size_t)(nl - mp) >= sizeof r->mountpoint) return false;
   memcpy(r->mountpoint, mp, (size_t)(nl - mp));
-  r->uid = uid;
-  r->mnt_id = mnt_id;
   char want[32];
   snprintf(want, sizeof want, "nbd%u", r->device);
   return strcmp(want, name) == 0;
@@ -763,19 +732,10 @@ static int MountFs(const struct Args* a, const char* source, int mp_fd, const ch
   return m;
 }
 
-static const char* MountError(int e, const struct Args* a) {
-  switch (e) {
-    case ENODEV:
-      return "the kernel does not support this filesystem type (try: modprobe FSTYPE)";
-    case EROFS:
-    case EACCES:
-      return a->rw ? "the export is read-only; mount without --rw" : "permission denied";
-    case EINVAL:
-      return "the device does not hold a valid filesystem of this type, or the kernel cannot "
-             "idmap it";
-    default:
-      return strerror(e);
-  }
+static const char* MountError(int e) {
+  if (e == EINVAL) return "the device does not hold a valid filesystem of this type";
+  if (e == ENODEV) return "the kernel does not support this filesystem (try: modprobe FSTYPE)";
+  return e == EROFS ? "the export is read-only; mount without --rw" : strerror(e);
 }
 
 /* ---- subcommands ------------------------------------------------------ */
@@ -797,9 +757,9 @@ static int Attach(const struct Args* a) {
   /* 1. Everything the user controls, checked with the user's rights. */
   CheckSocketFd();
   AsUser();
-  int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint);
+  struct stat st;
+  int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint, true, &st);
   CheckMountpointFsType(mp_fd, a->mountpoint);
-  CheckMountpointOwner(mp_fd, a->mountpoint);
   AsRoot();
 
   /* 2. Only now the kernel and the devices: the first free device whose
@@ -830,9 +790,8 @@ static int Attach(const struct Args* a) {
         "more: modprobe -r nbd && modprobe nbd nbds_max=%u",
         scanned, scanned * 2 + 16);
   }
-  char dev[32], source[48];
-  snprintf(dev, sizeof dev, "/dev/nbd%u", n);
-  SourceName(source, sizeof source, n, (unsigned)a->partition);
+  char source[48], sys[96];
+  DeviceNames(n, (unsigned)a->partition, source, sys);
 
   /* 3. Record the attachment first (mount id still 0), so that no step
    *    below can leave a device or mount that nobody accounts for. */
@@ -855,7 +814,7 @@ static int Attach(const struct Args* a) {
   int child_errno = 0;
   if (!WaitDeviceUp(n, a->size, child, &child_errno)) {
     Undo(-1, nbd_fd, 0, run_fd, name);
-    Die("%s did not start: %s", dev, child_errno ? strerror(child_errno) : "unknown error");
+    Die("/dev/nbd%u did not start: %s", n, child_errno ? strerror(child_errno) : "unknown error");
   }
   if (a->partition != 0 && !WaitPartition(n, (unsigned)a->partition, source)) {
     Undo(-1, nbd_fd, child, run_fd, name);
@@ -868,8 +827,7 @@ static int Attach(const struct Args* a) {
   if (mnt_fd < 0) {
     int e = errno;
     Undo(-1, nbd_fd, child, run_fd, name);
-    Die("%s of %s (%s) on %s failed: %s", what, source, a->fs->name, a->mountpoint,
-        MountError(e, a));
+    Die("%s of %s (%s) on %s failed: %s", what, source, a->fs->name, a->mountpoint, MountError(e));
   }
 
   /* 5. Complete the record with the mount's id and the device process. */
@@ -904,18 +862,18 @@ static int Detach(const struct Args* a) {
   AsUser();
   const char* last;
   int parent_fd = OpenParent(a->mountpoint, &last);
-  int mp_fd = OpenMountpointAt(parent_fd, last, a->mountpoint);
+  struct stat st;
+  int mp_fd = OpenMountpointAt(parent_fd, last, a->mountpoint, false, &st);
   bool is_root = false;
   uint64_t mnt_id = MountIdOf(mp_fd, "", &is_root);
-  struct stat st;
-  if (!is_root || fstat(mp_fd, &st) != 0) Die("nothing is mounted on %s", a->mountpoint);
+  if (!is_root) Die("nothing is mounted on %s", a->mountpoint);
   close(mp_fd);
   AsRoot();
 
   /* 2. The record must exist and belong to this user (root may detach all). */
   CheckProc();
   int run_fd = OpenRunDir();
-  struct Record r, again;
+  struct Record r;
   if (!FindRecord(run_fd, mnt_id, &r)) {
     Die("the mount on %s was not made by hexz-nbd-helper; refusing to unmount it", a->mountpoint);
   }
@@ -927,23 +885,20 @@ static int Detach(const struct Args* a) {
     Die("/dev/nbd%u is being attached or detached by another hexz-nbd-helper; try again", r.device);
   }
   /* Mount ids are reused and a FUSE mount may call itself /dev/nbdN: the
-   * mount must be on this very device (its number, from the kernel), which
-   * the recorded process still serves, and the record must be unchanged. */
-  char dev[32], source[48], sys[96], pid_path[64];
-  snprintf(dev, sizeof dev, "/dev/nbd%u", r.device);
-  SourceName(source, sizeof source, r.device, r.partition);
-  SysDevPath(sys, sizeof sys, r.device, r.partition);
+   * record, read again under the lock, must still name this mount, the mount
+   * must be on this very device (its number, from the kernel), and the
+   * recorded process must still serve it. */
+  char source[48], sys[96], pid_path[64], name[32];
+  DeviceNames(r.device, r.partition, source, sys);
   snprintf(pid_path, sizeof pid_path, "/sys/block/nbd%u/pid", r.device);
+  snprintf(name, sizeof name, "nbd%u", r.device);
   long long pid = ReadSysNumber(pid_path);
   dev_t want = ReadSysDev(sys);
-  char name[32];
-  snprintf(name, sizeof name, "nbd%u", r.device);
-  if (!ReadRecord(run_fd, name, &again) || again.mnt_id != mnt_id || again.pid != r.pid ||
-      st.st_dev != want || pid != r.pid) {
-    Die("stale record %s/nbd%u: the mount on %s (device %u:%u) is not %s (%u:%u) served by "
-        "pid %ld (sysfs: %lld); refusing (ask root to remove the record)",
-        RUN_DIR, r.device, a->mountpoint, major(st.st_dev), minor(st.st_dev), source, major(want),
-        minor(want), r.pid, pid);
+  if (!ReadRecord(run_fd, name, &r) || r.mnt_id != mnt_id || st.st_dev != want || pid != r.pid) {
+    Die("stale record %s/%s: the mount on %s (device %u:%u) is not %s (%u:%u) served by pid %ld; "
+        "refusing (ask root to remove the record)",
+        RUN_DIR, name, a->mountpoint, major(st.st_dev), minor(st.st_dev), source, major(want),
+        minor(want), r.pid);
   }
 
   /* 3. Unmount, walking the user's directory with the user's rights. The
@@ -969,7 +924,7 @@ static int Detach(const struct Args* a) {
   int nbd_fd = OpenNbdDevice(r.device);
   DisconnectDevice(nbd_fd);
   close(nbd_fd);
-  if (!WaitDeviceDown(r.device)) Die("%s did not disconnect within 10 s", dev);
+  if (!WaitDeviceDown(r.device)) Die("/dev/nbd%u did not disconnect within 10 s", r.device);
   if (unlinkat(run_fd, name, 0) != 0) Die("cannot remove %s/%s: %m", RUN_DIR, name);
   printf("%s %s detached\n", source, a->mountpoint);
   return kExitOk;

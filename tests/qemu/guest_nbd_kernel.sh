@@ -98,15 +98,15 @@ for m in mnt2 mnt3; do
   as_u1 $HELPER detach --mountpoint /home/u1/$m >/dev/null 2>&1 || bad "detach of $m failed"
 done
 # A helper of uid $U1 that claimed a device and then blocks writing its error
-# to a full stderr pipe (64 KiB already in it, nobody reading) must not hold
-# up uid $U2's attach and detach.
-(head -c 65536 /dev/zero; exec /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- \
+# to a full stderr pipe (16 pages of 4 KiB already in it, nobody reading)
+# must not hold up uid $U2's attach and detach.
+(dd if=/dev/zero bs=4096 count=16 2>/dev/null; exec /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- \
   /hexz/bin/nbd-negotiate "$ENDPOINT_PART" "" "$HELPER" attach --fstype ext4 --partition 2 \
   --mountpoint /home/u1/mnt2) 2>&1 | sleep 300 &
 reader=$!
 sleep 4
-stuck=$(pgrep -f 'partition 2' | head -n1)
-[ -n "$stuck" ] && ok "uid $U1's helper (pid $stuck) is stuck writing to a full pipe" || bad "the stuck helper is gone"
+stuck=$(ps -o pid,args | awk '/hexz-nbd-helper attach .*--partition 2/ && !/awk/ { print $1; exit }')
+[ -n "$stuck" ] && ok "uid $U1's helper (pid $stuck) is stuck writing to a full pipe" || bad "the stuck helper is gone: $(ps -o pid,stat,args | grep -v ' grep ')"
 out=$(timeout 60 /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --groups=$G -- /hexz/bin/nbd-negotiate "$ENDPOINT" "" \
   "$HELPER" attach --fstype ext4 --mountpoint /home/u2/mnt 2>&1) &&
   ok "uid $U2 attaches meanwhile: $out" || bad "uid $U2's attach failed or hung: $out"
