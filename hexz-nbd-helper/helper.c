@@ -294,27 +294,6 @@ static void AsRoot(void) { SetFsIds(0, 0); }
 
 /* ---- mountpoint checks ------------------------------------------------ */
 
-/* Pins the mountpoint: later steps use this fd (via /proc/self/fd/N), so
- * swapping the path for a symlink after the checks changes nothing.
- * O_NOFOLLOW refuses a symlink as the last component; earlier components are
- * resolved with the user's rights, as for any path the user could open. */
-/* must_own (attach): stricter than fusermount3, the user must own the
- * directory. A directory that is merely writable (a shared one) would let the
- * user hide another user's files behind a mount of their choice. */
-static int OpenMountpointAt(int dir_fd, const char* name, const char* path, bool must_own,
-                            struct stat* st) {
-  int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
-  if (fstat(fd, st) != 0) Die("cannot stat mountpoint %s: %m", path);
-  if (S_ISLNK(st->st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
-  if (!S_ISDIR(st->st_mode)) Die("mountpoint %s is not a directory", path);
-  if (must_own && st->st_uid != g_uid) {
-    Die("mountpoint %s is owned by uid %u, not by you (uid %u); mount on a directory you own", path,
-        (unsigned)st->st_uid, (unsigned)g_uid);
-  }
-  return fd;
-}
-
 /* Mounting over /proc, /sys, device or pseudo filesystems could change how
  * the system behaves for everybody; only ordinary data filesystems qualify. */
 static void CheckMountpointFsType(int fd, const char* path) {
@@ -330,6 +309,28 @@ static void CheckMountpointFsType(int fd, const char* path) {
   Die("mountpoint %s is on a filesystem of type 0x%lx, which is not allowed "
       "(allowed: ext2/3/4, xfs, btrfs, tmpfs, f2fs, zfs; never proc, sysfs or devices)",
       path, (unsigned long)sfs.f_type);
+}
+
+/* Pins the mountpoint: later steps use this fd (via /proc/self/fd/N), so
+ * swapping the path for a symlink after the checks changes nothing.
+ * O_NOFOLLOW refuses a symlink as the last component; earlier components are
+ * resolved with the user's rights, as for any path the user could open. */
+/* must_own (attach): stricter than fusermount3, the user must own the
+ * directory. A directory that is merely writable (a shared one) would let the
+ * user hide another user's files behind a mount of their choice. */
+static int OpenMountpointAt(int dir_fd, const char* name, const char* path, bool must_own,
+                            struct stat* st) {
+  int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
+  if (fstat(fd, st) != 0) Die("cannot stat mountpoint %s: %m", path);
+  if (S_ISLNK(st->st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
+  if (!S_ISDIR(st->st_mode)) Die("mountpoint %s is not a directory", path);
+  if (must_own) CheckMountpointFsType(fd, path);
+  if (must_own && st->st_uid != g_uid) {
+    Die("mountpoint %s is owned by uid %u, not by you (uid %u); mount on a directory you own", path,
+        (unsigned)st->st_uid, (unsigned)g_uid);
+  }
+  return fd;
 }
 
 /* The socket must be a connected stream socket. We never read or write it:
@@ -759,7 +760,6 @@ static int Attach(const struct Args* a) {
   AsUser();
   struct stat st;
   int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint, true, &st);
-  CheckMountpointFsType(mp_fd, a->mountpoint);
   AsRoot();
 
   /* 2. Only now the kernel and the devices: the first free device whose

@@ -173,7 +173,7 @@ refused "the mount on $T/att was attached by uid $uid1, not by you" \
 is_mounted "$T/att" || fail "$T/att was unmounted by another user's detach"
 # The owner gets past the uid check, but the record does not match the mount
 # (its device number is not /dev/nbdN's): refused too, nothing unmounted.
-refused "stale record /run/hexz-nbd/nbd$dev: the mount on $T/att is not /dev/nbd$dev" \
+refused "stale record /run/hexz-nbd/nbd$dev: the mount on $T/att .device [0-9]+:[0-9]+. is not /dev/nbd$dev" \
   as_user "$HELPER" detach --mountpoint "$T/att"
 is_mounted "$T/att" || fail "$T/att was unmounted through a stale record"
 # A mount the helper did not make.
