@@ -205,13 +205,15 @@ on_exit "kill $reader 2>/dev/null"
 wait_for pgrep -U "$TEST_USER" -f "hexz-nbd-helper detach --mountpoint /proc" ||
   fail "the helper did not get stuck on its full stderr pipe"
 stuck=$(pgrep -U "$TEST_USER" -f "hexz-nbd-helper detach --mountpoint /proc")
-echo "# hexz-test's helper $stuck is stuck writing to a full pipe"
+as_user kill -STOP "$stuck" || fail "hexz-test cannot stop its own helper"
+echo "# hexz-test's helper $stuck is stuck writing to a full pipe, and stopped (SIGSTOP)"
 start=$SECONDS
 out=$(as_user2 timeout -k 2 10 "$HELPER" detach --mountpoint /proc 2>&1) && rc=0 || rc=$?
 [[ $rc -ne 124 && $rc -ne 137 ]] || fail "hexz-test2's detach hung behind the stuck helper ($((SECONDS - start)) s)"
 grep -q "not made by hexz-nbd-helper" <<<"$out" || fail "hexz-test2's detach: $out"
 pass "hexz-test2's detach answered in $((SECONDS - start)) s: $out"
 kill "$reader"
+as_user kill -CONT "$stuck"
 wait "$reader" 2>/dev/null || true
 wait_for bash -c "! kill -0 $stuck 2>/dev/null" || fail "the stuck helper did not exit once its reader went away"
 echo "all helper checks passed"
