@@ -4,8 +4,10 @@
  *
  * Invariant: the helper grants nothing beyond a nosuid, nodev mount of a block
  * device served by the user's own, already-connected NBD socket, on a directory
- * that the user owns or may write (outside sticky directories); and `detach`
- * undoes only attachments that the same user made through this helper.
+ * that the user owns, with error handling and file owners that the image cannot
+ * choose; and `detach` undoes only attachments that the same user made through
+ * this helper. No lock shared by users is ever held: a stuck or stopped helper
+ * holds only its own device.
  *
  * How: the unprivileged front-end negotiates NBD itself and passes the
  * connected socket as fd 3 together with the numbers it learned (size, block
@@ -26,9 +28,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/magic.h>
 #include <linux/nbd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -50,9 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef HEXZ_VERSION
-#define HEXZ_VERSION "unknown"
-#endif
+/* HEXZ_VERSION and HEXZ_NBD_GROUP come from CMake. */
 
 enum { kExitOk = 0, kExitFail = 1, kExitUsage = 2 };
 
@@ -62,6 +64,7 @@ enum { kExitOk = 0, kExitFail = 1, kExitUsage = 2 };
 #define MAX_DEVICES 1024        /* scan at most /dev/nbd0../dev/nbd1023 */
 #define MAX_SIZE (1ULL << 60)   /* 1 EiB: far beyond any disk, far below loff_t */
 #define WAIT_STEPS 1000         /* x 10 ms = 10 s for the device to come up/down */
+#define IO_TIMEOUT 30           /* s: a request the server does not answer fails */
 #define RECORD_MAX 8192
 #define MAX_PARTITION 128 /* GPT's usual limit; the driver shows max_part of them */
 _Static_assert(MAX_SIZE <= ULONG_MAX, "NBD_SET_SIZE takes the size as an unsigned long");
@@ -111,9 +114,9 @@ static void RequireRoot(void) {
     char self[PATH_MAX] = "PATH";
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) self[n] = '\0';
-    Die("not running as root: %s must be installed setuid root (as root: chown root:root %s && "
-        "chmod 4755 %s), or be run by root",
-        self, self, self);
+    Die("not running as root: %s must be installed setuid root for group %s (as root: chown "
+        "root:%s %s && chmod 4750 %s), or be run by root",
+        self, HEXZ_NBD_GROUP, HEXZ_NBD_GROUP, self, self);
   }
 }
 
@@ -134,12 +137,18 @@ static void CleanProcess(void) {
   sigprocmask(SIG_BLOCK, &all, NULL);
   if (chdir("/") != 0) Die("cannot chdir to /: %m");
   /* The user's rlimits must not make a step fail halfway (say, the record
-   * write after the mount): lift the ones our few files and allocations use. */
-  static const int kLimits[] = {RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_AS, RLIMIT_DATA};
+   * write after the mount) nor kill the device process (CPU): lift them.
+   * Raising a hard limit needs CAP_SYS_RESOURCE, which containers may lack;
+   * then the soft limit goes up to the hard one, and a step that still
+   * fails says what failed. */
+  static const int kLimits[] = {RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_AS, RLIMIT_DATA, RLIMIT_CPU};
   for (size_t i = 0; i < sizeof kLimits / sizeof kLimits[0]; i++) {
     struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
     if (kLimits[i] == RLIMIT_NOFILE) rl.rlim_cur = rl.rlim_max = 1024;
-    if (setrlimit(kLimits[i], &rl) != 0) Die("cannot reset resource limit %d: %m", kLimits[i]);
+    if (setrlimit(kLimits[i], &rl) != 0 && getrlimit(kLimits[i], &rl) == 0) {
+      rl.rlim_cur = rl.rlim_max;
+      setrlimit(kLimits[i], &rl);
+    }
   }
 }
 
@@ -165,52 +174,15 @@ static bool ParseDecimal(const char* s, uint64_t max, uint64_t* out) {
   return true;
 }
 
-/* "0x" then 1-4 hex digits: the 16-bit NBD transmission flags. */
-static bool ParseHex16(const char* s, uint16_t* out) {
-  if (strncmp(s, "0x", 2) != 0) return false;
-  s += 2;
-  size_t n = strlen(s);
-  if (n == 0 || n > 4) return false;
-  unsigned v = 0;
-  for (const char* p = s; *p; p++) {
-    int d;
-    if (*p >= '0' && *p <= '9')
-      d = *p - '0';
-    else if (*p >= 'a' && *p <= 'f')
-      d = *p - 'a' + 10;
-    else if (*p >= 'A' && *p <= 'F')
-      d = *p - 'A' + 10;
-    else
-      return false;
-    v = v * 16 + (unsigned)d;
-  }
-  *out = (uint16_t)v;
-  return true;
-}
-
-/* The filesystems we agree to mount, each with mount options chosen here and
- * never by the user. Read-only mounts skip journal replay, because the block
- * device is read-only too. owner_ids: the filesystem has no Unix owners, so
- * its files are given to the user. */
+/* The filesystems we agree to mount (the ones the test suite mounts). Their
+ * options are fixed in MountFs, never chosen by the user or the image. idmap:
+ * the image's owners are mapped to the caller (ext4, the driver that also
+ * mounts ext2 and ext3); vfat has no owners and gets the caller's uid/gid. */
 struct FsType {
   const char* name;
-  const char* ro_options;
-  const char* rw_options;
-  bool owner_ids;
+  bool idmap;
 };
-static const struct FsType kFsTypes[] = {
-    {"ext2", "", "", false},          {"ext3", "noload", "", false}, {"ext4", "noload", "", false},
-    {"xfs", "norecovery", "", false}, {"btrfs", "", "", false},      {"vfat", "", "", true},
-    {"exfat", "", "", true},          {"iso9660", "", "", false},    {"squashfs", "", "", false},
-    {"erofs", "", "", false},
-};
-
-static const struct FsType* LookupFsType(const char* name) {
-  for (size_t i = 0; i < sizeof kFsTypes / sizeof kFsTypes[0]; i++) {
-    if (strcmp(kFsTypes[i].name, name) == 0) return &kFsTypes[i];
-  }
-  return NULL;
-}
+static const struct FsType kFsTypes[] = {{"ext4", true}, {"vfat", false}};
 
 /* Absolute, bounded, no control characters (they would corrupt records and
  * messages), no "." or ".." components, no trailing slash except "/". */
@@ -219,8 +191,6 @@ static bool ValidMountpointArg(const char* p) {
   if (n < 2 || n >= PATH_MAX || p[0] != '/' || p[n - 1] == '/') return false;
   for (const char* c = p; *c; c++) {
     if ((unsigned char)*c < 0x20 || *c == 0x7f) return false;
-  }
-  for (const char* c = p; *c; c++) {
     if (c[0] != '/') continue;
     if (c[1] == '/') return false;
     if (c[1] == '.' && (c[2] == '/' || c[2] == '\0')) return false;
@@ -251,21 +221,14 @@ static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
       a->rw = true;
       continue;
     }
+    static const char* kNames[] = {"--mountpoint", "--size",   "--block-size",
+                                   "--flags",      "--fstype", "--partition"};
+    const char** slots[] = {&mp, &size, &bs, &flags, &fs, &part};
     const char** slot = NULL;
-    if (strcmp(opt, "--mountpoint") == 0)
-      slot = &mp;
-    else if (attach && strcmp(opt, "--size") == 0)
-      slot = &size;
-    else if (attach && strcmp(opt, "--block-size") == 0)
-      slot = &bs;
-    else if (attach && strcmp(opt, "--flags") == 0)
-      slot = &flags;
-    else if (attach && strcmp(opt, "--fstype") == 0)
-      slot = &fs;
-    else if (attach && strcmp(opt, "--partition") == 0)
-      slot = &part;
-    else
-      Usage("unknown argument '%s' for %s", opt, argv[1]);
+    for (int k = 0; k < (attach ? 6 : 1); k++) {
+      if (strcmp(opt, kNames[k]) == 0) slot = slots[k];
+    }
+    if (slot == NULL) Usage("unknown argument '%s' for %s", opt, argv[1]);
     if (*slot != NULL) Usage("%s given twice", opt);
     if (i + 1 >= argc) Usage("%s needs a value", opt);
     *slot = argv[++i];
@@ -291,19 +254,25 @@ static void ParseArgs(int argc, char** argv, bool attach, struct Args* a) {
         "the block size",
         size);
   }
-  if (!ParseHex16(flags, &a->flags))
+  size_t nf = strlen(flags); /* "0x" then 1-4 hex digits: the 16-bit flags */
+  if (strncmp(flags, "0x", 2) != 0 || nf < 3 || nf > 6 ||
+      strspn(flags + 2, "0123456789abcdefABCDEF") != nf - 2) {
     Usage("--flags '%s' must be 0x followed by 1-4 hex digits", flags);
+  }
+  a->flags = (uint16_t)strtoul(flags + 2, NULL, 16);
   if (!(a->flags & NBD_FLAG_HAS_FLAGS) || (a->flags & ~0x0fffu)) {
     Usage("--flags %s: bit 0 (has flags) must be set and bits 12-15 must be clear", flags);
   }
   if (part != NULL && (!ParseDecimal(part, MAX_PARTITION, &a->partition) || a->partition == 0)) {
     Usage("--partition '%s' must be a number from 1 to %d", part, MAX_PARTITION);
   }
-  a->fs = LookupFsType(fs);
+  for (size_t i = 0; i < sizeof kFsTypes / sizeof kFsTypes[0]; i++) {
+    if (strcmp(kFsTypes[i].name, fs) == 0) a->fs = &kFsTypes[i];
+  }
   if (a->fs == NULL) {
     Usage(
-        "--fstype '%s' is not allowed (allowed: ext2 ext3 ext4 xfs btrfs vfat exfat "
-        "iso9660 squashfs erofs)",
+        "--fstype '%s' is not allowed (allowed: ext4, which also mounts ext2 and ext3, "
+        "and vfat)",
         fs);
   }
 }
@@ -325,20 +294,6 @@ static void AsRoot(void) { SetFsIds(0, 0); }
 
 /* ---- mountpoint checks ------------------------------------------------ */
 
-/* Pins the mountpoint: later steps use this fd (via /proc/self/fd/N), so
- * swapping the path for a symlink after the checks changes nothing.
- * O_NOFOLLOW refuses a symlink as the last component; earlier components are
- * resolved with the user's rights, as for any path the user could open. */
-static int OpenMountpointAt(int dir_fd, const char* name, const char* path) {
-  int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
-  struct stat st;
-  if (fstat(fd, &st) != 0) Die("cannot stat mountpoint %s: %m", path);
-  if (S_ISLNK(st.st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
-  if (!S_ISDIR(st.st_mode)) Die("mountpoint %s is not a directory", path);
-  return fd;
-}
-
 /* Mounting over /proc, /sys, device or pseudo filesystems could change how
  * the system behaves for everybody; only ordinary data filesystems qualify. */
 static void CheckMountpointFsType(int fd, const char* path) {
@@ -356,24 +311,26 @@ static void CheckMountpointFsType(int fd, const char* path) {
       path, (unsigned long)sfs.f_type);
 }
 
-/* Like fusermount3: the user must own the directory, or be able to write it
- * when neither it nor its parent is sticky (in a sticky directory such as
- * /tmp, writable is not enough: it would let a user cover another's files). */
-static void CheckMountpointAccess(int fd, const char* path) {
-  struct stat st, parent;
-  if (fstat(fd, &st) != 0) Die("cannot stat mountpoint %s: %m", path);
-  if (st.st_uid == g_uid) return;
-  if (faccessat(fd, "", W_OK, AT_EMPTY_PATH) != 0) {
-    Die("mountpoint %s is owned by uid %u and not writable by you (uid %u)", path,
-        (unsigned)st.st_uid, (unsigned)g_uid);
+/* Pins the mountpoint: later steps use this fd (via /proc/self/fd/N), so
+ * swapping the path for a symlink after the checks changes nothing.
+ * O_NOFOLLOW refuses a symlink as the last component; earlier components are
+ * resolved with the user's rights, as for any path the user could open. */
+/* must_own (attach): stricter than fusermount3, the user must own the
+ * directory. A directory that is merely writable (a shared one) would let the
+ * user hide another user's files behind a mount of their choice. */
+static int OpenMountpointAt(int dir_fd, const char* name, const char* path, bool must_own,
+                            struct stat* st) {
+  int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) Die("cannot open mountpoint %s as uid %u: %m", path, (unsigned)g_uid);
+  if (fstat(fd, st) != 0) Die("cannot stat mountpoint %s: %m", path);
+  if (S_ISLNK(st->st_mode)) Die("mountpoint %s is a symbolic link; give the real directory", path);
+  if (!S_ISDIR(st->st_mode)) Die("mountpoint %s is not a directory", path);
+  if (must_own) CheckMountpointFsType(fd, path);
+  if (must_own && st->st_uid != g_uid) {
+    Die("mountpoint %s is owned by uid %u, not by you (uid %u); mount on a directory you own", path,
+        (unsigned)st->st_uid, (unsigned)g_uid);
   }
-  int pfd = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (pfd < 0 || fstat(pfd, &parent) != 0) Die("cannot stat the parent of %s: %m", path);
-  close(pfd);
-  if ((st.st_mode & S_ISVTX) || (parent.st_mode & S_ISVTX)) {
-    Die("mountpoint %s is not yours (owner uid %u) and is in a sticky directory", path,
-        (unsigned)st.st_uid);
-  }
+  return fd;
 }
 
 /* The socket must be a connected stream socket. We never read or write it:
@@ -447,39 +404,45 @@ static bool DeviceInUse(unsigned n) {
   return ReadSysNumber(path) != 0;
 }
 
+/* The device number in a sysfs "dev" file ("43:16"); 0 when absent. */
+static dev_t ReadSysDev(const char* path) {
+  unsigned ma, mi;
+  FILE* f = fopen(path, "re");
+  if (f == NULL) return 0;
+  int n = fscanf(f, "%u:%u", &ma, &mi);
+  fclose(f);
+  return n == 2 ? makedev(ma, mi) : 0;
+}
+
+/* The node of /dev/nbdN, or of its partition K (/dev/nbdNpK), and its sysfs
+ * "dev" file. */
+static void DeviceNames(unsigned n, unsigned partition, char node[48], char sys[96]) {
+  if (partition == 0) {
+    snprintf(node, 48, "/dev/nbd%u", n);
+    snprintf(sys, 96, "/sys/block/nbd%u/dev", n);
+  } else {
+    snprintf(node, 48, "/dev/nbd%up%u", n, partition);
+    snprintf(sys, 96, "/sys/block/nbd%u/nbd%up%u/dev", n, n, partition);
+  }
+}
+
 /* A device node under /dev must be the NBD block device (or partition) whose
  * number sysfs reports, not something else that happens to have that name. */
 static void CheckDeviceNode(const char* node, const struct stat* st, const char* sys_dev) {
-  char want[32] = "", have[32];
-  FILE* f = fopen(sys_dev, "re");
-  if (f == NULL || fgets(want, sizeof want, f) == NULL) Die("cannot read %s", sys_dev);
-  fclose(f);
-  if (!S_ISBLK(st->st_mode) || major(st->st_rdev) != NBD_BLOCK_MAJOR) {
-    Die("%s is not an NBD block device", node);
-  }
-  snprintf(have, sizeof have, "%u:%u\n", major(st->st_rdev), minor(st->st_rdev));
-  if (strcmp(have, want) != 0) {
-    Die("%s is device %.*s, but %s says %s", node, (int)strlen(have) - 1, have, sys_dev, want);
+  if (!S_ISBLK(st->st_mode) || major(st->st_rdev) != NBD_BLOCK_MAJOR ||
+      st->st_rdev != ReadSysDev(sys_dev)) {
+    Die("%s is not the NBD block device that %s names", node, sys_dev);
   }
 }
 
 static int OpenNbdDevice(unsigned n) {
-  char path[64], sys[64];
-  snprintf(path, sizeof path, "/dev/nbd%u", n);
-  snprintf(sys, sizeof sys, "/sys/block/nbd%u/dev", n);
+  char path[48], sys[96];
+  DeviceNames(n, 0, path, sys);
   int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) Die("cannot open %s: %m", path);
   CheckDeviceNode(path, &st, sys);
   return fd;
-}
-
-/* The node to mount: /dev/nbdN, or /dev/nbdNpK for a partition. */
-static void SourceName(char* out, size_t size, unsigned n, unsigned partition) {
-  if (partition == 0)
-    snprintf(out, size, "/dev/nbd%u", n);
-  else
-    snprintf(out, size, "/dev/nbd%up%u", n, partition);
 }
 
 /* Hands our socket to the kernel. NBD_SET_SOCK first: it claims the device
@@ -491,7 +454,10 @@ static bool ConfigureDevice(int fd, const struct Args* a) {
   }
   /* Read-only unless --rw: the device itself refuses writes, not just the mount. */
   unsigned long flags = a->flags | (a->rw ? 0 : NBD_FLAG_READ_ONLY);
+  /* A server that stops answering fails its requests after IO_TIMEOUT instead
+   * of hanging every reader (and this helper's mount()) for ever. */
   if (ioctl(fd, NBD_SET_BLKSIZE, (unsigned long)a->block_size) != 0 ||
+      ioctl(fd, NBD_SET_TIMEOUT, (unsigned long)IO_TIMEOUT) != 0 ||
       ioctl(fd, NBD_SET_SIZE, (unsigned long)a->size) != 0 ||
       ioctl(fd, NBD_SET_FLAGS, flags) != 0) {
     int e = errno;
@@ -560,9 +526,9 @@ static bool WaitDeviceDown(unsigned n) {
 /* Partitions appear when the running device is next opened (the kernel then
  * reads the partition table): open it once, then wait for the node. */
 static bool WaitPartition(unsigned n, unsigned partition, const char* node) {
-  char whole[64], sys[96];
-  SourceName(whole, sizeof whole, n, 0);
-  snprintf(sys, sizeof sys, "/sys/block/nbd%u/nbd%up%u/dev", n, n, partition);
+  char whole[48], sys[96];
+  DeviceNames(n, partition, whole, sys);
+  snprintf(whole, sizeof whole, "/dev/nbd%u", n);
   int fd = open(whole, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) close(fd);
   for (int i = 0; i < WAIT_STEPS / 5; i++) {
@@ -596,10 +562,24 @@ static int OpenRunDir(void) {
   return fd;
 }
 
-/* One lock for every attach and detach on this machine (held until exit). */
-static void LockRunDir(int dir_fd) {
-  int fd = openat(dir_fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0 || flock(fd, LOCK_EX) != 0) Die("cannot lock %s/lock: %m", RUN_DIR);
+/* One lock per device (RUN_DIR/nbdN.lock), held until exit by the attach
+ * that claims the device and by a detach of it, so that a detach never
+ * removes a newer attachment's record. There is no machine-wide lock: a
+ * helper stuck on its caller (a full stderr pipe, SIGSTOP, a mute server)
+ * holds only its own device. Waits are bounded; returns -1 on timeout. */
+static int LockDevice(int dir_fd, unsigned n, int tries) {
+  char name[32];
+  snprintf(name, sizeof name, "nbd%u.lock", n);
+  int fd = openat(dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) Die("cannot open %s/%s: %m", RUN_DIR, name);
+  for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; i++) {
+    if (errno != EWOULDBLOCK || i >= tries) {
+      close(fd);
+      return -1;
+    }
+    SleepTick();
+  }
+  return fd;
 }
 
 struct Record {
@@ -617,16 +597,15 @@ static bool WriteRecord(int dir_fd, const struct Record* r) {
   snprintf(name, sizeof name, "nbd%u", r->device);
   snprintf(tmp, sizeof tmp, "nbd%u.tmp", r->device);
   int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  FILE* f = fdopen(fd, "w");
-  if (f == NULL) return false;
-  fprintf(f,
-          "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid %ld\n"
-          "mountpoint %s\n",
-          r->device, r->partition, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid,
-          r->mountpoint);
-  bool ok = fflush(f) == 0 && fsync(fd) == 0;
-  ok = fclose(f) == 0 && ok;
+  bool ok =
+      fd >= 0 &&
+      dprintf(fd,
+              "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid %ld\n"
+              "mountpoint %s\n",
+              r->device, r->partition, (unsigned)r->uid, (unsigned long long)r->mnt_id, r->pid,
+              r->mountpoint) > 0 &&
+      fsync(fd) == 0;
+  if (fd >= 0) ok = close(fd) == 0 && ok;
   return ok && renameat(dir_fd, tmp, dir_fd, name) == 0;
 }
 
@@ -639,22 +618,18 @@ static bool ReadRecord(int dir_fd, const char* name, struct Record* r) {
   close(fd);
   if (n <= 0 || n == RECORD_MAX) return false;
   buf[n] = '\0';
-  unsigned uid;
-  unsigned long long mnt_id;
   int used = 0;
   memset(r, 0, sizeof *r);
   if (sscanf(buf,
-             "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %llu\npid "
+             "hexz-nbd-helper record 1\ndevice %u\npartition %u\nuid %u\nmnt_id %" SCNu64 "\npid "
              "%ld\nmountpoint %n",
-             &r->device, &r->partition, &uid, &mnt_id, &r->pid, &used) != 5 ||
+             &r->device, &r->partition, &r->uid, &r->mnt_id, &r->pid, &used) != 5 ||
       used == 0) {
     return false;
   }
   char *mp = buf + used, *nl = strchr(mp, '\n');
   if (nl == NULL || nl[1] != '\0' || (size_t)(nl - mp) >= sizeof r->mountpoint) return false;
   memcpy(r->mountpoint, mp, (size_t)(nl - mp));
-  r->uid = uid;
-  r->mnt_id = mnt_id;
   char want[32];
   snprintf(want, sizeof want, "nbd%u", r->device);
   return strcmp(want, name) == 0;
@@ -665,6 +640,7 @@ static bool FindRecord(int dir_fd, uint64_t mnt_id, struct Record* out) {
   int fd = dup(dir_fd);
   DIR* d = fd < 0 ? NULL : fdopendir(fd);
   if (d == NULL) Die("cannot list %s: %m", RUN_DIR);
+  rewinddir(d); /* the dup shares its offset with dir_fd */
   bool found = false;
   struct dirent* e;
   while (!found && (e = readdir(d)) != NULL) {
@@ -689,58 +665,108 @@ static uint64_t MountIdOf(int dir_fd, const char* name, bool* is_root) {
   return stx.stx_mnt_id;
 }
 
-/* Looks up /proc/self/mountinfo: the mount with id `id` (or, when id is 0,
- * the last mount whose parent is `parent`) whose source is `source`. */
-static uint64_t FindMount(uint64_t id, uint64_t parent, const char* source) {
-  FILE* f = fopen("/proc/self/mountinfo", "re");
-  if (f == NULL) Die("cannot read /proc/self/mountinfo: %m");
-  char* line = NULL;
-  size_t cap = 0;
-  uint64_t found = 0;
-  while (getline(&line, &cap, f) > 0) {
-    unsigned long long mid, pid;
-    char src[PATH_MAX];
-    char* sep = strstr(line, " - ");
-    if (sscanf(line, "%llu %llu", &mid, &pid) != 2 || sep == NULL) continue;
-    if (sscanf(sep, " - %*s %4095s", src) != 1 || strcmp(src, source) != 0) continue;
-    if ((id != 0 && mid == id) || (id == 0 && pid == parent)) found = mid;
+/* A user namespace that maps the image's `uid`:`gid` to the caller's and
+ * nothing else, as an fd (-1 on failure). A child enters a new namespace and
+ * stops; we write its maps as root, keep a reference and end the child. */
+static int UserNsFor(uid_t uid, gid_t gid) {
+  int status, fd = -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (unshare(CLONE_NEWUSER) == 0) raise(SIGSTOP);
+    _exit(1);
   }
-  free(line);
-  fclose(f);
-  return found;
+  if (pid < 0) return -1;
+  if (waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status)) {
+    char path[64], map[64];
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
+      snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, i ? "gid_map" : "uid_map");
+      int n = snprintf(map, sizeof map, "%u %u 1\n", i ? (unsigned)gid : (unsigned)uid,
+                       i ? (unsigned)g_gid : (unsigned)g_uid);
+      int mfd = open(path, O_WRONLY | O_CLOEXEC);
+      ok = mfd >= 0 && write(mfd, map, (size_t)n) == n;
+      if (mfd >= 0) close(mfd);
+    }
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+    if (ok) fd = open(path, O_RDONLY | O_CLOEXEC);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  return fd;
 }
 
-static const char* MountError(int e, const struct Args* a) {
-  switch (e) {
-    case ENODEV:
-      return "the kernel does not support this filesystem type (try: modprobe FSTYPE)";
-    case EROFS:
-    case EACCES:
-      return a->rw ? "the export is read-only; mount without --rw" : "permission denied";
-    case EINVAL:
-      return "the device does not hold a valid filesystem of this type";
-    default:
-      return strerror(e);
+/* Makes the filesystem with the new mount API: created detached, with fixed
+ * options (errors= overrides what the image asks for, e.g. ext4's "panic"
+ * in s_errors or its stored mount options; read-only ext4 skips journal
+ * replay, the device being read-only too), nosuid and nodev; idmapped while
+ * still detached, so nobody ever sees the image's owners; only then attached
+ * to the pinned directory. Returns the mount's fd; on failure -1, errno and
+ * *what (the step that failed). */
+static int MountFs(const struct Args* a, const char* source, int mp_fd, const char** what) {
+  char uid[16], gid[16];
+  snprintf(uid, sizeof uid, "%u", (unsigned)g_uid);
+  snprintf(gid, sizeof gid, "%u", (unsigned)g_gid);
+  *what = "mount";
+  int fs = fsopen(a->fs->name, FSOPEN_CLOEXEC);
+  if (fs < 0 || fsconfig(fs, FSCONFIG_SET_STRING, "source", source, 0) != 0 ||
+      fsconfig(fs, FSCONFIG_SET_STRING, "errors", "remount-ro", 0) != 0 ||
+      (!a->rw && fsconfig(fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) != 0) ||
+      (!a->rw && a->fs->idmap && fsconfig(fs, FSCONFIG_SET_FLAG, "noload", NULL, 0) != 0) ||
+      (!a->fs->idmap && (fsconfig(fs, FSCONFIG_SET_STRING, "uid", uid, 0) != 0 ||
+                         fsconfig(fs, FSCONFIG_SET_STRING, "gid", gid, 0) != 0)) ||
+      fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) {
+    return -1;
   }
+  unsigned attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (a->rw ? 0 : MOUNT_ATTR_RDONLY);
+  int m = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+  if (m < 0) return -1;
+  if (a->fs->idmap) {
+    struct stat st;
+    *what = "idmapping";
+    int ns = fstat(m, &st) == 0 ? UserNsFor(st.st_uid, st.st_gid) : -1;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)ns};
+    if (ns < 0 || mount_setattr(m, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) return -1;
+  }
+  *what = "attaching";
+  if (move_mount(m, "", mp_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0)
+    return -1;
+  return m;
+}
+
+static const char* MountError(int e) {
+  if (e == EINVAL) return "the device does not hold a valid filesystem of this type";
+  if (e == ENODEV) return "the kernel does not support this filesystem (try: modprobe FSTYPE)";
+  return e == EROFS ? "the export is read-only; mount without --rw" : strerror(e);
 }
 
 /* ---- subcommands ------------------------------------------------------ */
+
+/* Undoes a half-made attachment: the mount (when attached), the device, its
+ * process and the record. */
+static void Undo(int mnt_fd, int nbd_fd, pid_t child, int run_fd, const char* record) {
+  if (mnt_fd >= 0) {
+    char path[32];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", mnt_fd);
+    umount2(path, MNT_DETACH);
+  }
+  DisconnectDevice(nbd_fd);
+  if (child > 0) waitpid(child, NULL, 0);
+  unlinkat(run_fd, record, 0);
+}
 
 static int Attach(const struct Args* a) {
   /* 1. Everything the user controls, checked with the user's rights. */
   CheckSocketFd();
   AsUser();
-  int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint);
-  CheckMountpointFsType(mp_fd, a->mountpoint);
-  CheckMountpointAccess(mp_fd, a->mountpoint);
-  uint64_t parent_mnt = MountIdOf(mp_fd, "", NULL);
+  struct stat st;
+  int mp_fd = OpenMountpointAt(AT_FDCWD, a->mountpoint, a->mountpoint, true, &st);
   AsRoot();
 
-  /* 2. Only now the kernel and the devices. */
+  /* 2. Only now the kernel and the devices: the first free device whose
+   *    lock we get at once; NBD_SET_SOCK then claims it in the kernel. */
   CheckProc();
   CheckNbdSupport();
   int run_fd = OpenRunDir();
-  LockRunDir(run_fd);
   int nbd_fd = -1;
   unsigned n = 0, scanned = 0;
   for (n = 0; n < MAX_DEVICES; n++) {
@@ -749,19 +775,23 @@ static int Attach(const struct Args* a) {
     if (!PathExists(sys)) break;
     scanned++;
     if (DeviceInUse(n)) continue;
-    nbd_fd = OpenNbdDevice(n);
-    if (ConfigureDevice(nbd_fd, a)) break;
-    close(nbd_fd);
-    nbd_fd = -1;
+    int lock = LockDevice(run_fd, n, 0);
+    if (lock < 0) continue;
+    if (!DeviceInUse(n)) {
+      nbd_fd = OpenNbdDevice(n);
+      if (ConfigureDevice(nbd_fd, a)) break;
+      close(nbd_fd);
+      nbd_fd = -1;
+    }
+    close(lock);
   }
   if (nbd_fd < 0) {
     Die("all %u /dev/nbd devices are in use; as root, detach one or reload the driver with "
         "more: modprobe -r nbd && modprobe nbd nbds_max=%u",
         scanned, scanned * 2 + 16);
   }
-  char dev[32], source[48];
-  snprintf(dev, sizeof dev, "/dev/nbd%u", n);
-  SourceName(source, sizeof source, n, (unsigned)a->partition);
+  char source[48], sys[96];
+  DeviceNames(n, (unsigned)a->partition, source, sys);
 
   /* 3. Record the attachment first (mount id still 0), so that no step
    *    below can leave a device or mount that nobody accounts for. */
@@ -770,58 +800,44 @@ static int Attach(const struct Args* a) {
   char name[32];
   snprintf(name, sizeof name, "nbd%u", n);
   if (!WriteRecord(run_fd, &r)) {
-    DisconnectDevice(nbd_fd);
+    Undo(-1, nbd_fd, 0, run_fd, name);
     Die("cannot write %s/%s: %m", RUN_DIR, name);
   }
 
   /* 4. Start the device, then mount it on the pinned directory. */
   pid_t child = fork();
   if (child < 0) {
-    DisconnectDevice(nbd_fd);
-    unlinkat(run_fd, name, 0);
+    Undo(-1, nbd_fd, 0, run_fd, name);
     Die("fork failed: %m");
   }
   if (child == 0) RunDeviceChild(nbd_fd);
   int child_errno = 0;
   if (!WaitDeviceUp(n, a->size, child, &child_errno)) {
-    DisconnectDevice(nbd_fd);
-    unlinkat(run_fd, name, 0);
-    Die("%s did not start: %s", dev, child_errno ? strerror(child_errno) : "unknown error");
+    Undo(-1, nbd_fd, 0, run_fd, name);
+    Die("/dev/nbd%u did not start: %s", n, child_errno ? strerror(child_errno) : "unknown error");
   }
   if (a->partition != 0 && !WaitPartition(n, (unsigned)a->partition, source)) {
-    DisconnectDevice(nbd_fd);
-    waitpid(child, NULL, 0);
-    unlinkat(run_fd, name, 0);
+    Undo(-1, nbd_fd, child, run_fd, name);
     Die("the disk has no partition %u (%s did not appear; the nbd driver shows at most "
         "max_part partitions: see /sys/module/nbd/parameters/max_part)",
         (unsigned)a->partition, source);
   }
-  char options[96];
-  const char* base = a->rw ? a->fs->rw_options : a->fs->ro_options;
-  if (a->fs->owner_ids) {
-    snprintf(options, sizeof options, "%s%suid=%u,gid=%u", base, *base ? "," : "", (unsigned)g_uid,
-             (unsigned)g_gid);
-  } else {
-    snprintf(options, sizeof options, "%s", base);
-  }
-  char target[64];
-  snprintf(target, sizeof target, "/proc/self/fd/%d", mp_fd);
-  unsigned long mflags = MS_NOSUID | MS_NODEV | (a->rw ? 0 : MS_RDONLY);
-  if (mount(source, target, a->fs->name, mflags, options) != 0) {
+  const char* what;
+  int mnt_fd = MountFs(a, source, mp_fd, &what);
+  if (mnt_fd < 0) {
     int e = errno;
-    DisconnectDevice(nbd_fd);
-    waitpid(child, NULL, 0);
-    unlinkat(run_fd, name, 0);
-    Die("mounting %s (%s) on %s failed: %s", source, a->fs->name, a->mountpoint, MountError(e, a));
+    Undo(-1, nbd_fd, child, run_fd, name);
+    Die("%s of %s (%s) on %s failed: %s", what, source, a->fs->name, a->mountpoint, MountError(e));
   }
 
-  /* 5. Complete the record with the mount's id: detach matches on it. */
+  /* 5. Complete the record with the mount's id and the device process. */
   r.pid = (long)child;
-  r.mnt_id = FindMount(0, parent_mnt, source);
-  if (r.mnt_id == 0 || !WriteRecord(run_fd, &r)) {
-    Die("%s is mounted on %s but its record %s/%s could not be completed; as root run: "
-        "umount %s && nbd-client -d %s && rm %s/%s",
-        dev, a->mountpoint, RUN_DIR, name, a->mountpoint, dev, RUN_DIR, name);
+  r.mnt_id = MountIdOf(mnt_fd, "", NULL);
+  if (!WriteRecord(run_fd, &r)) {
+    int e = errno;
+    Undo(mnt_fd, nbd_fd, child, run_fd, name);
+    Die("cannot complete the record %s/%s (%s); unmounted %s again", RUN_DIR, name, strerror(e),
+        a->mountpoint);
   }
   printf("%s %s\n", source, a->mountpoint);
   return kExitOk;
@@ -846,7 +862,8 @@ static int Detach(const struct Args* a) {
   AsUser();
   const char* last;
   int parent_fd = OpenParent(a->mountpoint, &last);
-  int mp_fd = OpenMountpointAt(parent_fd, last, a->mountpoint);
+  struct stat st;
+  int mp_fd = OpenMountpointAt(parent_fd, last, a->mountpoint, false, &st);
   bool is_root = false;
   uint64_t mnt_id = MountIdOf(mp_fd, "", &is_root);
   if (!is_root) Die("nothing is mounted on %s", a->mountpoint);
@@ -856,7 +873,6 @@ static int Detach(const struct Args* a) {
   /* 2. The record must exist and belong to this user (root may detach all). */
   CheckProc();
   int run_fd = OpenRunDir();
-  LockRunDir(run_fd);
   struct Record r;
   if (!FindRecord(run_fd, mnt_id, &r)) {
     Die("the mount on %s was not made by hexz-nbd-helper; refusing to unmount it", a->mountpoint);
@@ -865,12 +881,24 @@ static int Detach(const struct Args* a) {
     Die("the mount on %s was attached by uid %u, not by you (uid %u); refusing", a->mountpoint,
         (unsigned)r.uid, (unsigned)g_uid);
   }
-  char dev[32], source[48];
-  snprintf(dev, sizeof dev, "/dev/nbd%u", r.device);
-  SourceName(source, sizeof source, r.device, r.partition);
-  if (FindMount(mnt_id, 0, source) != mnt_id) {
-    Die("stale record %s/nbd%u: mount %llu is not %s any more; ask root to remove the record",
-        RUN_DIR, r.device, (unsigned long long)mnt_id, source);
+  if (LockDevice(run_fd, r.device, WAIT_STEPS) < 0) {
+    Die("/dev/nbd%u is being attached or detached by another hexz-nbd-helper; try again", r.device);
+  }
+  /* Mount ids are reused and a FUSE mount may call itself /dev/nbdN: the
+   * record, read again under the lock, must still name this mount, the mount
+   * must be on this very device (its number, from the kernel), and the
+   * recorded process must still serve it. */
+  char source[48], sys[96], pid_path[64], name[32];
+  DeviceNames(r.device, r.partition, source, sys);
+  snprintf(pid_path, sizeof pid_path, "/sys/block/nbd%u/pid", r.device);
+  snprintf(name, sizeof name, "nbd%u", r.device);
+  long long pid = ReadSysNumber(pid_path);
+  dev_t want = ReadSysDev(sys);
+  if (!ReadRecord(run_fd, name, &r) || r.mnt_id != mnt_id || st.st_dev != want || pid != r.pid) {
+    Die("stale record %s/%s: the mount on %s (device %u:%u) is not %s (%u:%u) served by pid %ld; "
+        "refusing (ask root to remove the record)",
+        RUN_DIR, name, a->mountpoint, major(st.st_dev), minor(st.st_dev), source, major(want),
+        minor(want), r.pid);
   }
 
   /* 3. Unmount, walking the user's directory with the user's rights. The
@@ -887,18 +915,16 @@ static int Detach(const struct Args* a) {
     }
     Die("unmounting %s failed: %m", a->mountpoint);
   }
-  AsRoot();
-  if (FindMount(mnt_id, 0, source) == mnt_id) {
+  if (MountIdOf(parent_fd, last, NULL) == mnt_id) {
     Die("%s is still mounted after umount", a->mountpoint);
   }
+  AsRoot();
 
   /* 4. Disconnect the device; the child running NBD_DO_IT then exits. */
   int nbd_fd = OpenNbdDevice(r.device);
   DisconnectDevice(nbd_fd);
   close(nbd_fd);
-  if (!WaitDeviceDown(r.device)) Die("%s did not disconnect within 10 s", dev);
-  char name[32];
-  snprintf(name, sizeof name, "nbd%u", r.device);
+  if (!WaitDeviceDown(r.device)) Die("/dev/nbd%u did not disconnect within 10 s", r.device);
   if (unlinkat(run_fd, name, 0) != 0) Die("cannot remove %s/%s: %m", RUN_DIR, name);
   printf("%s %s detached\n", source, a->mountpoint);
   return kExitOk;

@@ -1,7 +1,9 @@
 #include "hexz/nbd_mount.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -13,6 +15,7 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -37,20 +40,72 @@ using base::Result;
 using base::Status;
 using base::UniqueFd;
 
+#ifndef HEXZ_NBD_GROUP
+#define HEXZ_NBD_GROUP "hexz"
+#endif
+
 constexpr size_t kProbeBytes = 65536 + 4096;  // covers btrfs' superblock at 64 KiB
 
-// The helper, checked to be able to do its job: setuid root (or we are root).
+std::string GroupName(gid_t gid) {
+  const struct group* g = ::getgrgid(gid);
+  return g != nullptr ? g->gr_name : std::to_string(gid);
+}
+
+std::string UserName() {
+  const struct passwd* pw = ::getpwuid(getuid());
+  return pw != nullptr ? pw->pw_name : std::to_string(getuid());
+}
+
+// A helper at `path` that we may not run (root:hexz 4750 and we are not in
+// group hexz): the error that says which group to ask for. Ok otherwise.
+Status CheckHelperGroup(const std::string& path) {
+  struct stat st;
+  if (geteuid() == 0 || ::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      ::access(path.c_str(), X_OK) == 0 || errno != EACCES) {
+    return Status::Ok();
+  }
+  const std::string group = GroupName(st.st_gid), user = UserName();
+  return Status(base::Code::kPermissionDenied,
+                "you (" + user + ") are not in group " + group + ", whose members may run " + path +
+                    " to mount with --nbd; ask an administrator: usermod -aG " + group + " " +
+                    user + " (then log in again), or use a FUSE mount (without --nbd)",
+                EACCES);
+}
+
+// The helper, checked to be able to do its job: setuid root (or we are
+// root), and runnable by us (a member of its group, normally "hexz"). The
+// program search skips files we may not execute, so the places it looks at
+// are checked first, in its order, to name the group instead of saying
+// "cannot find".
 Result<std::string> FindHelper() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("HEXZ_NBD_HELPER"); env != nullptr && *env != '\0') {
+    candidates.push_back(env);
+  }
+  char self[4096];
+  if (ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1); n > 0) {
+    std::string dir(self, static_cast<size_t>(n));
+    dir.resize(dir.rfind('/'));
+    for (const char* rel : {"/", "/../hexz-nbd-helper/", "/../libexec/hexz/"}) {
+      candidates.push_back(dir + rel + "hexz-nbd-helper");
+    }
+  }
+  for (const std::string& c : candidates) {
+    if (::access(c.c_str(), F_OK) != 0) continue;
+    HEXZ_RETURN_IF_ERROR(CheckHelperGroup(c));
+    break;
+  }
   HEXZ_ASSIGN_OR_RETURN(std::string path,
                         FindProgram("hexz-nbd-helper", "HEXZ_NBD_HELPER", "hexz-nbd-helper"));
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
   if (geteuid() != 0 && !(st.st_uid == 0 && (st.st_mode & S_ISUID))) {
+    const std::string group = HEXZ_NBD_GROUP;
     return Status(base::Code::kPermissionDenied,
                   path +
                       " is not setuid root, so it cannot attach NBD devices. Install it with "
-                      "'cmake --install' as root, or as root run: chown root:root " +
-                      path + " && chmod 4755 " + path,
+                      "'cmake --install' as root, or as root run: chown root:" +
+                      group + " " + path + " && chmod 4750 " + path,
                   EPERM);
   }
   return path;
@@ -90,7 +145,10 @@ Result<HelperResult> RunHelper(const std::string& helper, const std::vector<std:
     ::close_range(4, ~0U, 0);
     char* envp[] = {nullptr};
     ::execve(helper.c_str(), argv.data(), envp);
-    std::fprintf(stderr, "hexz: cannot run %s: %s\n", helper.c_str(), std::strerror(errno));
+    int e = errno;
+    std::fprintf(
+        stderr, "hexz: cannot run %s: %s%s\n", helper.c_str(), std::strerror(e),
+        e == EACCES ? " (are you in the group that may run it? see hexz-nbd-helper(8))" : "");
     _exit(127);
   }
   out_w.reset();
@@ -180,6 +238,12 @@ int RunNbdMount(const NbdMountArgs& a) {
         a.snapshot +
         ": no ext2/3/4, xfs, btrfs or vfat filesystem at the start of the disk (a partitioned "
         "disk cannot be mounted with --nbd yet; 'hexz serve' exports it whole)"));
+  }
+  if (fstype != "ext4" && fstype != "vfat") {
+    return Fail(Status::Unsupported(
+        a.snapshot + ": the disk holds " + fstype +
+        ", and --nbd mounts only ext2/3/4 and vfat (the filesystems hexz-nbd-helper is tested "
+        "with); use a FUSE mount (without --nbd) and, as root, mount -o loop,ro on its disk file"));
   }
   if (disk_size % 512 != 0) {
     return Fail(Status::Unsupported(a.snapshot + ": the disk size " + std::to_string(disk_size) +

@@ -29,6 +29,7 @@ PACKAGES=(
   e2fsprogs fuse2fs util-linux procps psmisc kmod cpio time strace
   qemu-utils qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static
   fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse
+  dosfstools
 )
 
 missing=()

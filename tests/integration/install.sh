@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `cmake --install` into a DESTDIR: programs, man pages where `man -M` finds
 # them, bash completion, docs; the installed front-end finds the installed
-# worker, and (as root) the helper is setuid root.
+# worker, and (as root) the helper is setuid root, group hexz, mode 4750 (the
+# install creates the group when it is missing).
 source "$(dirname "$0")/lib.sh"
 require_cmd cmake man
 root="$T/root"
@@ -27,9 +28,13 @@ pass "man -M finds the pages in sections 1, 5 and 8"
 [[ -f "$p/share/doc/hexz/FORMAT.md" ]] || fail "FORMAT.md not installed"
 pass "completion and docs installed"
 if [[ $(id -u) -eq 0 ]]; then
-  [[ "$(stat -c '%U %a' "$p/libexec/hexz/hexz-nbd-helper")" == "root 4755" ]] ||
-    fail "helper is not setuid root after a root install: $(stat -c '%U %a' "$p/libexec/hexz/hexz-nbd-helper")"
-  pass "helper installed setuid root"
+  group=$(sed -n 's/^HEXZ_NBD_GROUP:STRING=//p' "$HEXZ_BUILD_DIR/CMakeCache.txt")
+  [[ -n $group ]] || fail "HEXZ_NBD_GROUP is not in the CMake cache"
+  getent group "$group" >/dev/null || fail "the install did not create the group $group"
+  [[ "$(stat -c '%U %G %a' "$p/libexec/hexz/hexz-nbd-helper")" == "root $group 4750" ]] ||
+    fail "helper is not root:$group 4750 after a root install: $(stat -c '%U %G %a' "$p/libexec/hexz/hexz-nbd-helper")"
+  grep -q "usermod -aG $group USER" "$T/install.log" || fail "the install does not say how to grant --nbd"
+  pass "helper installed setuid root, group $group, mode 4750"
 fi
 # The installed front-end must find the installed worker on its own.
 unset HEXZ_FUSED

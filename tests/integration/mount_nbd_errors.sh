@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `hexz mount --nbd` on this machine, as the unprivileged test user: the
 # front-end's own refusals (usage, no filesystem), a helper that is not setuid
-# root (says so and how to fix it), and, with a setuid helper, a kernel
-# without NBD (the helper's "modprobe nbd"). In every case nothing is left
+# root (says so and how to fix it), a helper the user may not run (not in its
+# group: says which group and what to ask for), and, with a setuid helper, a
+# kernel without NBD (the helper's "modprobe nbd"). In every case nothing is left
 # mounted, attached or running. The working path is mount_nbd_kernel.sh.
 source "$(dirname "$0")/lib.sh"
 require_test_user
@@ -33,15 +34,24 @@ expect_fail_msg 'no ext2/3/4, xfs, btrfs or vfat filesystem' as_user "$HEXZ" mou
 nothing_left "usage errors"
 
 install -m 0755 "$src_helper" "$T/bin/helper-plain"
-expect_fail_msg "helper-plain is not setuid root.*chown root:root .*chmod 4755" \
+expect_fail_msg "helper-plain is not setuid root.*chown root:hexz .*chmod 4750" \
   as_helper "$T/bin/helper-plain" "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd
 nothing_left "non-setuid helper"
 
 if [[ ",$(findmnt -no OPTIONS -T "$T")," == *,nosuid,* ]]; then
   skip "$T is on a nosuid filesystem, so a setuid test helper cannot run there"
 fi
+# Installed root:GROUP 4750: a user outside GROUP is told which group to ask
+# for; here GROUP is hexz-test2's own group, which hexz-test is not in.
+other_group=$(id -gn "$TEST_USER2")
+install -m 0755 "$src_helper" "$T/bin/helper-group"
+chown "root:$other_group" "$T/bin/helper-group" && chmod 4750 "$T/bin/helper-group"
+expect_fail_msg "not in group $other_group.*usermod -aG $other_group $TEST_USER" \
+  as_helper "$T/bin/helper-group" "$HEXZ" mount "$T/fs.st" "$T/u/mnt" --nbd
+nothing_left "user outside the helper's group"
+
 install -m 0755 "$src_helper" "$T/bin/helper-suid"
-chown root:root "$T/bin/helper-suid" && chmod 4755 "$T/bin/helper-suid"
+chown "root:$(id -gn "$TEST_USER")" "$T/bin/helper-suid" && chmod 4750 "$T/bin/helper-suid"
 if [[ -e /dev/nbd0 ]]; then
   echo "# this kernel has NBD; the no-NBD message is checked in environments without it"
 else

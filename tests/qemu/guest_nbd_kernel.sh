@@ -8,14 +8,15 @@
 HELPER=/hexz/bin/hexz-nbd-helper
 U1=1000
 U2=1001
+G=1100 # group hexz: may run the helper
 M=/home/u1/mnt
 fails=0
 ok() { echo "ok - $*"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 die() { echo "FAIL: $*"; dmesg | tail -n 20; exit 1; }
 # Absolute paths: busybox sh prefers its own applets (its setpriv lacks --reuid).
-as_u1() { /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --clear-groups -- "$@"; }
-as_u2() { /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --clear-groups -- "$@"; }
+as_u1() { /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- "$@"; }
+as_u2() { /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --groups=$G -- "$@"; }
 attach_u1() { as_u1 /hexz/bin/nbd-negotiate "$ENDPOINT" "" "$HELPER" attach --fstype ext4 "$@"; }
 mount_line() { grep " $1 " /proc/mounts; }
 has_opt() { mount_line "$1" | awk '{print $4}' | tr ',' '\n' | grep -qx "$2"; }
@@ -27,11 +28,13 @@ no_device_connected() {
   done
   return 0
 }
-records() { ls /run/hexz-nbd 2>/dev/null | grep -v '^lock$'; }
+records() { ls /run/hexz-nbd 2>/dev/null | grep -v '\.lock$'; }
 
 [ -e /dev/nbd0 ] || die "nbd.ko did not load: no /dev/nbd0"
-[ "$(stat -c %a "$HELPER")" = 4755 ] || die "helper is not setuid in the guest"
+chgrp $G $HELPER && chmod 4750 $HELPER
+[ "$(stat -c %a:%g "$HELPER")" = 4750:$G ] || die "helper is not setuid root:hexz 4750 in the guest"
 printf 'u1:x:%s:%s::/home/u1:/bin/sh\nu2:x:%s:%s::/home/u2:/bin/sh\n' $U1 $U1 $U2 $U2 >>/etc/passwd
+printf 'hexz:x:%s:u1,u2\n' $G >>/etc/group
 mount -t tmpfs -o mode=0755 tmpfs /home
 mkdir -p /home/u1/mnt /home/u1/mnt2 /home/u1/mnt3 /home/u2/mnt
 chown -R $U1:$U1 /home/u1
@@ -66,6 +69,8 @@ rec=/run/hexz-nbd/${dev#/dev/}
   grep -qx "uid $U1" $rec && ok "record $rec is root-owned 0600 in a 0700 dir and names uid $U1" ||
   bad "record: $(ls -ld /run/hexz-nbd $rec; cat $rec)"
 [ "$(cat /sys/block/${dev#/dev/}/ro)" = 1 ] && ok "$dev itself is read-only" || bad "$dev is writable"
+[ "$(cat /sys/block/${dev#/dev/}/queue/io_timeout)" = 30000 ] && ok "$dev fails requests unanswered for 30 s" ||
+  bad "io_timeout of $dev: $(cat /sys/block/${dev#/dev/}/queue/io_timeout)"
 
 # --- what another user, or the user, may not do on a real device ------------
 out=$(as_u2 $HELPER detach --mountpoint $M 2>&1) && bad "uid $U2 detached uid $U1's mount" ||
@@ -92,8 +97,28 @@ d3=$(cut -d' ' -f1 /tmp/a3)
 for m in mnt2 mnt3; do
   as_u1 $HELPER detach --mountpoint /home/u1/$m >/dev/null 2>&1 || bad "detach of $m failed"
 done
+# A helper of uid $U1 that claimed a device and then blocks writing its error
+# to a full stderr pipe (16 pages of 4 KiB already in it, nobody reading)
+# must not hold up uid $U2's attach and detach.
+(dd if=/dev/zero bs=4096 count=16 2>/dev/null; exec /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- \
+  /hexz/bin/nbd-negotiate "$ENDPOINT_PART" "" "$HELPER" attach --fstype ext4 --partition 2 \
+  --mountpoint /home/u1/mnt2) 2>&1 | sleep 300 &
+reader=$!
+sleep 4
+stuck=$(ps -o pid,args | awk '/hexz-nbd-helper attach .*--partition 2/ && !/awk/ { print $1; exit }')
+[ -n "$stuck" ] && ok "uid $U1's helper (pid $stuck) is stuck writing to a full pipe" || bad "the stuck helper is gone: $(ps -o pid,stat,args | grep -v ' grep ')"
+out=$(timeout 60 /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --groups=$G -- /hexz/bin/nbd-negotiate "$ENDPOINT" "" \
+  "$HELPER" attach --fstype ext4 --mountpoint /home/u2/mnt 2>&1) &&
+  ok "uid $U2 attaches meanwhile: $out" || bad "uid $U2's attach failed or hung: $out"
+out=$(timeout 60 /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --groups=$G -- $HELPER detach --mountpoint /home/u2/mnt 2>&1) &&
+  ok "uid $U2 detaches meanwhile: $out" || bad "uid $U2's detach failed or hung: $out"
+kill $reader
+wait $reader 2>/dev/null
+i=0
+while [ $i -lt 100 ] && kill -0 "$stuck" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -0 "$stuck" 2>/dev/null && bad "the stuck helper did not exit after its reader went away"
 # Busy: a process with its cwd in the mount keeps it; detach says so and keeps it.
-/hexz/bin/setpriv --reuid=$U1 --regid=$U1 --clear-groups -- sh -c "cd $M && exec sleep 30" &
+/hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- sh -c "cd $M && exec sleep 30" &
 busy=$!
 sleep 1
 out=$(as_u1 $HELPER detach --mountpoint $M 2>&1) && bad "detach of a busy mount succeeded" ||
