@@ -3,9 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "common/base/size.h"
 #include "common/format/writer.h"
@@ -28,8 +30,47 @@ struct CommitArgs {
   std::string base, overlay, output, compression = "lz4";
   int level = 0;
   unsigned threads = 0;
-  bool thin = false, remove_overlay = false, quiet = false;
+  bool thin = false, remove_overlay = false, quiet = false, salvage = false;
 };
+
+// Prints the lost blocks as ranges ("12-15 40"), a few per line.
+void PrintLostBlocks(const std::vector<overlay::DamagedBlock>& lost) {
+  std::vector<uint64_t> blocks;
+  for (const auto& d : lost) blocks.push_back(d.block);
+  std::sort(blocks.begin(), blocks.end());
+  std::string line;
+  for (size_t i = 0; i < blocks.size();) {
+    size_t j = i;
+    while (j + 1 < blocks.size() && blocks[j + 1] == blocks[j] + 1) ++j;
+    line += (line.empty() ? "" : " ") + std::to_string(blocks[i]);
+    if (j > i) line += "-" + std::to_string(blocks[j]);
+    if (line.size() > 70) {
+      std::printf("  %s\n", line.c_str());
+      line.clear();
+    }
+    i = j + 1;
+  }
+  if (!line.empty()) std::printf("  %s\n", line.c_str());
+}
+
+// Salvage: the overlay was opened in salvage mode. Drops the blocks whose
+// data fails its checksum (they read from the base) and reports everything
+// that is lost, on stdout, before the commit writes what is left.
+Status SalvageOverlay(overlay::Overlay& ov, const std::string& path) {
+  HEXZ_ASSIGN_OR_RETURN(std::vector<overlay::DamagedBlock> lost, ov.CheckBlocks(true));
+  for (const std::string& p : ov.problems()) std::printf("salvage: %s\n", p.c_str());
+  for (const auto& d : lost) std::printf("salvage: %s\n", d.message.c_str());
+  std::printf(
+      "salvage: %s: %zu damaged 4 KiB block(s) lost (committed with the base's content)%s\n",
+      path.c_str(), lost.size(), lost.empty() ? "" : ":");
+  PrintLostBlocks(lost);
+  if (!ov.problems().empty()) {
+    std::printf(
+        "salvage: the log was damaged: blocks changed only by the skipped records are "
+        "not in the list above and read as before those records\n");
+  }
+  return Status::Ok();
+}
 
 bool SameFile(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
@@ -71,10 +112,12 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
   files.names.base = a.base;
   overlay::OverlayOptions ro;
   ro.read_only = true;
+  ro.salvage = a.salvage;
   HEXZ_ASSIGN_OR_RETURN(
       std::shared_ptr<overlay::Overlay> ov,
       overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names, base->id(),
                              base->StreamSize(StreamId::kDisk), ro));
+  if (a.salvage) HEXZ_RETURN_IF_ERROR(SalvageOverlay(*ov, a.overlay));
 
   uint64_t total = base->StreamSize(StreamId::kDisk) +
                    (base->HasStream(StreamId::kMemory) ? base->StreamSize(StreamId::kMemory) : 0);
@@ -140,6 +183,9 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
   cmd->add_flag("--remove-overlay", args->remove_overlay,
                 "Delete the overlay and its .meta once the new snapshot is safely written");
+  cmd->add_flag("--salvage", args->salvage,
+                "Commit a damaged overlay: keep what checks, list the lost blocks")
+      ->excludes("--remove-overlay");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
   cmd->callback([rc, args] {
     format::WriterOptions options;
