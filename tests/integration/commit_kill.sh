@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A `hexz commit` killed with SIGKILL leaves no temporary output
+# While a commit runs, a writer of its overlay is refused with a message
+# that names the commit and its pid. A `hexz commit` killed with SIGKILL
+# leaves no temporary output
 # (.NAME.tmp-XXXXXX): its watchdog removes the file it had open, and only
 # that file (another file of the same name pattern stays). The overlay and
 # the base stay byte-identical.
@@ -23,6 +25,10 @@ pid=$!
 on_exit "kill -9 $pid"
 wait_for bash -c 'ls -A out | grep -v Zzzzzz | grep -q "^\.new\.st\.tmp-"' ||
   fail "the commit did not create its temporary file"
+# A writer refused meanwhile names the commit, not "another read-write mount".
+expect_fail_msg "overlay o.ovl is in use by a reader \(hexz commit, overlay info or overlay verify\), pid $pid \(.*hexz commit --base base.st --overlay o.ovl" \
+  "$TOOL" base.st o.ovl
+pass "a writer refused during a commit names the commit and its pid"
 kill -9 "$pid"
 wait "$pid" 2>/dev/null
 wait_for bash -c '! ls -A out | grep -v Zzzzzz | grep -q "^\.new\.st\.tmp-"' ||
