@@ -1,12 +1,19 @@
 // hexz commit: writes a new snapshot from a base snapshot and an overlay.
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/base/size.h"
 #include "common/format/writer.h"
@@ -30,12 +37,153 @@ struct CommitArgs {
   std::string base, overlay, output, compression = "lz4";
   std::optional<int> level;
   unsigned threads = 0;
-  bool thin = false, remove_overlay = false, quiet = false;
+  bool thin = false, remove_overlay = false, quiet = false, salvage = false;
 };
+
+// Prints the lost blocks as ranges ("12-15 40"), a few per line.
+void PrintLostBlocks(const std::vector<overlay::DamagedBlock>& lost) {
+  std::vector<uint64_t> blocks;
+  for (const auto& d : lost) blocks.push_back(d.block);
+  std::sort(blocks.begin(), blocks.end());
+  std::string line;
+  for (size_t i = 0; i < blocks.size();) {
+    size_t j = i;
+    while (j + 1 < blocks.size() && blocks[j + 1] == blocks[j] + 1) ++j;
+    line += (line.empty() ? "" : " ") + std::to_string(blocks[i]);
+    if (j > i) line += "-" + std::to_string(blocks[j]);
+    if (line.size() > 70) {
+      std::printf("  %s\n", line.c_str());
+      line.clear();
+    }
+    i = j + 1;
+  }
+  if (!line.empty()) std::printf("  %s\n", line.c_str());
+}
+
+// Salvage: the overlay was opened in salvage mode. Drops the blocks whose
+// data fails its checksum (they read from the base) and reports everything
+// that is lost, on stdout, before the commit writes what is left.
+Status SalvageOverlay(overlay::Overlay& ov, const std::string& path) {
+  HEXZ_ASSIGN_OR_RETURN(std::vector<overlay::DamagedBlock> lost, ov.CheckBlocks(true));
+  for (const std::string& p : ov.problems()) std::printf("salvage: %s\n", p.c_str());
+  for (const auto& d : lost) std::printf("salvage: %s\n", d.message.c_str());
+  std::printf(
+      "salvage: %s: %zu damaged 4 KiB block(s) lost (committed with the base's content)%s\n",
+      path.c_str(), lost.size(), lost.empty() ? "" : ":");
+  PrintLostBlocks(lost);
+  if (!ov.problems().empty()) {
+    std::printf(
+        "salvage: the log was damaged: blocks changed only by the skipped records are "
+        "not in the list above and read as before those records\n");
+  }
+  return Status::Ok();
+}
 
 bool SameFile(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
+
+// Removes the writer's temporary output (.NAME.tmp-XXXXXX) if this process
+// is killed (SIGKILL leaves no chance to clean up): a watchdog child holds
+// the read end of a pipe; when that reaches end of file without "done", the
+// commit died, and the child unlinks the file, but only if that name is
+// still the very file (device and inode) this commit had open.
+class TempFileWatchdog {
+ public:
+  TempFileWatchdog() = default;
+  TempFileWatchdog(const TempFileWatchdog&) = delete;
+  TempFileWatchdog& operator=(const TempFileWatchdog&) = delete;
+  ~TempFileWatchdog() { Stop(); }
+
+  // Finds the temporary file for `output` that this process holds open.
+  // Best effort: without one (or when fork fails), nothing is watched.
+  void Start(const std::string& output) {
+    std::string dir = ".", base = output;
+    if (size_t slash = output.rfind('/'); slash != std::string::npos) {
+      dir = slash == 0 ? "/" : output.substr(0, slash);
+      base = output.substr(slash + 1);
+    }
+    const std::string prefix = "." + base + ".tmp-";
+    std::string path;
+    struct stat target = {};
+    if (!FindOpenTemp(dir, prefix, &path, &target)) return;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return;
+    pid_t pid = fork();
+    if (pid < 0) {
+      close(p[0]);
+      close(p[1]);
+      return;
+    }
+    if (pid == 0) Watch(p[0], path.c_str(), target);  // never returns
+    close(p[0]);
+    pipe_ = p[1];
+    pid_ = pid;
+  }
+
+  // The commit finished (the file was renamed or removed): the watchdog exits.
+  void Stop() {
+    if (pid_ < 0) return;
+    (void)!write(pipe_, "d", 1);
+    close(pipe_);
+    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
+
+ private:
+  static bool FindOpenTemp(const std::string& dir, const std::string& prefix, std::string* path,
+                           struct stat* target) {
+    std::vector<std::pair<std::string, struct stat>> candidates;
+    if (DIR* d = opendir(dir.c_str())) {
+      while (struct dirent* e = readdir(d)) {
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) != 0) continue;
+        std::string p = dir + "/" + e->d_name;
+        struct stat st;
+        if (lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) candidates.emplace_back(p, st);
+      }
+      closedir(d);
+    }
+    DIR* fds = opendir("/proc/self/fd");
+    if (fds == nullptr) return false;
+    bool found = false;
+    while (struct dirent* e = readdir(fds)) {
+      struct stat st;
+      if (e->d_name[0] == '.' || fstat(std::atoi(e->d_name), &st) != 0) continue;
+      for (const auto& [p, c] : candidates) {
+        if (!found && SameFile(st, c)) {
+          *path = p;
+          *target = c;
+          found = true;
+        }
+      }
+    }
+    closedir(fds);
+    return found;
+  }
+
+  // The child: async-signal-safe calls only (the parent has threads).
+  [[noreturn]] static void Watch(int rfd, const char* path, struct stat target) {
+    struct sigaction ign = {};
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &ign, nullptr);  // Ctrl+C is the parent's to handle
+    sigaction(SIGTERM, &ign, nullptr);
+    sigaction(SIGHUP, &ign, nullptr);
+    if (rfd > 0) close_range(0, static_cast<unsigned>(rfd) - 1, 0);
+    close_range(static_cast<unsigned>(rfd) + 1, ~0U, 0);
+    char c;
+    ssize_t n;
+    do {
+      n = read(rfd, &c, 1);
+    } while (n < 0 && errno == EINTR);
+    struct stat st;
+    if (n == 0 && lstat(path, &st) == 0 && SameFile(st, target)) unlink(path);
+    _exit(0);
+  }
+
+  int pipe_ = -1;
+  pid_t pid_ = -1;
+};
 
 // The output must not replace the base, a file of its chain, or the overlay.
 Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
@@ -63,10 +211,12 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
   files.names.base = a.base;
   overlay::OverlayOptions ro;
   ro.read_only = true;
+  ro.salvage = a.salvage;
   HEXZ_ASSIGN_OR_RETURN(
       std::shared_ptr<overlay::Overlay> ov,
       overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names, base->id(),
                              base->StreamSize(StreamId::kDisk), ro));
+  if (a.salvage) HEXZ_RETURN_IF_ERROR(SalvageOverlay(*ov, a.overlay));
 
   uint64_t total = base->StreamSize(StreamId::kDisk) +
                    (base->HasStream(StreamId::kMemory) ? base->StreamSize(StreamId::kMemory) : 0);
@@ -75,6 +225,8 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
     o.progress = [&bar, total](uint64_t done, uint64_t) { bar.Update(done, total); };
   o.block_size = base->block_size();
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
+  watchdog.Start(a.output);
   std::string parent_path = a.thin ? overlay::RelativeParentPath(a.base, a.output) : "";
   auto stats = overlay::WriteCommit(base, ov, writer.get(), parent_path);
   if (!stats.ok()) {
@@ -132,6 +284,9 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
   cmd->add_flag("--remove-overlay", args->remove_overlay,
                 "Delete the overlay and its .meta once the new snapshot is safely written");
+  cmd->add_flag("--salvage", args->salvage,
+                "Commit a damaged overlay: keep what checks, list the lost blocks")
+      ->excludes("--remove-overlay");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
   cmd->callback([rc, args] {
     format::WriterOptions options;

@@ -2,10 +2,19 @@
 //
 // An overlay is two files: the data file (PATH), which holds 4 KiB slots of
 // block contents, and the meta file (PATH.meta), which holds a checksummed,
-// append-only log that maps disk blocks to slots (or to "zero"). Both record
-// the id of the base snapshot and the disk size; opening against another base
-// is refused. The byte layout is specified in FORMAT.md (overlay part); the
-// durability design is described at the top of overlay.cc.
+// append-only log that maps disk blocks to slots (or to "zero") and records
+// the XXH3-64 checksum of every stored block. Both record the id of the base
+// snapshot and the disk size; opening against another base is refused. The
+// byte layout (format 2) and the rule that tells a crash from damage are
+// specified in FORMAT.md (overlay part); the durability design is described
+// at the top of overlay.cc.
+//
+// Damage is never served: opening a damaged overlay fails (kCorruption,
+// naming the file, offset and record), and reading a block whose data fails
+// its checksum fails (kCorruption, which becomes EIO at the FUSE and NBD
+// edges). A read-write open that fails has written nothing. Salvage mode
+// (OverlayOptions::salvage) is the explicit recovery path: it opens what can
+// be proven intact and reports the rest.
 //
 // The overlay only stores blocks; merging them with the base snapshot (and the
 // read-modify-write of partial blocks) is OverlayVolume's job.
@@ -29,6 +38,7 @@
 
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/base/fd.h"
@@ -59,6 +69,11 @@ struct OverlayOptions {
   // Flush() makes data durable with fdatasync. Ephemeral overlays turn this
   // off: nothing of them survives a crash anyway.
   bool durable = true;
+  // Recovery (read-only): instead of refusing a damaged log, skip what is
+  // damaged, keep every record that checks, and describe each problem in
+  // Overlay::problems(). Use CheckBlocks(true) afterwards to drop blocks whose
+  // data fails its checksum.
+  bool salvage = false;
   // The log is rewritten as one checkpoint record when it grows beyond
   // max(compact_min_bytes, 4 x the size of a checkpoint).
   uint64_t compact_min_bytes = uint64_t{4} << 20;
@@ -70,6 +85,12 @@ enum class BlockState : uint8_t {
   kData = 2,  // stored in a slot of the data file
 };
 
+// A stored block whose data fails its checksum (see CheckBlocks).
+struct DamagedBlock {
+  uint64_t block = 0;
+  std::string message;  // names both files, the offsets and the record
+};
+
 struct OverlayStats {
   uint64_t data_blocks = 0;    // blocks stored in slots
   uint64_t zero_blocks = 0;    // blocks that read as zeros
@@ -77,6 +98,8 @@ struct OverlayStats {
   uint64_t slots = 0;          // slots in the data file (used + free)
   uint64_t data_file_bytes = 0;
   uint64_t meta_file_bytes = 0;
+  uint64_t records = 0;     // records in the active log
+  uint64_t generation = 0;  // of the active log
 };
 
 class Overlay {
@@ -119,7 +142,9 @@ class Overlay {
   bool read_only() const { return options_.read_only; }
 
   // The state of one block. For kData, copies its 4 KiB into buf (which may
-  // be null to only ask). block < block_count().
+  // be null to only ask) and checks them against the block's checksum: a
+  // mismatch is kCorruption naming the data file, the slot's offset, the
+  // block and the log record that stored it. block < block_count().
   Result<BlockState> ReadBlock(uint64_t block, void* buf) const;
   BlockState State(uint64_t block) const;
   // True when any block of [first, first + count) is kZero or kData.
@@ -139,6 +164,17 @@ class Overlay {
 
   OverlayStats Stats() const;
 
+  // Reads every stored block and checks its checksum; returns the ones that
+  // fail. With forget (salvage mode only), those blocks are then treated as
+  // unchanged (they read from the base). Errors other than checksum
+  // mismatches (an I/O error) are returned as such.
+  Result<std::vector<DamagedBlock>> CheckBlocks(bool forget);
+
+  // Problems that an open tolerated: in salvage mode, every piece of damage it
+  // skipped; in any mode, an interrupted compaction it completed or would
+  // complete (a note, not damage).
+  const std::vector<std::string>& problems() const { return problems_; }
+
  private:
   struct Superblock;
   class BlockMap;
@@ -148,11 +184,26 @@ class Overlay {
   static Result<std::unique_ptr<Overlay>> OpenImpl(UniqueFd data, UniqueFd meta, OverlayNames names,
                                                    const format::SnapshotId* expect_base,
                                                    const uint64_t* expect_size,
-                                                   const OverlayOptions& options);
+                                                   OverlayOptions options);
+  struct Entry;
+  struct Record;
   Status LoadHeaders(const format::SnapshotId* expect_base, const uint64_t* expect_size);
+  Status LoadSuperblocks();
   Status ReplayLog();
+  Status ReplayFrom(uint64_t pos, uint64_t seq, uint64_t* end, uint64_t* next_seq, Record* stop);
+  Status ApplyRecord(const Record& r, uint64_t pos, uint64_t full_slots);
+  Status CheckTail(uint64_t pos, uint64_t expected_seq, const Record& first);
+  Status CountSlots(uint64_t data_size);
+  Status RecoverForWriting();
+  Status ZeroMeta(uint64_t from, uint64_t to);
+  Result<Record> ReadRecord(uint64_t pos, uint64_t meta_size, bool want_entries) const;
+  // Salvage: the next record of this log after pos that checks, or meta_size.
+  uint64_t NextValidRecord(uint64_t pos, uint64_t meta_size, uint64_t min_seq) const;
+  Status Damage(const std::string& what);
+  std::string BlockDamage(uint64_t block, const Entry& e, uint64_t got) const;
   Status WriteSuperblock(uint64_t generation, uint64_t log_start, uint64_t first_seq);
-  Status AppendRecord(uint16_t type, const std::vector<uint64_t>& entries);
+  Status AppendRecord(uint16_t type, const std::vector<std::pair<uint32_t, Entry>>& batch,
+                      uint64_t* record_at);
   Status Sticky() const;
   // Whether `block` may be changed now: open read-write, within the disk, and
   // no earlier failure is pending (Sticky).
@@ -196,8 +247,16 @@ class Overlay {
 
   // mu_ guards the map and the slot bookkeeping below.
   mutable std::mutex mu_;
-  std::unique_ptr<BlockMap> map_;    // block -> entry (see overlay.cc)
-  std::vector<uint8_t> slot_state_;  // per slot: free / pending / committed
+  std::unique_ptr<BlockMap> map_;      // block -> entry (see overlay.cc)
+  std::vector<uint8_t> slot_state_;    // per slot: free / pending / committed
+  std::vector<std::string> problems_;  // set while opening, then constant
+  // An interrupted compaction found while opening: a read-write open writes
+  // the missing superblock (generation_) before anything else.
+  bool finish_compaction_ = false;
+  // The superblock copy that failed its checks while the other one is valid
+  // (-1: none), and why; set while opening.
+  int bad_copy_ = -1;
+  std::string bad_copy_why_;
   std::vector<uint32_t> free_slots_;
   std::vector<uint32_t> release_after_commit_;  // committed slots superseded
   std::vector<uint32_t> dirty_blocks_;          // map changed since last batch
@@ -205,8 +264,9 @@ class Overlay {
   uint64_t zero_blocks_ = 0;
 
   // flush_mu_ serializes Flush (and guards the log position below).
-  std::mutex flush_mu_;
+  mutable std::mutex flush_mu_;
   uint64_t generation_ = 0;  // of the active superblock
+  uint64_t records_ = 0;     // in the active log
   uint64_t log_start_ = 0;
   uint64_t log_end_ = 0;
   uint64_t next_seq_ = 0;

@@ -4,15 +4,18 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "common/base/log.h"
 #include "common/io/file.h"
+#include "common/overlay/overlay_layout.h"
 
 namespace hexz::overlay {
 
@@ -21,17 +24,79 @@ namespace {
 constexpr char kEphemeralPrefix[] = "hexz-overlay.";
 constexpr char kEphemeralData[] = "overlay";
 constexpr char kEphemeralMeta[] = "overlay.meta";
+// A meta file up to this size holds superblocks only (an interrupted
+// creation).
+constexpr uint64_t kMetaWithoutLog = layout::kLogBase;
+
+// The command line of a process, spaces between the arguments ("" when it
+// cannot be read).
+std::string CommandLine(long pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/cmdline";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[512];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return "";
+  std::string s(buf, static_cast<size_t>(n));
+  while (!s.empty() && s.back() == '\0') s.pop_back();
+  for (char& c : s) {
+    if (c == '\0') c = ' ';
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string DescribeLockHolders(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return "";
+  FILE* f = std::fopen("/proc/locks", "re");
+  if (f == nullptr) return "";
+  char line[256];
+  std::string out;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    // "1: FLOCK  ADVISORY  READ  1234 08:01:5678 0 EOF"
+    char kind[16], type[16];
+    long pid = 0;
+    unsigned maj = 0, min = 0;
+    unsigned long long ino = 0;
+    const char* p = std::strchr(line, ':');
+    if (p == nullptr || std::strstr(line, "->") != nullptr) continue;  // waiters
+    if (std::sscanf(p + 1, "%15s %*s %15s %ld %x:%x:%llu", kind, type, &pid, &maj, &min, &ino) !=
+        6) {
+      continue;
+    }
+    if (std::strcmp(kind, "FLOCK") != 0 || ino != st.st_ino || maj != major(st.st_dev) ||
+        min != minor(st.st_dev)) {
+      continue;
+    }
+    const bool shared = std::strcmp(type, "READ") == 0;
+    std::string cmd = CommandLine(pid);
+    std::string who = shared ? "a reader (hexz commit, overlay info or overlay verify)"
+                             : "a read-write mount or serve";
+    out += (out.empty() ? "" : "; ") + who;
+    if (pid > 0) out += ", pid " + std::to_string(pid);
+    if (!cmd.empty()) out += " (" + cmd + ")";
+  }
+  std::fclose(f);
+  return out;
+}
+
+namespace {
 
 Status LockFd(int fd, LockMode mode, const std::string& path) {
   int op = (mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   while (::flock(fd, op) != 0) {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) {
+      std::string holders = DescribeLockHolders(fd);
+      if (holders.empty()) holders = "another hexz process (locked)";
       if (mode == LockMode::kExclusive) {
-        return Status::Busy("overlay " + path + " is in use by another read-write mount (locked)");
+        return Status::Busy("overlay " + path + " is in use by " + holders +
+                            "; wait for it to finish, or unmount it");
       }
-      return Status::Busy("overlay " + path +
-                          " is in use by a read-write mount (locked); unmount it first");
+      return Status::Busy("overlay " + path + " is in use by " + holders + "; unmount it first");
     }
     return Status::FromErrno(errno, "lock " + path);
   }
@@ -64,7 +129,21 @@ Result<OverlayFiles> OpenOverlayFiles(const std::string& path, LockMode mode, bo
   f.names.meta = MetaPathFor(path);
   const bool rw = mode == LockMode::kExclusive;
   int flags = rw ? O_RDWR : O_RDONLY;
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC | (create && rw ? O_CREAT : 0), 0600);
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == ENOENT && create && rw) {
+    // A meta file with a log but no data file: the data was removed. Never
+    // start a new overlay over that evidence.
+    struct stat mst;
+    if (::stat(f.names.meta.c_str(), &mst) == 0 && S_ISREG(mst.st_mode) &&
+        static_cast<uint64_t>(mst.st_size) > kMetaWithoutLog) {
+      return Status::Corruption("overlay " + path + " does not exist, but " + f.names.meta +
+                                " holds a log (" + std::to_string(mst.st_size) +
+                                " bytes): the overlay's data is lost; refusing to start a new "
+                                "overlay over it (move " +
+                                f.names.meta + " away to do so)");
+    }
+    fd = ::open(path.c_str(), flags | O_CLOEXEC | O_CREAT, 0600);
+  }
   if (fd < 0) {
     if (errno == ENOENT) {
       return Status::NotFound("overlay " + path + " does not exist");

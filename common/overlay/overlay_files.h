@@ -38,14 +38,20 @@ struct OverlayFiles {
   bool ephemeral = false;
 };
 
+// Who holds a flock() on the file behind fd, from /proc/locks: "a reader
+// (hexz commit, overlay info or overlay verify), pid 123 (hexz commit ...)"
+// or "a read-write mount or serve, pid 456 (...)". Empty when unknown.
+std::string DescribeLockHolders(int fd);
+
 // "PATH.meta".
 std::string MetaPathFor(const std::string& data_path);
 
 // Opens PATH and PATH.meta (relative to the working directory, or absolute).
 // With create, a missing PATH is created (0600) together with PATH.meta; an
-// existing non-empty PATH whose meta is missing is refused. The data file is
-// locked with flock(): a second holder gets kBusy with "overlay PATH is in use
-// by another read-write mount (locked)".
+// existing non-empty PATH whose meta is missing is refused, and so is a
+// missing PATH whose meta holds a log (kCorruption; nothing is created). The
+// data file is locked with flock(): a conflicting holder gets kBusy with
+// "overlay PATH is in use by " + DescribeLockHolders().
 Result<OverlayFiles> OpenOverlayFiles(const std::string& path, LockMode mode, bool create);
 
 // The front-end's check before it hands the files to the worker: a new

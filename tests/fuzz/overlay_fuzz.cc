@@ -1,11 +1,13 @@
-// libFuzzer harness for the overlay reader (data header, superblocks, log
-// replay), from memfds as the sandboxed worker opens them.
+// libFuzzer harness for the overlay reader (format 2: data header,
+// superblocks, log replay with the crash-versus-damage rule, block
+// checksums), from memfds as the sandboxed worker opens them.
 //
 // Input: byte 0 = flags (bit 0: recompute every checksum, so that mutations
 // reach the checks behind them), byte 1 = number of 4 KiB slots in the data
 // file, bytes 2..129 = the data header, the rest = the meta file.
-// An overlay that opens read-only is then opened read-write, written,
-// flushed and reopened: what was flushed must read back.
+// An overlay that opens read-only is then opened in salvage mode (which must
+// not fail on damage it can skip), then read-write, written, flushed and
+// reopened: what was flushed must read back.
 // Seeds: tests/fuzz/corpus/overlay.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -52,7 +54,9 @@ void Put64(uint8_t* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
-void FixHeader(uint8_t* h) { Put64(h + L::kHeaderChecksumAt, XXH64(h, L::kHeaderChecksumAt, 0)); }
+void FixHeader(uint8_t* h) {
+  Put64(h + L::kHeaderChecksumAt, XXH3_64bits(h, L::kHeaderChecksumAt));
+}
 
 // Recomputes the superblock checksums, and the record checksums along the
 // log of the first superblock that has a plausible log start.
@@ -64,19 +68,15 @@ void FixMeta(std::vector<uint8_t>& m) {
     if (start == 0) start = Get64(m.data() + off + 72);
   }
   uint64_t pos = start;
-  for (int i = 0;
-       i < 64 && pos >= L::kLogBase && pos <= m.size() && m.size() - pos >= L::kRecordHeaderBytes;
+  for (int i = 0; i < 64 && pos >= L::kLogBase && pos % L::kSector == 0 && pos <= m.size() &&
+                  m.size() - pos >= L::kRecordHeaderBytes;
        ++i) {
     uint8_t* h = m.data() + pos;
     uint64_t bytes = uint64_t{Get32(h + L::kRecordCountAt)} * L::kEntryBytes;
     if (bytes > m.size() - pos - L::kRecordHeaderBytes) break;
-    XXH64_state_t* st = XXH64_createState();
-    XXH64_reset(st, 0);
-    XXH64_update(st, h, L::kRecordChecksumAt);
-    XXH64_update(st, h + L::kRecordHeaderBytes, bytes);
-    Put64(h + L::kRecordChecksumAt, XXH64_digest(st));
-    XXH64_freeState(st);
-    pos += L::kRecordHeaderBytes + bytes;
+    Put64(h + L::kRecordBodyChecksumAt, XXH3_64bits(h + L::kRecordHeaderBytes, bytes));
+    Put64(h + L::kRecordHeaderChecksumAt, XXH3_64bits(h, L::kRecordHeaderChecksumAt));
+    pos += (L::kRecordHeaderBytes + bytes + L::kSector - 1) / L::kSector * L::kSector;
   }
 }
 
@@ -114,6 +114,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   hexz::format::SnapshotId base = (*ov)->base_id();
   uint64_t disk = (*ov)->disk_size();
   ov = hexz::base::Status::Cancelled("done");
+
+  // Salvage of an overlay that opens strictly finds no structural problem.
+  OverlayOptions salvage;
+  salvage.salvage = true;
+  auto sv = Overlay::OpenAnyBase(Dup(dfd), Dup(mfd), names, salvage);
+  if (!sv.ok()) abort();
+  if (!(*sv)->CheckBlocks(true).ok()) abort();
+  sv = hexz::base::Status::Cancelled("done");
 
   // Read-write: recovery truncation, a write and a flush, then read back.
   OverlayOptions rw;

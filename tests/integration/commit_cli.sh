@@ -79,9 +79,9 @@ coproc HOLDER { "$TOOL" base.st o.ovl --hold; }
 holder_pid=$HOLDER_PID   # bash unsets HOLDER_PID as soon as the coproc exits
 read -r line <&"${HOLDER[0]}" || fail "holder did not start"
 [[ $line == ready ]] || fail "holder: $line"
-expect_fail_msg "overlay o.ovl is in use by a read-write mount \(locked\); unmount it first" \
+expect_fail_msg "overlay o.ovl is in use by a read-write mount or serve, pid [0-9]+ \(.*hexz_overlay_write base.st o.ovl --hold\); unmount it first" \
   "$HEXZ" commit --base base.st --overlay o.ovl --output y.st
-expect_fail_msg "overlay o.ovl is in use by another read-write mount \(locked\)" "$TOOL" base.st o.ovl
+expect_fail_msg "overlay o.ovl is in use by a read-write mount or serve, pid [0-9]+ \(.*hexz_overlay_write" "$TOOL" base.st o.ovl
 eval "exec ${HOLDER[1]}>&-"
 wait "$holder_pid" || fail "holder failed"
 pass "locked overlay refused"

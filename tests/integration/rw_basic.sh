@@ -81,7 +81,7 @@ as_user cmp "$T/mnt/memory" "$T/mem.img" || fail "memory changed"
 pass "memory read-only (EACCES); truncate/O_TRUNC/chmod/touch EPERM; past the end ENOSPC, nothing written; punch hole zeroes"
 
 # Errors of a second mount.
-expect_fail_msg "in use by another read-write mount \(locked\)" \
+expect_fail_msg "in use by a read-write mount or serve" \
   as_user "$HEXZ" mount -o allow_root -d "$T/snap.st" "$T/mnt2" --rw --overlay u/work.ovl
 expect_fail_msg "in use by a read-write mount" \
   as_user "$HEXZ" commit --base "$T/snap.st" --overlay u/work.ovl --output u/x.st
