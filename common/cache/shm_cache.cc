@@ -150,11 +150,13 @@ Status CheckOwnSegment(const struct stat& st, const std::string& what) {
 }
 
 // Why SegmentFile::Open failed with err: names the owner of a file planted
-// under the name (EACCES: not ours to open; EWOULDBLOCK: its owner holds a
-// lease on it), or a symbolic link.
-Status OpenError(const std::string& name, int err, const std::string& what) {
+// under the name whose owner holds a lease on it (EWOULDBLOCK; with
+// check_owner also EACCES, not ours to open), or a symbolic link.
+Status OpenError(const std::string& name, int err, const std::string& what,
+                 bool check_owner = false) {
   struct stat st;
-  if ((err == EACCES || err == EWOULDBLOCK) && ::lstat(ShmPath(name).c_str(), &st) == 0) {
+  if ((err == EWOULDBLOCK || (check_owner && err == EACCES)) &&
+      ::lstat(ShmPath(name).c_str(), &st) == 0) {
     HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));
   }
   if (err == ELOOP) {
@@ -757,7 +759,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
       impl->file = std::move(*made);
       created = true;
     }
-    if (!impl->file) return OpenError(name, errno, what);
+    if (!impl->file) return OpenError(name, errno, what, /*check_owner=*/true);
     const int fd = impl->fd();
     struct stat st;
     if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
