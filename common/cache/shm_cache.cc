@@ -12,6 +12,11 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t, for hashing while copying
 #include <xxhash.h>
 
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -37,6 +42,8 @@ using layout::Participant;
 using layout::SegmentHeader;
 using layout::ShardHeader;
 
+namespace bip = boost::interprocess;
+
 namespace {
 
 constexpr char kShmDir[] = "/dev/shm";
@@ -49,48 +56,75 @@ constexpr int kFlockTimeoutMs = 5000;
 
 std::string ShmPath(const std::string& name) { return std::string(kShmDir) + "/" + name; }
 
-// Opens /dev/shm/<name> as shm_open(3) would, but never follows a symlink and
-// never blocks on a FIFO planted there.
-base::UniqueFd OpenSegmentFile(const std::string& name, int flags) {
-  return base::UniqueFd(
-      ::open(ShmPath(name).c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
-}
-
-// A shared mapping of a whole segment, unmapped on destruction.
-class Mapping {
+// The descriptor of a segment, and what boost::interprocess::mapped_region
+// maps. Two origins (see the header comment for why):
+// - Create: boost::interprocess::shared_memory_object(create_only), that is
+//   glibc shm_open(O_RDWR|O_CREAT|O_EXCL, plus O_NOFOLLOW|O_CLOEXEC) and
+//   fchmod(0600). O_EXCL never opens an existing (planted) file.
+// - Open: an existing segment, with open(2) on /dev/shm/<name> with
+//   O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC. shm_open cannot take O_NONBLOCK, without
+//   which another user's FIFO or a file they hold a lease on (F_SETLEASE)
+//   blocks the open (a lease for 45 s, /proc/sys/fs/lease-break-time) before
+//   any check can run.
+// Either way the caller checks the descriptor with fstat before using it.
+class SegmentFile {
  public:
-  Mapping() = default;
-  ~Mapping() { reset(); }
-  Mapping(Mapping&& o) noexcept
-      : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)) {}
-  Mapping& operator=(Mapping&& o) noexcept {
-    if (this != &o) {
-      reset();
-      addr_ = std::exchange(o.addr_, nullptr);
-      len_ = std::exchange(o.len_, 0);
+  SegmentFile() = default;
+  SegmentFile(SegmentFile&&) noexcept = default;
+  SegmentFile& operator=(SegmentFile&&) noexcept = default;
+
+  // Fails with errno EEXIST when the name exists.
+  static Result<SegmentFile> Create(const std::string& name, const std::string& what) {
+    SegmentFile f;
+    try {
+      bip::shared_memory_object shm(bip::create_only, Slashed(name).c_str(), bip::read_write,
+                                    bip::permissions(0600));
+      f.shm_.swap(shm);
+    } catch (const bip::interprocess_exception& e) {
+      if (e.get_native_error() != 0) return Status::FromErrno(e.get_native_error(), what);
+      return Status::Internal(what + ": creating it: " + e.what());
     }
-    return *this;
+    return f;
   }
-  static Result<Mapping> Map(int fd, uint64_t len, bool writable, const std::string& what) {
-    void* p =
-        ::mmap(nullptr, len, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) return Status::FromErrno(errno, what + ": mmap");
-    Mapping m;
-    m.addr_ = p;
-    m.len_ = len;
-    return m;
+  // Sets errno on failure (the descriptor is then invalid).
+  static SegmentFile Open(const std::string& name, int flags) {
+    SegmentFile f;
+    f.fd_.reset(::open(ShmPath(name).c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    return f;
   }
-  void reset() {
-    if (addr_ != nullptr) ::munmap(addr_, len_);
-    addr_ = nullptr;
-    len_ = 0;
+
+  int fd() const { return fd_ ? fd_.get() : shm_.get_mapping_handle().handle; }
+  explicit operator bool() const { return fd() >= 0; }
+  // For the constructor of boost::interprocess::mapped_region.
+  bip::mapping_handle_t get_mapping_handle() const {
+    bip::mapping_handle_t h;
+    h.handle = fd();
+    h.is_xsi = false;
+    return h;
   }
-  uint8_t* data() const { return static_cast<uint8_t*>(addr_); }
 
  private:
-  void* addr_ = nullptr;
-  size_t len_ = 0;
+  bip::shared_memory_object shm_;  // created by us; closes its descriptor
+  base::UniqueFd fd_;              // opened by us
 };
+
+// A shared mapping of the whole segment (mmap through Boost; unmapped when
+// the region is destroyed or reset).
+Result<bip::mapped_region> MapSegment(const SegmentFile& file, uint64_t len, bool writable,
+                                      const std::string& what) {
+  try {
+    return bip::mapped_region(file, writable ? bip::read_write : bip::read_only, 0,
+                              static_cast<size_t>(len));
+  } catch (const bip::interprocess_exception& e) {
+    if (e.get_native_error() != 0) return Status::FromErrno(e.get_native_error(), what + ": mmap");
+    return Status::Internal(what + ": mapping it: " + e.what());
+  }
+}
+
+// Removes the name (shm_unlink through Boost); errno says why on failure.
+bool RemoveSegment(const std::string& name) {
+  return bip::shared_memory_object::remove(Slashed(name).c_str());
+}
 
 // The segment must be a regular file of ours with mode 0600. Checked on the
 // descriptor before it is locked or mapped, so another user's planted file is
@@ -113,6 +147,26 @@ Status CheckOwnSegment(const struct stat& st, const std::string& what) {
                   what + " has mode " + mode + ", expected 0600; refusing to use it", EPERM);
   }
   return Status::Ok();
+}
+
+// Why SegmentFile::Open failed with err: names the owner of a file planted
+// under the name whose owner holds a lease on it (EWOULDBLOCK; with
+// check_owner also EACCES, not ours to open), or a symbolic link.
+Status OpenError(const std::string& name, int err, const std::string& what,
+                 bool check_owner = false) {
+  struct stat st;
+  if ((err == EWOULDBLOCK || (check_owner && err == EACCES)) &&
+      ::lstat(ShmPath(name).c_str(), &st) == 0) {
+    HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));
+  }
+  if (err == ELOOP) {
+    return Status(base::Code::kPermissionDenied, what + " is a symbolic link; refusing to use it",
+                  EPERM);
+  }
+  if (err == EWOULDBLOCK) {
+    return Status::Busy(what + " is leased by another process of yours (F_SETLEASE); try again");
+  }
+  return Status::FromErrno(err, what);
 }
 
 // ---- processes -------------------------------------------------------------
@@ -338,10 +392,11 @@ uint32_t ChunksFor(uint64_t len) {
 // Sizes a new, empty segment and reserves its memory: tmpfs pages are
 // otherwise allocated on first touch, and a /dev/shm that fills up later
 // would kill every worker with SIGBUS. Any failure removes the segment again.
-Result<Mapping> CreateSegment(int fd, const std::string& name, uint64_t size,
-                              const std::string& what) {
+Result<bip::mapped_region> CreateSegment(const SegmentFile& file, const std::string& name,
+                                         uint64_t size, const std::string& what) {
+  const int fd = file.fd();
   auto fail = [&](Status s) {
-    ::unlink(ShmPath(name).c_str());
+    RemoveSegment(name);
     return s;
   };
   struct statvfs vfs;
@@ -364,7 +419,7 @@ Result<Mapping> CreateSegment(int fd, const std::string& name, uint64_t size,
                        err));
   }
   if (err != 0) return fail(Status::FromErrno(err, what + ": reserving its memory"));
-  Result<Mapping> m = Mapping::Map(fd, size, true, what);
+  Result<bip::mapped_region> m = MapSegment(file, size, true, what);
   if (!m.ok()) return fail(m.status());
   return m;
 }
@@ -394,8 +449,8 @@ uint32_t SegmentInfo::live_participants() const {
 struct ShmCache::Impl {
   std::string name;  // without the leading slash
   AttachOptions options;
-  base::UniqueFd shm_fd;
-  Mapping region;
+  SegmentFile file;
+  bip::mapped_region region;  // destroyed (unmapped) before file is closed
   uint8_t* base = nullptr;
   SegmentHeader* header = nullptr;
   Geometry geo;
@@ -405,7 +460,7 @@ struct ShmCache::Impl {
   uint64_t requested_size = 0;
   bool attached = false;
 
-  int fd() const { return shm_fd.get(); }
+  int fd() const { return file.fd(); }
 
   uint8_t* ShardBase(uint32_t i) const { return base + geo.shard_offset + i * geo.shard_stride; }
   ShardHeader* Shard(uint32_t i) const { return reinterpret_cast<ShardHeader*>(ShardBase(i)); }
@@ -696,26 +751,16 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
     impl->name = name;
     impl->options = options;
     bool created = false;
-    impl->shm_fd = OpenSegmentFile(name, O_RDWR);
-    if (!impl->shm_fd && errno == ENOENT) {
-      impl->shm_fd = OpenSegmentFile(name, O_RDWR | O_CREAT | O_EXCL);
-      if (!impl->shm_fd && errno == EEXIST) continue;
-      created = static_cast<bool>(impl->shm_fd);
+    impl->file = SegmentFile::Open(name, O_RDWR);
+    if (!impl->file && errno == ENOENT) {
+      Result<SegmentFile> made = SegmentFile::Create(name, what);
+      if (!made.ok() && made.status().sys_errno() == EEXIST) continue;
+      if (!made.ok()) return made.status();
+      impl->file = std::move(*made);
+      created = true;
     }
-    if (!impl->shm_fd) {
-      int err = errno;
-      struct stat st;
-      if (err == EACCES && ::lstat(ShmPath(name).c_str(), &st) == 0) {
-        HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));
-      }
-      if (err == ELOOP) {
-        return Status(base::Code::kPermissionDenied,
-                      what + " is a symbolic link; refusing to use it", EPERM);
-      }
-      return Status::FromErrno(err, what);
-    }
+    if (!impl->file) return OpenError(name, errno, what, /*check_owner=*/true);
     const int fd = impl->fd();
-    if (created && ::fchmod(fd, 0600) != 0) return Status::FromErrno(errno, what);
     struct stat st;
     if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
     HEXZ_RETURN_IF_ERROR(CheckOwnSegment(st, what));  // before waiting for its lock
@@ -727,15 +772,15 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
 
     if (st.st_size == 0) {
       // New (ours, or another attacher created it and has not locked yet).
-      HEXZ_ASSIGN_OR_RETURN(impl->region, CreateSegment(fd, name, want.segment_size, what));
-      impl->base = impl->region.data();
+      HEXZ_ASSIGN_OR_RETURN(impl->region, CreateSegment(impl->file, name, want.segment_size, what));
+      impl->base = static_cast<uint8_t*>(impl->region.get_address());
       impl->geo = want;
       impl->InitSegment(requested_size);
       created = true;
     } else {
       HEXZ_ASSIGN_OR_RETURN(impl->region,
-                            Mapping::Map(fd, static_cast<uint64_t>(st.st_size), true, what));
-      impl->base = impl->region.data();
+                            MapSegment(impl->file, static_cast<uint64_t>(st.st_size), true, what));
+      impl->base = static_cast<uint8_t*>(impl->region.get_address());
       impl->header = reinterpret_cast<SegmentHeader*>(impl->base);
       created = false;
       uint64_t file_size = static_cast<uint64_t>(st.st_size);
@@ -753,7 +798,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
               "--force'");
         }
         HEXZ_LOG_WARN("%s: %s; removing it", what.c_str(), problem->c_str());
-        ::unlink(ShmPath(name).c_str());
+        RemoveSegment(name);
         reclaimed = true;
         continue;
       }
@@ -762,7 +807,7 @@ Result<std::unique_ptr<ShmCache>> ShmCache::Attach(uint64_t requested_size, Atta
       if (live == 0) {
         HEXZ_LOG_INFO("%s: reclaiming a stale segment (%u participant(s), none alive)",
                       what.c_str(), listed);
-        ::unlink(ShmPath(name).c_str());
+        RemoveSegment(name);
         reclaimed = true;
         continue;
       }
@@ -815,11 +860,11 @@ void ShmCache::Detach() {
     struct stat st;
     if (live == 0 && lock.locked() && ::fstat(m->fd(), &st) == 0 && st.st_nlink > 0) {
       // Still the object the name refers to: remove it while we hold the lock.
-      ::unlink(ShmPath(m->name).c_str());
+      RemoveSegment(m->name);
     }
   }
-  m->region.reset();
-  m->shm_fd.reset();
+  m->region = bip::mapped_region();
+  m->file = SegmentFile();
   m->base = nullptr;
   m->header = nullptr;
 }
@@ -1043,10 +1088,10 @@ Result<SegmentInfo> ShmCache::Inspect(const std::string& name) {
   if (name.empty() || name.find('/') != std::string::npos) {
     return Status::InvalidArgument(what + ": invalid segment name");
   }
-  base::UniqueFd fd = OpenSegmentFile(name, O_RDONLY);
-  if (!fd) return Status::FromErrno(errno, what);
+  SegmentFile fd = SegmentFile::Open(name, O_RDONLY);
+  if (!fd) return OpenError(name, errno, what);
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, what);
+  if (::fstat(fd.fd(), &st) != 0) return Status::FromErrno(errno, what);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(what + " is not a regular file");
   info.size = static_cast<uint64_t>(st.st_size);
   info.uid = st.st_uid;
@@ -1055,8 +1100,8 @@ Result<SegmentInfo> ShmCache::Inspect(const std::string& name) {
     info.problem = "not initialised";
     return info;
   }
-  HEXZ_ASSIGN_OR_RETURN(Mapping region, Mapping::Map(fd.get(), info.size, false, what));
-  const uint8_t* base = region.data();
+  HEXZ_ASSIGN_OR_RETURN(bip::mapped_region region, MapSegment(fd, info.size, false, what));
+  const uint8_t* base = static_cast<const uint8_t*>(region.get_address());
   const SegmentHeader* h = reinterpret_cast<const SegmentHeader*>(base);
   Geometry g;
   if (std::optional<std::string> problem = HeaderProblem(h, info.size, &g)) {
@@ -1091,9 +1136,9 @@ Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
   if (name.empty() || name.find('/') != std::string::npos) {
     return Status::InvalidArgument(what + ": invalid segment name");
   }
-  base::UniqueFd owned = OpenSegmentFile(name, O_RDWR);
-  if (!owned) return Status::FromErrno(errno, what);
-  const int fd = owned.get();
+  SegmentFile file = SegmentFile::Open(name, O_RDWR);
+  if (!file) return OpenError(name, errno, what);
+  const int fd = file.fd();
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, what);
   if (st.st_uid != ::getuid() || !S_ISREG(st.st_mode)) {  // before waiting for its lock
@@ -1107,9 +1152,9 @@ Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
   uint32_t live = 0;
   std::string pids;
   if (static_cast<uint64_t>(st.st_size) >= sizeof(SegmentHeader)) {
-    HEXZ_ASSIGN_OR_RETURN(Mapping region,
-                          Mapping::Map(fd, static_cast<uint64_t>(st.st_size), true, what));
-    auto* h = reinterpret_cast<SegmentHeader*>(region.data());
+    HEXZ_ASSIGN_OR_RETURN(bip::mapped_region region,
+                          MapSegment(file, static_cast<uint64_t>(st.st_size), true, what));
+    auto* h = reinterpret_cast<SegmentHeader*>(region.get_address());
     std::optional<std::string> problem =
         HeaderProblem(h, static_cast<uint64_t>(st.st_size), nullptr);
     if (problem && h->magic.load() == layout::MagicValue() && h->version != layout::kVersion &&
@@ -1131,7 +1176,7 @@ Status ShmCache::Drop(const std::string& name, bool force, DropInfo* info) {
                         (live == 1 ? "" : "es") + " (pid " + pids +
                         "); use --force to remove it anyway");
   }
-  if (::unlink(ShmPath(name).c_str()) != 0) return Status::FromErrno(errno, what);
+  if (!RemoveSegment(name)) return Status::FromErrno(errno, what);
   if (info != nullptr) info->removed = true;
   return Status::Ok();
 }

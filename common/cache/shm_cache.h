@@ -1,8 +1,31 @@
 // ShmCache: the BlockCache shared by every hexz worker of one user, in a
-// POSIX shared-memory segment (/dev/shm/hexz-cache-<uid>, mode 0600), opened
-// with O_NOFOLLOW and mapped with mmap(2). Its memory is reserved when it is
-// created (posix_fallocate), so a /dev/shm that fills up later gives an error
-// at attach, never a SIGBUS while serving.
+// POSIX shared-memory segment (/dev/shm/hexz-cache-<uid>, mode 0600). Its
+// memory is reserved when it is created (posix_fallocate), so a /dev/shm that
+// fills up later gives an error at attach, never a SIGBUS while serving.
+//
+// What Boost.Interprocess does and what native calls do:
+// - Create: boost::interprocess::shared_memory_object(create_only, 0600),
+//   i.e. glibc shm_open with O_RDWR|O_CREAT|O_EXCL (glibc adds O_NOFOLLOW and
+//   O_CLOEXEC) and fchmod 0600. O_EXCL never opens a file planted there.
+// - Open an existing segment: open(2) of /dev/shm/<name> with
+//   O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, not Boost. shm_open (and so Boost) has
+//   no way to pass O_NONBLOCK, and without it another user's file under the
+//   name can hold the open before any check runs: a FIFO opened read-only
+//   blocks until a writer comes, a file they hold a lease on (F_SETLEASE)
+//   blocks for /proc/sys/fs/lease-break-time (45 s). With O_NONBLOCK both
+//   fail at once.
+// - Checks, on the native descriptor (the Boost object's
+//   get_mapping_handle().handle, or the open(2) one), before any lock or
+//   mapping: fstat for owner, type (regular) and mode 0600; then flock
+//   (LOCK_NB, retried for at most 5 s); fstatvfs, ftruncate and
+//   posix_fallocate size and reserve a new segment. Boost has no hook for any
+//   of these.
+// - Map: boost::interprocess::mapped_region (mmap MAP_SHARED of the whole
+//   segment; munmap when the region is destroyed), over either descriptor.
+// - Remove: boost::interprocess::shared_memory_object::remove, i.e. glibc
+//   shm_unlink, which is unlink(2) of /dev/shm/<name>.
+// Boost's interprocess mutexes are not used: the shard locks are ShardLock
+// words (shard_lock.h), which hold no pointers.
 //
 // Worker usage (see also README.md, "Cache"):
 //   cache::AttachInfo info;
@@ -41,7 +64,7 @@
 // lock leaves that shard locked for good (every later lock waits out the
 // timeout). Detach uses flock, fstat,
 // kill with signal 0 (is a participant's pid still there? no file is opened), unlink of
-// /dev/shm/<name> (the last participant), munmap and close. A worker whose
+// /dev/shm/<name> (the last participant, through shm_unlink), munmap and close. A worker whose
 // sandbox forbids those may set reap_on_detach = false (no kill) or skip
 // Detach; the next Attach or `hexz cache drop` reclaims the segment.
 //

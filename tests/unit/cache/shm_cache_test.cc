@@ -24,6 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include "common/base/size.h"
 #include "common/cache/shm_layout.h"
 
@@ -441,6 +444,75 @@ TEST(ShmCacheTest, PlantedLockedSegmentIsRefusedWithoutWaiting) {
   EXPECT_NE(drop.message().find("is owned by uid 4242, not by you"), std::string::npos)
       << drop.message();
   EXPECT_LT(elapsed, std::chrono::seconds(1));
+}
+
+// Another user plants a 0666 file under our segment's name and holds a lease
+// on it (F_SETLEASE, ignoring SIGIO): an open without O_NONBLOCK, as
+// shm_open and so boost::interprocess::shared_memory_object(open_only) do
+// it, would wait /proc/sys/fs/lease-break-time (45 s). Refused at once.
+TEST(ShmCacheTest, PlantedLeasedSegmentIsRefusedWithoutWaiting) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make files owned by other uids";
+  std::string prefix = UniquePrefix();
+  std::string mine = "/dev/shm/" + ShmCache::SegmentName(prefix);
+  int fd = ::open(mine.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchmod(fd, 0666), 0);
+  ASSERT_EQ(::fchown(fd, 4242, 4242), 0);
+  ::close(fd);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t holder = Spawn([&] {
+    ::signal(SIGIO, SIG_IGN);
+    int rd = ::open(mine.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rd < 0 || ::fcntl(rd, F_SETLEASE, F_RDLCK) != 0) return 1;
+    (void)!::write(ready[1], "x", 1);
+    ::sleep(60);
+    return 0;
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  auto start = std::chrono::steady_clock::now();
+  AttachInfo info;
+  auto r = ShmCache::Attach(2 << 20, &info, Opts(prefix));
+  DropInfo dropped;
+  Status drop = ShmCache::Drop(ShmCache::SegmentName(prefix), true, &dropped);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ::kill(holder, SIGKILL);
+  WaitExit(holder);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  EXPECT_EQ(::unlink(mine.c_str()), 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("is owned by uid 4242, not by you"), std::string::npos)
+      << r.status().message();
+  ASSERT_FALSE(drop.ok());
+  EXPECT_NE(drop.message().find("is owned by uid 4242, not by you"), std::string::npos)
+      << drop.message();
+  EXPECT_LT(elapsed, std::chrono::seconds(1));
+}
+
+// The segment is a Boost.Interprocess shared_memory_object: Boost opens and
+// maps what hexz created, and sees it gone after the last detach.
+TEST(ShmCacheTest, SegmentIsABoostSharedMemoryObject) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  AttachInfo info;
+  auto r = ShmCache::Attach(2 << 20, &info, Opts(prefix));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::string name = "/" + ShmCache::SegmentName(prefix);
+  {
+    namespace bip = boost::interprocess;
+    bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_only);
+    bip::offset_t size = 0;
+    ASSERT_TRUE(shm.get_size(size));
+    EXPECT_EQ(static_cast<uint64_t>(size), (*r)->size());
+    bip::mapped_region region(shm, bip::read_only);
+    const auto* h = static_cast<const layout::SegmentHeader*>(region.get_address());
+    EXPECT_EQ(h->magic.load(), layout::MagicValue());
+    EXPECT_EQ(h->version, layout::kVersion);
+  }
+  r->reset();
+  EXPECT_FALSE(SegmentExists(prefix));
 }
 
 // A symlink or a FIFO under the segment's name is refused, never followed or
