@@ -378,13 +378,11 @@ Result<std::unique_ptr<DiskSource>> OpenPath(const std::string& path, const std:
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, path);
   if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(path + ": is a directory");
-  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode)) {
-    if (!forced.empty() && forced != "raw")
-      return Status::InvalidArgument(path + ": a " + forced + " image must be a regular file");
-    int fl = fcntl(fd.get(), F_GETFL);
-    if (fl == -1 || fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK) == -1)
-      return Status::FromErrno(errno, path);
-    return std::unique_ptr<DiskSource>(std::make_unique<PipeSource>(std::move(fd), path));
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    // A FIFO by name would block until a writer comes: streams come as -.
+    return Status::InvalidArgument(path +
+                                   ": not a regular file or block device; to read a stream, "
+                                   "pipe it into --disk -");
   }
   HEXZ_ASSIGN_OR_RETURN(uint64_t size, io::FileSize(fd.get(), path));
   std::string fmt = forced;

@@ -6,7 +6,7 @@
 // activation (read-only, with the format named explicitly, never probed) and
 // asks for block status, so holes and zeros are skipped without reading; hexz
 // parses no container bytes itself. An NBD URI is read through libnbd the
-// same way, and "-" (or a FIFO) is read as a stream of unknown length.
+// same way, and "-" (stdin) is read as a stream of unknown length.
 //
 // This lives in the front-end only: qemu-nbd runs as the user, unsandboxed,
 // like qemu-img would.
@@ -60,7 +60,7 @@ class DiskSource {
   virtual Result<size_t> Read(uint64_t offset, void* buf, size_t len, bool* zero) = 0;
 };
 
-// Opens `spec`: a path (file, block device, FIFO), "-" for stdin, or an NBD
+// Opens `spec`: a path (regular file, block device), "-" for stdin, or an NBD
 // URI (nbd://, nbds://, nbd+unix://, nbds+unix://, nbd+vsock://).
 // `forced_format` ("" = detect) overrides detection for a path.
 // The qemu-nbd used is $HEXZ_QEMU_NBD if set, else the one in PATH.

@@ -8,6 +8,8 @@
 namespace hexz::format {
 namespace {
 
+using namespace testing;  // NOLINT
+
 Status AddBytes(SnapshotWriter* w, const Bytes& data) {
   const uint32_t bs = w->block_size();
   for (size_t pos = 0; pos < data.size(); pos += bs) {
