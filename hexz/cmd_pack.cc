@@ -141,6 +141,8 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
     if (!stats.ok()) {
       writer->Abort();
       if (show_progress) std::fprintf(stderr, "\n");
+      // Ctrl+C also reaches qemu-nbd (same process group): its end is not the error.
+      if (g_cancel.load()) return Status::Cancelled(a.output + ": cancelled; nothing was written");
       return stats.status();
     }
     blocks += stats->blocks;
