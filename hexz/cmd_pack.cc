@@ -182,7 +182,7 @@ void AddPackCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--disk-format", args->disk_format,
                   "Format of --disk: raw, qcow2, vmdk, vhdx, vdi or vpc (default: detected)")
       ->check(CLI::IsMember({"raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc"}));
-  cmd->add_option("--memory", args->memory, "Raw memory dump (optional; a file, NBD URI or -)");
+  cmd->add_option("--memory", args->memory, "Memory dump (optional): a file, NBD URI or -");
   cmd->add_option("--parent", args->parent,
                   "Write a thin snapshot: store only blocks that differ from this snapshot");
   cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();

@@ -114,7 +114,8 @@ class PipeSource final : public DiskSource {
 
 class NbdSource final : public DiskSource {
  public:
-  NbdSource(std::string name, std::string format) : name_(std::move(name)), format_(format) {}
+  NbdSource(std::string name, std::string format)
+      : name_(std::move(name)), format_(std::move(format)) {}
   ~NbdSource() override {
     if (h_ != nullptr) {
       nbd_shutdown(h_, 0);
@@ -149,7 +150,7 @@ class NbdSource final : public DiskSource {
   nbd_handle* h_ = nullptr;
   uint64_t size_ = 0;
   bool block_status_ = false;
-  std::deque<Extent> extents_;  // from covered_from_ up to covered_
+  std::deque<Extent> extents_;  // known extents, in order, ending at covered_
   uint64_t covered_ = 0;
   std::optional<std::pair<dev_t, ino_t>> id_;
   UniqueFd qemu_stderr_;  // what qemu-nbd printed (a memfd)
