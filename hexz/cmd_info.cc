@@ -3,6 +3,7 @@
 #include <string>
 
 #include "common/base/size.h"
+#include "common/disk/partition.h"
 #include "common/format/snapshot.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
@@ -47,7 +48,83 @@ std::string Ratio(const format::StreamStats& st) {
   return buf;
 }
 
-void PrintText(const Snapshot& s) {
+using Table = base::Result<disk::PartitionTable>;
+
+// The partition table of the disk stream (read through the snapshot, so a
+// damaged block is an error here, not a guess).
+Table ReadTable(const Snapshot& s) {
+  if (!s.HasStream(StreamId::kDisk)) return disk::PartitionTable{};
+  auto read = [&s](uint64_t off, void* buf, size_t len) {
+    return s.Read(StreamId::kDisk, off, buf, len);
+  };
+  return disk::ReadPartitionTable(read, s.StreamSize(StreamId::kDisk));
+}
+
+std::string FsText(const disk::Filesystem& fs) {
+  if (fs.type.empty()) return "-";
+  return fs.label.empty() ? fs.type : fs.type + " \"" + fs.label + "\"";
+}
+
+void PrintTableText(const Table& table) {
+  if (!table.ok()) {
+    std::printf("partitions:  unreadable: %s\n", table.status().ToString().c_str());
+    return;
+  }
+  const disk::PartitionTable& t = *table;
+  if (t.scheme == "none") {
+    std::printf("partitions:  none (whole disk: %s)\n", FsText(t.whole_disk).c_str());
+    return;
+  }
+  std::printf("partitions:  %s, %u-byte sectors%s%s\n", t.scheme == "gpt" ? "GPT" : "MBR",
+              t.sector_size, t.disk_guid.empty() ? "" : ", disk GUID ", t.disk_guid.c_str());
+  for (const std::string& p : t.problems) std::printf("  warning: %s\n", p.c_str());
+  std::printf("  %-3s %12s %10s  %-22s %-8s %s\n", "#", "START", "SIZE", "TYPE", "FS", "LABEL");
+  for (const disk::Partition& p : t.partitions) {
+    std::printf("  %-3u %12llu %10s  %-22s %-8s %s\n", p.number,
+                static_cast<unsigned long long>(p.start), base::FormatSize(p.size).c_str(),
+                p.type.c_str(), p.fs.type.empty() ? "-" : p.fs.type.c_str(),
+                p.fs.label.empty() ? "-" : p.fs.label.c_str());
+  }
+}
+
+std::string JsonOrNull(const std::string& s) { return s.empty() ? "null" : JsonString(s); }
+
+std::string FsJson(const disk::Filesystem& fs) {
+  return "\"filesystem\": " + JsonOrNull(fs.type) + ", \"label\": " + JsonOrNull(fs.label);
+}
+
+void PrintTableJson(const Table& table) {
+  if (!table.ok()) {
+    std::printf("  \"partition_table\": {\"error\": %s},\n",
+                JsonString(table.status().ToString()).c_str());
+    return;
+  }
+  const disk::PartitionTable& t = *table;
+  std::printf("  \"partition_table\": {\"scheme\": \"%s\", \"sector_size\": %u, ", t.scheme.c_str(),
+              t.sector_size);
+  if (t.scheme == "none") {
+    std::printf("%s, \"partitions\": []},\n", FsJson(t.whole_disk).c_str());
+    return;
+  }
+  std::printf("\"disk_guid\": %s, \"gpt_header\": %s,\n    \"problems\": [",
+              JsonOrNull(t.disk_guid).c_str(), JsonOrNull(t.gpt_header).c_str());
+  for (size_t i = 0; i < t.problems.size(); ++i)
+    std::printf("%s%s", i ? ", " : "", JsonString(t.problems[i]).c_str());
+  std::printf("],\n    \"partitions\": [");
+  for (size_t i = 0; i < t.partitions.size(); ++i) {
+    const disk::Partition& p = t.partitions[i];
+    std::printf(
+        "%s\n      {\"number\": %u, \"start\": %llu, \"size\": %llu, \"type\": %s, "
+        "\"type_id\": %s, \"name\": %s, \"bootable\": %s, %s}",
+        i ? "," : "", p.number, static_cast<unsigned long long>(p.start),
+        static_cast<unsigned long long>(p.size), JsonString(p.type).c_str(),
+        JsonString(p.type_id).c_str(), JsonOrNull(p.name).c_str(), p.bootable ? "true" : "false",
+        FsJson(p.fs).c_str());
+  }
+  std::printf("]},\n");
+}
+
+void PrintText(const Snapshot& s, const Table* table) {
   std::printf("snapshot:    %s\n", s.path().c_str());
   std::printf("format:      hexz snapshot version %u\n", s.format_version());
   std::printf("id:          %s\n", s.id().ToHex().c_str());
@@ -78,9 +155,10 @@ void PrintText(const Snapshot& s) {
                 static_cast<unsigned long long>(st.dedup_blocks),
                 static_cast<unsigned long long>(st.parent_blocks));
   }
+  if (table != nullptr) PrintTableText(*table);
 }
 
-void PrintJson(const Snapshot& s) {
+void PrintJson(const Snapshot& s, const Table* table) {
   std::printf("{\n  \"path\": %s,\n  \"format_version\": %u,\n  \"id\": \"%s\",\n",
               JsonString(s.path()).c_str(), s.format_version(), s.id().ToHex().c_str());
   if (!s.parent_path().empty()) {
@@ -95,7 +173,9 @@ void PrintJson(const Snapshot& s) {
     std::printf("%s\"%s\"", first ? "" : ", ", c.c_str());
     first = false;
   }
-  std::printf("],\n  \"streams\": {\n");
+  std::printf("],\n");
+  if (table != nullptr) PrintTableJson(*table);
+  std::printf("  \"streams\": {\n");
   for (StreamId id : {StreamId::kDisk, StreamId::kMemory}) {
     const format::StreamStats st = s.Stats(id);
     const char* sep = id == StreamId::kDisk ? "," : "";
@@ -136,18 +216,19 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
       auto self = Snapshot::Open(*path, alone);
       if (self.ok() && !(*self)->parent_path().empty()) {
         if (*json) {
-          PrintJson(**self);
+          PrintJson(**self, nullptr);
         } else {
-          PrintText(**self);
+          PrintText(**self, nullptr);
         }
       }
       *rc = Fail(snap.status());
       return;
     }
+    Table table = ReadTable(**snap);
     if (*json) {
-      PrintJson(**snap);
+      PrintJson(**snap, &table);
     } else {
-      PrintText(**snap);
+      PrintText(**snap, &table);
     }
     *rc = 0;
   });

@@ -12,13 +12,16 @@
 #include "common/base/size.h"
 #include "common/format/writer.h"
 #include "common/io/file.h"
+#include "common/overlay/commit.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/disk_source.h"
 #include "hexz/progress.h"
 
 namespace hexz::cli {
 namespace {
 
+using base::Result;
 using base::Status;
 using format::Codec;
 using format::StreamId;
@@ -27,7 +30,7 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnSignal(int) { g_cancel.store(true); }
 
 struct PackArgs {
-  std::string disk, memory, output, compression = "lz4", block_size = "64K";
+  std::string disk, memory, output, parent, disk_format, compression = "lz4", block_size;
   std::optional<int> level;
   unsigned threads = 0;
   bool quiet = false;
@@ -37,65 +40,133 @@ struct PackArgs {
 Status BuildOptions(const PackArgs& a, format::WriterOptions* o) {
   HEXZ_ASSIGN_OR_RETURN(o->codec, format::ParseCodec(a.compression));
   HEXZ_ASSIGN_OR_RETURN(o->level, CheckLevel(a.compression, a.level));
-  auto bs = base::ParseSize(a.block_size);
+  const std::string block_size = a.block_size.empty() ? "64K" : a.block_size;
+  auto bs = base::ParseSize(block_size);
   if (!bs.ok()) return bs.status().WithContext("--block-size");
   if (*bs > (1u << 20) || *bs < 4096 || (*bs & (*bs - 1)) != 0) {
-    return Status::InvalidArgument("--block-size " + a.block_size +
+    return Status::InvalidArgument("--block-size " + block_size +
                                    ": must be a power of two from 4K to 1M");
   }
   o->block_size = static_cast<uint32_t>(*bs);
   o->threads = a.threads;
   o->cancel = &g_cancel;
+  if (a.disk == "-" && a.memory == "-")
+    return Status::InvalidArgument("--disk - and --memory -: only one input can be stdin");
   Status st = format::ValidateWriterOptions(*o);
   if (!st.ok()) return st.WithContext("hexz pack");
   return Status::Ok();
 }
 
-Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
-  struct Input {
-    std::string path;
-    StreamId stream;
-    base::UniqueFd fd;
-    uint64_t size = 0;
-  };
-  std::vector<Input> inputs;
-  inputs.push_back({a.disk, StreamId::kDisk, {}, 0});
-  if (!a.memory.empty()) inputs.push_back({a.memory, StreamId::kMemory, {}, 0});
+// Opens --parent; its block size becomes the output's (a different
+// --block-size is refused: blocks are inherited whole).
+Result<std::shared_ptr<const format::Snapshot>> OpenParent(const PackArgs& a,
+                                                           format::WriterOptions* o) {
+  HEXZ_ASSIGN_OR_RETURN(auto parent, format::Snapshot::Open(a.parent));
+  if (!a.block_size.empty() && parent->block_size() != o->block_size) {
+    return Status::InvalidArgument(
+        "--block-size " + a.block_size + " differs from the block size of the parent " + a.parent +
+        " (" + base::FormatSize(parent->block_size()) +
+        "); a thin snapshot has its parent's block size: leave out --block-size");
+  }
+  o->block_size = parent->block_size();
+  // Replacing a file of the chain would leave the new snapshot without its parent.
+  struct stat out_st, st;
+  if (stat(a.output.c_str(), &out_st) == 0) {
+    for (const format::Snapshot* s = parent.get(); s != nullptr; s = s->parent().get()) {
+      if (stat(s->path().c_str(), &st) == 0 && st.st_dev == out_st.st_dev &&
+          st.st_ino == out_st.st_ino) {
+        return Status::InvalidArgument(a.output + ": is " + s->path() +
+                                       ", a snapshot of the --parent chain; choose another "
+                                       "--output");
+      }
+    }
+  }
+  return std::shared_ptr<const format::Snapshot>(std::move(parent));
+}
+
+struct Input {
+  std::string name;
+  StreamId stream;
+  std::unique_ptr<DiskSource> source;
+};
+
+Status OpenInputs(const PackArgs& a, std::vector<Input>* inputs) {
+  inputs->push_back({a.disk, StreamId::kDisk, nullptr});
+  if (!a.memory.empty()) inputs->push_back({a.memory, StreamId::kMemory, nullptr});
   struct stat out_st;
   bool out_exists = stat(a.output.c_str(), &out_st) == 0;
-  for (Input& in : inputs) {
-    HEXZ_ASSIGN_OR_RETURN(in.fd, io::OpenFile(in.path, O_RDONLY | O_NONBLOCK));
-    struct stat st;
-    if (fstat(in.fd.get(), &st) != 0) return Status::FromErrno(errno, in.path);
-    if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(in.path + ": is a directory");
-    if (out_exists && st.st_dev == out_st.st_dev && st.st_ino == out_st.st_ino)
+  for (Input& in : *inputs) {
+    if (in.name == "-") in.name = "stdin";
+    const std::string& spec = in.stream == StreamId::kDisk ? a.disk : a.memory;
+    const std::string forced = in.stream == StreamId::kDisk ? a.disk_format : "";
+    HEXZ_ASSIGN_OR_RETURN(in.source, OpenDiskSource(spec, forced));
+    auto id = in.source->file_id();
+    if (out_exists && id && id->first == out_st.st_dev && id->second == out_st.st_ino)
       return Status::InvalidArgument(a.output + ": is also an input; choose another --output");
-    HEXZ_ASSIGN_OR_RETURN(in.size, io::FileSize(in.fd.get(), in.path));
   }
+  return Status::Ok();
+}
+
+Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
+  std::shared_ptr<const format::Snapshot> parent;
+  if (!a.parent.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(parent, OpenParent(a, &o));
+  }
+  // Inputs open before the writer starts its threads (qemu-nbd is started
+  // with this process's stderr briefly redirected).
+  std::vector<Input> inputs;
+  HEXZ_RETURN_IF_ERROR(OpenInputs(a, &inputs));
 
   ProgressBar bar;
   uint64_t total_all = 0;
-  for (const Input& in : inputs) total_all += in.size;
-  if (show_progress)
-    o.progress = [&bar, total_all](uint64_t done, uint64_t) { bar.Update(done, total_all); };
-  HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
-  for (Input& in : inputs) {
-    Status st = format::PackStream(writer.get(), in.fd.get(), in.path, in.stream, in.size);
-    if (!st.ok()) {
-      writer->Abort();
-      if (show_progress) std::fprintf(stderr, "\n");
-      return st;
+  bool known = true;
+  for (const Input& in : inputs) {
+    if (auto size = in.source->size()) {
+      total_all += *size;
+    } else {
+      known = false;
     }
   }
+  if (show_progress) {
+    o.progress = [&bar, total_all, known](uint64_t done, uint64_t) {
+      bar.Update(done, known ? total_all : 0);
+    };
+  }
+  HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  if (parent) {
+    Status st = writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id());
+    if (!st.ok()) return st;
+  }
+  uint64_t blocks = 0, parent_blocks = 0;
+  for (Input& in : inputs) {
+    auto stats = PackSource(writer.get(), in.source.get(), in.name, in.stream, parent.get());
+    if (!stats.ok()) {
+      writer->Abort();
+      if (show_progress) std::fprintf(stderr, "\n");
+      // Ctrl+C also reaches qemu-nbd (same process group): its end is not the error.
+      if (g_cancel.load()) return Status::Cancelled(a.output + ": cancelled; nothing was written");
+      return stats.status();
+    }
+    blocks += stats->blocks;
+    parent_blocks += stats->parent_blocks;
+    in.source.reset();  // ends qemu-nbd
+  }
   auto id = writer->Finish();
-  if (show_progress) bar.Update(total_all, total_all, true);
   if (!id.ok()) return id.status();
+  if (show_progress) bar.Update(total_all, total_all, true);
   if (!a.quiet) {
     struct stat st;
     uint64_t out_size = stat(a.output.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-    std::printf("%s: packed %s into %s (id %s)\n", a.output.c_str(),
-                base::FormatSize(total_all).c_str(), base::FormatSize(out_size).c_str(),
-                id->ToHex().c_str());
+    if (!known) total_all = 0;
+    std::printf("%s: packed %s into %s (id %s)", a.output.c_str(),
+                known ? base::FormatSize(total_all).c_str() : "a stream",
+                base::FormatSize(out_size).c_str(), id->ToHex().c_str());
+    if (parent) {
+      std::printf("; %llu of %llu blocks from the parent %s",
+                  static_cast<unsigned long long>(parent_blocks),
+                  static_cast<unsigned long long>(blocks), a.parent.c_str());
+    }
+    std::printf("\n");
   }
   return Status::Ok();
 }
@@ -106,13 +177,22 @@ void AddPackCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<PackArgs>();
   CLI::App* cmd =
       parent.add_subcommand("pack", "Pack a disk image (and a memory dump) into a snapshot");
-  cmd->add_option("--disk", args->disk, "Raw disk image (file or block device)")->required();
-  cmd->add_option("--memory", args->memory, "Raw memory dump (optional)");
+  cmd->add_option("--disk", args->disk,
+                  "Disk image: raw file, block device, qcow2/VMDK/VHDX/VDI/VPC image, "
+                  "NBD URI, or - for stdin")
+      ->required();
+  cmd->add_option("--disk-format", args->disk_format,
+                  "Format of --disk: raw, qcow2, vmdk, vhdx, vdi or vpc (default: detected)")
+      ->check(CLI::IsMember({"raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc"}));
+  cmd->add_option("--memory", args->memory, "Memory dump (optional): a file, NBD URI or -");
+  cmd->add_option("--parent", args->parent,
+                  "Write a thin snapshot: store only blocks that differ from this snapshot");
   cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();
   cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
       ->check(CLI::IsMember({"lz4", "zstd", "none"}));
   cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
-  cmd->add_option("--block-size", args->block_size, "Block size, 4K..1M, power of two (64K)");
+  cmd->add_option("--block-size", args->block_size,
+                  "Block size, 4K..1M, power of two (64K; with --parent, the parent's)");
   cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
   cmd->callback([rc, args] {

@@ -26,6 +26,11 @@ void ProgressBar::Update(uint64_t done, uint64_t total, bool final) {
   last_ = now;
   double elapsed = now - start_;
   double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+  if (total == 0 && !final) {  // a stream of unknown length
+    std::fprintf(stderr, "\r%s  %s/s   ", base::FormatSize(done).c_str(),
+                 base::FormatSize(static_cast<uint64_t>(rate)).c_str());
+    return;
+  }
   int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
   std::string bar(static_cast<size_t>(pct / 4), '#');
   bar.resize(25, '.');

@@ -141,6 +141,11 @@ class WriterImpl final : public SnapshotWriter {
     std::lock_guard<std::mutex> lock(mu_);
     return error_;
   }
+  Status TooManyBlocks() const {
+    return Status::NoSpace(out_path_ +
+                           ": too many blocks for one index (over 1 GiB); use a larger "
+                           "--block-size");
+  }
   Status Cancelled() { return Status::Cancelled(out_path_ + ": cancelled; nothing was written"); }
   bool IsCancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
   void StopThreads();
@@ -159,6 +164,8 @@ class WriterImpl final : public SnapshotWriter {
   bool thin_ = false;
   int streams_begun_ = 0;  // 0 none, 1 disk, 2 disk+memory
   bool in_stream_ = false;
+  bool unknown_size_ = false;  // the current stream grows block by block
+  uint32_t next_length_ = 0;   // logical length of the block being added
   uint64_t stream_size_[kStreamCount] = {0, 0};
   uint64_t cur_block_ = 0, cur_count_ = 0;
   uint64_t next_seq_ = 0;
@@ -247,36 +254,49 @@ Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
   int s = static_cast<int>(stream);
   if (s != streams_begun_ || s >= kStreamCount)
     return Status::Internal("streams must be written in order: disk, then memory");
-  if (logical_size > L::kMaxStreamSize)
+  unknown_size_ = logical_size == kUnknownSize;
+  if (!unknown_size_ && logical_size > L::kMaxStreamSize)
     return Status::NoSpace(std::string(StreamName(stream)) + " stream is larger than 4 PiB");
-  stream_size_[s] = logical_size;
+  stream_size_[s] = unknown_size_ ? 0 : logical_size;
   cur_block_ = 0;
-  cur_count_ = (logical_size + options_.block_size - 1) / options_.block_size;
+  cur_count_ = (stream_size_[s] + options_.block_size - 1) / options_.block_size;
   L::IndexHeader ih = IndexHeaderSoFar();
   ih.entry_count[s] = cur_count_;
   std::optional<uint64_t> index_len = L::IndexLength(ih);
-  if (!index_len || *index_len > L::kMaxIndexSize) {
-    return Status::NoSpace(out_path_ +
-                           ": too many blocks for one index (over 1 GiB); use a larger "
-                           "--block-size");
+  if (!index_len || *index_len > L::kMaxIndexSize) return TooManyBlocks();
+  if (unknown_size_) {
+    // The most blocks this stream may grow to: what the index and the
+    // stream size limit allow.
+    cur_count_ = std::min<uint64_t>((L::kMaxIndexSize - *index_len) / L::kEntrySize,
+                                    L::kMaxStreamSize / options_.block_size);
+  } else {
+    // Exactly one entry per block, without the slack of a growing vector. The
+    // writer thread touches this stream's entries only after the first Submit.
+    entries_[s].reserve(cur_count_);
   }
-  // Exactly one entry per block, without the slack of a growing vector. The
-  // writer thread touches this stream's entries only after the first Submit.
-  entries_[s].reserve(cur_count_);
   in_stream_ = true;
   ++streams_begun_;
-  total_bytes_ += logical_size;
+  if (!unknown_size_) total_bytes_ += logical_size;
   return Error();
 }
 
 Status WriterImpl::CheckNext(size_t len, bool need_len) {
   if (!in_stream_) return Status::Internal("Add* outside a stream");
-  if (cur_block_ >= cur_count_) return Status::Internal("more blocks than the stream holds");
-  if (need_len) {
-    uint64_t start = cur_block_ * options_.block_size;
-    uint64_t want =
-        std::min<uint64_t>(options_.block_size, stream_size_[streams_begun_ - 1] - start);
-    if (len != want) return Status::Internal("block length differs from the stream's layout");
+  const uint32_t bs = options_.block_size;
+  if (unknown_size_) {
+    if (cur_block_ >= cur_count_) return TooManyBlocks();
+    if (stream_size_[streams_begun_ - 1] % bs != 0)
+      return Status::Internal("a block after the short last block of a stream");
+    if (need_len && (len == 0 || len > bs))
+      return Status::Internal("block length differs from the stream's layout");
+    next_length_ = need_len ? static_cast<uint32_t>(len) : bs;
+  } else {
+    if (cur_block_ >= cur_count_) return Status::Internal("more blocks than the stream holds");
+    uint64_t start = cur_block_ * bs;
+    uint64_t want = std::min<uint64_t>(bs, stream_size_[streams_begun_ - 1] - start);
+    if (need_len && len != want)
+      return Status::Internal("block length differs from the stream's layout");
+    next_length_ = static_cast<uint32_t>(want);
   }
   if (IsCancelled()) return Cancelled();
   return Error();
@@ -294,9 +314,7 @@ std::unique_ptr<Job> WriterImpl::NewJob(Job::Type type) {
   if (!job) job = std::make_unique<Job>();
   job->type = type;
   job->stream = streams_begun_ - 1;
-  uint64_t start = cur_block_ * options_.block_size;
-  job->logical_length = static_cast<uint32_t>(
-      std::min<uint64_t>(options_.block_size, stream_size_[job->stream] - start));
+  job->logical_length = next_length_;
   job->use_packed = false;
   job->entry = L::Entry{};
   job->status = Status::Ok();
@@ -318,6 +336,10 @@ Status WriterImpl::Submit(std::unique_ptr<Job> job) {
   cv_todo_.notify_one();
   ++cur_block_;
   done_bytes_ += len;
+  if (unknown_size_) {
+    stream_size_[streams_begun_ - 1] += len;
+    total_bytes_ += len;
+  }
   if (options_.progress) options_.progress(done_bytes_, total_bytes_);
   return Status::Ok();
 }
@@ -367,8 +389,10 @@ Status WriterImpl::AddStored(const StoredBlock& block) {
 
 Status WriterImpl::EndStream() {
   if (!in_stream_) return Status::Internal("EndStream outside a stream");
-  if (cur_block_ != cur_count_) return Status::Internal("stream ended before its last block");
+  if (!unknown_size_ && cur_block_ != cur_count_)
+    return Status::Internal("stream ended before its last block");
   in_stream_ = false;
+  unknown_size_ = false;
   return Error();
 }
 
@@ -619,28 +643,10 @@ Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, Strea
   HEXZ_RETURN_IF_ERROR(writer->BeginStream(stream, size));
   uint32_t bs = writer->block_size();
   std::vector<uint8_t> buf(bs);
-  bool sparse = true;
-  uint64_t zero_until = 0;  // [pos, zero_until) is known to be a hole
-  uint64_t data_until = 0;  // [pos, data_until) is known to be data
+  io::HoleScanner holes(fd, size);
   for (uint64_t pos = 0; pos < size; pos += bs) {
     uint64_t len = std::min<uint64_t>(bs, size - pos);
-    if (sparse && pos >= zero_until && pos >= data_until) {
-      off_t d = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
-      if (d < 0) {
-        if (errno == ENXIO) {
-          zero_until = size;
-        } else {
-          sparse = false;
-        }
-      } else if (static_cast<uint64_t>(d) > pos) {
-        zero_until = static_cast<uint64_t>(d);
-      } else {
-        off_t hole = lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
-        data_until = hole < 0 ? size : static_cast<uint64_t>(hole);
-        if (data_until <= pos) data_until = pos + len;
-      }
-    }
-    if (sparse && pos + len <= zero_until) {
+    if (holes.IsHole(pos, len)) {
       HEXZ_RETURN_IF_ERROR(writer->AddZero());
       continue;
     }

@@ -70,6 +70,11 @@ class SnapshotWriter {
   virtual Status SetParent(const std::string& relative_path, const SnapshotId& parent_id) = 0;
 
   // Starts a stream of `logical_size` bytes (ceil(size / block_size) blocks).
+  // kUnknownSize starts a stream whose size is known only at its end (a
+  // pipe): every block then is a whole block except the last, which may be
+  // short (AddData with fewer bytes); AddZero and AddParent add whole blocks;
+  // EndStream fixes the size at the bytes added.
+  static constexpr uint64_t kUnknownSize = ~uint64_t{0};
   virtual Status BeginStream(StreamId stream, uint64_t logical_size) = 0;
   // Raw data of the next block: exactly BlockLength bytes (the last block of
   // a stream may be short). Compressed (or stored raw if that is not smaller),

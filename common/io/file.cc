@@ -111,4 +111,24 @@ Status FsyncParentDir(const std::string& path) {
   return s;
 }
 
+bool HoleScanner::IsHole(uint64_t pos, uint64_t len) {
+  if (sparse_ && pos >= zero_until_ && pos >= data_until_) {
+    off_t d = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    if (d < 0) {
+      if (errno == ENXIO) {
+        zero_until_ = size_;
+      } else {
+        sparse_ = false;
+      }
+    } else if (static_cast<uint64_t>(d) > pos) {
+      zero_until_ = static_cast<uint64_t>(d);
+    } else {
+      off_t hole = ::lseek(fd_, static_cast<off_t>(pos), SEEK_HOLE);
+      data_until_ = hole < 0 ? size_ : static_cast<uint64_t>(hole);
+      if (data_until_ <= pos) data_until_ = pos + len;
+    }
+  }
+  return sparse_ && pos + len <= zero_until_;
+}
+
 }  // namespace hexz::io

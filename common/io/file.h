@@ -34,4 +34,22 @@ Status Fsync(int fd, std::string_view what);
 // fsync of the directory that holds `path`, so a rename or create is durable.
 Status FsyncParentDir(const std::string& path);
 
+// Tells which ranges of a file of `size` bytes are holes (SEEK_DATA /
+// SEEK_HOLE), asking the kernel about each extent once, for a reader that
+// moves forward through the file. Where the file system cannot say, nothing
+// is a hole. Borrows the fd; one thread at a time.
+class HoleScanner {
+ public:
+  HoleScanner(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  // True when [pos, pos + len) is known to read as zeros without storage.
+  bool IsHole(uint64_t pos, uint64_t len);
+
+ private:
+  int fd_;
+  uint64_t size_;
+  bool sparse_ = true;
+  uint64_t zero_until_ = 0;  // [pos, zero_until_) is known to be a hole
+  uint64_t data_until_ = 0;  // [pos, data_until_) is known to be data
+};
+
 }  // namespace hexz::io
