@@ -26,7 +26,10 @@ TEST(WriterStreamTest, UnknownSizeRoundTrip) {
   for (size_t size : {size_t{0}, size_t{1}, size_t{4096}, size_t{3 * 4096 + 777}}) {
     Bytes disk = TextBytes(size, size);
     Bytes memory = RandomBytes(2 * 4096 + 5, 7);
-    std::string path = dir / ("s" + std::to_string(size) + ".st");
+    std::string name = "s";
+    name += std::to_string(size);
+    name += ".st";
+    std::string path = dir / name;
     auto w = SnapshotWriter::Create(path, o);
     ASSERT_TRUE(w.ok());
     ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, SnapshotWriter::kUnknownSize).ok());
