@@ -1,6 +1,7 @@
 // hexz overlay info: what an overlay of a --rw mount changes.
 // hexz overlay verify: checks every log record and every stored block.
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,16 +12,21 @@
 namespace hexz::cli {
 namespace {
 
+using base::Result;
 using base::Status;
 
-Status Info(const std::string& path, bool json) {
+// Opens an overlay of any base for reading, sharing its lock with readers.
+Result<std::unique_ptr<overlay::Overlay>> OpenReadOnly(const std::string& path) {
   HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
                         overlay::OpenOverlayFiles(path, overlay::LockMode::kShared, false));
   overlay::OverlayOptions ro;
   ro.read_only = true;
-  HEXZ_ASSIGN_OR_RETURN(
-      auto ov,
-      overlay::Overlay::OpenAnyBase(std::move(files.data), std::move(files.meta), files.names, ro));
+  return overlay::Overlay::OpenAnyBase(std::move(files.data), std::move(files.meta), files.names,
+                                       ro);
+}
+
+Status Info(const std::string& path, bool json) {
+  HEXZ_ASSIGN_OR_RETURN(auto ov, OpenReadOnly(path));
   overlay::OverlayStats s = ov->Stats();
   uint64_t blocks = s.data_blocks + s.zero_blocks;
   if (json) {
@@ -58,13 +64,7 @@ Status Info(const std::string& path, bool json) {
 // Exit 0: every record and block checks (notes, such as an interrupted
 // compaction, are printed). Exit 1: damage, each piece named.
 Status Verify(const std::string& path) {
-  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
-                        overlay::OpenOverlayFiles(path, overlay::LockMode::kShared, false));
-  overlay::OverlayOptions ro;
-  ro.read_only = true;
-  HEXZ_ASSIGN_OR_RETURN(
-      auto ov,
-      overlay::Overlay::OpenAnyBase(std::move(files.data), std::move(files.meta), files.names, ro));
+  HEXZ_ASSIGN_OR_RETURN(auto ov, OpenReadOnly(path));
   for (const std::string& p : ov->problems()) std::printf("note: %s\n", p.c_str());
   HEXZ_ASSIGN_OR_RETURN(std::vector<overlay::DamagedBlock> damaged, ov->CheckBlocks(false));
   for (const auto& d : damaged) std::fprintf(stderr, "hexz: %s\n", d.message.c_str());
