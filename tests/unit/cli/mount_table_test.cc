@@ -1,9 +1,9 @@
-#include "common/fuse/mounts.h"
+#include "hexz/mount_table.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-namespace hexz::fuse {
+namespace hexz::cli {
 namespace {
 
 TEST(MountsTest, FindsProcAndNothingOnAPlainDirectory) {
@@ -38,4 +38,4 @@ TEST(MountsTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
 }
 
 }  // namespace
-}  // namespace hexz::fuse
+}  // namespace hexz::cli
