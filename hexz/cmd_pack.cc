@@ -15,6 +15,7 @@
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/progress.h"
+#include "hexz/temp_file_watchdog.h"
 
 namespace hexz::cli {
 namespace {
@@ -68,7 +69,7 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
     struct stat st;
     if (fstat(in.fd.get(), &st) != 0) return Status::FromErrno(errno, in.path);
     if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(in.path + ": is a directory");
-    if (out_exists && st.st_dev == out_st.st_dev && st.st_ino == out_st.st_ino)
+    if (out_exists && SameFile(st, out_st))
       return Status::InvalidArgument(a.output + ": is also an input; choose another --output");
     HEXZ_ASSIGN_OR_RETURN(in.size, io::FileSize(in.fd.get(), in.path));
   }
@@ -79,6 +80,9 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
   if (show_progress)
     o.progress = [&bar, total_all](uint64_t done, uint64_t) { bar.Update(done, total_all); };
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  // A SIGKILLed pack leaves no temporary output behind.
+  TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
+  watchdog.Start(a.output);
   for (Input& in : inputs) {
     Status st = format::PackStream(writer.get(), in.fd.get(), in.path, in.stream, in.size);
     if (!st.ok()) {
