@@ -6,7 +6,7 @@
 namespace hexz::cli {
 namespace {
 
-TEST(MountsTest, FindsProcAndNothingOnAPlainDirectory) {
+TEST(MountTableTest, FindsProcAndNothingOnAPlainDirectory) {
   auto proc = FindMount("/proc");
   ASSERT_TRUE(proc.ok()) << proc.status().ToString();
   ASSERT_TRUE(proc->has_value());
@@ -16,7 +16,7 @@ TEST(MountsTest, FindsProcAndNothingOnAPlainDirectory) {
   EXPECT_FALSE(none->has_value());
 }
 
-TEST(MountsTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
+TEST(MountTableTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
   char tmpl[] = "/tmp/hexz-mounts-test.XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
