@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "common/base/log.h"
 #include "common/cache/worker_cache.h"
 #include "common/format/writer.h"
 
@@ -107,6 +108,10 @@ Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& p
   return NameChain(chain, snap.status());
 }
 
+bool SameFile(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& snapshot,
                              const std::string& itself, const std::string& whose) {
   struct stat out;
@@ -115,7 +120,7 @@ Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& 
   std::vector<std::string> names = snapshot.ChainNames();
   for (size_t i = 0; i < fds.size(); ++i) {
     struct stat st;
-    if (fstat(fds[i].get(), &st) == 0 && st.st_dev == out.st_dev && st.st_ino == out.st_ino) {
+    if (fstat(fds[i].get(), &st) == 0 && SameFile(st, out)) {
       return Status::InvalidArgument(
           output + ": is " + (i == 0 ? itself : "a parent of " + whose + " (" + names[i] + ")") +
           "; choose another --output");
@@ -127,6 +132,44 @@ Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& 
 int UsageError(const Status& status) {
   std::fprintf(stderr, "hexz: %s\n", status.ToString().c_str());
   return 2;
+}
+
+Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path) {
+  auto snapshot = OpenSnapshotChain(path);
+  if (snapshot.ok() || snapshot.status().message().find(path) != std::string::npos) {
+    return snapshot;
+  }
+  return snapshot.status().WithContext(path);
+}
+
+void AddWorkerOptions(CLI::App* cmd, WorkerOptions* options, const std::string& daemon_help) {
+  cmd->add_flag("-d,--daemon", options->daemon, daemon_help);
+  cmd->add_option("--log-file", options->log_file, "Daemon log file (with --daemon)");
+  cmd->add_flag("-v,--verbose", options->verbose, "Worker logs debug messages");
+  cmd->add_option("--cache-size", options->cache_size,
+                  "Share a cache of decompressed blocks of this size with your other hexz workers "
+                  "(e.g. 256M, 1G, 4G)")
+      ->check(CacheSizeValidator());
+}
+
+Status CheckWorkerOptions(const WorkerOptions& options) {
+  if (!options.log_file.empty() && !options.daemon) {
+    return Status::InvalidArgument(
+        "--log-file goes with --daemon (in the foreground the worker logs to stderr)");
+  }
+  return Status::Ok();
+}
+
+Status ApplyWorkerOptions(const WorkerOptions& options, const format::Snapshot& snapshot,
+                          ipc::WorkerConfig* config) {
+  if (!options.cache_size.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(config->cache_size,
+                          cache::ParseCacheSize(options.cache_size, snapshot.block_size()));
+  }
+  config->daemon = options.daemon;
+  config->log_level =
+      static_cast<uint32_t>(options.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
+  return Status::Ok();
 }
 
 }  // namespace hexz::cli

@@ -6,6 +6,8 @@
 // anything is opened or started. Thread safety: front-end main thread only.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
@@ -15,6 +17,7 @@
 
 #include "common/base/status.h"
 #include "common/format/snapshot.h"
+#include "common/ipc/worker_protocol.h"
 
 namespace hexz::cli {
 
@@ -39,9 +42,16 @@ base::Status CheckId(const char* option, std::optional<uint32_t> id);
 // to it: "child.st -> base.st: <what is wrong with base.st>".
 base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path);
 
+// OpenSnapshotChain for a command that names `path` itself: an error that
+// does not mention the file gets it as context ("PATH: ...").
+base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path);
+
 // Prefixes `status` with the files of `chain` (top first) that lead to the
 // file the message starts with, when that file is a parent.
 base::Status NameChain(const std::vector<std::string>& chain, const base::Status& status);
+
+// Same device and inode: the same file, also through links.
+bool SameFile(const struct stat& a, const struct stat& b);
 
 // Refuses an output path that names a file of `snapshot`'s chain (same
 // device and inode, so also through links): writing it would destroy what is
@@ -49,6 +59,28 @@ base::Status NameChain(const std::vector<std::string>& chain, const base::Status
 // the owner of the parents ("the snapshot": "a parent of the snapshot (P)").
 base::Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& snapshot,
                                    const std::string& itself, const std::string& whose);
+
+// The flags that `hexz mount` and `hexz serve` share about their worker.
+struct WorkerOptions {
+  std::string cache_size;  // --cache-size
+  bool daemon = false;     // -d, --daemon
+  std::string log_file;    // --log-file
+  bool verbose = false;    // -v, --verbose
+};
+
+// Registers --cache-size, -d/--daemon (described by `daemon_help`),
+// --log-file and -v/--verbose on `cmd`, stored into `options` (which must
+// outlive the parse).
+void AddWorkerOptions(CLI::App* cmd, WorkerOptions* options, const std::string& daemon_help);
+
+// --log-file without --daemon: a usage error.
+base::Status CheckWorkerOptions(const WorkerOptions& options);
+
+// Puts the options into the worker's `config`: the shared cache size (checked
+// against `snapshot`'s block size; an error is a usage error), daemon mode
+// and the log level.
+base::Status ApplyWorkerOptions(const WorkerOptions& options, const format::Snapshot& snapshot,
+                                ipc::WorkerConfig* config);
 
 // Prints "hexz: <message>" to stderr and returns 2 (a usage error).
 int UsageError(const base::Status& status);

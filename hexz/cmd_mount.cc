@@ -30,13 +30,13 @@
 #include "common/base/log.h"
 #include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
-#include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/mount_table.h"
 #include "hexz/nbd_mount.h"
-#include "hexz/worker_launch.h"
+#include "hexz/worker_session.h"
 
 namespace hexz::cli {
 
@@ -51,13 +51,10 @@ struct MountArgs {
   std::string mountpoint;
   std::optional<uint32_t> uid;
   std::optional<uint32_t> gid;
-  bool daemon = false;
-  std::string log_file;
+  WorkerOptions worker;  // --cache-size, --daemon, --log-file, --verbose
   bool rw = false;
   std::string overlay;
-  std::string cache_size;
   bool nbd = false;
-  bool verbose = false;
   std::vector<std::string> options;  // -o allow_root,allow_other
 };
 
@@ -101,9 +98,9 @@ Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
   }
   if (!S_ISDIR(st.st_mode))
     return Status::InvalidArgument("mountpoint " + mnt + " is not a directory");
-  HEXZ_ASSIGN_OR_RETURN(*canonical, fuse::CanonicalMountPath(mnt));
-  HEXZ_ASSIGN_OR_RETURN(auto entry, fuse::FindMount(*canonical));
-  if (entry && entry->fstype == fuse::kHexzFsType) {
+  HEXZ_ASSIGN_OR_RETURN(*canonical, CanonicalMountPath(mnt));
+  HEXZ_ASSIGN_OR_RETURN(auto entry, FindMount(*canonical));
+  if (entry && entry->fstype == kHexzFsType) {
     return Status::Busy("mountpoint " + mnt + " is already a hexz mount; run 'hexz unmount " + mnt +
                         "' first");
   }
@@ -116,9 +113,9 @@ Status CheckMountpoint(const std::string& mnt, std::string* canonical) {
 
 // After a failure: nothing of ours may stay mounted.
 void CleanUpMount(const std::string& canonical) {
-  auto entry = fuse::FindMount(canonical);
-  if (entry.ok() && *entry && (*entry)->fstype == fuse::kHexzFsType) {
-    (void)fuse::UnmountFuse(canonical, /*lazy=*/true);
+  auto entry = FindMount(canonical);
+  if (entry.ok() && *entry && (*entry)->fstype == kHexzFsType) {
+    (void)UnmountFuse(canonical, /*lazy=*/true);
   }
 }
 
@@ -174,48 +171,154 @@ bool ParseMountOptions(const MountArgs& a, bool* allow_root, bool* allow_other) 
   return true;
 }
 
-int RunMount(const MountArgs& a) {
+int Usage(const std::string& msg) {
+  std::fprintf(stderr, "hexz mount: %s\n", msg.c_str());
+  return 2;
+}
+
+// The usage errors found before anything is opened; 0 when there are none.
+int CheckMountArgs(const MountArgs& a, bool* allow_root, bool* allow_other) {
   for (Status st : {CheckId("--uid", a.uid), CheckId("--gid", a.gid)}) {
     if (!st.ok()) return UsageError(st);
   }
   if (!a.overlay.empty() && !a.rw) {
-    std::fprintf(stderr,
-                 "hexz mount: --overlay %s needs --rw (an overlay holds the writes of a "
-                 "read-write mount); add --rw, or drop --overlay for a read-only mount\n",
-                 a.overlay.c_str());
-    return 2;
+    return Usage("--overlay " + a.overlay +
+                 " needs --rw (an overlay holds the writes of a read-write mount); add --rw, or "
+                 "drop --overlay for a read-only mount");
   }
-  bool allow_root = false, allow_other = false;
-  if (!ParseMountOptions(a, &allow_root, &allow_other)) return 2;
+  if (!ParseMountOptions(a, allow_root, allow_other)) return 2;
   if (a.nbd && !a.options.empty()) {
-    std::fprintf(stderr, "hexz mount: -o allow_root/allow_other are FUSE options, not for --nbd\n");
-    return 2;
+    return Usage("-o allow_root/allow_other are FUSE options, not for --nbd");
   }
+  return 0;
+}
+
+// The worker's settings for a FUSE mount of `snapshot` on `canonical`: who
+// owns the files and may use the mount, the chain's descriptors and, with
+// --rw, the overlay (opened, locked and checked as the user; the lock
+// follows the descriptor into the worker).
+Status FillMountConfig(const MountArgs& a, const format::Snapshot& snapshot,
+                       const std::string& canonical, bool allow_root, bool allow_other,
+                       ipc::WorkerConfig* config) {
+  config->mode = ipc::WorkerMode::kFuse;
+  config->mountpoint = canonical;
+  config->uid = a.uid.value_or(getuid());
+  config->gid = a.gid.value_or(getgid());
+  config->allow_root = allow_root;
+  config->allow_other = allow_other;
+  // The mount is the user's alone unless -o allow_root/allow_other. A dead
+  // worker's mount is taken away by a companion (WatchMount); libfuse's
+  // auto_unmount is added where it works, which for a user (libfuse 3.14)
+  // is only together with allow_root/allow_other.
+  config->auto_unmount = getuid() == 0 || allow_root || allow_other;
+  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
+  config->chain_names = snapshot.ChainNames();
+  if (a.rw) {
+    HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files, OpenMountOverlay(a, snapshot));
+    config->read_write = true;
+    config->overlay_data_fd = std::move(files.data);
+    config->overlay_meta_fd = std::move(files.meta);
+    config->overlay_name = files.names.data;
+    config->overlay_ephemeral = files.ephemeral;
+  }
+  return Status::Ok();
+}
+
+// Whenever the worker goes (killed, or the front-end killed first), a mount
+// left dead is unmounted (fusermount3 -u -z), as auto_unmount would.
+void WatchMount(const WorkerSession& session, const std::string& canonical) {
+  Status watched = WatchWorker(session.pid(), session.old_mask(), [canonical] {
+    for (int i = 0; i < 40; ++i) {  // the kernel may take a moment to abort it
+      if (IsDeadFuseMount(canonical)) return CleanUpMount(canonical);
+      auto entry = FindMount(canonical);
+      if (!entry.ok() || !*entry || (*entry)->fstype != kHexzFsType) return;
+      usleep(50 * 1000);
+    }
+  });
+  if (!watched.ok()) HEXZ_LOG_WARN("%s", watched.ToString().c_str());
+}
+
+// The worker did not report ready: nothing of ours stays mounted.
+int ReportNotMounted(const MountArgs& a, const std::string& canonical, const std::string& log_path,
+                     const Status& status) {
+  CleanUpMount(canonical);
+  if (status.code() == base::Code::kCancelled) {
+    std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
+                 canonical.c_str());
+    return 1;
+  }
+  std::string msg = status.ToString();
+  if (a.worker.daemon) msg += " (worker log: " + log_path + ")";
+  std::fprintf(stderr, "hexz mount: %s\n", msg.c_str());
+  return 1;
+}
+
+void ReportMounted(const MountArgs& a, const std::string& canonical, pid_t pid,
+                   const std::string& ready, const std::string& log_path) {
+  const std::string what =
+      a.snapshot + (!a.rw               ? std::string()
+                    : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
+                                        : " read-write (overlay " + a.overlay + ")");
+  if (a.worker.daemon) {
+    // Notes from the worker (in the foreground its log already showed them).
+    for (size_t nl = ready.find('\n'); nl != std::string::npos; nl = ready.find('\n', nl + 1)) {
+      std::printf("hexz: %s\n", ready.substr(nl + 1, ready.find('\n', nl + 1) - nl - 1).c_str());
+    }
+    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", what.c_str(), canonical.c_str(),
+                static_cast<int>(pid), log_path.c_str());
+    return;
+  }
+  std::fprintf(stderr, "hexz: mounted %s on %s (worker pid %d); Ctrl+C or SIGTERM unmounts\n",
+               what.c_str(), canonical.c_str(), static_cast<int>(pid));
+}
+
+// Foreground: a signal unmounts (the worker then exits by itself); a worker
+// that exits first ends the mount.
+int SuperviseMount(WorkerSession& session, const std::string& canonical) {
+  WorkerSession::Handlers handlers;
+  handlers.on_signal = [&session, &canonical](int) -> std::optional<int> {
+    Status st = UnmountFuse(canonical, /*lazy=*/false);
+    if (st.code() == base::Code::kBusy) {
+      std::fprintf(stderr, "hexz: %s; detaching it lazily instead\n", st.ToString().c_str());
+      st = UnmountFuse(canonical, /*lazy=*/true);
+    }
+    auto entry = FindMount(canonical);
+    session.Stop(!st.ok() && entry.ok() && *entry ? SIGTERM : 0, 10000);
+    CleanUpMount(canonical);
+    if (!st.ok()) return Fail(st);
+    std::fprintf(stderr, "hexz: unmounted %s\n", canonical.c_str());
+    return 0;
+  };
+  handlers.on_child_exit = [&canonical](int status) {
+    if (ExitedCleanly(status)) {
+      std::fprintf(stderr, "hexz: %s was unmounted; the worker exited\n", canonical.c_str());
+      return 0;
+    }
+    CleanUpMount(canonical);
+    std::fprintf(stderr, "hexz mount: the worker for %s died (%s); unmounted it\n",
+                 canonical.c_str(), DescribeWaitStatus(status).c_str());
+    return 1;
+  };
+  return session.Supervise(handlers);
+}
+
+int RunMount(const MountArgs& a) {
+  bool allow_root = false, allow_other = false;
+  if (int rc = CheckMountArgs(a, &allow_root, &allow_other); rc != 0) return rc;
   if (a.nbd) {
     // The kernel mount would hide the directory's files just the same.
     if (Status st = CheckMountpointEmpty(a.mountpoint, a.mountpoint); !st.ok()) return Fail(st);
-    return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.cache_size, a.daemon,
-                        a.uid.has_value() || a.gid.has_value(), a.verbose});
+    return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.worker,
+                        a.uid.has_value() || a.gid.has_value()});
   }
-  if (!a.log_file.empty() && !a.daemon) {
-    std::fprintf(stderr,
-                 "hexz mount: --log-file goes with --daemon (in the foreground the "
-                 "worker logs to stderr)\n");
-    return 2;
-  }
+  if (Status st = CheckWorkerOptions(a.worker); !st.ok()) return Usage(st.message());
 
   // 1. The snapshot chain, opened and validated with the user's rights.
-  auto snapshot = OpenSnapshotChain(a.snapshot);
-  if (!snapshot.ok()) {
-    Status st = snapshot.status();
-    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
-    return Fail(st);
-  }
-  uint64_t cache_size = 0;
-  if (!a.cache_size.empty()) {
-    auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
-    if (!size.ok()) return UsageError(size.status());
-    cache_size = *size;
+  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  if (!snapshot.ok()) return Fail(snapshot.status());
+  ipc::WorkerConfig config;
+  if (Status st = ApplyWorkerOptions(a.worker, **snapshot, &config); !st.ok()) {
+    return UsageError(st);
   }
   // 2. The mountpoint.
   std::string canonical;
@@ -223,157 +326,31 @@ int RunMount(const MountArgs& a) {
   // 3. The worker and its log.
   auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
   if (!program.ok()) return Fail(program.status());
-  UniqueFd log_fd;
-  std::string log_path;
-  if (a.daemon) {
-    if (!a.log_file.empty()) {
-      log_path = a.log_file;
-    } else {
-      auto dir = PrivateRuntimeDir("the daemon's log; use --log-file PATH");
-      if (!dir.ok()) return Fail(dir.status());
-      log_path = *dir + "/" + BaseName(canonical) + ".log";
-    }
-    auto fd = OpenLogFile(log_path);
-    if (!fd.ok()) return Fail(fd.status());
-    log_fd = std::move(*fd);
+  DaemonLog log;
+  if (a.worker.daemon) {
+    auto opened = OpenDaemonLog(a.worker.log_file, BaseName(canonical) + ".log");
+    if (!opened.ok()) return Fail(opened.status());
+    log = std::move(*opened);
   }
-
-  ipc::WorkerConfig config;
-  config.mode = ipc::WorkerMode::kFuse;
-  config.mountpoint = canonical;
-  config.uid = a.uid.value_or(getuid());
-  config.gid = a.gid.value_or(getgid());
-  config.daemon = a.daemon;
-  config.cache_size = cache_size;
-  config.allow_root = allow_root;
-  config.allow_other = allow_other;
-  // The mount is the user's alone unless -o allow_root/allow_other. A dead
-  // worker's mount is taken away by a companion (WatchWorker below); libfuse's
-  // auto_unmount is added where it works, which for a user (libfuse 3.14)
-  // is only together with allow_root/allow_other.
-  config.auto_unmount = getuid() == 0 || config.allow_root || config.allow_other;
-  config.log_level =
-      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
-  auto fds = (*snapshot)->DupChainFds();
-  if (!fds.ok()) return Fail(fds.status());
-  config.chain_fds = std::move(*fds);
-  config.chain_names = (*snapshot)->ChainNames();
-  if (a.rw) {
-    // 4. The overlay, opened, locked and checked as the user. The lock
-    // follows the descriptor into the worker.
-    auto files = OpenMountOverlay(a, **snapshot);
-    if (!files.ok()) return Fail(files.status());
-    config.read_write = true;
-    config.overlay_data_fd = std::move(files->data);
-    config.overlay_meta_fd = std::move(files->meta);
-    config.overlay_name = files->names.data;
-    config.overlay_ephemeral = files->ephemeral;
-  }
-
-  // Signals are taken through a signalfd from here on: they unmount.
-  sigset_t old_mask;
-  auto sigfd = TakeSignals(&old_mask);
-  if (!sigfd.ok()) return Fail(sigfd.status());
-
-  auto worker = LaunchWorker(*program, config, a.daemon ? log_fd.get() : -1, old_mask);
-  if (!worker.ok()) return Fail(worker.status().WithContext("starting " + *program));
-  log_fd.reset();
-  config.chain_fds.clear();
-  // Only the worker holds the overlay (and its lock) from here on.
-  config.overlay_data_fd.reset();
-  config.overlay_meta_fd.reset();
+  // 4. The settings, the chain's descriptors and the overlay.
+  Status filled = FillMountConfig(a, **snapshot, canonical, allow_root, allow_other, &config);
   snapshot->reset();
+  if (!filled.ok()) return Fail(filled);
+
+  // Signals are taken by the session from here on: they unmount.
+  auto session = WorkerSession::Launch(*program, config, log.fd.get());
+  // Only the worker holds the chain and the overlay (and its lock) now.
+  config = ipc::WorkerConfig();
+  log.fd.reset();
+  if (!session.ok()) return Fail(session.status().WithContext("starting " + *program));
 
   // Wait for the worker's reply; Ctrl+C meanwhile gives up on the mount.
-  auto ready = AwaitWorkerReady(*worker, sigfd->get());
-  if (ready.ok()) {
-    // Whenever the worker goes (killed, or the front-end killed first), a
-    // mount left dead is unmounted (fusermount3 -u -z), as auto_unmount would.
-    Status watched = WatchWorker(worker->pid, old_mask, [canonical] {
-      for (int i = 0; i < 40; ++i) {  // the kernel may take a moment to abort it
-        if (fuse::IsDeadFuseMount(canonical)) return CleanUpMount(canonical);
-        auto entry = fuse::FindMount(canonical);
-        if (!entry.ok() || !*entry || (*entry)->fstype != fuse::kHexzFsType) return;
-        usleep(50 * 1000);
-      }
-    });
-    if (!watched.ok()) HEXZ_LOG_WARN("%s", watched.ToString().c_str());
-  }
-  if (!ready.ok() && ready.status().code() == base::Code::kCancelled) {
-    CleanUpMount(canonical);
-    std::fprintf(stderr, "hexz mount: interrupted before %s was mounted; nothing is left\n",
-                 canonical.c_str());
-    return 1;
-  }
-  if (!ready.ok()) {
-    CleanUpMount(canonical);
-    std::string msg = ready.status().ToString();
-    if (a.daemon) msg += " (worker log: " + log_path + ")";
-    std::fprintf(stderr, "hexz mount: %s\n", msg.c_str());
-    return 1;
-  }
-
-  const std::string what =
-      a.snapshot + (!a.rw               ? std::string()
-                    : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
-                                        : " read-write (overlay " + a.overlay + ")");
-  if (a.daemon) {
-    // Notes from the worker (in the foreground its log already showed them).
-    for (size_t nl = ready->find('\n'); nl != std::string::npos; nl = ready->find('\n', nl + 1)) {
-      std::printf("hexz: %s\n", ready->substr(nl + 1, ready->find('\n', nl + 1) - nl - 1).c_str());
-    }
-    std::printf("hexz: mounted %s on %s (worker pid %d, log %s)\n", what.c_str(), canonical.c_str(),
-                static_cast<int>(worker->pid), log_path.c_str());
-    return 0;
-  }
-  std::fprintf(stderr, "hexz: mounted %s on %s (worker pid %d); Ctrl+C or SIGTERM unmounts\n",
-               what.c_str(), canonical.c_str(), static_cast<int>(worker->pid));
-
-  // Foreground: wait for a signal, or for the worker to go away.
-  for (;;) {
-    struct pollfd pfd[2] = {{sigfd->get(), POLLIN, 0}, {worker->channel.get(), POLLIN, 0}};
-    if (poll(pfd, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return Fail(Status::FromErrno(errno, "poll"));
-    }
-    if (pfd[0].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
-      if (si.ssi_signo == SIGCHLD) {
-        int status = 0;
-        if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
-        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (clean) {
-          std::fprintf(stderr, "hexz: %s was unmounted; the worker exited\n", canonical.c_str());
-          return 0;
-        }
-        CleanUpMount(canonical);
-        std::fprintf(stderr, "hexz mount: the worker for %s died (%s %d); unmounted it\n",
-                     canonical.c_str(), WIFSIGNALED(status) ? "signal" : "exit status",
-                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-        return 1;
-      }
-      // SIGINT, SIGTERM, SIGHUP: unmount; the worker then exits by itself.
-      Status st = fuse::UnmountFuse(canonical, /*lazy=*/false);
-      if (st.code() == base::Code::kBusy) {
-        std::fprintf(stderr, "hexz: %s; detaching it lazily instead\n", st.ToString().c_str());
-        st = fuse::UnmountFuse(canonical, /*lazy=*/true);
-      }
-      if (!st.ok() && fuse::FindMount(canonical).ok() && *fuse::FindMount(canonical)) {
-        kill(worker->pid, SIGTERM);
-      }
-      int status = ReapWorker(worker->pid, 10000);
-      CleanUpMount(canonical);
-      if (!st.ok()) return Fail(st);
-      std::fprintf(stderr, "hexz: unmounted %s\n", canonical.c_str());
-      (void)status;
-      return 0;
-    }
-    if (pfd[1].revents & (POLLHUP | POLLIN | POLLERR)) {
-      // The worker closed its end: it is exiting; SIGCHLD follows.
-      worker->channel.reset();
-    }
-  }
+  auto ready = session->AwaitReady();
+  if (!ready.ok()) return ReportNotMounted(a, canonical, log.path, ready.status());
+  WatchMount(*session, canonical);
+  ReportMounted(a, canonical, session->pid(), *ready, log.path);
+  if (a.worker.daemon) return 0;
+  return SuperviseMount(*session, canonical);
 }
 
 }  // namespace
@@ -386,22 +363,15 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
   cmd->add_option("--uid", args->uid, "Owner shown for the files (default: your uid)");
   cmd->add_option("--gid", args->gid, "Group shown for the files (default: your gid)");
-  cmd->add_flag("-d,--daemon", args->daemon,
-                "Return once mounted; the worker runs in the background and logs to "
-                "$XDG_RUNTIME_DIR/hexz/<mountpoint name>.log (or ~/.cache/hexz/)");
-  cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
-  cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");
+  AddWorkerOptions(cmd, &args->worker,
+                   "Return once mounted; the worker runs in the background and logs to "
+                   "$XDG_RUNTIME_DIR/hexz/<mountpoint name>.log (or ~/.cache/hexz/)");
   cmd->add_flag("--rw", args->rw,
                 "Writable disk: writes go to a copy-on-write overlay (ephemeral unless "
                 "--overlay is given)");
   cmd->add_option("--overlay", args->overlay,
                   "Keep the overlay in this file (and FILE.meta); created when missing; needs "
                   "--rw");
-  cmd->add_option("--cache-size", args->cache_size,
-                  "Share a cache of decompressed blocks of this size with your other hexz workers "
-                  "(e.g. 256M, "
-                  "1G, 4G)")
-      ->check(CacheSizeValidator());
   cmd->add_option("-o,--options", args->options,
                   "Comma-separated: allow_root (root may use the mount too, e.g. for mount -o "
                   "loop on disk), allow_other (every user may); users need user_allow_other in "

@@ -17,6 +17,7 @@
 #include "hexz/commands.h"
 #include "hexz/disk_source.h"
 #include "hexz/progress.h"
+#include "hexz/temp_file_watchdog.h"
 
 namespace hexz::cli {
 namespace {
@@ -61,7 +62,7 @@ Status BuildOptions(const PackArgs& a, format::WriterOptions* o) {
 // --block-size is refused: blocks are inherited whole).
 Result<std::shared_ptr<const format::Snapshot>> OpenParent(const PackArgs& a,
                                                            format::WriterOptions* o) {
-  HEXZ_ASSIGN_OR_RETURN(auto parent, format::Snapshot::Open(a.parent));
+  HEXZ_ASSIGN_OR_RETURN(auto parent, OpenSnapshotAsUser(a.parent));
   if (!a.block_size.empty() && parent->block_size() != o->block_size) {
     return Status::InvalidArgument(
         "--block-size " + a.block_size + " differs from the block size of the parent " + a.parent +
@@ -70,17 +71,8 @@ Result<std::shared_ptr<const format::Snapshot>> OpenParent(const PackArgs& a,
   }
   o->block_size = parent->block_size();
   // Replacing a file of the chain would leave the new snapshot without its parent.
-  struct stat out_st, st;
-  if (stat(a.output.c_str(), &out_st) == 0) {
-    for (const format::Snapshot* s = parent.get(); s != nullptr; s = s->parent().get()) {
-      if (stat(s->path().c_str(), &st) == 0 && st.st_dev == out_st.st_dev &&
-          st.st_ino == out_st.st_ino) {
-        return Status::InvalidArgument(a.output + ": is " + s->path() +
-                                       ", a snapshot of the --parent chain; choose another "
-                                       "--output");
-      }
-    }
-  }
+  HEXZ_RETURN_IF_ERROR(
+      CheckOutputNotInChain(a.output, *parent, "the --parent snapshot", "the --parent snapshot"));
   return std::shared_ptr<const format::Snapshot>(std::move(parent));
 }
 
@@ -133,6 +125,9 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
     };
   }
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  // A SIGKILLed pack leaves no temporary output behind.
+  TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
+  watchdog.Start(a.output);
   if (parent) {
     Status st = writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id());
     if (!st.ok()) return st;

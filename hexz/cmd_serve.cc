@@ -32,7 +32,7 @@
 #include "common/ipc/worker_protocol.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
-#include "hexz/worker_launch.h"
+#include "hexz/worker_session.h"
 
 namespace hexz::cli {
 
@@ -50,10 +50,7 @@ struct ServeArgs {
   std::string listen;
   bool rw = false;
   std::string overlay;
-  std::string cache_size;
-  bool daemon = false;
-  std::string log_file;
-  bool verbose = false;
+  WorkerOptions worker;  // --cache-size, --daemon, --log-file, --verbose
 };
 
 struct Endpoint {
@@ -225,6 +222,50 @@ int Usage(const char* msg) {
   return 2;
 }
 
+// The worker's settings (NBD mode), with the chain's descriptors and, with
+// --rw, the overlay opened and locked as the user.
+Status FillServeConfig(const ServeArgs& a, const format::Snapshot& snapshot,
+                       ipc::WorkerConfig* config) {
+  if (!snapshot.HasStream(format::StreamId::kDisk)) {
+    return Status::InvalidArgument(a.snapshot + " has no disk stream to serve");
+  }
+  config->mode = ipc::WorkerMode::kNbdServe;
+  config->uid = getuid();
+  config->gid = getgid();
+  if (a.rw) HEXZ_RETURN_IF_ERROR(AttachOverlay(a.overlay, a.snapshot, snapshot, config));
+  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
+  config->chain_names = snapshot.ChainNames();
+  return Status::Ok();
+}
+
+// Foreground: a signal makes the worker disconnect its clients, flush the
+// overlay and exit; the socket goes with it.
+int SuperviseServe(WorkerSession& session, const ServeArgs& a, const Endpoint& endpoint) {
+  WorkerSession::Handlers handlers;
+  handlers.on_signal = [&](int) -> std::optional<int> {
+    int status = session.Stop(SIGTERM, 60000);
+    RemoveEndpoint(endpoint);
+    if (!ExitedCleanly(status)) {
+      std::fprintf(stderr, "hexz serve: the worker for %s did not stop cleanly (%s)\n",
+                   a.snapshot.c_str(), DescribeWaitStatus(status).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "hexz: stopped serving %s\n", a.snapshot.c_str());
+    return 0;
+  };
+  handlers.on_child_exit = [&](int status) {
+    RemoveEndpoint(endpoint);
+    if (ExitedCleanly(status)) {
+      std::fprintf(stderr, "hexz: the NBD server for %s exited\n", a.snapshot.c_str());
+      return 0;
+    }
+    std::fprintf(stderr, "hexz serve: the worker for %s died (%s)\n", a.snapshot.c_str(),
+                 DescribeWaitStatus(status).c_str());
+    return 1;
+  };
+  return session.Supervise(handlers);
+}
+
 int RunServe(const ServeArgs& a) {
   if (!a.socket.empty() && !a.listen.empty())
     return Usage("--socket and --listen exclude each other");
@@ -232,139 +273,62 @@ int RunServe(const ServeArgs& a) {
     return Usage("--overlay goes with --rw (without --rw the export is read-only)");
   }
   if (a.rw && a.overlay.empty()) return Usage("--rw needs --overlay PATH (where writes go)");
-  if (!a.log_file.empty() && !a.daemon) {
-    return Usage("--log-file goes with --daemon (in the foreground the worker logs to stderr)");
-  }
+  if (Status st = CheckWorkerOptions(a.worker); !st.ok()) return Usage(st.message().c_str());
 
   // 1. The snapshot chain and the overlay, opened and checked as the user.
-  auto snapshot = OpenSnapshotChain(a.snapshot);
-  if (!snapshot.ok()) {
-    Status st = snapshot.status();
-    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
-    return Fail(st);
-  }
-  if (!(*snapshot)->HasStream(format::StreamId::kDisk)) {
-    return Fail(Status::InvalidArgument(a.snapshot + " has no disk stream to serve"));
-  }
+  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  if (!snapshot.ok()) return Fail(snapshot.status());
   ipc::WorkerConfig config;
-  config.mode = ipc::WorkerMode::kNbdServe;
-  config.uid = getuid();
-  config.gid = getgid();
-  config.daemon = a.daemon;
-  config.log_level =
-      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
-  if (a.rw) {
-    if (Status st = AttachOverlay(a.overlay, a.snapshot, **snapshot, &config); !st.ok()) {
-      return Fail(st);
-    }
-  }
-  auto fds = (*snapshot)->DupChainFds();
-  if (!fds.ok()) return Fail(fds.status());
-  config.chain_fds = std::move(*fds);
-  config.chain_names = (*snapshot)->ChainNames();
-  if (!a.cache_size.empty()) {
-    auto size = cache::ParseCacheSize(a.cache_size, (*snapshot)->block_size());
-    if (!size.ok()) return UsageError(size.status());
-    config.cache_size = *size;
-  }
+  Status filled = FillServeConfig(a, **snapshot, &config);
+  if (!filled.ok()) return Fail(filled);
+  Status applied = ApplyWorkerOptions(a.worker, **snapshot, &config);
+  snapshot->reset();
+  if (!applied.ok()) return UsageError(applied);
 
-  // 2. The worker program and its log.
+  // 2. The worker program, 3. the endpoint and the daemon's log.
   auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
   if (!program.ok()) return Fail(program.status());
-  UniqueFd log_fd;
-  std::string log_path;
-
-  // 3. The endpoint.
   auto endpoint = MakeEndpoint(a);
   if (!endpoint.ok()) return Fail(endpoint.status());
-  if (a.daemon) {
-    if (!a.log_file.empty()) {
-      log_path = a.log_file;
-    } else {
-      auto dir = PrivateRuntimeDir("the daemon's log; use --log-file PATH");
-      if (!dir.ok()) {
-        RemoveEndpoint(*endpoint);
-        return Fail(dir.status());
-      }
-      log_path = *dir + "/serve-" + std::to_string(getpid()) + ".log";
-    }
-    auto fd = OpenLogFile(log_path);
-    if (!fd.ok()) {
+  DaemonLog log;
+  if (a.worker.daemon) {
+    auto opened = OpenDaemonLog(a.worker.log_file, "serve-" + std::to_string(getpid()) + ".log");
+    if (!opened.ok()) {
       RemoveEndpoint(*endpoint);
-      return Fail(fd.status());
+      return Fail(opened.status());
     }
-    log_fd = std::move(*fd);
+    log = std::move(*opened);
   }
   config.nbd_listen_fd = std::move(endpoint->fd);
 
-  sigset_t old_mask;
-  auto sigfd = TakeSignals(&old_mask);
-  if (!sigfd.ok()) return Fail(sigfd.status());
-  auto worker = LaunchWorker(*program, config, a.daemon ? log_fd.get() : -1, old_mask);
+  auto session = WorkerSession::Launch(*program, config, log.fd.get());
   // The worker has its own copies now; ours would keep the overlay locked
   // and the socket accepting after it is gone.
   config = ipc::WorkerConfig();
-  snapshot->reset();
-  log_fd.reset();
-  if (!worker.ok()) {
+  log.fd.reset();
+  if (!session.ok()) {
     RemoveEndpoint(*endpoint);
-    return Fail(worker.status());
+    return Fail(session.status());
   }
-  auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  auto ready = session->AwaitReady();
   if (!ready.ok()) {
     RemoveEndpoint(*endpoint);
     std::string msg = ready.status().ToString();
-    if (a.daemon) msg += " (worker log: " + log_path + ")";
+    if (a.worker.daemon) msg += " (worker log: " + log.path + ")";
     std::fprintf(stderr, "hexz serve: %s\n", msg.c_str());
     return 1;
   }
 
-  WatchEndpoint(*endpoint, worker->pid, old_mask);
-  if (a.daemon) {
+  WatchEndpoint(*endpoint, session->pid(), session->old_mask());
+  if (a.worker.daemon) {
     std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
-                endpoint->uri.c_str(), static_cast<int>(worker->pid), log_path.c_str());
+                endpoint->uri.c_str(), static_cast<int>(session->pid()), log.path.c_str());
     return 0;
   }
   std::printf("hexz: serving %s at %s (worker pid %d); Ctrl+C or SIGTERM stops\n",
-              a.snapshot.c_str(), endpoint->uri.c_str(), static_cast<int>(worker->pid));
+              a.snapshot.c_str(), endpoint->uri.c_str(), static_cast<int>(session->pid()));
   std::fflush(stdout);
-
-  for (;;) {
-    struct pollfd pfd = {sigfd->get(), POLLIN, 0};
-    if (poll(&pfd, 1, -1) < 0) {
-      if (errno == EINTR) continue;
-      kill(worker->pid, SIGTERM);
-      ReapWorker(worker->pid, 30000);
-      RemoveEndpoint(*endpoint);
-      return Fail(Status::FromErrno(errno, "poll"));
-    }
-    struct signalfd_siginfo si;
-    if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
-    if (si.ssi_signo == SIGCHLD) {
-      int status = 0;
-      if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
-      RemoveEndpoint(*endpoint);
-      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        std::fprintf(stderr, "hexz: the NBD server for %s exited\n", a.snapshot.c_str());
-        return 0;
-      }
-      std::fprintf(stderr, "hexz serve: the worker for %s died (%s)\n", a.snapshot.c_str(),
-                   DescribeWaitStatus(status).c_str());
-      return 1;
-    }
-    // SIGINT, SIGTERM, SIGHUP: the worker disconnects its clients, flushes
-    // the overlay and exits.
-    kill(worker->pid, SIGTERM);
-    int status = ReapWorker(worker->pid, 60000);
-    RemoveEndpoint(*endpoint);
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-      std::fprintf(stderr, "hexz serve: the worker for %s did not stop cleanly (%s)\n",
-                   a.snapshot.c_str(), DescribeWaitStatus(status).c_str());
-      return 1;
-    }
-    std::fprintf(stderr, "hexz: stopped serving %s\n", a.snapshot.c_str());
-    return 0;
-  }
+  return SuperviseServe(*session, a, *endpoint);
 }
 
 }  // namespace
@@ -384,13 +348,7 @@ void AddServeCommand(CLI::App& parent, int* rc) {
       }));
   cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
-  cmd->add_option("--cache-size", args->cache_size,
-                  "Share a cache of decompressed blocks of this size with your other hexz workers "
-                  "(e.g. 256M, 1G, 4G)")
-      ->check(CacheSizeValidator());
-  cmd->add_flag("-d,--daemon", args->daemon, "Return once serving; the worker stays behind");
-  cmd->add_option("--log-file", args->log_file, "Daemon log file (with --daemon)");
-  cmd->add_flag("-v,--verbose", args->verbose, "Worker logs debug messages");
+  AddWorkerOptions(cmd, &args->worker, "Return once serving; the worker stays behind");
   cmd->callback([rc, args] { *rc = RunServe(*args); });
 }
 

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "common/fuse/mounts.h"
 #include "hexz/commands.h"
+#include "hexz/mount_table.h"
 #include "hexz/nbd_mount.h"
 
 namespace hexz::cli {
@@ -18,22 +18,22 @@ namespace {
 using base::Status;
 
 int RunUnmount(const std::string& mnt) {
-  auto canonical = fuse::CanonicalMountPath(mnt);
+  auto canonical = CanonicalMountPath(mnt);
   if (!canonical.ok()) return Fail(canonical.status().WithContext("mountpoint"));
-  auto entry = fuse::FindMount(*canonical);
+  auto entry = FindMount(*canonical);
   if (!entry.ok()) return Fail(entry.status());
   if (!*entry) {
     std::printf("hexz: nothing is mounted on %s; nothing to do\n", mnt.c_str());
     return 0;
   }
   if ((*entry)->source.rfind("/dev/nbd", 0) == 0) return RunNbdUnmount(*canonical);
-  if ((*entry)->fstype != fuse::kHexzFsType) {
+  if ((*entry)->fstype != kHexzFsType) {
     return Fail(Status::InvalidArgument(mnt + " is not a hexz mount (it is a " + (*entry)->fstype +
                                         " mount); not touching it"));
   }
-  bool dead = fuse::IsDeadFuseMount(*canonical);
-  Status st = fuse::UnmountFuse(*canonical, /*lazy=*/dead);
-  auto after = fuse::FindMount(*canonical);
+  bool dead = IsDeadFuseMount(*canonical);
+  Status st = UnmountFuse(*canonical, /*lazy=*/dead);
+  auto after = FindMount(*canonical);
   if (!st.ok()) {
     // A dead worker's auto-unmount helper may have removed it meanwhile.
     if (after.ok() && !*after) {
@@ -42,7 +42,7 @@ int RunUnmount(const std::string& mnt) {
     }
     return Fail(st);
   }
-  if (after.ok() && *after && (*after)->fstype == fuse::kHexzFsType) {
+  if (after.ok() && *after && (*after)->fstype == kHexzFsType) {
     return Fail(Status::Internal(mnt + " is still mounted after unmounting it"));
   }
   if (dead) {

@@ -23,9 +23,6 @@ void AddServeCommand(CLI::App& parent, int* rc);
 void AddCacheCommand(CLI::App& parent, int* rc);
 void AddOverlayCommand(CLI::App& parent, int* rc);
 
-// For subcommands whose implementation has not landed yet: says so plainly.
-int NotAvailableYet(const char* name);
-
 // Prints "hexz: <message>" to stderr and returns 1.
 int Fail(const base::Status& status);
 

@@ -10,11 +10,6 @@
 
 namespace hexz::cli {
 
-int NotAvailableYet(const char* name) {
-  std::fprintf(stderr, "hexz %s: not available yet in hexz %s\n", name, HEXZ_VERSION);
-  return 1;
-}
-
 int Fail(const base::Status& status) {
   std::fprintf(stderr, "hexz: %s\n", status.ToString().c_str());
   return 1;

@@ -26,11 +26,12 @@
 #include "common/base/size.h"
 #include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
-#include "common/fuse/mounts.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/nbd/client.h"
+#include "hexz/cli_checks.h"
 #include "hexz/commands.h"
-#include "hexz/worker_launch.h"
+#include "hexz/mount_table.h"
+#include "hexz/worker_session.h"
 
 namespace hexz::cli {
 
@@ -168,7 +169,7 @@ Result<HelperResult> RunHelper(const std::string& helper, const std::vector<std:
   return r;
 }
 
-bool HelperOk(const HelperResult& r) { return WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0; }
+bool HelperOk(const HelperResult& r) { return ExitedCleanly(r.status); }
 
 Status HelperFailure(const std::string& what, const HelperResult& r) {
   return Status::Unavailable("hexz-nbd-helper " + what + " failed (" +
@@ -203,87 +204,151 @@ std::string DetectFsType(const uint8_t* head, size_t len) {
   return "";
 }
 
+namespace {
+
+// The filesystem on `snapshot`'s disk, checked to be one --nbd mounts.
+Result<std::string> ProbeFsType(const std::string& name,
+                                const std::shared_ptr<format::Snapshot>& snapshot) {
+  if (!snapshot->HasStream(format::StreamId::kDisk)) {
+    return Status::InvalidArgument(name + " has no disk stream to mount");
+  }
+  const uint64_t disk_size = snapshot->StreamSize(format::StreamId::kDisk);
+  auto volume = format::Snapshot::StreamVolume(snapshot, format::StreamId::kDisk);
+  if (!volume) return Status::Internal("no volume for the disk stream");
+  std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(kProbeBytes, disk_size)));
+  HEXZ_RETURN_IF_ERROR(volume->Read(0, head.data(), head.size()));
+  std::string fstype = DetectFsType(head.data(), head.size());
+  if (fstype.empty()) {
+    return Status::Unsupported(
+        name +
+        ": no ext2/3/4, xfs, btrfs or vfat filesystem at the start of the disk (a partitioned "
+        "disk cannot be mounted with --nbd yet; 'hexz serve' exports it whole)");
+  }
+  if (fstype != "ext4" && fstype != "vfat") {
+    return Status::Unsupported(
+        name + ": the disk holds " + fstype +
+        ", and --nbd mounts only ext2/3/4 and vfat (the filesystems hexz-nbd-helper is tested "
+        "with); use a FUSE mount (without --nbd) and, as root, mount -o loop,ro on its disk file");
+  }
+  if (disk_size % 512 != 0) {
+    return Status::Unsupported(name + ": the disk size " + std::to_string(disk_size) +
+                               " is not a multiple of 512 bytes");
+  }
+  return fstype;
+}
+
+// The worker's settings (NBD mode, the disk export only), with the chain's
+// descriptors and, with --rw, the overlay opened and locked as the user.
+Status FillNbdConfig(const NbdMountArgs& a, const format::Snapshot& snapshot,
+                     ipc::WorkerConfig* config) {
+  config->mode = ipc::WorkerMode::kNbdServe;
+  config->uid = getuid();
+  config->gid = getgid();
+  config->nbd_exports = {"disk"};
+  if (a.rw) HEXZ_RETURN_IF_ERROR(AttachOverlay(a.overlay, a.snapshot, snapshot, config));
+  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
+  config->chain_names = snapshot.ChainNames();
+  return ApplyWorkerOptions(a.worker, snapshot, config);
+}
+
+// The mountpoint, canonical (the helper checks it again, with the user's rights).
+Result<std::string> CheckNbdMountpoint(const std::string& mountpoint) {
+  auto canonical = CanonicalMountPath(mountpoint);
+  if (!canonical.ok()) return canonical.status().WithContext("mountpoint");
+  struct stat st;
+  if (::stat(canonical->c_str(), &st) != 0) {
+    return Status::FromErrno(errno, "mountpoint " + mountpoint);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("mountpoint " + mountpoint + " is not a directory");
+  }
+  return canonical;
+}
+
+// Negotiates the export on `client` as the user, then has the helper attach
+// the socket as /dev/nbdN and mount it. Returns the device.
+Result<std::string> AttachDisk(const NbdMountArgs& a, const std::string& helper,
+                               const std::string& fstype, const std::string& canonical,
+                               UniqueFd client) {
+  auto exported = nbd::NegotiateClient(client.get(), "disk");
+  if (!exported.ok()) return exported.status().WithContext("negotiating with the NBD server");
+  char flags[16];
+  std::snprintf(flags, sizeof flags, "0x%x", static_cast<unsigned>(exported->transmission_flags));
+  std::vector<std::string> attach = {"attach",       "--size",   std::to_string(exported->size),
+                                     "--block-size", "512",      "--flags",
+                                     flags,          "--fstype", fstype,
+                                     "--mountpoint", canonical};
+  if (a.rw) attach.push_back("--rw");
+  auto attached = RunHelper(helper, attach, client.get());
+  client.reset();  // the kernel holds the socket now (or nobody does)
+  if (!attached.ok()) return attached.status();
+  if (!HelperOk(*attached)) return HelperFailure("attach", *attached);
+  return attached->out.substr(0, attached->out.find(' '));
+}
+
+// Foreground until a signal or until the server exits (hexz unmount). A
+// signal unmounts and disconnects (helper detach); the server then sees the
+// disconnect and exits after flushing the overlay.
+int SuperviseNbdMount(WorkerSession& session, const std::string& helper,
+                      const std::string& canonical, const std::string& device) {
+  WorkerSession::Handlers handlers;
+  handlers.on_signal = [&](int) -> std::optional<int> {
+    Status detached = Detach(helper, canonical);
+    if (!detached.ok()) {
+      std::fprintf(stderr, "hexz mount: %s; %s stays mounted (try again, or 'hexz unmount %s')\n",
+                   detached.ToString().c_str(), canonical.c_str(), canonical.c_str());
+      return std::nullopt;
+    }
+    int status = session.Stop(0, 20000);
+    if (!ExitedCleanly(status)) {
+      std::fprintf(stderr, "hexz mount: the NBD server did not stop cleanly (%s)\n",
+                   DescribeWaitStatus(status).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "hexz: unmounted %s and detached %s\n", canonical.c_str(), device.c_str());
+    return 0;
+  };
+  handlers.on_child_exit = [&](int status) {
+    bool clean = ExitedCleanly(status);
+    auto entry = FindMount(canonical);
+    bool still = entry.ok() && *entry && (*entry)->source == device;
+    if (clean && !still) {
+      std::fprintf(stderr, "hexz: %s was unmounted; the NBD server exited\n", canonical.c_str());
+      return 0;
+    }
+    std::fprintf(stderr, "hexz mount: the NBD server for %s exited (%s); detaching %s\n",
+                 canonical.c_str(), DescribeWaitStatus(status).c_str(), device.c_str());
+    if (still) (void)Detach(helper, canonical);
+    return 1;
+  };
+  return session.Supervise(handlers);
+}
+
+}  // namespace
+
 int RunNbdMount(const NbdMountArgs& a) {
   if (!a.overlay.empty() && !a.rw) return Usage("--overlay goes with --rw");
   if (a.rw && a.overlay.empty()) return Usage("--nbd --rw needs --overlay PATH (where writes go)");
   if (a.uid_gid) return Usage("--uid/--gid apply to FUSE mounts, not to --nbd");
-  if (a.daemon) {
+  if (a.worker.daemon) {
     return Usage(
         "--nbd runs in the foreground (Ctrl+C, SIGTERM or 'hexz unmount MNT' from another "
         "shell ends it)");
   }
 
   // 1. The snapshot, the overlay and the filesystem type, as the user.
-  auto opened = format::Snapshot::Open(a.snapshot);
-  if (!opened.ok()) {
-    Status st = opened.status();
-    if (st.message().find(a.snapshot) == std::string::npos) st = st.WithContext(a.snapshot);
-    return Fail(st);
-  }
-  std::shared_ptr<format::Snapshot> snapshot = std::move(*opened);
-  if (!snapshot->HasStream(format::StreamId::kDisk)) {
-    return Fail(Status::InvalidArgument(a.snapshot + " has no disk stream to mount"));
-  }
-  const uint64_t disk_size = snapshot->StreamSize(format::StreamId::kDisk);
-  std::string fstype;
-  {
-    auto volume = format::Snapshot::StreamVolume(snapshot, format::StreamId::kDisk);
-    if (!volume) return Fail(Status::Internal("no volume for the disk stream"));
-    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(kProbeBytes, disk_size)));
-    if (Status st = volume->Read(0, head.data(), head.size()); !st.ok()) return Fail(st);
-    fstype = DetectFsType(head.data(), head.size());
-  }
-  if (fstype.empty()) {
-    return Fail(Status::Unsupported(
-        a.snapshot +
-        ": no ext2/3/4, xfs, btrfs or vfat filesystem at the start of the disk (a partitioned "
-        "disk cannot be mounted with --nbd yet; 'hexz serve' exports it whole)"));
-  }
-  if (fstype != "ext4" && fstype != "vfat") {
-    return Fail(Status::Unsupported(
-        a.snapshot + ": the disk holds " + fstype +
-        ", and --nbd mounts only ext2/3/4 and vfat (the filesystems hexz-nbd-helper is tested "
-        "with); use a FUSE mount (without --nbd) and, as root, mount -o loop,ro on its disk file"));
-  }
-  if (disk_size % 512 != 0) {
-    return Fail(Status::Unsupported(a.snapshot + ": the disk size " + std::to_string(disk_size) +
-                                    " is not a multiple of 512 bytes"));
-  }
+  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  if (!snapshot.ok()) return Fail(snapshot.status());
+  auto fstype = ProbeFsType(a.snapshot, *snapshot);
+  if (!fstype.ok()) return Fail(fstype.status());
   ipc::WorkerConfig config;
-  config.mode = ipc::WorkerMode::kNbdServe;
-  config.uid = getuid();
-  config.gid = getgid();
-  config.nbd_exports = {"disk"};
-  config.log_level =
-      static_cast<uint32_t>(a.verbose ? base::LogLevel::kDebug : base::LogLevel::kInfo);
-  if (a.rw) {
-    if (Status st = AttachOverlay(a.overlay, a.snapshot, *snapshot, &config); !st.ok()) {
-      return Fail(st);
-    }
-  }
-  auto fds = snapshot->DupChainFds();
-  if (!fds.ok()) return Fail(fds.status());
-  config.chain_fds = std::move(*fds);
-  config.chain_names = snapshot->ChainNames();
-  if (!a.cache_size.empty()) {
-    auto size = cache::ParseCacheSize(a.cache_size, snapshot->block_size());
-    if (!size.ok()) return Fail(size.status());
-    config.cache_size = *size;
-  }
-  snapshot.reset();
+  Status filled = FillNbdConfig(a, **snapshot, &config);
+  snapshot->reset();
+  if (!filled.ok()) return Fail(filled);
 
-  // 2. The mountpoint (the helper checks it again, with the user's rights).
-  auto canonical = fuse::CanonicalMountPath(a.mountpoint);
-  if (!canonical.ok()) return Fail(canonical.status().WithContext("mountpoint"));
-  struct stat st;
-  if (::stat(canonical->c_str(), &st) != 0) {
-    return Fail(Status::FromErrno(errno, "mountpoint " + a.mountpoint));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return Fail(Status::InvalidArgument("mountpoint " + a.mountpoint + " is not a directory"));
-  }
-
-  // 3. The programs.
+  // 2. The mountpoint and 3. the programs.
+  auto canonical = CheckNbdMountpoint(a.mountpoint);
+  if (!canonical.ok()) return Fail(canonical.status());
   auto helper = FindHelper();
   if (!helper.ok()) return Fail(helper.status());
   auto program = FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused");
@@ -296,95 +361,28 @@ int RunNbdMount(const NbdMountArgs& a) {
   }
   UniqueFd client(sv[0]);
   config.nbd_listen_fd = UniqueFd(sv[1]);
-
-  sigset_t old_mask;
-  auto sigfd = TakeSignals(&old_mask);
-  if (!sigfd.ok()) return Fail(sigfd.status());
-  auto worker = LaunchWorker(*program, config, -1, old_mask);
+  auto session = WorkerSession::Launch(*program, config, -1);
   config = ipc::WorkerConfig();  // the worker holds the overlay lock now
-  if (!worker.ok()) return Fail(worker.status());
-  auto ready = AwaitWorkerReady(*worker, sigfd->get());
+  if (!session.ok()) return Fail(session.status());
+  auto ready = session->AwaitReady();
   if (!ready.ok()) {
     std::fprintf(stderr, "hexz mount: %s\n", ready.status().ToString().c_str());
     return 1;
   }
-  auto stop_worker = [&worker](int wait_ms) {
-    kill(worker->pid, SIGTERM);
-    return ReapWorker(worker->pid, wait_ms);
-  };
 
   // 5. Negotiate as the user, then hand the socket to the helper.
-  auto exported = nbd::NegotiateClient(client.get(), "disk");
-  if (!exported.ok()) {
-    stop_worker(10000);
-    return Fail(exported.status().WithContext("negotiating with the NBD server"));
+  auto device = AttachDisk(a, *helper, *fstype, *canonical, std::move(client));
+  if (!device.ok()) {
+    session->Stop(SIGTERM, 10000);
+    return Fail(device.status());
   }
-  char flags[16];
-  std::snprintf(flags, sizeof flags, "0x%x", static_cast<unsigned>(exported->transmission_flags));
-  std::vector<std::string> attach = {"attach",       "--size",   std::to_string(exported->size),
-                                     "--block-size", "512",      "--flags",
-                                     flags,          "--fstype", fstype,
-                                     "--mountpoint", *canonical};
-  if (a.rw) attach.push_back("--rw");
-  auto attached = RunHelper(*helper, attach, client.get());
-  client.reset();  // the kernel holds the socket now (or nobody does)
-  if (!attached.ok() || !HelperOk(*attached)) {
-    stop_worker(10000);
-    return Fail(attached.ok() ? HelperFailure("attach", *attached) : attached.status());
-  }
-  std::string device = attached->out.substr(0, attached->out.find(' '));
   std::fprintf(stderr,
                "hexz: mounted %s (%s) on %s via %s (%s; NBD server pid %d); Ctrl+C, SIGTERM or "
                "'hexz unmount %s' unmounts\n",
-               a.snapshot.c_str(), fstype.c_str(), canonical->c_str(), device.c_str(),
-               a.rw ? "read-write" : "read-only", static_cast<int>(worker->pid),
+               a.snapshot.c_str(), fstype->c_str(), canonical->c_str(), device->c_str(),
+               a.rw ? "read-write" : "read-only", static_cast<int>(session->pid()),
                canonical->c_str());
-
-  // 6. Foreground until a signal or until the server exits (hexz unmount).
-  for (;;) {
-    struct pollfd pfd = {sigfd->get(), POLLIN, 0};
-    if (poll(&pfd, 1, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    struct signalfd_siginfo si;
-    if (read(sigfd->get(), &si, sizeof si) != sizeof si) continue;
-    if (si.ssi_signo == SIGCHLD) {
-      int status = 0;
-      if (waitpid(worker->pid, &status, WNOHANG) != worker->pid) continue;
-      bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      auto entry = fuse::FindMount(*canonical);
-      bool still = entry.ok() && *entry && (*entry)->source == device;
-      if (clean && !still) {
-        std::fprintf(stderr, "hexz: %s was unmounted; the NBD server exited\n", canonical->c_str());
-        return 0;
-      }
-      std::fprintf(stderr, "hexz mount: the NBD server for %s exited (%s); detaching %s\n",
-                   canonical->c_str(), DescribeWaitStatus(status).c_str(), device.c_str());
-      if (still) (void)Detach(*helper, *canonical);
-      return 1;
-    }
-    // SIGINT, SIGTERM, SIGHUP: unmount and disconnect (helper); the server
-    // then sees the disconnect and exits after flushing the overlay.
-    Status detached = Detach(*helper, *canonical);
-    if (!detached.ok()) {
-      std::fprintf(stderr, "hexz mount: %s; %s stays mounted (try again, or 'hexz unmount %s')\n",
-                   detached.ToString().c_str(), canonical->c_str(), canonical->c_str());
-      continue;
-    }
-    int status = ReapWorker(worker->pid, 20000);
-    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-      std::fprintf(stderr, "hexz mount: the NBD server did not stop cleanly (%s)\n",
-                   DescribeWaitStatus(status).c_str());
-      return 1;
-    }
-    std::fprintf(stderr, "hexz: unmounted %s and detached %s\n", canonical->c_str(),
-                 device.c_str());
-    return 0;
-  }
-  int err = errno;
-  stop_worker(0);
-  return Fail(Status::FromErrno(err, "poll"));
+  return SuperviseNbdMount(*session, *helper, *canonical, *device);
 }
 
 int RunNbdUnmount(const std::string& canonical_mountpoint) {

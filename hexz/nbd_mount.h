@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/base/status.h"
+#include "hexz/cli_checks.h"
 
 namespace hexz::cli {
 
@@ -24,10 +25,8 @@ struct NbdMountArgs {
   std::string mountpoint;
   bool rw = false;
   std::string overlay;
-  std::string cache_size;
-  bool daemon = false;
+  WorkerOptions worker;  // --daemon is refused: an NBD mount runs in the foreground
   bool uid_gid = false;  // --uid/--gid given (FUSE only)
-  bool verbose = false;
 };
 
 // Returns the process exit code (0, 1, 2).

@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "common/base/checked_math.h"
-#include "common/fuse/mounts.h"
 #include "common/fuse/read_only_fs.h"
 
 namespace hexz::fuse::testing {

@@ -19,7 +19,7 @@
 #include <set>
 #include <thread>
 
-#include "common/fuse/mounts.h"
+#include "hexz/mount_table.h"
 #include "tests/unit/fuse/fuse_test_util.h"
 
 namespace hexz::fuse {
@@ -139,10 +139,10 @@ TEST_F(MountedFsTest, ShowsFilesWithExactSizesAndOwner) {
   ASSERT_EQ(statvfs(dir_.c_str(), &sv), 0);
   EXPECT_TRUE(sv.f_flag & ST_RDONLY);
 
-  auto entry = FindMount(dir_);
+  auto entry = cli::FindMount(dir_);
   ASSERT_TRUE(entry.ok());
   ASSERT_TRUE(entry->has_value());
-  EXPECT_EQ((*entry)->fstype, kHexzFsType);
+  EXPECT_EQ((*entry)->fstype, cli::kHexzFsType);
   EXPECT_EQ((*entry)->source, "hexz");
 }
 

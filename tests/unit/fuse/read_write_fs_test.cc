@@ -17,7 +17,6 @@
 #include <thread>
 
 #include "common/base/checked_math.h"
-#include "common/fuse/mounts.h"
 #include "common/fuse/read_only_fs.h"
 #include "tests/unit/fuse/fuse_test_util.h"
 

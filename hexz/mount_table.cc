@@ -1,4 +1,4 @@
-#include "common/fuse/mounts.h"
+#include "hexz/mount_table.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,7 +20,7 @@
 #include "common/base/fd.h"
 #include "common/base/log.h"
 
-namespace hexz::fuse {
+namespace hexz::cli {
 
 using base::Result;
 using base::Status;
@@ -227,4 +227,4 @@ Status UnmountFuse(const std::string& mountpoint, bool lazy) {
   return Status::Ok();
 }
 
-}  // namespace hexz::fuse
+}  // namespace hexz::cli

@@ -1,5 +1,6 @@
-// Mount table queries and unmounting, shared by `hexz mount` (is the
-// mountpoint free? clean up after a failure or Ctrl+C) and `hexz unmount`.
+// Mount table queries and unmounting for the front-end: `hexz mount` (is the
+// mountpoint free? clean up after a failure or Ctrl+C), `hexz mount --nbd`
+// (is the NBD device still mounted?) and `hexz unmount`.
 //
 // A hexz FUSE mount has the filesystem type "fuse.hexz" (subtype=hexz) and the
 // source "hexz" (fsname=hexz). Unmounting uses /usr/bin/fusermount3 -u as a
@@ -16,7 +17,7 @@
 
 #include "common/base/status.h"
 
-namespace hexz::fuse {
+namespace hexz::cli {
 
 inline constexpr const char* kHexzFsType = "fuse.hexz";
 
@@ -54,4 +55,4 @@ inline constexpr const char* kWorkerProgram = "hexz-fused";
 // mountpoint directory, opened before it mounts, which identifies it.
 std::vector<pid_t> WorkersOf(const std::string& mountpoint);
 
-}  // namespace hexz::fuse
+}  // namespace hexz::cli

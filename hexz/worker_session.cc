@@ -1,4 +1,4 @@
-#include "hexz/worker_launch.h"
+#include "hexz/worker_session.h"
 
 #include "common/cache/shm_cache.h"
 
@@ -102,8 +102,23 @@ Result<std::string> PrivateRuntimeDir(const std::string& purpose) {
   return Status::Unavailable("no private directory for " + purpose + problems);
 }
 
-Result<UniqueFd> OpenLogFile(const std::string& path) { return base::OpenLogForAppend(path); }
+Result<DaemonLog> OpenDaemonLog(const std::string& log_file, const std::string& default_name) {
+  DaemonLog log;
+  if (!log_file.empty()) {
+    log.path = log_file;
+  } else {
+    HEXZ_ASSIGN_OR_RETURN(std::string dir,
+                          PrivateRuntimeDir("the daemon's log; use --log-file PATH"));
+    log.path = dir + "/" + default_name;
+  }
+  HEXZ_ASSIGN_OR_RETURN(log.fd, base::OpenLogForAppend(log.path));
+  return log;
+}
 
+namespace {
+
+// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD (restoring their default
+// dispositions first) and returns a signalfd for them.
 Result<UniqueFd> TakeSignals(sigset_t* old_mask) {
   // A shell starts background jobs with SIGINT ignored; these signals must
   // stop us, so their default disposition comes back first.
@@ -117,13 +132,10 @@ Result<UniqueFd> TakeSignals(sigset_t* old_mask) {
   return sigfd;
 }
 
-Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::WorkerConfig& config,
-                                   int log_fd, const sigset_t& old_mask) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    return Status::FromErrno(errno, "socketpair");
-  }
-  UniqueFd ours(sv[0]), theirs(sv[1]);
+// The worker's process: the channel as fd 3, stdio on /dev/null (stderr on
+// `log_fd` when >= 0), a clean environment. Returns the pid.
+Result<pid_t> ForkWorker(const std::string& program, UniqueFd theirs, int log_fd,
+                         const sigset_t& old_mask) {
   UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull) return Status::FromErrno(errno, "/dev/null");
   // A clean environment; HEXZ_CACHE_NAME_PREFIX names the shared cache.
@@ -145,12 +157,27 @@ Result<WorkerProcess> LaunchWorker(const std::string& program, const ipc::Worker
     std::fprintf(stderr, "hexz: cannot run %s: %s\n", program.c_str(), std::strerror(errno));
     _exit(127);
   }
-  WorkerProcess worker{pid, std::move(ours)};
-  if (Status st = ipc::SendWorkerConfig(worker.channel.get(), config); !st.ok()) {
-    ReapWorker(pid, 2000);
+  return pid;
+}
+
+}  // namespace
+
+Result<WorkerSession> WorkerSession::Launch(const std::string& program,
+                                            const ipc::WorkerConfig& config, int log_fd) {
+  WorkerSession session;
+  HEXZ_ASSIGN_OR_RETURN(session.sigfd_, TakeSignals(&session.old_mask_));
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Status::FromErrno(errno, "socketpair");
+  }
+  session.channel_ = UniqueFd(sv[0]);
+  HEXZ_ASSIGN_OR_RETURN(session.pid_,
+                        ForkWorker(program, UniqueFd(sv[1]), log_fd, session.old_mask_));
+  if (Status st = ipc::SendWorkerConfig(session.channel_.get(), config); !st.ok()) {
+    ReapWorker(session.pid_, 2000);
     return st.WithContext("starting " + program);
   }
-  return worker;
+  return session;
 }
 
 int ReadyTimeoutSeconds() {
@@ -169,7 +196,7 @@ int ReadyTimeoutSeconds() {
   return static_cast<int>(v);
 }
 
-Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd) {
+Result<std::string> WorkerSession::AwaitReady() {
   const int timeout_s = ReadyTimeoutSeconds();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   for (;;) {
@@ -177,29 +204,60 @@ Result<std::string> AwaitWorkerReady(WorkerProcess& worker, int sigfd) {
                     deadline - std::chrono::steady_clock::now())
                     .count();
     if (left <= 0) {
-      kill(worker.pid, SIGKILL);
-      ReapWorker(worker.pid, 5000);
+      kill(pid_, SIGKILL);
+      ReapWorker(pid_, 5000);
       return Status::Unavailable("the worker did not report ready within " +
                                  std::to_string(timeout_s) +
                                  " s, so it was stopped (set HEXZ_READY_TIMEOUT=SECONDS to wait "
                                  "longer)");
     }
-    struct pollfd pfd[2] = {{sigfd, POLLIN, 0}, {worker.channel.get(), POLLIN, 0}};
+    struct pollfd pfd[2] = {{sigfd_.get(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
     if (poll(pfd, 2, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR) {
       return Status::FromErrno(errno, "poll");
     }
     if (pfd[1].revents != 0) break;
     struct signalfd_siginfo si;
-    if ((pfd[0].revents & POLLIN) && read(sigfd, &si, sizeof si) == sizeof si &&
+    if ((pfd[0].revents & POLLIN) && read(sigfd_.get(), &si, sizeof si) == sizeof si &&
         si.ssi_signo != SIGCHLD) {
-      kill(worker.pid, SIGKILL);
-      ReapWorker(worker.pid, 5000);
+      kill(pid_, SIGKILL);
+      ReapWorker(pid_, 5000);
       return Status::Cancelled("interrupted before the worker was ready");
     }
   }
-  auto ready = ipc::ReceiveWorkerReply(worker.channel.get());
-  if (!ready.ok()) ReapWorker(worker.pid, 5000);
+  auto ready = ipc::ReceiveWorkerReply(channel_.get());
+  if (!ready.ok()) ReapWorker(pid_, 5000);
   return ready;
+}
+
+int WorkerSession::Supervise(const Handlers& handlers) {
+  for (;;) {
+    struct pollfd pfd[2] = {{sigfd_.get(), POLLIN, 0}, {channel_.get(), POLLIN, 0}};
+    if (poll(pfd, channel_ ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::fprintf(stderr, "hexz: poll: %s; stopping the worker\n", std::strerror(errno));
+      return handlers.on_child_exit(Stop(SIGTERM, 10000));
+    }
+    if (pfd[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sigfd_.get(), &si, sizeof si) != sizeof si) continue;
+      if (si.ssi_signo == SIGCHLD) {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) != pid_) continue;
+        return handlers.on_child_exit(status);
+      }
+      if (std::optional<int> rc = handlers.on_signal(static_cast<int>(si.ssi_signo))) return *rc;
+      continue;
+    }
+    if (channel_ && (pfd[1].revents & (POLLHUP | POLLIN | POLLERR))) {
+      // The worker closed its end: it is exiting; SIGCHLD follows.
+      channel_.reset();
+    }
+  }
+}
+
+int WorkerSession::Stop(int signo, int wait_ms) {
+  if (signo != 0) kill(pid_, signo);
+  return ReapWorker(pid_, wait_ms);
 }
 
 Status AttachOverlay(const std::string& path, const std::string& snapshot_name,
@@ -264,6 +322,8 @@ int ReapWorker(pid_t pid, int ms) {
   waitpid(pid, &status, 0);
   return status;
 }
+
+bool ExitedCleanly(int status) { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
 std::string DescribeWaitStatus(int status) {
   if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));

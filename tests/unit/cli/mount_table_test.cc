@@ -1,12 +1,12 @@
-#include "common/fuse/mounts.h"
+#include "hexz/mount_table.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-namespace hexz::fuse {
+namespace hexz::cli {
 namespace {
 
-TEST(MountsTest, FindsProcAndNothingOnAPlainDirectory) {
+TEST(MountTableTest, FindsProcAndNothingOnAPlainDirectory) {
   auto proc = FindMount("/proc");
   ASSERT_TRUE(proc.ok()) << proc.status().ToString();
   ASSERT_TRUE(proc->has_value());
@@ -16,7 +16,7 @@ TEST(MountsTest, FindsProcAndNothingOnAPlainDirectory) {
   EXPECT_FALSE(none->has_value());
 }
 
-TEST(MountsTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
+TEST(MountTableTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
   char tmpl[] = "/tmp/hexz-mounts-test.XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
@@ -38,4 +38,4 @@ TEST(MountsTest, CanonicalPathResolvesRelativeAndTrailingSlashes) {
 }
 
 }  // namespace
-}  // namespace hexz::fuse
+}  // namespace hexz::cli

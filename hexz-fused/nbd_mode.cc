@@ -1,0 +1,127 @@
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/base/log.h"
+#include "common/nbd/server.h"
+#include "common/sandbox/sandbox.h"
+#include "hexz-fused/lifeline.h"
+#include "hexz-fused/modes.h"
+#include "hexz-fused/volumes.h"
+
+namespace hexz::fused {
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+bool IsListening(int fd) {
+  int value = 0;
+  socklen_t len = sizeof value;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) == 0 && value != 0;
+}
+
+// The exports of `volumes` that the config asks for (all when it names none).
+Result<std::vector<nbd::Export>> BuildExports(const ipc::WorkerConfig& config,
+                                              WorkerVolumes& volumes) {
+  auto wanted = [&config](const std::string& name) {
+    if (config.nbd_exports.empty()) return true;
+    for (const auto& n : config.nbd_exports) {
+      if (n == name) return true;
+    }
+    return false;
+  };
+  if (!volumes.disk) {
+    return Status::InvalidArgument(config.chain_names[0] + ": the snapshot has no disk stream");
+  }
+  std::vector<nbd::Export> exports;
+  if (wanted("disk")) {
+    exports.push_back({"disk", std::move(volumes.disk), volumes.disk_description,
+                       /*fast_zero=*/volumes.writable != nullptr});
+  }
+  if (volumes.memory && wanted("memory")) {
+    exports.push_back(
+        {"memory", std::move(volumes.memory), "memory of " + config.chain_names[0], false});
+  }
+  if (exports.empty()) return Status::InvalidArgument("no export to serve");
+  return exports;
+}
+
+}  // namespace
+
+Status ServeNbd(ipc::WorkerConfig config, int sock) {
+  UniqueFd endpoint = std::move(config.nbd_listen_fd);
+  struct stat st;
+  if (::fstat(endpoint.get(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return Status::InvalidArgument("the NBD descriptor is not a socket");
+  }
+  const bool listening = IsListening(endpoint.get());
+
+  HEXZ_ASSIGN_OR_RETURN(WorkerVolumes volumes, OpenWorkerVolumes(config));
+  // The exports share the overlay volume; the flush below reaches it
+  // through `writable` once the server is gone.
+  std::shared_ptr<io::Volume> writable;
+  HEXZ_ASSIGN_OR_RETURN(std::vector<nbd::Export> exports, BuildExports(config, volumes));
+  for (const nbd::Export& e : exports) {
+    if (e.volume.get() == volumes.writable) writable = e.volume;
+  }
+  nbd::ServerOptions options;
+  auto server = std::make_unique<nbd::Server>(std::move(exports), options);
+
+  // Stops the server on a signal or, in the foreground, when the front-end
+  // goes away (its end of the channel closes, even after SIGKILL).
+  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<Lifeline> lifeline,
+                        Lifeline::Start(sock, /*watch_frontend=*/!config.daemon,
+                                        /*catch_signals=*/true, [&server](Lifeline::Cause cause) {
+                                          if (cause == Lifeline::Cause::kSignal) {
+                                            HEXZ_LOG_INFO("signal received; shutting down");
+                                          } else {
+                                            HEXZ_LOG_WARN("the front-end went away; shutting down");
+                                          }
+                                          server->Shutdown();
+                                        }));
+
+  sandbox::Policy policy;
+  // On top of the base allowlist (which has poll, send/recv, shutdown):
+  // accepting clients. Everything else the server needs was set up above.
+  policy.extra_syscalls = {"accept4"};
+  policy.max_open_files = 256;
+  HEXZ_RETURN_IF_ERROR(sandbox::LockDown(policy));
+  HEXZ_LOG_DEBUG("sandbox active (seccomp %s)", sandbox::DebugBuild() ? "trap" : "kill");
+
+  HEXZ_LOG_INFO("serving %s over NBD (%s)", config.chain_names[0].c_str(),
+                listening ? "listening socket" : "connected socket");
+  if (Status s = ipc::SendWorkerReady(sock, "pid " + std::to_string(getpid())); !s.ok()) {
+    HEXZ_LOG_WARN("could not report ready: %s", s.ToString().c_str());
+  }
+
+  Status served;
+  if (listening) {
+    // ServeListener also watches the signal pipe; Shutdown() wakes it otherwise.
+    served = server->ServeListener(endpoint.get(), lifeline->signal_fd());
+  } else {
+    served = server->ServeConnection(std::move(endpoint));
+    if (!served.ok()) HEXZ_LOG_WARN("NBD connection ended: %s", served.ToString().c_str());
+    served = Status::Ok();  // the client's end is the end of this server
+  }
+  lifeline->Stop();
+  server.reset();
+  Status flushed = Status::Ok();
+  if (writable) {
+    flushed = writable->Flush();
+    if (!flushed.ok()) HEXZ_LOG_ERROR("flushing the overlay: %s", flushed.ToString().c_str());
+    writable.reset();
+  }
+  if (!served.ok()) HEXZ_LOG_ERROR("%s", served.ToString().c_str());
+  HEXZ_LOG_INFO("NBD server stopped");
+  std::fflush(nullptr);
+  _exit(served.ok() && flushed.ok() ? 0 : 1);
+}
+
+}  // namespace hexz::fused
