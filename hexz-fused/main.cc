@@ -26,7 +26,7 @@
 #include "common/base/log.h"
 #include "common/cache/worker_cache.h"
 #include "common/format/snapshot.h"
-#include "common/fuse/read_only_fs.h"
+#include "common/fuse/volume_fs.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/overlay/overlay_files.h"
 #include "common/overlay/overlay_volume.h"
@@ -143,7 +143,7 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
       HEXZ_LOG_WARN("could not tell hexz that %s is ready: %s", mnt.c_str(), s.ToString().c_str());
     }
   };
-  fuse::ReadOnlyFs fs(std::move(files), options);
+  fuse::VolumeFs fs(std::move(files), options);
   // Kept until exit: names this worker as the one serving the mountpoint
   // (fuse::WorkersOf), so that `hexz unmount` can wait for it to finish.
   int marker = open(config.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
