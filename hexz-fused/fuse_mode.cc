@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/base/log.h"
-#include "common/fuse/read_only_fs.h"
+#include "common/fuse/volume_fs.h"
 #include "common/overlay/overlay_volume.h"
 #include "common/sandbox/sandbox.h"
 #include "hexz-fused/lifeline.h"
@@ -87,7 +87,7 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   if (Status dev = fuse::CheckFuseDevice(); !dev.ok()) {
     return dev.WithContext("cannot mount on " + config.mountpoint);
   }
-  fuse::ReadOnlyFs fs(std::move(files), MountOptions(config, volumes, sock));
+  fuse::VolumeFs fs(std::move(files), MountOptions(config, volumes, sock));
   // Kept until exit: names this worker as the one serving the mountpoint
   // (WorkersOf in the front-end), so that `hexz unmount` can wait for it.
   int marker = open(config.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);

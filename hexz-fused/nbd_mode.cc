@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "common/base/log.h"
 #include "common/nbd/server.h"
+#include "common/overlay/overlay.h"
 #include "common/sandbox/sandbox.h"
 #include "hexz-fused/lifeline.h"
 #include "hexz-fused/modes.h"
@@ -42,8 +44,13 @@ Result<std::vector<nbd::Export>> BuildExports(const ipc::WorkerConfig& config,
   }
   std::vector<nbd::Export> exports;
   if (wanted("disk")) {
-    exports.push_back({"disk", std::move(volumes.disk), volumes.disk_description,
-                       /*fast_zero=*/volumes.writable != nullptr});
+    nbd::Export disk{"disk", std::move(volumes.disk), volumes.disk_description,
+                     /*fast_zero=*/volumes.writable != nullptr};
+    // An overlay disk reads in 4 KiB blocks; one piece per snapshot block.
+    if (volumes.writable != nullptr) {
+      disk.io_size = std::max<uint32_t>(volumes.snapshot->block_size(), overlay::kBlockSize);
+    }
+    exports.push_back(std::move(disk));
   }
   if (volumes.memory && wanted("memory")) {
     exports.push_back(

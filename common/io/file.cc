@@ -8,6 +8,8 @@
 
 #include <cerrno>
 
+#include "common/base/path.h"
+
 namespace hexz::io {
 
 Status PreadFull(int fd, void* buf, size_t len, uint64_t offset, std::string_view what) {
@@ -99,11 +101,16 @@ Status Fsync(int fd, std::string_view what) {
   return Status::Ok();
 }
 
-Status FsyncParentDir(const std::string& path) {
-  std::string dir = ".";
-  if (auto slash = path.rfind('/'); slash != std::string::npos) {
-    dir = slash == 0 ? "/" : path.substr(0, slash);
+Status Fdatasync(int fd, std::string_view what) {
+  while (::fdatasync(fd) != 0) {
+    if (errno == EINTR) continue;
+    return Status::FromErrno(errno, std::string("fdatasync failed on ") + std::string(what));
   }
+  return Status::Ok();
+}
+
+Status FsyncParentDir(const std::string& path) {
+  const std::string dir = base::DirName(path);
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(errno, "open directory " + dir);
   Status s = Fsync(fd, dir);

@@ -31,6 +31,8 @@ Result<size_t> ReadUpTo(int fd, void* buf, size_t len, std::string_view what);
 Result<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode = 0);
 Result<uint64_t> FileSize(int fd, std::string_view what);  // regular file or block device
 Status Fsync(int fd, std::string_view what);
+// fdatasync(2): the data (and the size) durable, other metadata maybe not.
+Status Fdatasync(int fd, std::string_view what);
 // fsync of the directory that holds `path`, so a rename or create is durable.
 Status FsyncParentDir(const std::string& path);
 

@@ -7,18 +7,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/base/endian.h"
+
 namespace hexz::ipc {
 
 namespace {
-
-void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
 
 // Reads exactly len bytes; `eof_ok_at_start` tells whether EOF before any byte
 // is a clean close.
@@ -54,10 +47,10 @@ Status Send(int sock, uint32_t type, const std::vector<uint8_t>& payload,
                                    " descriptors, over the limit of " + std::to_string(kMaxFds));
   }
   std::vector<uint8_t> buf(kHeaderSize + payload.size());
-  PutU32(&buf[0], kMagic);
-  PutU32(&buf[4], type);
-  PutU32(&buf[8], static_cast<uint32_t>(payload.size()));
-  PutU32(&buf[12], static_cast<uint32_t>(fds.size()));
+  base::PutLe32(&buf[0], kMagic);
+  base::PutLe32(&buf[4], type);
+  base::PutLe32(&buf[8], static_cast<uint32_t>(payload.size()));
+  base::PutLe32(&buf[12], static_cast<uint32_t>(fds.size()));
   std::copy(payload.begin(), payload.end(), buf.begin() + kHeaderSize);
 
   std::vector<char> control(fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size()));
@@ -126,10 +119,10 @@ Result<Message> Receive(int sock, std::initializer_list<uint32_t> allowed) {
   if (got < kHeaderSize) {
     HEXZ_RETURN_IF_ERROR(ReadExact(sock, header + got, kHeaderSize - got, "message header"));
   }
-  if (GetU32(header) != kMagic) return Status::Corruption("ipc: bad message magic");
-  out.type = GetU32(header + 4);
-  uint32_t length = GetU32(header + 8);
-  uint32_t fd_count = GetU32(header + 12);
+  if (base::GetLe32(header) != kMagic) return Status::Corruption("ipc: bad message magic");
+  out.type = base::GetLe32(header + 4);
+  uint32_t length = base::GetLe32(header + 8);
+  uint32_t fd_count = base::GetLe32(header + 12);
   if (std::find(allowed.begin(), allowed.end(), out.type) == allowed.end()) {
     return Status::Corruption("ipc: unexpected message type " + std::to_string(out.type));
   }
@@ -148,7 +141,7 @@ Result<Message> Receive(int sock, std::initializer_list<uint32_t> allowed) {
 
 void Encoder::U32(uint32_t v) {
   uint8_t b[4];
-  PutU32(b, v);
+  base::PutLe32(b, v);
   bytes_.insert(bytes_.end(), b, b + 4);
 }
 
@@ -184,7 +177,7 @@ Result<bool> Decoder::Bool() {
 
 Result<uint32_t> Decoder::U32() {
   HEXZ_RETURN_IF_ERROR(Need(4));
-  uint32_t v = GetU32(&bytes_[pos_]);
+  uint32_t v = base::GetLe32(&bytes_[pos_]);
   pos_ += 4;
   return v;
 }

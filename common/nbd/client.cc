@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <string>
 
+#include "common/base/endian.h"
 #include "common/nbd/protocol.h"
 #include "common/nbd/wire.h"
 
@@ -47,8 +48,8 @@ Result<ClientExport> ExportName(int fd, std::string_view name, bool no_zeroes,
   if (!s.ok())
     return Protocol("server closed the connection: no export '" + std::string(name) + "'");
   ClientExport e;
-  e.size = Get64(r);
-  e.transmission_flags = Get16(r + 8);
+  e.size = base::GetBe64(r);
+  e.transmission_flags = base::GetBe16(r + 8);
   if (!no_zeroes) HEXZ_RETURN_IF_ERROR(Discard(fd, 124, deadline));
   return e;
 }
@@ -63,14 +64,14 @@ Result<ClientExport> NegotiateClient(int fd, std::string_view export_name, uint3
 
   uint8_t hello[18];
   HEXZ_RETURN_IF_ERROR(ReadExact(fd, hello, sizeof hello, deadline));
-  if (Get64(hello) != kNbdMagic) return Protocol("not an NBD server (bad magic)");
-  if (Get64(hello + 8) != kIHaveOpt) return Protocol("server does not speak newstyle");
-  uint16_t hflags = Get16(hello + 16);
+  if (base::GetBe64(hello) != kNbdMagic) return Protocol("not an NBD server (bad magic)");
+  if (base::GetBe64(hello + 8) != kIHaveOpt) return Protocol("server does not speak newstyle");
+  uint16_t hflags = base::GetBe16(hello + 16);
   if (!(hflags & kFlagFixedNewstyle)) return Protocol("server does not speak fixed newstyle");
   const bool no_zeroes = hflags & kFlagNoZeroes;
   uint32_t cflags = kClientFlagFixedNewstyle | (no_zeroes ? kClientFlagNoZeroes : 0);
   uint8_t cf[4];
-  Put32(cf, cflags);
+  base::PutBe32(cf, cflags);
   HEXZ_RETURN_IF_ERROR(WriteExact(fd, cf, sizeof cf, deadline));
 
   Builder go;
@@ -84,10 +85,10 @@ Result<ClientExport> NegotiateClient(int fd, std::string_view export_name, uint3
   for (unsigned n = 0; n < kMaxReplies; ++n) {
     uint8_t h[20];
     HEXZ_RETURN_IF_ERROR(ReadExact(fd, h, sizeof h, deadline));
-    if (Get64(h) != kOptReplyMagic) return Protocol("bad option reply magic");
-    if (Get32(h + 8) != kOptGo) return Protocol("reply to an option we did not send");
-    uint32_t type = Get32(h + 12);
-    uint32_t len = Get32(h + 16);
+    if (base::GetBe64(h) != kOptReplyMagic) return Protocol("bad option reply magic");
+    if (base::GetBe32(h + 8) != kOptGo) return Protocol("reply to an option we did not send");
+    uint32_t type = base::GetBe32(h + 12);
+    uint32_t len = base::GetBe32(h + 16);
     if (len > kMaxReplyLength) return Protocol("option reply too long");
     std::string data(len, '\0');
     HEXZ_RETURN_IF_ERROR(ReadExact(fd, data.data(), len, deadline));
@@ -98,15 +99,15 @@ Result<ClientExport> NegotiateClient(int fd, std::string_view export_name, uint3
     }
     if (type == kRepInfo) {
       if (len < 2) return Protocol("short NBD_REP_INFO");
-      uint16_t info = Get16(p);
+      uint16_t info = base::GetBe16(p);
       if (info == kInfoExport) {
         if (len != 12) return Protocol("bad NBD_INFO_EXPORT length");
-        e.size = Get64(p + 2);
-        e.transmission_flags = Get16(p + 10);
+        e.size = base::GetBe64(p + 2);
+        e.transmission_flags = base::GetBe16(p + 10);
         have_export = true;
       } else if (info == kInfoBlockSize) {
         if (len != 14) return Protocol("bad NBD_INFO_BLOCK_SIZE length");
-        uint32_t mn = Get32(p + 2), pref = Get32(p + 6), mx = Get32(p + 10);
+        uint32_t mn = base::GetBe32(p + 2), pref = base::GetBe32(p + 6), mx = base::GetBe32(p + 10);
         auto pow2 = [](uint32_t v) { return v != 0 && (v & (v - 1)) == 0; };
         if (!pow2(mn) || mn > 65536 || !pow2(pref) || pref < mn || mx < mn) {
           return Protocol("server sent invalid block sizes");

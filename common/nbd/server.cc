@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/base/checked_math.h"
+#include "common/base/endian.h"
 #include "common/base/log.h"
 #include "common/nbd/protocol.h"
 #include "common/nbd/wire.h"
@@ -33,39 +34,6 @@ constexpr size_t kMaxQueued = 256;              // requests queued per connectio
 constexpr size_t kMaxDescriptors = 16384;       // per BLOCK_STATUS reply
 constexpr size_t kRequestSize = 28;
 constexpr uint64_t kMaxDataChunk = 4u << 20;  // data per OFFSET_DATA chunk (without DF)
-
-// The NBD error for a Volume failure.
-uint32_t WireError(const Status& s) {
-  switch (s.code()) {
-    case base::Code::kReadOnly:
-    case base::Code::kPermissionDenied:
-      return kEperm;
-    case base::Code::kNoSpace:
-      return kEnospc;
-    case base::Code::kInvalidArgument:
-    case base::Code::kOutOfRange:
-    case base::Code::kUnsupported:
-      return kEinval;
-    default:
-      break;
-  }
-  switch (s.sys_errno()) {
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-      return kEnospc;
-    case EPERM:
-    case EROFS:
-    case EACCES:
-      return kEperm;
-    case EINVAL:
-      return kEinval;
-    case ENOMEM:
-      return kEnomem;
-    default:
-      return kEio;
-  }
-}
 
 const char* CommandName(uint16_t type) {
   switch (type) {
@@ -88,6 +56,12 @@ const char* CommandName(uint16_t type) {
     default:
       return "unknown";
   }
+}
+
+// The size reads of `e` are split into for the fan-out: a power of two.
+uint32_t PieceSize(const Export& e) {
+  uint32_t b = e.io_size != 0 ? e.io_size : e.volume->BlockSize();
+  return b != 0 && (b & (b - 1)) == 0 ? b : 65536;
 }
 
 uint32_t PreferredBlockSize(const io::Volume& v, uint32_t max_request) {
@@ -161,7 +135,7 @@ class Server::Connection {
     HEXZ_RETURN_IF_ERROR(WriteExact(fd_, hello.data(), deadline));
     uint8_t cf[4];
     HEXZ_RETURN_IF_ERROR(ReadExact(fd_, cf, sizeof cf, deadline));
-    uint32_t client_flags = Get32(cf);
+    uint32_t client_flags = base::GetBe32(cf);
     if (client_flags & ~(kClientFlagFixedNewstyle | kClientFlagNoZeroes)) {
       return Status::InvalidArgument("nbd: client sent unknown handshake flags " +
                                      std::to_string(client_flags));
@@ -174,9 +148,9 @@ class Server::Connection {
       if (server_->shutting_down_) return Status::Cancelled("nbd: server shutting down");
       uint8_t h[16];
       HEXZ_RETURN_IF_ERROR(ReadExact(fd_, h, sizeof h, deadline));
-      if (Get64(h) != kIHaveOpt) return Status::InvalidArgument("nbd: bad option magic");
-      uint32_t opt = Get32(h + 8);
-      uint32_t len = Get32(h + 12);
+      if (base::GetBe64(h) != kIHaveOpt) return Status::InvalidArgument("nbd: bad option magic");
+      uint32_t opt = base::GetBe32(h + 8);
+      uint32_t len = base::GetBe32(h + 12);
       if (!fixed_ && opt != kOptExportName) {
         // Without fixed newstyle no error reply is possible.
         return Status::InvalidArgument("nbd: option " + std::to_string(opt) +
@@ -265,7 +239,7 @@ class Server::Connection {
   // Parses "u32 name length, name, rest" and returns the name.
   static bool TakeName(const std::string& data, size_t* pos, std::string* name) {
     if (data.size() - *pos < 4) return false;
-    uint32_t n = Get32(reinterpret_cast<const uint8_t*>(data.data()) + *pos);
+    uint32_t n = base::GetBe32(reinterpret_cast<const uint8_t*>(data.data()) + *pos);
     *pos += 4;
     if (n > data.size() - *pos || n > kMaxStringLength) return false;
     *name = data.substr(*pos, n);
@@ -280,7 +254,7 @@ class Server::Connection {
       return ReplyError(opt, kRepErrInvalid, "malformed INFO/GO request", deadline);
     }
     const auto* p = reinterpret_cast<const uint8_t*>(data.data());
-    uint16_t nreq = Get16(p + pos);
+    uint16_t nreq = base::GetBe16(p + pos);
     pos += 2;
     if (data.size() - pos != size_t{nreq} * 2) {
       return ReplyError(opt, kRepErrInvalid, "INFO/GO request count does not match its length",
@@ -288,7 +262,7 @@ class Server::Connection {
     }
     bool want_name = false, want_description = false;
     for (uint16_t i = 0; i < nreq; ++i) {
-      uint16_t info = Get16(p + pos + 2 * i);
+      uint16_t info = base::GetBe16(p + pos + 2 * i);
       if (info == kInfoName) want_name = true;
       if (info == kInfoDescription) want_description = true;
       // NBD_INFO_BLOCK_SIZE is always sent; unknown requests are ignored.
@@ -346,7 +320,7 @@ class Server::Connection {
       return ReplyError(opt, kRepErrInvalid, "malformed meta context request", deadline);
     }
     const auto* p = reinterpret_cast<const uint8_t*>(data.data());
-    uint32_t nq = Get32(p + pos);
+    uint32_t nq = base::GetBe32(p + pos);
     pos += 4;
     std::vector<std::string> queries;
     for (uint32_t i = 0; i < nq; ++i) {
@@ -429,19 +403,19 @@ class Server::Connection {
       Status s = ReadExact(fd_, h, sizeof h, kNoDeadline);  // idle clients may wait
       if (!s.ok()) {
         if (broken_) {
-          return Status(base::Code::kIoError, "nbd: a reply could not be sent; client dropped",
-                        EPIPE);
+          return Status::IoError("nbd: a reply could not be sent; client dropped", EPIPE);
         }
         if (server_->shutting_down_) return Status::Ok();
         return s.WithContext("nbd: reading request");
       }
-      if (Get32(h) != kRequestMagic) return Status::InvalidArgument("nbd: bad request magic");
+      if (base::GetBe32(h) != kRequestMagic)
+        return Status::InvalidArgument("nbd: bad request magic");
       Request r;
-      r.flags = Get16(h + 4);
-      r.type = Get16(h + 6);
-      r.handle = Get64(h + 8);
-      r.offset = Get64(h + 16);
-      r.length = Get32(h + 24);
+      r.flags = base::GetBe16(h + 4);
+      r.type = base::GetBe16(h + 6);
+      r.handle = base::GetBe64(h + 8);
+      r.offset = base::GetBe64(h + 16);
+      r.length = base::GetBe32(h + 24);
       if (r.type == kCmdDisc) return Status::Ok();
 
       std::string why;
@@ -607,16 +581,12 @@ class Server::Connection {
           return;
         }
         s = v.WriteZeroes(r.offset, r.length, fua);
-        if (!s.ok() && (r.flags & kCmdFlagFastZero) && s.code() == base::Code::kUnsupported) {
-          (void)SendError(r.handle, kEnotsup, s.message());
-          return;
-        }
         break;
       case kCmdCache:  // a hint; the volume's own cache decides
         break;
     }
     if (!s.ok()) {
-      (void)SendError(r.handle, WireError(s), s.message());
+      (void)SendError(r.handle, NbdErrno(s, r.flags), s.message());
     } else {
       (void)SendSimple(r.handle, 0, nullptr, 0);
     }
@@ -629,9 +599,9 @@ class Server::Connection {
       (void)SendError(r.handle, kEnomem, "out of memory");
       return;
     }
-    Status s = export_->volume->Read(r.offset, buf.get(), r.length);
+    Status s = ReadPieces(r.offset, buf.get(), r.length);
     if (!s.ok()) {
-      (void)SendError(r.handle, WireError(s), s.message());
+      (void)SendError(r.handle, NbdErrno(s, r.flags), s.message());
       return;
     }
     if (!structured_) {
@@ -644,6 +614,15 @@ class Server::Connection {
     payload_head.U64(r.offset);
     (void)SendChunk(r.handle, kReplyFlagDone, kReplyTypeOffsetData, payload_head.data(), buf.get(),
                     r.length);
+  }
+
+  // Reads [offset, offset+len) of the export into buf, the pieces of a
+  // range that spans several blocks in parallel.
+  Status ReadPieces(uint64_t offset, uint8_t* buf, uint64_t len) {
+    io::Volume* v = export_->volume.get();
+    return server_->fanout_.ForEachPiece(
+        offset, len, PieceSize(*export_),
+        [&](uint64_t off, uint64_t n, uint64_t pos) { return v->Read(off, buf + pos, n); });
   }
 
   // A structured read without DF: zero extents go out as OFFSET_HOLE chunks
@@ -693,9 +672,9 @@ class Server::Connection {
         }
       }
       uint8_t* p = buf.get() + (g.offset - r.offset);
-      Status s = export_->volume->Read(g.offset, p, g.length);
+      Status s = ReadPieces(g.offset, p, g.length);
       if (!s.ok()) {
-        (void)SendError(r.handle, WireError(s), s.message());
+        (void)SendError(r.handle, NbdErrno(s, r.flags), s.message());
         return;
       }
       for (uint64_t done = 0; done < g.length;) {
@@ -713,7 +692,7 @@ class Server::Connection {
     std::vector<io::Extent> extents;
     Status s = export_->volume->Extents(r.offset, r.length, &extents);
     if (!s.ok()) {
-      (void)SendError(r.handle, WireError(s), s.message());
+      (void)SendError(r.handle, NbdErrno(s, r.flags), s.message());
       return;
     }
     const uint64_t end = r.offset + r.length;  // validated: no overflow
@@ -748,7 +727,7 @@ class Server::Connection {
 
   Status Send(std::string_view head, const uint8_t* data, size_t len) {
     std::lock_guard lock(write_mu_);
-    if (broken_) return Status(base::Code::kIoError, "nbd: connection broken", EPIPE);
+    if (broken_) return Status::IoError("nbd: connection broken", EPIPE);
     auto deadline = DeadlineIn(opt_.io_timeout_ms);
     Status s = WriteExact(fd_, head, deadline);
     if (s.ok() && len > 0) s = WriteExact(fd_, data, len, deadline);
@@ -812,7 +791,8 @@ class Server::Connection {
 Server::Server(std::vector<Export> exports, ServerOptions options)
     : exports_(std::move(exports)),
       options_(std::move(options)),
-      budget_(std::max<uint64_t>(options_.server_inflight_bytes, options_.max_request)) {
+      budget_(std::max<uint64_t>(options_.server_inflight_bytes, options_.max_request)),
+      fanout_(options_.read_threads) {
   options_.max_request = std::clamp<uint32_t>(options_.max_request, 1u << 20, kMaxPayload);
   int p[2];
   if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
@@ -903,7 +883,7 @@ Status Server::ServeListener(int listen_fd, int stop_fd) {
     if (n == 0) continue;
     if ((p[1].revents | p[2].revents) != 0) break;
     if (p[0].revents & (POLLERR | POLLNVAL)) {
-      result = Status(base::Code::kIoError, "nbd: listening socket failed", EIO);
+      result = Status::IoError("nbd: listening socket failed");
       break;
     }
     if (!(p[0].revents & POLLIN)) continue;

@@ -12,8 +12,9 @@
 // and writes the sockets it is given and calls its Volumes, from threads it
 // owns. Each connection has a reader (the calling thread of ServeConnection)
 // and a small pool of workers that execute requests and send replies in any
-// order under one per-connection writer lock. Memory for payloads in flight is
-// capped per connection and across the server.
+// order under one per-connection writer lock; a READ spanning several blocks
+// is read piecewise in parallel through an io::PieceFanout the server owns. Memory for payloads in
+// flight is capped per connection and across the server.
 //
 // Ownership: the Server shares ownership of each export's Volume. All
 // connections to one export share its Volume object, so a FLUSH on any of them
@@ -34,6 +35,7 @@
 
 #include "common/base/fd.h"
 #include "common/base/status.h"
+#include "common/io/fanout.h"
 #include "common/io/volume.h"
 
 namespace hexz::nbd {
@@ -46,6 +48,11 @@ struct Export {
   // zero extents). When false, FAST_ZERO requests fail at once with ENOTSUP,
   // which proto.md allows.
   bool fast_zero = false;
+  // Reads are split into pieces of this many bytes (a power of two) and
+  // read in parallel; 0 means volume->BlockSize(). As fuse::File::io_size:
+  // an overlay disk should use its snapshot's block size, so that one piece
+  // decompresses one snapshot block.
+  uint32_t io_size = 0;
 };
 
 struct ServerOptions {
@@ -53,6 +60,10 @@ struct ServerOptions {
   std::string default_export = "disk";
   // Workers per connection (requests served concurrently, replies out of order).
   unsigned threads_per_connection = 4;
+  // Pieces of one READ read at once (the worker plus read_threads-1 helper
+  // threads the server shares among all connections), so that a large read
+  // decompresses its blocks in parallel. 1 reads on the worker alone.
+  uint32_t read_threads = 4;
   // Largest READ/WRITE/CACHE/WRITE_ZEROES length (advertised as the maximum
   // block size). At least 32 MiB; at most kMaxPayload.
   uint32_t max_request = 32u << 20;
@@ -134,6 +145,7 @@ class Server {
   std::vector<Export> exports_;
   ServerOptions options_;
   Budget budget_;
+  io::PieceFanout fanout_;  // splits READs; shared by every connection
   std::atomic<bool> shutting_down_{false};
   mutable std::mutex conns_mu_;
   std::set<int> conns_;                    // guarded by conns_mu_: fds being served

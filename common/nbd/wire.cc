@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/base/endian.h"
+#include "common/nbd/protocol.h"
+
 namespace hexz::nbd {
 
 using base::Status;
@@ -17,21 +20,48 @@ Clock::time_point DeadlineIn(uint32_t ms) {
   return Clock::now() + std::chrono::milliseconds(ms);
 }
 
+uint32_t NbdErrno(const Status& s, uint16_t cmd_flags) {
+  switch (s.ToErrno()) {
+    case 0:
+      return 0;
+    case EPERM:
+    case EROFS:
+    case EACCES:
+      return kEperm;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return kEnospc;
+    case ENOMEM:
+      return kEnomem;
+    case EINVAL:
+      return kEinval;
+    case ESHUTDOWN:
+      return kEshutdown;
+    case EOPNOTSUPP:  // == ENOTSUP on Linux
+      return (cmd_flags & kCmdFlagFastZero) ? kEnotsup : kEinval;
+    case EOVERFLOW:
+      return (cmd_flags & kCmdFlagDf) ? kEoverflow : kEinval;
+    default:
+      return kEio;
+  }
+}
+
 Builder& Builder::U16(uint16_t v) {
   uint8_t b[2];
-  Put16(b, v);
+  base::PutBe16(b, v);
   buf_.append(reinterpret_cast<const char*>(b), sizeof b);
   return *this;
 }
 Builder& Builder::U32(uint32_t v) {
   uint8_t b[4];
-  Put32(b, v);
+  base::PutBe32(b, v);
   buf_.append(reinterpret_cast<const char*>(b), sizeof b);
   return *this;
 }
 Builder& Builder::U64(uint64_t v) {
   uint8_t b[8];
-  Put64(b, v);
+  base::PutBe64(b, v);
   buf_.append(reinterpret_cast<const char*>(b), sizeof b);
   return *this;
 }
@@ -72,7 +102,7 @@ Status ReadExact(int fd, void* buf, size_t len, Clock::time_point deadline) {
       len -= static_cast<size_t>(n);
       continue;
     }
-    if (n == 0) return Status(base::Code::kIoError, "nbd: peer closed the connection", EPIPE);
+    if (n == 0) return Status::IoError("nbd: peer closed the connection", EPIPE);
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::FromErrno(errno, "nbd: read");
     HEXZ_RETURN_IF_ERROR(WaitFor(fd, POLLIN, deadline));

@@ -1,5 +1,6 @@
-// Byte-level helpers shared by the NBD server and client: big-endian field
-// packing and whole-message socket I/O with deadlines.
+// Byte-level helpers shared by the NBD server and client: building messages
+// of big-endian fields (base/endian.h), whole-message socket I/O with
+// deadlines, and the NBD error a Status becomes on the wire.
 //
 // The descriptor passed to ReadExact/WriteExact must be non-blocking (both
 // helpers poll). A deadline of kNoDeadline waits forever; otherwise the call
@@ -23,25 +24,14 @@ inline constexpr Clock::time_point kNoDeadline = Clock::time_point::max();
 // Deadline `ms` milliseconds from now (0 = none).
 Clock::time_point DeadlineIn(uint32_t ms);
 
-inline void Put16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void Put32(uint8_t* p, uint32_t v) {
-  Put16(p, static_cast<uint16_t>(v >> 16));
-  Put16(p + 2, static_cast<uint16_t>(v));
-}
-inline void Put64(uint8_t* p, uint64_t v) {
-  Put32(p, static_cast<uint32_t>(v >> 32));
-  Put32(p + 4, static_cast<uint32_t>(v));
-}
-inline uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline uint32_t Get32(const uint8_t* p) {
-  return (static_cast<uint32_t>(Get16(p)) << 16) | Get16(p + 2);
-}
-inline uint64_t Get64(const uint8_t* p) {
-  return (static_cast<uint64_t>(Get32(p)) << 32) | Get32(p + 4);
-}
+// The NBD error value (protocol.h: kEperm, kEio, ...) for a failed request,
+// derived from s.ToErrno() alone, as nbdkit derives every reply error from
+// the errno (its nbd_errno): EPERM, EROFS and EACCES become kEperm; ENOSPC,
+// EDQUOT and EFBIG kEnospc; ENOMEM kEnomem; EINVAL kEinval; ESHUTDOWN
+// kEshutdown; ENOTSUP kEnotsup for a FAST_ZERO request and kEinval otherwise;
+// EOVERFLOW kEoverflow for a DF read and kEinval otherwise; anything else
+// (corruption, I/O errors) kEio. `cmd_flags` are the request's flags.
+uint32_t NbdErrno(const base::Status& s, uint16_t cmd_flags);
 
 // Appends big-endian fields to a byte string (for building messages).
 class Builder {

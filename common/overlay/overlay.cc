@@ -74,7 +74,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/base/bytes.h"
 #include "common/base/checked_math.h"
+#include "common/base/endian.h"
 #include "common/io/file.h"
 #include "common/overlay/overlay_layout.h"
 
@@ -87,44 +89,6 @@ using namespace layout;  // NOLINT: the format's constants
 enum SlotState : uint8_t { kSlotFree = 0, kSlotPending = 1, kSlotCommitted = 2 };
 
 uint64_t SlotOffset(uint32_t slot) { return (uint64_t{slot} + 1) * kBlockSize; }
-
-void Put16(uint8_t* p, uint16_t v) {
-  for (int i = 0; i < 2; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
-
-std::string Hex(const uint8_t* p, size_t n) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s.push_back(kDigits[p[i] >> 4]);
-    s.push_back(kDigits[p[i] & 15]);
-  }
-  return s;
-}
 
 uint64_t Sum(const void* p, size_t n) { return XXH3_64bits(p, n); }
 
@@ -141,7 +105,7 @@ std::string Hex64(uint64_t v) {
 // A record header checks: its magic and its own checksum.
 bool HeaderChecks(const uint8_t* h) {
   return std::memcmp(h, kRecordMagic, 4) == 0 &&
-         Get64(h + kRecordHeaderChecksumAt) == Sum(h, kRecordHeaderChecksumAt);
+         base::GetLe64(h + kRecordHeaderChecksumAt) == Sum(h, kRecordHeaderChecksumAt);
 }
 
 // The checksum a zero entry carries: that of the 4 KiB it reads as.
@@ -162,21 +126,6 @@ std::string FormatOneMessage(const std::string& file) {
          ": overlay format 1 (written by an earlier hexz) is not read by this hexz, which reads "
          "format 2; commit it into a snapshot with the hexz that wrote it (hexz commit --base "
          "BASE --overlay OVERLAY -o NEW.st), then mount NEW.st";
-}
-
-Status Fdatasync(int fd, const std::string& what) {
-  while (::fdatasync(fd) != 0) {
-    if (errno == EINTR) continue;
-    return Status::FromErrno(errno, "fdatasync failed on " + what);
-  }
-  return Status::Ok();
-}
-
-Result<uint64_t> SizeOf(int fd, const std::string& what) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "fstat failed on " + what);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(what + ": not a regular file");
-  return static_cast<uint64_t>(st.st_size);
 }
 
 }  // namespace
@@ -318,7 +267,7 @@ Result<std::unique_ptr<Overlay>> Overlay::Create(UniqueFd data, UniqueFd meta, O
   // The data file is emptied first: until its header is back, OpenOrCreate
   // treats the pair as never created.
   if (::ftruncate(dfd, 0) != 0) return Status::FromErrno(errno, "truncate " + names.data);
-  if (options.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(dfd, names.data));
+  if (options.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(dfd, names.data));
   if (::ftruncate(mfd, 0) != 0 || ::ftruncate(mfd, static_cast<off_t>(kLogBase)) != 0) {
     return Status::FromErrno(errno, "truncate " + names.meta);
   }
@@ -328,19 +277,19 @@ Result<std::unique_ptr<Overlay>> Overlay::Create(UniqueFd data, UniqueFd meta, O
   ov->first_seq_ = kFirstSeq;
   ov->next_seq_ = kFirstSeq;
   HEXZ_RETURN_IF_ERROR(ov->WriteSuperblock(1, kLogBase, kFirstSeq));
-  if (options.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, names.meta));
+  if (options.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, names.meta));
 
   uint8_t h[kBlockSize] = {};
   std::memcpy(h, kDataMagic, 8);
-  Put32(h + 8, kVersion);
-  Put32(h + 12, 0);
+  base::PutLe32(h + 8, kVersion);
+  base::PutLe32(h + 12, 0);
   std::memcpy(h + 16, ov->overlay_uuid_.data(), 16);
   std::memcpy(h + 32, base_id.bytes.data(), 16);
-  Put64(h + 48, disk_size);
-  Put32(h + 56, kBlockSize);
-  Put64(h + kHeaderChecksumAt, Sum(h, kHeaderChecksumAt));
+  base::PutLe64(h + 48, disk_size);
+  base::PutLe32(h + 56, kBlockSize);
+  base::PutLe64(h + kHeaderChecksumAt, Sum(h, kHeaderChecksumAt));
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(dfd, h, sizeof h, 0, names.data));
-  if (options.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(dfd, names.data));
+  if (options.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(dfd, names.data));
 
   ov->map_ = std::make_unique<BlockMap>(blocks);
   return ov;
@@ -349,16 +298,16 @@ Result<std::unique_ptr<Overlay>> Overlay::Create(UniqueFd data, UniqueFd meta, O
 Status Overlay::WriteSuperblock(uint64_t generation, uint64_t log_start, uint64_t first_seq) {
   uint8_t s[kBlockSize] = {};
   std::memcpy(s, kMetaMagic, 8);
-  Put32(s + 8, kVersion);
-  Put32(s + 12, 0);
-  Put64(s + 16, generation);
+  base::PutLe32(s + 8, kVersion);
+  base::PutLe32(s + 12, 0);
+  base::PutLe64(s + 16, generation);
   std::memcpy(s + 24, overlay_uuid_.data(), 16);
   std::memcpy(s + 40, base_id_.bytes.data(), 16);
-  Put64(s + 56, disk_size_);
-  Put32(s + 64, kBlockSize);
-  Put64(s + 72, log_start);
-  Put64(s + 80, first_seq);
-  Put64(s + kHeaderChecksumAt, Sum(s, kHeaderChecksumAt));
+  base::PutLe64(s + 56, disk_size_);
+  base::PutLe32(s + 64, kBlockSize);
+  base::PutLe64(s + 72, log_start);
+  base::PutLe64(s + 80, first_seq);
+  base::PutLe64(s + kHeaderChecksumAt, Sum(s, kHeaderChecksumAt));
   return io::PwriteFull(meta_fd_.get(), s, sizeof s, kSuperblockOffset[generation % 2],
                         names_.meta);
 }
@@ -383,12 +332,12 @@ Result<std::unique_ptr<Overlay>> Overlay::OpenOrCreate(UniqueFd data, UniqueFd m
                                                        const format::SnapshotId& base_id,
                                                        uint64_t disk_size,
                                                        const OverlayOptions& options) {
-  HEXZ_ASSIGN_OR_RETURN(uint64_t size, SizeOf(data.get(), names.data));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t size, io::FileSize(data.get(), names.data));
   if (size == 0 && !options.read_only) {
     // An interrupted creation leaves at most the superblocks. A meta file
     // with a log means the data was lost: never build an empty overlay over
     // that evidence.
-    HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(meta.get(), names.meta));
+    HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(meta.get(), names.meta));
     if (msize > kLogBase) {
       return Status::Corruption(names.data + " is empty, but " + names.meta + " holds a log (" +
                                 Num(msize) + " bytes): the overlay's data is lost" + kKeepHint);
@@ -421,7 +370,7 @@ Status Overlay::Damage(const std::string& what) {
 
 Status Overlay::LoadHeaders(const format::SnapshotId* expect_base, const uint64_t* expect_size) {
   const std::string& dn = names_.data;
-  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, SizeOf(data_fd_.get(), dn));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, io::FileSize(data_fd_.get(), dn));
   if (dsize == 0) {
     return Status::Corruption(dn + ": empty file, not an overlay (its creation never completed)");
   }
@@ -431,23 +380,25 @@ Status Overlay::LoadHeaders(const format::SnapshotId* expect_base, const uint64_
   if (std::memcmp(h, kDataMagic, 8) != 0) {
     return Status::Corruption(dn + ": not a hexz overlay data file (bad magic)");
   }
-  if (Get32(h + 8) == kOldVersion) return Status::Unsupported(FormatOneMessage(dn));
-  if (Get64(h + kHeaderChecksumAt) != Sum(h, kHeaderChecksumAt)) {
+  if (base::GetLe32(h + 8) == kOldVersion) return Status::Unsupported(FormatOneMessage(dn));
+  if (base::GetLe64(h + kHeaderChecksumAt) != Sum(h, kHeaderChecksumAt)) {
     return Status::Corruption(dn + ": overlay header checksum mismatch at offset 0" + kKeepHint);
   }
-  if (Get32(h + 8) != kVersion) {
-    return Status::Unsupported(dn + ": overlay format version " + Num(Get32(h + 8)) +
+  if (base::GetLe32(h + 8) != kVersion) {
+    return Status::Unsupported(dn + ": overlay format version " + Num(base::GetLe32(h + 8)) +
                                " is not supported (this hexz reads version 2)");
   }
-  if (Get32(h + 12) != 0) {
-    return Status::Unsupported(dn + ": overlay header has unknown flags 0x" + Hex(h + 12, 4));
+  if (base::GetLe32(h + 12) != 0) {
+    return Status::Unsupported(dn + ": overlay header has unknown flags 0x" +
+                               base::HexEncode(h + 12, 4));
   }
-  if (Get32(h + 56) != kBlockSize || Get32(h + 60) != 0 || !AllZero(h + 64, 56)) {
+  if (base::GetLe32(h + 56) != kBlockSize || base::GetLe32(h + 60) != 0 ||
+      !base::AllZero(h + 64, 56)) {
     return Status::Corruption(dn + ": overlay header has a bad block size or reserved bytes");
   }
   std::memcpy(overlay_uuid_.data(), h + 16, 16);
   std::memcpy(base_id_.bytes.data(), h + 32, 16);
-  disk_size_ = Get64(h + 48);
+  disk_size_ = base::GetLe64(h + 48);
   if (disk_size_ == 0) return Status::Corruption(dn + ": overlay header records a zero disk size");
   block_count_ = disk_size_ / kBlockSize + (disk_size_ % kBlockSize != 0 ? 1 : 0);
   if (block_count_ > kMaxBlocks) {
@@ -473,7 +424,7 @@ Status Overlay::LoadHeaders(const format::SnapshotId* expect_base, const uint64_
 // torn write only if ReplayLog finds the checkpoint it was to point at.
 Status Overlay::LoadSuperblocks() {
   const std::string& mn = names_.meta;
-  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(meta_fd_.get(), mn));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(meta_fd_.get(), mn));
   enum { kBlank, kBad, kValid } state[2];
   uint64_t gen[2] = {0, 0}, start[2] = {0, 0}, first[2] = {0, 0};
   std::string why[2];
@@ -485,29 +436,30 @@ Status Overlay::LoadSuperblocks() {
       HEXZ_RETURN_IF_ERROR(io::PreadFull(meta_fd_.get(), s, n, off, mn));
     }
     state[copy] = kBad;
-    if (AllZero(s, kHeaderBytes)) {
+    if (base::AllZero(s, kHeaderBytes)) {
       state[copy] = kBlank;
     } else if (std::memcmp(s, kMetaMagic, 8) != 0) {
       why[copy] = "bad magic";
-    } else if (Get32(s + 8) == kOldVersion) {
+    } else if (base::GetLe32(s + 8) == kOldVersion) {
       return Status::Unsupported(FormatOneMessage(mn));
-    } else if (Get64(s + kHeaderChecksumAt) != Sum(s, kHeaderChecksumAt)) {
+    } else if (base::GetLe64(s + kHeaderChecksumAt) != Sum(s, kHeaderChecksumAt)) {
       why[copy] = "checksum mismatch";
-    } else if (Get32(s + 8) != kVersion || Get32(s + 12) != 0) {
-      return Status::Unsupported(mn + ": superblock " + Num(copy) + " has version " +
-                                 Num(Get32(s + 8)) + " and flags 0x" + Hex(s + 12, 4) +
-                                 " (this hexz reads version 2, no flags)");
+    } else if (base::GetLe32(s + 8) != kVersion || base::GetLe32(s + 12) != 0) {
+      return Status::Unsupported(
+          mn + ": superblock " + Num(copy) + " has version " + Num(base::GetLe32(s + 8)) +
+          " and flags 0x" + base::HexEncode(s + 12, 4) + " (this hexz reads version 2, no flags)");
     } else if (std::memcmp(s + 24, overlay_uuid_.data(), 16) != 0) {
       return Status::Corruption(mn + " belongs to another overlay than " + names_.data +
                                 " (their overlay ids differ)");
     } else {
-      gen[copy] = Get64(s + 16);
-      start[copy] = Get64(s + 72);
-      first[copy] = Get64(s + 80);
-      if (std::memcmp(s + 40, base_id_.bytes.data(), 16) != 0 || Get64(s + 56) != disk_size_ ||
-          Get32(s + 64) != kBlockSize || Get32(s + 68) != 0 || !AllZero(s + 88, 32) ||
-          gen[copy] == 0 || gen[copy] % 2 != static_cast<uint64_t>(copy) ||
-          start[copy] < kLogBase || start[copy] % kCheckpointAlign != 0) {
+      gen[copy] = base::GetLe64(s + 16);
+      start[copy] = base::GetLe64(s + 72);
+      first[copy] = base::GetLe64(s + 80);
+      if (std::memcmp(s + 40, base_id_.bytes.data(), 16) != 0 ||
+          base::GetLe64(s + 56) != disk_size_ || base::GetLe32(s + 64) != kBlockSize ||
+          base::GetLe32(s + 68) != 0 || !base::AllZero(s + 88, 32) || gen[copy] == 0 ||
+          gen[copy] % 2 != static_cast<uint64_t>(copy) || start[copy] < kLogBase ||
+          start[copy] % kCheckpointAlign != 0) {
         why[copy] = "fields that disagree with the data header or with each other";
       } else {
         state[copy] = kValid;
@@ -549,7 +501,7 @@ Result<Overlay::Record> Overlay::ReadRecord(uint64_t pos, uint64_t msize, bool w
   uint8_t sec[kSector];
   const size_t avail = static_cast<size_t>(std::min<uint64_t>(kSector, msize - pos));
   HEXZ_RETURN_IF_ERROR(io::PreadFull(meta_fd_.get(), sec, avail, pos, names_.meta));
-  if (AllZero(sec, avail)) {
+  if (base::AllZero(sec, avail)) {
     r.kind = Record::kZero;
     return r;
   }
@@ -562,11 +514,11 @@ Result<Overlay::Record> Overlay::ReadRecord(uint64_t pos, uint64_t msize, bool w
     r.why = std::memcmp(sec, kRecordMagic, 4) != 0 ? "bad magic" : "header checksum mismatch";
     return r;
   }
-  r.type = Get16(sec + 4);
-  r.epoch = Get64(sec + 8);
-  r.seq = Get64(sec + 16);
-  r.count = Get32(sec + kRecordCountAt);
-  if (Get16(sec + 6) != 0 || Get32(sec + 28) != 0 ||
+  r.type = base::GetLe16(sec + 4);
+  r.epoch = base::GetLe64(sec + 8);
+  r.seq = base::GetLe64(sec + 16);
+  r.count = base::GetLe32(sec + kRecordCountAt);
+  if (base::GetLe16(sec + 6) != 0 || base::GetLe32(sec + 28) != 0 ||
       (r.type != kRecordDelta && r.type != kRecordCheckpoint) || r.count > block_count_) {
     r.kind = Record::kBadHeader;
     r.why = "impossible header fields";
@@ -588,13 +540,13 @@ Result<Overlay::Record> Overlay::ReadRecord(uint64_t pos, uint64_t msize, bool w
                                        pos + kSector, names_.meta));
   }
   for (uint64_t off = kSector; off < r.bytes; off += kSector) {
-    if (AllZero(all.data() + off, kSector)) {
+    if (base::AllZero(all.data() + off, kSector)) {
       r.kind = Record::kTorn;  // a sector the write never reached
       return r;
     }
   }
   const uint8_t* body = all.data() + kRecordHeaderBytes;
-  if (Get64(sec + kRecordBodyChecksumAt) != Sum(body, r.count * kEntryBytes)) {
+  if (base::GetLe64(sec + kRecordBodyChecksumAt) != Sum(body, r.count * kEntryBytes)) {
     r.kind = Record::kBadBody;
     r.why = "entries checksum mismatch";
     return r;
@@ -610,9 +562,9 @@ Status Overlay::ApplyRecord(const Record& r, uint64_t pos, uint64_t full_slots) 
   for (uint64_t i = 0; i < r.count; ++i) {
     const uint8_t* p = r.body.data() + i * kEntryBytes;
     Entry e;
-    uint64_t block = Get32(p);
-    e.value = Get32(p + 4);
-    e.sum = Get64(p + 8);
+    uint64_t block = base::GetLe32(p);
+    e.value = base::GetLe32(p + 4);
+    e.sum = base::GetLe64(p + 8);
     e.rec = static_cast<uint32_t>(pos / kSector);
     if (block >= block_count_ || e.value == kEntryBase) {
       HEXZ_RETURN_IF_ERROR(Damage(where + Num(block) + " to value " + Num(e.value) +
@@ -636,8 +588,8 @@ Status Overlay::ApplyRecord(const Record& r, uint64_t pos, uint64_t full_slots) 
 Status Overlay::ReplayFrom(uint64_t pos, uint64_t seq, uint64_t* end, uint64_t* next_seq,
                            Record* stop) {
   const std::string& mn = names_.meta;
-  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(meta_fd_.get(), mn));
-  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, SizeOf(data_fd_.get(), names_.data));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(meta_fd_.get(), mn));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, io::FileSize(data_fd_.get(), names_.data));
   const uint64_t full_slots = (dsize - kBlockSize) / kBlockSize;
   const uint64_t start = pos;
   for (;;) {
@@ -693,7 +645,7 @@ uint64_t Overlay::NextValidRecord(uint64_t pos, uint64_t msize, uint64_t min_seq
 Status Overlay::CheckTail(uint64_t pos, uint64_t expected_seq, const Record& first) {
   const std::string& mn = names_.meta;
   if (first.kind == Record::kEnd) return Status::Ok();
-  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(meta_fd_.get(), mn));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(meta_fd_.get(), mn));
   const std::string bad = "log record at offset " + Num(pos) + " of " + mn + " (sequence " +
                           Num(expected_seq) + " expected) ";
   // A record of this log after it cannot be the leftover of a crash: appends
@@ -707,12 +659,12 @@ Status Overlay::CheckTail(uint64_t pos, uint64_t expected_seq, const Record& fir
     for (size_t off = 0; off + kRecordHeaderBytes <= n; off += kSector) {
       const uint8_t* h = buf.data() + off;
       if (!HeaderChecks(h)) continue;
-      uint64_t epoch = Get64(h + 8), seq = Get64(h + 16);
+      uint64_t epoch = base::GetLe64(h + 8), seq = base::GetLe64(h + 16);
       if (epoch == generation_ && seq >= expected_seq) {
         return Damage(bad + "is damaged or missing, but record " + Num(seq) + " of the same log " +
                       "follows at offset " + Num(at + off));
       }
-      if (epoch == generation_ + 1 && Get16(h + 4) == kRecordDelta) {
+      if (epoch == generation_ + 1 && base::GetLe16(h + 4) == kRecordDelta) {
         return Damage(mn + ": a record of generation " + Num(epoch) + " lies at offset " +
                       Num(at + off) + ", but the active superblock is of generation " +
                       Num(generation_) + " (a newer superblock is missing or damaged)");
@@ -745,7 +697,7 @@ Status Overlay::ReplayLog() {
     // A damaged superblock copy is a torn write only while a compaction is
     // in flight: then a durable checkpoint of the next generation exists
     // (at the start of the log area, or after the active log).
-    HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(meta_fd_.get(), mn));
+    HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(meta_fd_.get(), mn));
     uint64_t found = 0, found_seq = 0;
     for (uint64_t at : {kLogBase, RoundUp(end, kCheckpointAlign)}) {
       if (at == log_start_ || found != 0) continue;
@@ -782,7 +734,7 @@ Status Overlay::ReplayLog() {
   if (!options_.salvage) HEXZ_RETURN_IF_ERROR(CheckTail(end, seq, stop));
   log_end_ = end;
   next_seq_ = seq;
-  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, SizeOf(data_fd_.get(), names_.data));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t dsize, io::FileSize(data_fd_.get(), names_.data));
   HEXZ_RETURN_IF_ERROR(CountSlots(dsize));
   return options_.read_only ? Status::Ok() : RecoverForWriting();
 }
@@ -820,14 +772,14 @@ Status Overlay::RecoverForWriting() {
   const int mfd = meta_fd_.get();
   if (finish_compaction_) {
     HEXZ_RETURN_IF_ERROR(WriteSuperblock(generation_, log_start_, first_seq_));
-    HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+    HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
   }
-  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, SizeOf(mfd, mn));
+  HEXZ_ASSIGN_OR_RETURN(uint64_t msize, io::FileSize(mfd, mn));
   if (log_end_ < msize) {
     if (::ftruncate(mfd, static_cast<off_t>(log_end_)) != 0) {
       return Status::FromErrno(errno, "truncate the log tail of " + mn);
     }
-    if (options_.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+    if (options_.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
   }
   return Status::Ok();
 }
@@ -1033,25 +985,25 @@ Status Overlay::AppendRecord(uint16_t type, const std::vector<std::pair<uint32_t
   std::vector<uint8_t> rec(RoundUp(kRecordHeaderBytes + body_bytes, kSector), 0);
   uint8_t* h = rec.data();
   std::memcpy(h, kRecordMagic, 4);
-  Put16(h + 4, type);
+  base::PutLe16(h + 4, type);
   const uint64_t gen = type == kRecordCheckpoint ? generation_ + 1 : generation_;
-  Put64(h + 8, gen);
-  Put64(h + 16, next_seq_);
-  Put32(h + kRecordCountAt, static_cast<uint32_t>(batch.size()));
+  base::PutLe64(h + 8, gen);
+  base::PutLe64(h + 16, next_seq_);
+  base::PutLe32(h + kRecordCountAt, static_cast<uint32_t>(batch.size()));
   for (size_t i = 0; i < batch.size(); ++i) {
     uint8_t* p = h + kRecordHeaderBytes + i * kEntryBytes;
-    Put32(p, batch[i].first);
-    Put32(p + 4, batch[i].second.value);
-    Put64(p + 8, batch[i].second.sum);
+    base::PutLe32(p, batch[i].first);
+    base::PutLe32(p + 4, batch[i].second.value);
+    base::PutLe64(p + 8, batch[i].second.sum);
   }
-  Put64(h + kRecordBodyChecksumAt, Sum(h + kRecordHeaderBytes, body_bytes));
-  Put64(h + kRecordHeaderChecksumAt, Sum(h, kRecordHeaderChecksumAt));
+  base::PutLe64(h + kRecordBodyChecksumAt, Sum(h + kRecordHeaderBytes, body_bytes));
+  base::PutLe64(h + kRecordHeaderChecksumAt, Sum(h, kRecordHeaderChecksumAt));
 
   const int mfd = meta_fd_.get();
   const std::string& mn = names_.meta;
   if (type == kRecordDelta) {
     HEXZ_RETURN_IF_ERROR(io::PwriteFull(mfd, rec.data(), rec.size(), log_end_, mn));
-    if (options_.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+    if (options_.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
     *record_at = log_end_;
     log_end_ += rec.size();
     ++next_seq_;
@@ -1065,9 +1017,9 @@ Status Overlay::AppendRecord(uint16_t type, const std::vector<std::pair<uint32_t
   }
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(mfd, rec.data(), rec.size(), target, mn));
   if (target == kLogBase) HEXZ_RETURN_IF_ERROR(ZeroMeta(target + rec.size(), log_start_));
-  if (options_.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+  if (options_.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
   HEXZ_RETURN_IF_ERROR(WriteSuperblock(gen, target, next_seq_));
-  if (options_.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+  if (options_.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
   generation_ = gen;
   log_start_ = target;
   first_seq_ = next_seq_;
@@ -1081,7 +1033,7 @@ Status Overlay::AppendRecord(uint16_t type, const std::vector<std::pair<uint32_t
     if (::ftruncate(mfd, static_cast<off_t>(log_end_)) != 0) {
       return Status::FromErrno(errno, "truncate the old log of " + mn);
     }
-    if (options_.durable) HEXZ_RETURN_IF_ERROR(Fdatasync(mfd, mn));
+    if (options_.durable) HEXZ_RETURN_IF_ERROR(io::Fdatasync(mfd, mn));
   }
   return Status::Ok();
 }
@@ -1120,7 +1072,7 @@ Status Overlay::Flush() {
   }
   Status st;
   uint64_t record_at = 0;
-  if (options_.durable) st = Fdatasync(data_fd_.get(), names_.data);
+  if (options_.durable) st = io::Fdatasync(data_fd_.get(), names_.data);
   if (st.ok()) st = AppendRecord(checkpoint ? kRecordCheckpoint : kRecordDelta, batch, &record_at);
   if (!st.ok()) {
     SetSticky(st);
@@ -1157,8 +1109,8 @@ OverlayStats Overlay::Stats() const {
     s.generation = generation_;
     s.records = records_;
   }
-  auto d = SizeOf(data_fd_.get(), names_.data);
-  auto m = SizeOf(meta_fd_.get(), names_.meta);
+  auto d = io::FileSize(data_fd_.get(), names_.data);
+  auto m = io::FileSize(meta_fd_.get(), names_.meta);
   s.data_file_bytes = d.ok() ? *d : 0;
   s.meta_file_bytes = m.ok() ? *m : 0;
   return s;

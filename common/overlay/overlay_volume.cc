@@ -38,11 +38,9 @@ Result<std::unique_ptr<OverlayVolume>> OpenOverlayVolume(
 
 Status OverlayVolume::CheckRange(uint64_t offset, uint64_t len, const char* op) const {
   if (!base::RangeWithin(offset, len, Size())) {
-    return Status(base::Code::kNoSpace,
-                  std::string(op) + " of " + std::to_string(len) + " bytes at offset " +
-                      std::to_string(offset) + " ends past the end of the disk (" +
-                      std::to_string(Size()) + " bytes; its size is fixed)",
-                  ENOSPC);
+    return Status::NoSpace(std::string(op) + " of " + std::to_string(len) + " bytes at offset " +
+                           std::to_string(offset) + " ends past the end of the disk (" +
+                           std::to_string(Size()) + " bytes; its size is fixed)");
   }
   return Status::Ok();
 }

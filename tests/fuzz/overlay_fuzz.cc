@@ -19,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/base/endian.h"
 #include "common/overlay/overlay.h"
 #include "common/overlay/overlay_layout.h"
 
@@ -40,22 +41,8 @@ UniqueFd MemFile(const std::vector<uint8_t>& bytes) {
 
 UniqueFd Dup(const UniqueFd& fd) { return UniqueFd(dup(fd.get())); }
 
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
 void FixHeader(uint8_t* h) {
-  Put64(h + L::kHeaderChecksumAt, XXH3_64bits(h, L::kHeaderChecksumAt));
+  hexz::base::PutLe64(h + L::kHeaderChecksumAt, XXH3_64bits(h, L::kHeaderChecksumAt));
 }
 
 // Recomputes the superblock checksums, and the record checksums along the
@@ -65,17 +52,18 @@ void FixMeta(std::vector<uint8_t>& m) {
   for (uint64_t off : L::kSuperblockOffset) {
     if (off + L::kHeaderBytes > m.size()) continue;
     FixHeader(m.data() + off);
-    if (start == 0) start = Get64(m.data() + off + 72);
+    if (start == 0) start = hexz::base::GetLe64(m.data() + off + 72);
   }
   uint64_t pos = start;
   for (int i = 0; i < 64 && pos >= L::kLogBase && pos % L::kSector == 0 && pos <= m.size() &&
                   m.size() - pos >= L::kRecordHeaderBytes;
        ++i) {
     uint8_t* h = m.data() + pos;
-    uint64_t bytes = uint64_t{Get32(h + L::kRecordCountAt)} * L::kEntryBytes;
+    uint64_t bytes = uint64_t{hexz::base::GetLe32(h + L::kRecordCountAt)} * L::kEntryBytes;
     if (bytes > m.size() - pos - L::kRecordHeaderBytes) break;
-    Put64(h + L::kRecordBodyChecksumAt, XXH3_64bits(h + L::kRecordHeaderBytes, bytes));
-    Put64(h + L::kRecordHeaderChecksumAt, XXH3_64bits(h, L::kRecordHeaderChecksumAt));
+    hexz::base::PutLe64(h + L::kRecordBodyChecksumAt,
+                        XXH3_64bits(h + L::kRecordHeaderBytes, bytes));
+    hexz::base::PutLe64(h + L::kRecordHeaderChecksumAt, XXH3_64bits(h, L::kRecordHeaderChecksumAt));
     pos += (L::kRecordHeaderBytes + bytes + L::kSector - 1) / L::kSector * L::kSector;
   }
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/base/endian.h"
 #include "common/io/file.h"
 #include "common/nbd/client.h"
 #include "common/nbd/protocol.h"
@@ -50,7 +51,8 @@ int main(int argc, char** argv) {
   hexz::base::Status s = WriteExact(fd.get(), req.data(), deadline);
   uint8_t h[16];
   if (s.ok()) s = ReadExact(fd.get(), h, sizeof h, deadline);
-  if (s.ok() && (Get32(h) != kSimpleReplyMagic || Get32(h + 4) != 0 || Get64(h + 8) != 0x1234)) {
+  if (s.ok() && (hexz::base::GetBe32(h) != kSimpleReplyMagic || hexz::base::GetBe32(h + 4) != 0 ||
+                 hexz::base::GetBe64(h + 8) != 0x1234)) {
     s = hexz::base::Status::InvalidArgument("unexpected reply to READ");
   }
   std::string data(length, '\0');

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "common/base/bytes.h"
 #include "common/base/log.h"
 #include "common/io/file.h"
 #include "common/nbd/server.h"
@@ -36,13 +37,6 @@ using hexz::io::Extent;
 
 constexpr uint32_t kGranule = 4096;
 constexpr uint64_t kMaxScan = 64u << 20;  // bytes examined per Extents call
-
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
 
 void AddExtent(std::vector<Extent>* out, uint64_t off, uint64_t len, bool zero, bool hole) {
   if (!out->empty() && out->back().zero == zero && out->back().hole == hole &&
@@ -76,7 +70,7 @@ class FileVolume : public hexz::io::Volume {
       uint64_t next = std::min<uint64_t>((pos / kGranule + 1) * kGranule, end);
       size_t n = static_cast<size_t>(next - pos);
       HEXZ_RETURN_IF_ERROR(hexz::io::PreadFull(fd_.get(), buf.data(), n, pos, "image"));
-      AddExtent(out, pos, n, AllZero(buf.data(), n), false);
+      AddExtent(out, pos, n, hexz::base::AllZero(buf.data(), n), false);
       pos = next;
     }
     return Status::Ok();
@@ -114,7 +108,7 @@ class MemoryVolume : public hexz::io::Volume {
     uint64_t end = off + std::min(len, kMaxScan);
     for (uint64_t pos = off; pos < end;) {
       uint64_t next = std::min<uint64_t>((pos / kGranule + 1) * kGranule, end);
-      bool zero = AllZero(data_.data() + pos, next - pos);
+      bool zero = hexz::base::AllZero(data_.data() + pos, next - pos);
       AddExtent(out, pos, next - pos, zero, zero);
       pos = next;
     }

@@ -1,8 +1,8 @@
-// Helpers for the ReadOnlyFs tests: deterministic random bytes, an in-memory
-// read-only volume, and a fixture that mounts a ReadOnlyFs for real on a fresh
-// temp dir (when the test can: root and /dev/fuse) and serves it on a thread.
-// The fixture owns the mount, its serving thread and the temp dir; TearDown
-// unmounts and removes them. Not thread-safe: use from the test's thread.
+// Helpers for the VolumeFs tests: deterministic random bytes, the in-memory
+// volume (tests/unit/testing/mem_volume.h), and a fixture that mounts a VolumeFs for real on a
+// fresh temp dir (when the test can: root and /dev/fuse) and serves it on a thread. The fixture
+// owns the mount, its serving thread and the temp dir; TearDown unmounts and removes them. Not
+// thread-safe: use from the test's thread.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,7 +11,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -19,7 +18,8 @@
 #include <vector>
 
 #include "common/base/checked_math.h"
-#include "common/fuse/read_only_fs.h"
+#include "common/fuse/volume_fs.h"
+#include "tests/unit/testing/mem_volume.h"
 
 namespace hexz::fuse::testing {
 
@@ -30,27 +30,7 @@ inline std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
   return v;
 }
 
-// A read-only volume over a byte vector; counts its reads.
-class MemVolume : public io::Volume {
- public:
-  explicit MemVolume(std::vector<uint8_t> bytes, uint32_t block = 4096)
-      : bytes_(std::move(bytes)), block_(block) {}
-  uint64_t Size() const override { return bytes_.size(); }
-  uint32_t BlockSize() const override { return block_; }
-  base::Status Read(uint64_t offset, void* buf, size_t len) override {
-    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
-      return base::Status::OutOfRange("read beyond the end");
-    }
-    reads_++;
-    std::memcpy(buf, bytes_.data() + offset, len);
-    return base::Status::Ok();
-  }
-  std::atomic<int> reads_{0};
-
- private:
-  std::vector<uint8_t> bytes_;
-  uint32_t block_;
-};
+using hexz::testing::MemVolume;
 
 class MountedFixture : public ::testing::Test {
  protected:
@@ -66,7 +46,7 @@ class MountedFixture : public ::testing::Test {
     std::string tmpl = "/tmp/" + dir_prefix + ".XXXXXX";
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
-    fs_ = std::make_unique<ReadOnlyFs>(std::move(files), std::move(opts));
+    fs_ = std::make_unique<VolumeFs>(std::move(files), std::move(opts));
     base::Status st = fs_->Mount(dir_);
     ASSERT_TRUE(st.ok()) << st.ToString();
     loop_ = std::thread([this] { served_ = fs_->Serve(); });
@@ -81,7 +61,7 @@ class MountedFixture : public ::testing::Test {
   std::string Path(const char* name) { return dir_ + "/" + name; }
 
   std::string dir_;
-  std::unique_ptr<ReadOnlyFs> fs_;
+  std::unique_ptr<VolumeFs> fs_;
   std::thread loop_;
   base::Status served_;
 };

@@ -1,4 +1,4 @@
-// ReadOnlyFs in read-write mode over an in-memory writable volume, mounted
+// VolumeFs in read-write mode over an in-memory writable volume, mounted
 // for real when the test can (root and /dev/fuse): writes reach the volume,
 // fsync and close flush it (and report its errors), sizes and metadata are
 // fixed (EPERM), writes past the end get ENOSPC and change nothing, memory
@@ -17,63 +17,13 @@
 #include <thread>
 
 #include "common/base/checked_math.h"
-#include "common/fuse/read_only_fs.h"
+#include "common/fuse/volume_fs.h"
 #include "tests/unit/fuse/fuse_test_util.h"
 
 namespace hexz::fuse {
 namespace {
 
 using base::Status;
-
-class MemRwVolume : public io::Volume {
- public:
-  explicit MemRwVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
-  uint64_t Size() const override { return bytes_.size(); }
-  uint32_t BlockSize() const override { return 4096; }
-  bool Writable() const override { return true; }
-  Status Read(uint64_t offset, void* buf, size_t len) override {
-    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
-      return Status::OutOfRange("read beyond the end");
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    std::memcpy(buf, bytes_.data() + offset, len);
-    return Status::Ok();
-  }
-  Status Write(uint64_t offset, const void* buf, size_t len, bool) override {
-    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
-      return Status(base::Code::kNoSpace, "write past the end", ENOSPC);
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    std::memcpy(bytes_.data() + offset, buf, len);
-    ++writes_;
-    return Status::Ok();
-  }
-  Status WriteZeroes(uint64_t offset, uint64_t len, bool) override {
-    if (!base::RangeWithin<uint64_t>(offset, len, bytes_.size())) {
-      return Status(base::Code::kNoSpace, "zeroes past the end", ENOSPC);
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    std::memset(bytes_.data() + offset, 0, len);
-    return Status::Ok();
-  }
-  Status Flush() override {
-    ++flushes_;
-    if (fail_flush_) return Status::FromErrno(EIO, "overlay: fdatasync");
-    return Status::Ok();
-  }
-  std::vector<uint8_t> Snapshot() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return bytes_;
-  }
-
-  std::atomic<int> writes_{0};
-  std::atomic<int> flushes_{0};
-  std::atomic<bool> fail_flush_{false};
-
- private:
-  std::mutex mu_;
-  std::vector<uint8_t> bytes_;
-};
 
 using testing::MemVolume;
 using testing::RandomBytes;
@@ -84,7 +34,7 @@ class ReadWriteFsTest : public testing::MountedFixture {
     if (std::string why = WhyCannotMount(); !why.empty()) GTEST_SKIP() << why;
     disk_ = RandomBytes(2 * 1024 * 1024 + 1000, 1);
     memory_ = RandomBytes(100000, 2);
-    auto disk = std::make_unique<MemRwVolume>(disk_);
+    auto disk = std::make_unique<MemVolume>(disk_, 4096, /*writable=*/true);
     volume_ = disk.get();
     std::vector<File> files;
     File d{"disk", std::move(disk)};
@@ -98,7 +48,7 @@ class ReadWriteFsTest : public testing::MountedFixture {
   }
 
   std::vector<uint8_t> disk_, memory_;
-  MemRwVolume* volume_ = nullptr;
+  MemVolume* volume_ = nullptr;
 };
 
 TEST_F(ReadWriteFsTest, ModesAndStatfsShowAWritableDisk) {
@@ -122,55 +72,55 @@ TEST_F(ReadWriteFsTest, WritesReadBackAndReachTheVolume) {
   ASSERT_EQ(pread(fd, back.data(), back.size(), 65530), static_cast<ssize_t>(back.size()));
   EXPECT_EQ(back, data);
   std::memcpy(disk_.data() + 65530, data.data(), data.size());
-  EXPECT_EQ(volume_->Snapshot(), disk_);
+  EXPECT_EQ(volume_->Contents(), disk_);
   // The last bytes of the disk.
   ASSERT_EQ(pwrite(fd, "xyz", 3, static_cast<off_t>(disk_.size() - 3)), 3);
   close(fd);
   std::memcpy(disk_.data() + disk_.size() - 3, "xyz", 3);
-  EXPECT_EQ(volume_->Snapshot(), disk_);
+  EXPECT_EQ(volume_->Contents(), disk_);
 }
 
 TEST_F(ReadWriteFsTest, FsyncAndCloseFlushAndReportErrors) {
   int fd = ::open(Path("disk").c_str(), O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(pwrite(fd, "abc", 3, 0), 3);
-  int before = volume_->flushes_.load();
+  int before = volume_->flushes.load();
   ASSERT_EQ(fsync(fd), 0);
-  EXPECT_GT(volume_->flushes_.load(), before);
-  before = volume_->flushes_.load();
+  EXPECT_GT(volume_->flushes.load(), before);
+  before = volume_->flushes.load();
   ASSERT_EQ(fdatasync(fd), 0);
-  EXPECT_GT(volume_->flushes_.load(), before);
-  volume_->fail_flush_ = true;
+  EXPECT_GT(volume_->flushes.load(), before);
+  volume_->fail_flush = true;
   errno = 0;
   EXPECT_NE(fsync(fd), 0);
   EXPECT_EQ(errno, EIO);
-  before = volume_->flushes_.load();
+  before = volume_->flushes.load();
   errno = 0;
   EXPECT_NE(close(fd), 0);  // flush on close reports the error too
   EXPECT_EQ(errno, EIO);
-  EXPECT_GT(volume_->flushes_.load(), before);
-  volume_->fail_flush_ = false;
+  EXPECT_GT(volume_->flushes.load(), before);
+  volume_->fail_flush = false;
 }
 
 // A writer's error (a sticky ENOSPC of the overlay) belongs to writers: a
 // reader's close() neither flushes nor fails.
 TEST_F(ReadWriteFsTest, ReadOnlyCloseNeitherFlushesNorFails) {
-  volume_->fail_flush_ = true;
+  volume_->fail_flush = true;
   int fd = ::open(Path("disk").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   char buf[4096];
   ASSERT_EQ(pread(fd, buf, sizeof buf, 0), static_cast<ssize_t>(sizeof buf));
-  int before = volume_->flushes_.load();
+  int before = volume_->flushes.load();
   errno = 0;
   EXPECT_EQ(close(fd), 0) << std::strerror(errno);
-  EXPECT_EQ(volume_->flushes_.load(), before);
-  volume_->fail_flush_ = false;
+  EXPECT_EQ(volume_->flushes.load(), before);
+  volume_->fail_flush = false;
 }
 
 TEST_F(ReadWriteFsTest, WritePastTheEndFailsWholeWithEnospc) {
   int fd = ::open(Path("disk").c_str(), O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  int writes = volume_->writes_.load();
+  int writes = volume_->writes.load();
   std::vector<uint8_t> data(10000, 0x5a);
   errno = 0;
   EXPECT_LT(pwrite(fd, data.data(), data.size(), static_cast<off_t>(disk_.size() - 100)), 0);
@@ -179,8 +129,8 @@ TEST_F(ReadWriteFsTest, WritePastTheEndFailsWholeWithEnospc) {
   EXPECT_LT(pwrite(fd, data.data(), 1, static_cast<off_t>(disk_.size())), 0);
   EXPECT_EQ(errno, ENOSPC);
   close(fd);
-  EXPECT_EQ(volume_->writes_.load(), writes);
-  EXPECT_EQ(volume_->Snapshot(), disk_);
+  EXPECT_EQ(volume_->writes.load(), writes);
+  EXPECT_EQ(volume_->Contents(), disk_);
   struct stat st;
   ASSERT_EQ(stat(Path("disk").c_str(), &st), 0);
   EXPECT_EQ(static_cast<size_t>(st.st_size), disk_.size());
@@ -212,7 +162,7 @@ TEST_F(ReadWriteFsTest, SizeAndMetadataAreFixed) {
   errno = 0;
   EXPECT_NE(unlink(Path("disk").c_str()), 0);
   EXPECT_EQ(errno, EPERM);
-  EXPECT_EQ(volume_->Snapshot(), disk_);
+  EXPECT_EQ(volume_->Contents(), disk_);
 }
 
 TEST_F(ReadWriteFsTest, MemoryStaysReadOnly) {
@@ -236,7 +186,7 @@ TEST_F(ReadWriteFsTest, FallocatePunchHoleZeroesAndAllocationIsRefused) {
   ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5000, 20000), 0)
       << std::strerror(errno);
   std::memset(disk_.data() + 5000, 0, 20000);
-  EXPECT_EQ(volume_->Snapshot(), disk_);
+  EXPECT_EQ(volume_->Contents(), disk_);
   std::vector<uint8_t> back(20000, 1);
   ASSERT_EQ(pread(fd, back.data(), back.size(), 5000), 20000);
   EXPECT_EQ(back, std::vector<uint8_t>(20000, 0));

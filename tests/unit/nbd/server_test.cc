@@ -9,73 +9,39 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <future>
 #include <map>
 #include <mutex>
 #include <set>
-#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/base/endian.h"
 #include "common/nbd/client.h"
 #include "common/nbd/protocol.h"
 #include "common/nbd/wire.h"
+#include "tests/unit/testing/mem_volume.h"
 
 namespace hexz::nbd {
 namespace {
 
 using base::Status;
 
-// A Volume in memory. The first half is data (0x5a), the second half reads as
-// zero and is reported as a hole; writes go to memory.
-class TestVolume : public io::Volume {
- public:
-  TestVolume(uint64_t size, bool writable) : data_(size, 0), writable_(writable) {
-    std::memset(data_.data(), 0x5a, size / 2);
-  }
-  uint64_t Size() const override { return data_.size(); }
-  uint32_t BlockSize() const override { return 65536; }
-  bool Writable() const override { return writable_; }
-  Status Read(uint64_t off, void* buf, size_t len) override {
-    std::shared_lock l(mu_);
-    std::memcpy(buf, data_.data() + off, len);
-    return Status::Ok();
-  }
-  Status Write(uint64_t off, const void* buf, size_t len, bool fua) override {
-    std::unique_lock l(mu_);
-    std::memcpy(data_.data() + off, buf, len);
-    if (fua) ++fua_writes;
-    return Status::Ok();
-  }
-  Status WriteZeroes(uint64_t off, uint64_t len, bool) override {
-    std::unique_lock l(mu_);
-    std::memset(data_.data() + off, 0, len);
-    return Status::Ok();
-  }
-  Status Trim(uint64_t off, uint64_t len) override { return WriteZeroes(off, len, false); }
-  Status Flush() override {
-    ++flushes;
-    return Status::Ok();
-  }
-  Status Extents(uint64_t off, uint64_t len, std::vector<io::Extent>* out) override {
-    uint64_t half = data_.size() / 2, end = off + len;
-    if (off < half) out->push_back({off, std::min(end, half) - off, false, false});
-    if (end > half) {
-      uint64_t s = std::max(off, half);
-      out->push_back({s, end - s, true, true});
-    }
-    return Status::Ok();
-  }
-  std::atomic<int> flushes{0};
-  std::atomic<int> fua_writes{0};
+using hexz::testing::MemVolume;
 
- private:
-  std::shared_mutex mu_;
-  std::vector<uint8_t> data_;
-  bool writable_;
-};
+// A volume in memory whose first half is data (0x5a) and whose second half
+// reads as zero and is reported as a hole.
+std::shared_ptr<MemVolume> HalfDataVolume(uint64_t size, bool writable) {
+  std::vector<uint8_t> bytes(size, 0);
+  std::memset(bytes.data(), 0x5a, size / 2);
+  auto v = std::make_shared<MemVolume>(std::move(bytes), 65536, writable);
+  v->set_hole_from(size / 2);
+  return v;
+}
 
 constexpr uint64_t kSize = 48u << 20;  // room for a 32 MiB write
 const auto kForever = kNoDeadline;
@@ -118,9 +84,9 @@ class RawClient {
   void Hello(uint32_t client_flags) {
     uint8_t h[18];
     ASSERT_TRUE(Recv(h, sizeof h));
-    EXPECT_EQ(Get64(h), kNbdMagic);
-    EXPECT_EQ(Get64(h + 8), kIHaveOpt);
-    EXPECT_EQ(Get16(h + 16), kFlagFixedNewstyle | kFlagNoZeroes);
+    EXPECT_EQ(base::GetBe64(h), kNbdMagic);
+    EXPECT_EQ(base::GetBe64(h + 8), kIHaveOpt);
+    EXPECT_EQ(base::GetBe16(h + 16), kFlagFixedNewstyle | kFlagNoZeroes);
     Builder b;
     b.U32(client_flags);
     ASSERT_TRUE(Send(b.data()));
@@ -137,10 +103,10 @@ class RawClient {
       ADD_FAILURE() << "no option reply";
       return r;
     }
-    EXPECT_EQ(Get64(h), kOptReplyMagic);
-    r.opt = Get32(h + 8);
-    r.type = Get32(h + 12);
-    r.data = RecvString(Get32(h + 16));
+    EXPECT_EQ(base::GetBe64(h), kOptReplyMagic);
+    r.opt = base::GetBe32(h + 8);
+    r.type = base::GetBe32(h + 12);
+    r.data = RecvString(base::GetBe32(h + 16));
     return r;
   }
   // INFO/GO body.
@@ -165,7 +131,7 @@ class RawClient {
     for (;;) {
       OptReply r = ReadOptReply();
       if (r.type == kRepInfo && r.data.size() == 12) {
-        flags = Get16(reinterpret_cast<const uint8_t*>(r.data.data()) + 10);
+        flags = base::GetBe16(reinterpret_cast<const uint8_t*>(r.data.data()) + 10);
       }
       if (r.type != kRepInfo) {
         EXPECT_EQ(r.type, kRepAck);
@@ -187,23 +153,24 @@ class RawClient {
       ADD_FAILURE() << "no reply";
       return r;
     }
-    uint32_t magic = Get32(m);
+    uint32_t magic = base::GetBe32(m);
     if (magic == kSimpleReplyMagic) {
       uint8_t h[12];
       EXPECT_TRUE(Recv(h, 12));
-      r.error = Get32(h);
-      r.handle = Get64(h + 4);
+      r.error = base::GetBe32(h);
+      r.handle = base::GetBe64(h + 4);
       return r;
     }
     EXPECT_EQ(magic, kStructuredReplyMagic);
     uint8_t h[16];
     EXPECT_TRUE(Recv(h, 16));
     r.structured = true;
-    r.flags = Get16(h);
-    r.type = Get16(h + 2);
-    r.handle = Get64(h + 4);
-    r.payload = RecvString(Get32(h + 12));
-    if (r.type & 0x8000) r.error = Get32(reinterpret_cast<const uint8_t*>(r.payload.data()));
+    r.flags = base::GetBe16(h);
+    r.type = base::GetBe16(h + 2);
+    r.handle = base::GetBe64(h + 4);
+    r.payload = RecvString(base::GetBe32(h + 12));
+    if (r.type & 0x8000)
+      r.error = base::GetBe32(reinterpret_cast<const uint8_t*>(r.payload.data()));
     return r;
   }
 
@@ -214,8 +181,8 @@ class RawClient {
 class NbdServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    disk_ = std::make_shared<TestVolume>(kSize, true);
-    ro_ = std::make_shared<TestVolume>(kSize / 2, false);
+    disk_ = HalfDataVolume(kSize, true);
+    ro_ = HalfDataVolume(kSize / 2, false);
     Make({});
   }
   void TearDown() override {
@@ -254,7 +221,7 @@ class NbdServerTest : public ::testing::Test {
     return c;
   }
 
-  std::shared_ptr<TestVolume> disk_, ro_;
+  std::shared_ptr<MemVolume> disk_, ro_;
   std::unique_ptr<Server> server_;
   std::vector<std::future<Status>> served_;
 };
@@ -265,8 +232,8 @@ TEST_F(NbdServerTest, ExportNameWithNoZeroes) {
   c.Option(kOptExportName, "disk");
   uint8_t r[10];
   ASSERT_TRUE(c.Recv(r, sizeof r));
-  EXPECT_EQ(Get64(r), kSize);
-  uint16_t f = Get16(r + 8);
+  EXPECT_EQ(base::GetBe64(r), kSize);
+  uint16_t f = base::GetBe16(r + 8);
   EXPECT_TRUE(f & kTransHasFlags);
   EXPECT_FALSE(f & kTransReadOnly);
   EXPECT_TRUE(f & kTransCanMultiConn);
@@ -296,7 +263,7 @@ TEST_F(NbdServerTest, NonFixedNewstyleExportName) {
   c.Hello(0);
   c.Option(kOptExportName, "memory");
   std::string r = c.RecvString(10 + 124);
-  EXPECT_EQ(Get64(reinterpret_cast<const uint8_t*>(r.data())), kSize / 2);
+  EXPECT_EQ(base::GetBe64(reinterpret_cast<const uint8_t*>(r.data())), kSize / 2);
   c.Close();
 }
 
@@ -351,19 +318,19 @@ TEST_F(NbdServerTest, OptionsNegotiation) {
   for (;;) {
     r = c.ReadOptReply();
     if (r.type != kRepInfo) break;
-    infos[Get16(reinterpret_cast<const uint8_t*>(r.data.data()))] = r.data.substr(2);
+    infos[base::GetBe16(reinterpret_cast<const uint8_t*>(r.data.data()))] = r.data.substr(2);
   }
   EXPECT_EQ(r.type, kRepAck);
   ASSERT_TRUE(infos.count(kInfoExport));
   EXPECT_EQ(infos[kInfoExport].size(), 10u);
-  EXPECT_EQ(Get64(reinterpret_cast<const uint8_t*>(infos[kInfoExport].data())), kSize);
+  EXPECT_EQ(base::GetBe64(reinterpret_cast<const uint8_t*>(infos[kInfoExport].data())), kSize);
   EXPECT_EQ(infos[kInfoName], "disk");  // the canonical name of ""
   EXPECT_EQ(infos[kInfoDescription], "the disk");
   ASSERT_EQ(infos[kInfoBlockSize].size(), 12u);
   const auto* bs = reinterpret_cast<const uint8_t*>(infos[kInfoBlockSize].data());
-  EXPECT_EQ(Get32(bs), 1u);
-  EXPECT_EQ(Get32(bs + 4), 65536u);
-  EXPECT_EQ(Get32(bs + 8), 32u << 20);
+  EXPECT_EQ(base::GetBe32(bs), 1u);
+  EXPECT_EQ(base::GetBe32(bs + 4), 65536u);
+  EXPECT_EQ(base::GetBe32(bs + 8), 32u << 20);
 
   // Meta contexts: SET needs structured replies first.
   c.Option(kOptSetMetaContext, RawClient::MetaBody("disk", {"base:allocation"}));
@@ -392,7 +359,7 @@ TEST_F(NbdServerTest, OptionsNegotiation) {
   c.Option(kOptSetMetaContext, RawClient::MetaBody("disk", {"base:allocation"}));
   r = c.ReadOptReply();
   ASSERT_EQ(r.type, kRepMetaContext);
-  EXPECT_NE(Get32(reinterpret_cast<const uint8_t*>(r.data.data())), 0u);
+  EXPECT_NE(base::GetBe32(reinterpret_cast<const uint8_t*>(r.data.data())), 0u);
   EXPECT_EQ(c.ReadOptReply().type, kRepAck);
 
   // Option data over the limit: drained and refused, haggling goes on.
@@ -529,6 +496,41 @@ TEST_F(NbdServerTest, ReadWriteSimpleReplies) {
   EXPECT_GE(disk_->flushes, 2);  // flushed at disconnect
 }
 
+// A READ spanning several blocks reads them in parallel (the fan-out), for
+// simple and structured replies alike, and the bytes come back in order.
+TEST_F(NbdServerTest, LargeReadReadsItsBlocksInParallel) {
+  std::vector<uint8_t> bytes(1 << 20);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7 + i / 65536);
+  auto v = std::make_shared<MemVolume>(bytes, 65536);
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = 0, max_running = 0;
+  v->on_read = [&](uint64_t, size_t) {
+    std::unique_lock lock(mu);
+    max_running = std::max(max_running, ++running);
+    cv.notify_all();
+    // Wait (bounded) until a second piece is read at the same time.
+    cv.wait_for(lock, std::chrono::seconds(5), [&] { return max_running >= 2; });
+    --running;
+  };
+  server_ = std::make_unique<Server>(std::vector<Export>{{"disk", v, "", false}});
+  for (bool structured : {false, true}) {
+    SCOPED_TRACE(structured ? "structured" : "simple");
+    max_running = 0;
+    v->reads = 0;
+    RawClient c = Open("disk", structured);
+    c.Request(kCmdRead, structured ? kCmdFlagDf : 0, 1, 1000, 4 * 65536);
+    Reply r = c.ReadReply();
+    ASSERT_EQ(r.error, 0u);
+    std::string got = structured ? r.payload.substr(8) : c.RecvString(4 * 65536);
+    EXPECT_EQ(got, std::string(bytes.begin() + 1000, bytes.begin() + 1000 + 4 * 65536));
+    EXPECT_EQ(v->reads.load(), 5);  // [1000, 65536), three whole blocks, the tail
+    EXPECT_GE(max_running, 2);
+    c.Request(kCmdDisc, 0, 2, 0, 0);
+    EXPECT_TRUE(c.Closed());
+  }
+}
+
 TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
   RawClient c = Open("", true);
   c.Request(kCmdRead, kCmdFlagDf, 1, 1000, 5000);
@@ -536,7 +538,7 @@ TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
   EXPECT_EQ(r.type, kReplyTypeOffsetData);
   EXPECT_TRUE(r.flags & kReplyFlagDone);
   ASSERT_EQ(r.payload.size(), 5008u);
-  EXPECT_EQ(Get64(reinterpret_cast<const uint8_t*>(r.payload.data())), 1000u);
+  EXPECT_EQ(base::GetBe64(reinterpret_cast<const uint8_t*>(r.payload.data())), 1000u);
   EXPECT_EQ(r.payload.substr(8), std::string(5000, '\x5a'));
 
   // Without DF: data chunks, a hole chunk, then NONE; reassembled it matches.
@@ -552,7 +554,7 @@ TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
       ASSERT_EQ(k.handle, 10u);
       const auto* q = reinterpret_cast<const uint8_t*>(k.payload.data());
       if (k.type == kReplyTypeOffsetData) {
-        uint64_t o = Get64(q);
+        uint64_t o = base::GetBe64(q);
         ASSERT_GE(o, start);
         ASSERT_LE(o - start + k.payload.size() - 8, len);
         EXPECT_LE(k.payload.size() - 8, 4u << 20);
@@ -560,8 +562,8 @@ TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
         covered += k.payload.size() - 8;
       } else if (k.type == kReplyTypeOffsetHole) {
         ASSERT_EQ(k.payload.size(), 12u);
-        uint64_t o = Get64(q);
-        uint32_t n = Get32(q + 8);
+        uint64_t o = base::GetBe64(q);
+        uint32_t n = base::GetBe32(q + 8);
         ASSERT_LE(o - start + n, len);
         image.replace(o - start, n, std::string(n, '\0'));
         covered += n;
@@ -583,14 +585,14 @@ TEST_F(NbdServerTest, StructuredReadsAndBlockStatus) {
   ASSERT_EQ(r.type, kReplyTypeBlockStatus);
   ASSERT_EQ(r.payload.size(), 4u + 16u);
   const auto* p = reinterpret_cast<const uint8_t*>(r.payload.data());
-  EXPECT_EQ(Get32(p + 4), 4096u);
-  EXPECT_EQ(Get32(p + 8), 0u);
-  EXPECT_EQ(Get32(p + 12), 4096u);
-  EXPECT_EQ(Get32(p + 16), kStateHole | kStateZero);
+  EXPECT_EQ(base::GetBe32(p + 4), 4096u);
+  EXPECT_EQ(base::GetBe32(p + 8), 0u);
+  EXPECT_EQ(base::GetBe32(p + 12), 4096u);
+  EXPECT_EQ(base::GetBe32(p + 16), kStateHole | kStateZero);
   c.Request(kCmdBlockStatus, kCmdFlagReqOne, 3, half - 4096, 8192);
   r = c.ReadReply();
   ASSERT_EQ(r.payload.size(), 12u);
-  EXPECT_EQ(Get32(reinterpret_cast<const uint8_t*>(r.payload.data()) + 4), 4096u);
+  EXPECT_EQ(base::GetBe32(reinterpret_cast<const uint8_t*>(r.payload.data()) + 4), 4096u);
 
   // Errors come as error chunks with a message.
   c.Request(kCmdRead, 0, 4, kSize - 10, 20);
@@ -674,7 +676,7 @@ TEST_F(NbdServerTest, ReadOnlyExportRefusesWrites) {
 }
 
 TEST_F(NbdServerTest, FastZeroRefusedWhenNotFast) {
-  auto v = std::make_shared<TestVolume>(1 << 20, true);
+  auto v = HalfDataVolume(1 << 20, true);
   server_ = std::make_unique<Server>(std::vector<Export>{{"disk", v, "", false}});
   RawClient c = Open();
   c.Request(kCmdWriteZeroes, kCmdFlagFastZero, 1, 0, 4096);

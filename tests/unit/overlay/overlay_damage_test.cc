@@ -11,6 +11,7 @@
 #include <functional>
 #include <random>
 
+#include "common/base/endian.h"
 #include "common/overlay/overlay.h"
 #include "common/overlay/overlay_files.h"
 #include "common/overlay/overlay_layout.h"
@@ -44,20 +45,14 @@ void Spit(const std::string& path, const std::vector<uint8_t>& v) {
   ::close(fd);
 }
 
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
 struct Damaged : ::testing::Test {
   TempDir dir;
   std::string path = dir.File("d.ovl");
   std::string meta = path + ".meta";
   std::shared_ptr<MemVolume> base = std::make_shared<MemVolume>(RandomBytes(kDisk, 3));
   format::SnapshotId id = MakeId(0x5a);
-  std::vector<uint8_t> model = base->bytes();  // the disk as of the last flush
-  std::vector<uint8_t> data0, meta0;           // the files as written
+  std::vector<uint8_t> model = base->Contents();  // the disk as of the last flush
+  std::vector<uint8_t> data0, meta0;              // the files as written
 
   OverlayOptions Options() {
     OverlayOptions o;
@@ -162,8 +157,8 @@ struct Damaged : ::testing::Test {
   }
 
   uint64_t ActiveLogStart() const {
-    uint64_t g0 = Get64(meta0.data() + 16), g1 = Get64(meta0.data() + 4096 + 16);
-    return Get64(meta0.data() + (g0 > g1 ? 0 : 4096) + 72);
+    uint64_t g0 = base::GetLe64(meta0.data() + 16), g1 = base::GetLe64(meta0.data() + 4096 + 16);
+    return base::GetLe64(meta0.data() + (g0 > g1 ? 0 : 4096) + 72);
   }
 };
 
@@ -375,7 +370,8 @@ TEST_F(Damaged, TornSuperblockWriteUsesTheNewCheckpoint) {
     ASSERT_GT((*ov)->Stats().generation, gen);
   }
   const std::vector<uint8_t> meta_after = Slurp(meta), data_after = Slurp(path);
-  const uint64_t g0 = Get64(meta_after.data() + 16), g1 = Get64(meta_after.data() + 4096 + 16);
+  const uint64_t g0 = base::GetLe64(meta_after.data() + 16),
+                 g1 = base::GetLe64(meta_after.data() + 4096 + 16);
   const uint64_t new_copy = g0 > g1 ? 0 : 4096;
   // The superblock write torn: garbage, or half old and half new.
   for (int variant = 0; variant < 2; ++variant) {
@@ -394,7 +390,7 @@ TEST_F(Damaged, TornSuperblockWriteUsesTheNewCheckpoint) {
     ASSERT_EQ(Check(false, &opened), "") << "variant " << variant;
     ASSERT_TRUE(opened);
     // The read-write open finished the compaction: the copy is whole again.
-    EXPECT_EQ(Get64(Slurp(meta).data() + new_copy + 16), std::max(g0, g1));
+    EXPECT_EQ(base::GetLe64(Slurp(meta).data() + new_copy + 16), std::max(g0, g1));
   }
 }
 

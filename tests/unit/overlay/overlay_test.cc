@@ -54,7 +54,7 @@ TEST(OverlayTest, FreshOverlayReadsBase) {
   ASSERT_TRUE(vol);
   EXPECT_TRUE(vol->Writable());
   EXPECT_EQ(vol->Size(), kDiskSize);
-  EXPECT_EQ(ReadAll(*vol), f.base->bytes());
+  EXPECT_EQ(ReadAll(*vol), f.base->Contents());
   EXPECT_TRUE(std::filesystem::exists(f.path + ".meta"));
 }
 
@@ -62,7 +62,7 @@ TEST(OverlayTest, FreshOverlayReadsBase) {
 // reopens (after Flush) in between.
 TEST(OverlayTest, RandomOpsMatchModel) {
   Fixture f;
-  std::vector<uint8_t> model = f.base->bytes();
+  std::vector<uint8_t> model = f.base->Contents();
   std::mt19937 rng(42);
   auto vol = f.Open();
   ASSERT_TRUE(vol);
@@ -105,7 +105,7 @@ TEST(OverlayTest, RandomOpsMatchModel) {
     ASSERT_TRUE(vol);
     ASSERT_EQ(ReadAll(*vol), model) << "after reopen, round " << round;
   }
-  EXPECT_EQ(f.base->bytes(), RandomBytes(kDiskSize, 7)) << "the base must never change";
+  EXPECT_EQ(f.base->Contents(), RandomBytes(kDiskSize, 7)) << "the base must never change";
 }
 
 TEST(OverlayTest, UnflushedWritesAreNotInTheLog) {
@@ -122,7 +122,7 @@ TEST(OverlayTest, UnflushedWritesAreNotInTheLog) {
   ASSERT_TRUE(vol->Read(8192, got.data(), got.size()).ok());
   EXPECT_EQ(got, a);
   ASSERT_TRUE(vol->Read(16384, got.data(), got.size()).ok());
-  EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->bytes().begin() + 16384));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->Contents().begin() + 16384));
 }
 
 TEST(OverlayTest, StatsCountChangedBlocks) {
@@ -272,7 +272,7 @@ TEST(OverlayTest, EmptyDataFileIsAnUnfinishedCreation) {
   }
   auto vol = f.Open();
   ASSERT_TRUE(vol);
-  EXPECT_EQ(ReadAll(*vol), f.base->bytes());
+  EXPECT_EQ(ReadAll(*vol), f.base->Contents());
 }
 
 TEST(OverlayTest, DamagedHeadersAreReportedNotServed) {
@@ -336,7 +336,7 @@ TEST(OverlayTest, CompactionKeepsContentAndBoundsTheLog) {
   OverlayOptions opt;
   opt.compact_min_bytes = 4096;
   opt.durable = false;  // the log logic is the same; spare the disk 4000 fdatasyncs
-  std::vector<uint8_t> model = f.base->bytes();
+  std::vector<uint8_t> model = f.base->Contents();
   std::mt19937 rng(5);
   auto vol = f.Open(opt);
   for (int i = 0; i < 2000; ++i) {
@@ -382,7 +382,7 @@ TEST(OverlayTest, PowerCutModelTearsUnflushedSlots) {
   OverlayOptions opt;
   opt.compact_min_bytes = 2048;
   std::mt19937 rng(99);
-  std::vector<uint8_t> model = f.base->bytes();
+  std::vector<uint8_t> model = f.base->Contents();
   for (int round = 0; round < 20; ++round) {
     auto vol = f.Open(opt);
     ASSERT_TRUE(vol);
@@ -512,7 +512,7 @@ TEST(OverlayTest, NoSpaceReachesTheWriter) {
     if (b < ok) {
       EXPECT_EQ(got, d) << "block " << b;
     } else {
-      EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->bytes().begin() + b * kBlockSize));
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->Contents().begin() + b * kBlockSize));
     }
   }
 }
@@ -553,7 +553,7 @@ TEST(OverlayTest, FailedInPlaceWriteIsSticky) {
   ASSERT_TRUE(vol->Read(0, got.data(), got.size()).ok());
   EXPECT_EQ(got, a);
   ASSERT_TRUE(vol->Read(10 * kBlockSize, got.data(), got.size()).ok());
-  EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->bytes().begin() + 10 * kBlockSize));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), f.base->Contents().begin() + 10 * kBlockSize));
   EXPECT_TRUE(vol->Write(20 * kBlockSize, c.data(), c.size(), true).ok()) << "reopen clears it";
 }
 

@@ -1,12 +1,12 @@
 // Shared helpers for the overlay unit tests: a private temp directory, an
-// in-memory base Volume, and opening an overlay by path.
+// in-memory base Volume (tests/unit/testing/mem_volume.h), and opening an
+// overlay by path.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -17,6 +17,7 @@
 #include "common/overlay/overlay.h"
 #include "common/overlay/overlay_files.h"
 #include "common/overlay/overlay_volume.h"
+#include "tests/unit/testing/mem_volume.h"
 
 namespace hexz::overlay::testing {
 
@@ -35,21 +36,7 @@ class TempDir {
 };
 
 // A read-only base disk held in memory.
-class MemVolume : public io::Volume {
- public:
-  explicit MemVolume(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
-  uint64_t Size() const override { return bytes_.size(); }
-  uint32_t BlockSize() const override { return 65536; }
-  base::Status Read(uint64_t offset, void* buf, size_t len) override {
-    if (offset + len > bytes_.size()) return base::Status::OutOfRange("MemVolume read past end");
-    std::memcpy(buf, bytes_.data() + offset, len);
-    return base::Status::Ok();
-  }
-  const std::vector<uint8_t>& bytes() const { return bytes_; }
-
- private:
-  std::vector<uint8_t> bytes_;
-};
+using hexz::testing::MemVolume;
 
 inline std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);

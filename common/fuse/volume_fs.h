@@ -1,4 +1,4 @@
-// ReadOnlyFs: a libfuse low-level filesystem that shows a few Volumes as
+// VolumeFs: a libfuse low-level filesystem that shows a few Volumes as
 // regular files in one flat directory (hexz-fused shows `disk` and, when
 // present, `memory`). Read-only by default; with FsOptions::read_write the
 // files marked `writable` (the disk of a --rw mount) take writes.
@@ -12,11 +12,11 @@
 //
 // Reads: a request is clamped to the file size and split at block boundaries;
 // a request spanning several blocks is read by up to `read_threads` threads at
-// once (the requesting thread plus a small pool), so decompression runs in
-// parallel. In read-only mode every modifying operation answers EROFS.
+// once (the requesting thread plus the helpers of an io::PieceFanout), so
+// decompression runs in parallel. In read-only mode every modifying operation answers EROFS.
 //
 // Read-write mode (FsOptions::read_write; mount option rw):
-//   - a writable file takes write (split like reads and run on the pool),
+//   - a writable file takes write (split like reads and fanned out alike),
 //     fallocate PUNCH_HOLE / ZERO_RANGE (Volume::WriteZeroes); other
 //     fallocate modes get EOPNOTSUPP;
 //   - durability: fsync, flush (every close(2)) and release of a writable
@@ -30,24 +30,22 @@
 //   - a file that is not writable (memory) refuses open for writing with
 //     EACCES and shows mode 0444 (a writable one 0644).
 //
-// Ownership: owns the volumes, the session and the pool. Thread safety: the
+// Ownership: owns the volumes, the session and the fan-out. Thread safety: the
 // libfuse callbacks run concurrently; the volumes must allow concurrent reads
 // (io::Volume promises that). Mount/Serve/Exit are called by one thread.
 #pragma once
 
 #include <sys/types.h>
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/base/status.h"
+#include "common/io/fanout.h"
 #include "common/io/volume.h"
 
 struct fuse_session;
@@ -59,7 +57,7 @@ struct File {
   std::unique_ptr<io::Volume> volume;
   bool writable = false;  // takes writes when FsOptions::read_write
   // Requests are split into pieces of this many bytes (a power of two) for
-  // the pool; 0 means volume->BlockSize(). The disk of a --rw mount uses the
+  // the fan-out; 0 means volume->BlockSize(). The disk of a --rw mount uses the
   // snapshot's block size, so one piece decompresses one snapshot block.
   uint32_t io_size = 0;
 };
@@ -84,38 +82,12 @@ struct FsOptions {
   std::function<void()> on_ready;
 };
 
-// Splits [offset, offset+len) at multiples of block_size and runs fn on each
-// piece, spreading pieces over the pool's threads and the caller's. Returns
-// the first error. Exposed for tests.
-class ReadPool {
+class VolumeFs {
  public:
-  explicit ReadPool(uint32_t threads);
-  ~ReadPool();
-  ReadPool(const ReadPool&) = delete;
-  ReadPool& operator=(const ReadPool&) = delete;
-
-  base::Status ForEachPiece(
-      uint64_t offset, uint64_t len, uint32_t block_size,
-      const std::function<base::Status(uint64_t off, uint64_t len, uint64_t buf_pos)>& fn);
-
- private:
-  struct Job;
-  void WorkerLoop();
-  static void RunPieces(Job& job);
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
-  bool stop_ = false;                       // guarded by mu_
-  std::vector<std::thread> threads_;
-};
-
-class ReadOnlyFs {
- public:
-  ReadOnlyFs(std::vector<File> files, FsOptions options);
-  ~ReadOnlyFs();
-  ReadOnlyFs(const ReadOnlyFs&) = delete;
-  ReadOnlyFs& operator=(const ReadOnlyFs&) = delete;
+  VolumeFs(std::vector<File> files, FsOptions options);
+  ~VolumeFs();
+  VolumeFs(const VolumeFs&) = delete;
+  VolumeFs& operator=(const VolumeFs&) = delete;
 
   // Creates the session and mounts it on `mountpoint` (which must exist).
   base::Status Mount(const std::string& mountpoint);
@@ -129,13 +101,13 @@ class ReadOnlyFs {
   // For the callbacks.
   const std::vector<File>& files() const { return files_; }
   const FsOptions& options() const { return options_; }
-  ReadPool& pool() { return pool_; }
+  io::PieceFanout& fanout() { return fanout_; }
   void NotifyReady();
 
  private:
   std::vector<File> files_;
   FsOptions options_;
-  ReadPool pool_;
+  io::PieceFanout fanout_;
   struct fuse_session* session_ = nullptr;
   bool mounted_ = false;
   std::once_flag ready_once_;

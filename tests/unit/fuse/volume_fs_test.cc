@@ -1,6 +1,6 @@
-// ReadOnlyFs over in-memory volumes, mounted for real when the test can (root
-// and /dev/fuse); ReadPool on its own always.
-#include "common/fuse/read_only_fs.h"
+// VolumeFs over in-memory volumes, mounted for real when the test can (root
+// and /dev/fuse).
+#include "common/fuse/volume_fs.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -29,55 +29,6 @@ using base::Status;
 
 using testing::MemVolume;
 using testing::RandomBytes;
-
-TEST(ReadPoolTest, SplitsAtBlockBoundariesAndCoversTheRange) {
-  ReadPool pool(4);
-  std::mutex mu;
-  std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> pieces;
-  Status st = pool.ForEachPiece(1000, 300000, 65536, [&](uint64_t off, uint64_t len, uint64_t pos) {
-    std::lock_guard<std::mutex> lock(mu);
-    pieces.emplace_back(off, len, pos);
-    return Status::Ok();
-  });
-  ASSERT_TRUE(st.ok());
-  std::sort(pieces.begin(), pieces.end());
-  ASSERT_EQ(pieces.size(), 5u);  // [1000,65536) ... [262144,301000)
-  uint64_t expect = 1000;
-  for (auto [off, len, pos] : pieces) {
-    EXPECT_EQ(off, expect);
-    EXPECT_EQ(pos, off - 1000);
-    EXPECT_TRUE(off % 65536 == 0 || off == 1000);
-    expect = off + len;
-  }
-  EXPECT_EQ(expect, 301000u);
-}
-
-TEST(ReadPoolTest, RunsPiecesInParallel) {
-  ReadPool pool(4);
-  std::mutex mu;
-  std::condition_variable cv;
-  int running = 0, max_running = 0;
-  Status st = pool.ForEachPiece(0, 16 * 4096, 4096, [&](uint64_t, uint64_t, uint64_t) {
-    std::unique_lock<std::mutex> lock(mu);
-    max_running = std::max(max_running, ++running);
-    cv.notify_all();
-    // Wait (bounded) until a second piece runs at the same time.
-    cv.wait_for(lock, std::chrono::seconds(10), [&] { return max_running >= 2; });
-    --running;
-    return Status::Ok();
-  });
-  ASSERT_TRUE(st.ok());
-  EXPECT_GE(max_running, 2);
-}
-
-TEST(ReadPoolTest, ReportsAnError) {
-  ReadPool pool(3);
-  Status st = pool.ForEachPiece(0, 10 * 512, 512, [](uint64_t off, uint64_t, uint64_t) {
-    return off == 3 * 512 ? Status::Corruption("block 3 checksum mismatch") : Status::Ok();
-  });
-  EXPECT_EQ(st.code(), base::Code::kCorruption);
-  EXPECT_EQ(st.message(), "block 3 checksum mismatch");
-}
 
 class MountedFsTest : public testing::MountedFixture {
  protected:

@@ -1,5 +1,5 @@
 #define FUSE_USE_VERSION 312
-#include "common/fuse/read_only_fs.h"
+#include "common/fuse/volume_fs.h"
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -55,26 +54,26 @@ std::string TakeFuseError() {
   return std::exchange(g_fuse_last_error, std::string());
 }
 
-ReadOnlyFs* Fs(fuse_req_t req) { return static_cast<ReadOnlyFs*>(fuse_req_userdata(req)); }
+VolumeFs* Fs(fuse_req_t req) { return static_cast<VolumeFs*>(fuse_req_userdata(req)); }
 
 // The file behind an inode, or null.
-const File* FileOf(ReadOnlyFs* fs, fuse_ino_t ino) {
+const File* FileOf(VolumeFs* fs, fuse_ino_t ino) {
   if (ino < 2 || ino - 2 >= fs->files().size()) return nullptr;
   return &fs->files()[ino - 2];
 }
 
 // True when the file takes writes (read-write mode and marked writable).
-bool Writable(ReadOnlyFs* fs, const File& f) { return fs->options().read_write && f.writable; }
+bool Writable(VolumeFs* fs, const File& f) { return fs->options().read_write && f.writable; }
 
 // The piece size requests are split into (see File::io_size).
 uint32_t IoSize(const File& f) { return f.io_size != 0 ? f.io_size : f.volume->BlockSize(); }
 
 // What a change to the directory (or to xattrs) gets: the tree is fixed.
-int FixedTreeErrno(ReadOnlyFs* fs) { return fs->options().read_write ? EPERM : EROFS; }
+int FixedTreeErrno(VolumeFs* fs) { return fs->options().read_write ? EPERM : EROFS; }
 
 unsigned long long U(uint64_t v) { return static_cast<unsigned long long>(v); }
 
-struct stat AttrOf(ReadOnlyFs* fs, fuse_ino_t ino) {
+struct stat AttrOf(VolumeFs* fs, fuse_ino_t ino) {
   struct stat st = {};
   const FsOptions& o = fs->options();
   st.st_ino = ino;
@@ -101,7 +100,7 @@ void OpInit(void* userdata, struct fuse_conn_info* conn) {
   conn->max_read = kMaxRead;  // must match the max_read mount option
   conn->max_readahead = std::min(conn->max_readahead, kMaxRead);
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
-  auto* fs = static_cast<ReadOnlyFs*>(userdata);
+  auto* fs = static_cast<VolumeFs*>(userdata);
   if (fs->options().read_write) {
     // Write-through: every write(2) reaches us before it returns, so a later
     // fsync/flush covers it (no kernel write-back cache).
@@ -112,7 +111,7 @@ void OpInit(void* userdata, struct fuse_conn_info* conn) {
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   if (parent != kRootIno) {
     fuse_reply_err(req, ENOTDIR);
     return;
@@ -131,7 +130,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   if (ino != kRootIno && FileOf(fs, ino) == nullptr) {
     fuse_reply_err(req, ENOENT);
     return;
@@ -155,7 +154,7 @@ void OpOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   if (ino != kRootIno) {
     fuse_reply_err(req, ENOTDIR);
     return;
@@ -187,7 +186,7 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fu
 void OpReleasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   const File* f = FileOf(fs, ino);
   if (f == nullptr) {
     fuse_reply_err(req, ino == kRootIno ? EISDIR : ENOENT);
@@ -216,7 +215,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   const File* f = FileOf(fs, ino);
   if (f == nullptr) {
     fuse_reply_err(req, EBADF);
@@ -241,10 +240,10 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
     return;
   }
   io::Volume* volume = f->volume.get();
-  Status st = fs->pool().ForEachPiece(offset, len, IoSize(*f),
-                                      [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
-                                        return volume->Read(piece_off, buf.get() + pos, piece_len);
-                                      });
+  Status st = fs->fanout().ForEachPiece(
+      offset, len, IoSize(*f), [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
+        return volume->Read(piece_off, buf.get() + pos, piece_len);
+      });
   if (!st.ok()) {
     HEXZ_LOG_ERROR("read of %s at offset %llu, %llu bytes: %s", f->name.c_str(),
                    static_cast<unsigned long long>(offset), static_cast<unsigned long long>(len),
@@ -257,7 +256,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
 
 // The writable file `ino` names; or nullptr after replying EROFS (read-only
 // mount) or EBADF (no such file, or a read-only one).
-const File* WritableFileOrReply(fuse_req_t req, ReadOnlyFs* fs, fuse_ino_t ino) {
+const File* WritableFileOrReply(fuse_req_t req, VolumeFs* fs, fuse_ino_t ino) {
   if (!fs->options().read_write) {
     fuse_reply_err(req, EROFS);
     return nullptr;
@@ -272,7 +271,7 @@ const File* WritableFileOrReply(fuse_req_t req, ReadOnlyFs* fs, fuse_ino_t ino) 
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   const File* f = WritableFileOrReply(req, fs, ino);
   if (f == nullptr) return;
   if (off < 0) {
@@ -293,11 +292,11 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
     return;
   }
   HEXZ_LOG_DEBUG("write %s offset %llu size %zu", f->name.c_str(), U(offset), size);
-  Status st = fs->pool().ForEachPiece(offset, size, IoSize(*f),
-                                      [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
-                                        return volume->Write(piece_off, data + pos, piece_len,
-                                                             /*fua=*/false);
-                                      });
+  Status st = fs->fanout().ForEachPiece(offset, size, IoSize(*f),
+                                        [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
+                                          return volume->Write(piece_off, data + pos, piece_len,
+                                                               /*fua=*/false);
+                                        });
   if (!st.ok()) {
     HEXZ_LOG_ERROR("write of %s at offset %llu, %zu bytes: %s", f->name.c_str(), U(offset), size,
                    st.ToString().c_str());
@@ -313,7 +312,7 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
 // fail with an earlier writer's error (such as a sticky ENOSPC), nor pay for a
 // flush. fsync flushes for every handle, since it asks for durability.
 void FlushFile(fuse_req_t req, fuse_ino_t ino, const char* what) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   const File* f = FileOf(fs, ino);
   if (f == nullptr || !Writable(fs, *f)) {
     fuse_reply_err(req, 0);
@@ -347,7 +346,7 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 }
 
 void OpStatfs(fuse_req_t req, fuse_ino_t) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   struct statvfs sv = {};
   uint64_t bsize = 4096;
   uint64_t total = 0;
@@ -366,7 +365,7 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
 // and mode, owner or time changes, get EPERM.
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   if (!fs->options().read_write) {
     fuse_reply_err(req, EROFS);
     return;
@@ -429,7 +428,7 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
 // space cannot be reserved in an overlay (plain allocation: EOPNOTSUPP).
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                  struct fuse_file_info*) {
-  ReadOnlyFs* fs = Fs(req);
+  VolumeFs* fs = Fs(req);
   const File* f = WritableFileOrReply(req, fs, ino);
   if (f == nullptr) return;
   if (off < 0 || len <= 0) {
@@ -500,119 +499,25 @@ const struct fuse_lowlevel_ops kOps = [] {
 
 }  // namespace
 
-// ---- ReadPool ----
+// ---- VolumeFs ----
 
-struct ReadPool::Job {
-  uint64_t offset = 0;
-  uint64_t len = 0;
-  uint32_t block_size = 0;
-  uint64_t pieces = 0;
-  const std::function<Status(uint64_t, uint64_t, uint64_t)>* fn = nullptr;
-  std::atomic<uint64_t> next{0};
-  std::mutex mu;
-  std::condition_variable done_cv;
-  uint64_t done = 0;   // guarded by mu
-  Status first_error;  // guarded by mu
-};
+VolumeFs::VolumeFs(std::vector<File> files, FsOptions options)
+    : files_(std::move(files)), options_(std::move(options)), fanout_(options_.read_threads) {}
 
-ReadPool::ReadPool(uint32_t threads) {
-  for (uint32_t i = 1; i < std::max<uint32_t>(threads, 1); ++i) {
-    threads_.emplace_back([this] { WorkerLoop(); });
-  }
-}
-
-ReadPool::~ReadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  for (auto& t : threads_) t.join();
-}
-
-void ReadPool::RunPieces(Job& job) {
-  for (;;) {
-    uint64_t i = job.next.fetch_add(1);
-    if (i >= job.pieces) return;
-    // Piece i covers [start, end) clipped to the request.
-    uint64_t first_block = job.offset / job.block_size;
-    uint64_t start = std::max(job.offset, (first_block + i) * job.block_size);
-    uint64_t end = std::min(job.offset + job.len, (first_block + i + 1) * job.block_size);
-    Status st = (*job.fn)(start, end - start, start - job.offset);
-    std::lock_guard<std::mutex> lock(job.mu);
-    if (!st.ok() && job.first_error.ok()) job.first_error = st;
-    if (++job.done == job.pieces) job.done_cv.notify_all();
-  }
-}
-
-void ReadPool::WorkerLoop() {
-  for (;;) {
-    std::shared_ptr<Job> job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (stop_) return;
-      job = queue_.front();
-      // Leave the job queued while pieces remain, so other threads help too.
-      if (job->next.load() + 1 >= job->pieces) queue_.pop_front();
-    }
-    RunPieces(*job);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!queue_.empty() && queue_.front() == job) queue_.pop_front();
-  }
-}
-
-Status ReadPool::ForEachPiece(
-    uint64_t offset, uint64_t len, uint32_t block_size,
-    const std::function<Status(uint64_t off, uint64_t len, uint64_t buf_pos)>& fn) {
-  if (len == 0) return Status::Ok();
-  if (block_size == 0 || (block_size & (block_size - 1)) != 0) {
-    return Status::Internal("read pool: block size " + std::to_string(block_size) +
-                            " is not a power of two");
-  }
-  auto end = base::CheckedAdd(offset, len);
-  if (!end) return Status::OutOfRange("read pool: offset + length overflows");
-  uint64_t first = offset / block_size;
-  uint64_t last = (*end - 1) / block_size;
-  uint64_t pieces = last - first + 1;
-  if (pieces == 1 || threads_.empty()) return fn(offset, len, 0);
-
-  auto job = std::make_shared<Job>();
-  job->offset = offset;
-  job->len = len;
-  job->block_size = block_size;
-  job->pieces = pieces;
-  job->fn = &fn;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(job);
-  }
-  cv_.notify_all();
-  RunPieces(*job);
-  std::unique_lock<std::mutex> lock(job->mu);
-  job->done_cv.wait(lock, [&] { return job->done == job->pieces; });
-  return job->first_error;
-}
-
-// ---- ReadOnlyFs ----
-
-ReadOnlyFs::ReadOnlyFs(std::vector<File> files, FsOptions options)
-    : files_(std::move(files)), options_(std::move(options)), pool_(options_.read_threads) {}
-
-ReadOnlyFs::~ReadOnlyFs() {
+VolumeFs::~VolumeFs() {
   if (session_ != nullptr) {
     if (mounted_) fuse_session_unmount(session_);
     fuse_session_destroy(session_);
   }
 }
 
-void ReadOnlyFs::NotifyReady() {
+void VolumeFs::NotifyReady() {
   std::call_once(ready_once_, [this] {
     if (options_.on_ready) options_.on_ready();
   });
 }
 
-Status ReadOnlyFs::Mount(const std::string& mountpoint) {
+Status VolumeFs::Mount(const std::string& mountpoint) {
   fuse_set_log_func(FuseLog);
   std::string opts = std::string(options_.read_write ? "rw" : "ro") +
                      ",default_permissions,fsname=" + options_.fsname +
@@ -643,7 +548,7 @@ Status ReadOnlyFs::Mount(const std::string& mountpoint) {
   return Status::Ok();
 }
 
-Status ReadOnlyFs::Serve() {
+Status VolumeFs::Serve() {
   if (session_ == nullptr) return Status::Internal("Serve() before Mount()");
   struct fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 0);
@@ -660,11 +565,11 @@ Status ReadOnlyFs::Serve() {
   return Status::Ok();
 }
 
-void ReadOnlyFs::Exit() {
+void VolumeFs::Exit() {
   if (session_ != nullptr) fuse_session_exit(session_);
 }
 
-void ReadOnlyFs::Unmount() {
+void VolumeFs::Unmount() {
   if (session_ != nullptr && mounted_) {
     fuse_session_unmount(session_);
     mounted_ = false;
@@ -678,7 +583,7 @@ Status CheckFuseDevice(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
-    return Status(base::Code::kUnavailable, path + ": " + std::strerror(err) + advice, err);
+    return Status::Unavailable(path + ": " + std::strerror(err) + advice, err);
   }
   struct stat st;
   int rc = ::fstat(fd, &st);
