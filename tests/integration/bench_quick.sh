@@ -2,7 +2,7 @@
 # Smoke test of the benchmark harness (bench/run.py --quick): every section
 # runs against its peers on small data and the report has figures and ratios.
 # Speed is not asserted (benchmarks measure, tests check); see bench/README.md.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_root
 require_cmd qemu-img mksquashfs squashfuse_ll nbdkit nbdcopy nbdfuse fio lz4 zstd qemu-nbd
 [[ -x /usr/bin/python3 ]] || skip "/usr/bin/python3 is missing"

@@ -2,7 +2,7 @@
 # hexz cache list|stats|drop on segments that no worker holds: none at all, a
 # damaged one, one squatted by another user. (Live and stale segments, and the
 # cache itself, are covered by the unit tests in tests/unit/cache.)
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 
 [[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
 export HEXZ_CACHE_NAME_PREFIX="hexz-cache-it-$$"

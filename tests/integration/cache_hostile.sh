@@ -8,8 +8,8 @@
 #   mount namespace) does not kill the worker with SIGBUS: the segment's
 #   memory was reserved when it was created; a new cache that no longer fits
 #   is refused with a message, never a signal.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_cmd flock unshare timeout cmp dd
 id "$TEST_USER2" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$TEST_USER2"

@@ -4,8 +4,8 @@
 # inputs as outputs too), and a regular output file is replaced atomically: a
 # cat that fails leaves the old file and no temp file; a symlink keeps
 # pointing at the replaced file; devices work.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_test_user
 require_cmd cmp sha256sum
 GOLDEN="$HEXZ_SOURCE_DIR/tests/data"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The front-end's basic contract: --version, --help, usage errors exit 2, and it
 # refuses to run setuid.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 
 "$HEXZ" --version | grep -qE '^hexz [0-9]+\.[0-9]+\.[0-9]+$' || fail "--version output"
 pass "--version"

@@ -4,8 +4,8 @@
 # of range, empty), --listen ports, --level (0, and outside each codec's
 # range; none takes no level), --uid/--gid 4294967295 ((uid_t)-1). Good values
 # of the same options are not usage errors.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 
 cd "$T"
 head -c 1M /dev/urandom >disk.img

@@ -5,7 +5,7 @@
 # modified image, the memory stream must be carried over, the base must not
 # change by a single byte, and the errors (wrong base, locked overlay, output
 # that is the base) must be clear.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_overlay_write"
 [[ -x "$TOOL" ]] || skip "test tool $TOOL is not built"

@@ -6,7 +6,7 @@
 # snapshots (standalone and --thin) must read back as exactly that image,
 # pass e2fsck -fn, and hold the files. The base stays unchanged byte for byte.
 # (The FUSE --rw mount of the same flow is tested with the mount code.)
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 
 require_cmd mkfs.ext4 debugfs e2fsck
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_overlay_write"

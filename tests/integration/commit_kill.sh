@@ -5,7 +5,7 @@
 # (.NAME.tmp-XXXXXX): its watchdog removes the file it had open, and only
 # that file (another file of the same name pattern stays). The overlay and
 # the base stay byte-identical.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_overlay_write"
 [[ -x "$TOOL" ]] || skip "test tool $TOOL is not built"
 cd "$T"

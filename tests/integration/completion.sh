@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bash completion offers subcommands, nested subcommands, flags and values.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 source "$HEXZ_SOURCE_DIR/contrib/hexz.bash-completion"
 complete_words() {  # complete_words WORD...: completions of the last word
   COMP_WORDS=("$HEXZ" "$@"); COMP_CWORD=$#; COMPREPLY=()

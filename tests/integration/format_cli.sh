@@ -3,7 +3,7 @@
 # codec and several block sizes, a thin pair, and every user-facing error
 # (missing file, not a snapshot, newer version, truncated, checksum mismatch,
 # bad usage), each with its own message naming the path.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd python3 cmp
 
 cd "$T"

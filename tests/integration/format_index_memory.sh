@@ -5,7 +5,7 @@
 # a few KiB on disk) is opened by `hexz info` and `hexz verify`, and their
 # peak RSS (/usr/bin/time) must stay under the index size plus 48 MiB for the
 # program itself. Before the fix they peaked at twice the index size.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 [[ -x /usr/bin/time ]] || skip "/usr/bin/time is not installed (package 'time')"
 tool="$HEXZ_BUILD_DIR/tests/hexz_sparse_index"
 [[ -x "$tool" ]] || fail "$tool is not built"

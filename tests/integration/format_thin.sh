@@ -3,7 +3,7 @@
 # read through its parent; the pair moves together; a missing parent, a wrong
 # parent (different id) and a broken parent each give their own error, which
 # names the chain (child -> parent).
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd cmp
 GOLDEN="$HEXZ_SOURCE_DIR/tests/data"
 [[ -f "$GOLDEN/v1_thin_child.st" ]] || skip "golden thin pair missing"

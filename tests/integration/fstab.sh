@@ -4,7 +4,7 @@
 # `mount --fstab FILE MNT`; /etc/fstab is never edited). mount.fuse3 runs
 # `hexz SNAP MNT -o OPTS` with a fixed PATH, so hexz must be on it: the test
 # links /usr/local/bin/hexz to the build for its duration.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_root
 require_fuse
 require_cmd mount.fuse3 mount

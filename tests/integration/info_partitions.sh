@@ -2,8 +2,8 @@
 # hexz info on real partition tables: an MBR disk made with sfdisk with an
 # extended partition and logical partitions (ext4, swap), and a GPT disk whose
 # primary header is damaged (the backup is used, and info says so).
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/vm_disk_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/vm_disk.sh"
 require_disk_tools
 require_cmd mkswap
 

@@ -3,7 +3,7 @@
 # them, bash completion, docs; the installed front-end finds the installed
 # worker, and (as root) the helper is setuid root, group hexz, mode 4750 (the
 # install creates the group when it is missing).
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd cmake man
 root="$T/root"
 prefix=/opt/hexz-test

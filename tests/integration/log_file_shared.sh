@@ -3,7 +3,7 @@
 # regular file the caller owns (or creates it 0600). Another user's file, FIFO
 # or symlink there is refused at once, with a message naming the path; it is
 # never appended to, and a FIFO nobody reads never blocks the command.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_test_user
 id "$TEST_USER2" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$TEST_USER2"
 as_user2() { setpriv --reuid="$TEST_USER2" --regid="$TEST_USER2" --init-groups --reset-env -- "$@"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The man pages render without warnings, have the sections administrators
 # expect, and document every subcommand and flag that `hexz --help` lists.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd groff
 man_dir="$HEXZ_SOURCE_DIR/man"
 shopt -s nullglob

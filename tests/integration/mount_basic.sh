@@ -4,8 +4,8 @@
 # get EROFS, /proc/mounts shows hexz, the worker is sandboxed (Seccomp: 2,
 # NoNewPrivs: 1), Ctrl+C unmounts and exits 0, two mounts of one snapshot at
 # once, and a snapshot without memory shows only disk.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp stat dd

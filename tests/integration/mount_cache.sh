@@ -6,8 +6,8 @@
 # `hexz cache stats`), correct bytes under concurrent load from three workers,
 # and the segment removed once the last worker exits.
 # (The kill -9 test is mount_cache_kill.sh.)
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp dd timeout

@@ -5,8 +5,8 @@
 # own reads (and remounted) again and again. The survivors must keep serving
 # correct bytes, no read may block (each runs under `timeout 10`), and once
 # everything has exited no segment is left.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp dd timeout

@@ -6,8 +6,8 @@
 # the companion alone takes a dead worker's mount away. A busy mount is
 # reported as busy. The foreground front-end notices a dead worker and cleans
 # up.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 
 head -c 2M /dev/urandom >"$T/disk.img"

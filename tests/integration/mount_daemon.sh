@@ -3,8 +3,8 @@
 # without retrying); the worker is detached (own session, cwd /); its log is
 # $XDG_RUNTIME_DIR/hexz/<mountpoint name>.log, else ~/.cache/hexz/<name>.log
 # (private 0700 directories), or --log-file PATH; hexz prints the path.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 
 head -c 1M /dev/urandom >"$T/disk.img"

@@ -5,8 +5,8 @@
 # mountpoint, already-mounted mountpoint, /dev/fuse unavailable (hidden in a
 # private mount namespace), and
 # the reserved flags that are not implemented yet (--rw has rw_basic.sh).
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_cmd unshare
 

@@ -4,8 +4,8 @@
 # the unprivileged user, then loop-mounted read-only from the FUSE `disk` file
 # as root (or through fuse2fs as the user when loop devices are unavailable).
 # diff -r against the source finds nothing, and e2fsck -fn on `disk` is clean.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd mkfs.ext4 e2fsck diff

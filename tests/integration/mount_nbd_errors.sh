@@ -5,7 +5,7 @@
 # group: says which group and what to ask for), and, with a setuid helper, a
 # kernel without NBD (the helper's "modprobe nbd"). In every case nothing is left
 # mounted, attached or running. The working path is mount_nbd_kernel.sh.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_test_user
 require_cmd findmnt mkfs.ext4
 

@@ -17,8 +17,8 @@
 # errors=remount-ro and reading the corruption does not panic the guest;
 # a vfat image mounts with the caller as owner.
 # See tests/qemu/guest_mount_nbd.sh.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/qemu/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/qemu.sh"
 
 require_root
 require_cmd mkfs.ext4 debugfs e2fsck sha256sum setpriv tune2fs dumpe2fs mkfs.vfat

@@ -5,8 +5,8 @@
 # user's `stat -f` (statfs(2), what df uses). `-o allow_root` (root may read
 # it, e.g. for a loop mount of disk) and `-o allow_other` are opt-in; anything
 # else is a usage error.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_cmd timeout stat cmp
 id "$TEST_USER2" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$TEST_USER2"

@@ -2,8 +2,8 @@
 # A worker that never reports ready: `hexz mount -d` (and `hexz serve`) wait
 # HEXZ_READY_TIMEOUT seconds (30 by default), then stop the worker, leave
 # nothing behind and say why, instead of waiting forever.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 
 head -c 1M /dev/urandom >"$T/disk.img"

@@ -3,8 +3,8 @@
 # against third-party servers (nbdkit, qemu-nbd) and the hexz server: it learns
 # size, flags and block sizes, and leaves the socket ready for simple-reply
 # transmission (it reads the first 4 KiB back byte-exact).
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 NEG="$HEXZ_BUILD_DIR/tests/hexz_nbd_negotiate"
 [[ -x "$NEG" ]] || skip "hexz_nbd_negotiate is not built"
 

@@ -2,8 +2,8 @@
 # Real NBD clients (libnbd's nbdinfo and nbdcopy, qemu-img) against the hexz
 # NBD server: export listing and flags, structured replies, base:allocation,
 # zero regions in --map, byte-exact copies with 1 and 4 connections.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_cmd nbdinfo nbdcopy qemu-img
 
 make_zero_image "$T/disk.img"

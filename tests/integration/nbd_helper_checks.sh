@@ -12,14 +12,14 @@
 # stops at "no NBD support ... modprobe nbd", which also shows that all user
 # input is checked before any device work. The real attach/mount/detach path
 # is tested in a QEMU guest by nbd_kernel.sh.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 
 require_test_user
 require_cmd findmnt nbdkit
 id "$TEST_USER2" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$TEST_USER2"
 
 src_helper=$HEXZ_BUILD_DIR/hexz-nbd-helper/hexz-nbd-helper
-negotiate=$HEXZ_BUILD_DIR/hexz-nbd-helper/hexz-nbd-negotiate-test
+negotiate=$HEXZ_BUILD_DIR/tests/hexz-nbd-negotiate-test
 [[ -x $src_helper ]] || skip "hexz-nbd-helper is not built"
 [[ -x $negotiate ]] || skip "hexz-nbd-negotiate-test is not built (HEXZ_BUILD_TESTS=OFF?)"
 

@@ -3,8 +3,8 @@
 # garbage, bad option magic, an oversized option, a WRITE whose payload never
 # arrives, clients that vanish. The server must stay up and keep serving real
 # clients byte-exact, then shut down cleanly.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_cmd nbdinfo nbdcopy
 
 head -c 2M /dev/urandom >"$T/disk.img"

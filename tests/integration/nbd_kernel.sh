@@ -17,14 +17,14 @@
 # tests/qemu/nbd_negotiate.c, which passes the negotiated socket as fd 3, so
 # that it can also point the helper at dead and relayed servers. The real
 # front-end (`hexz mount --nbd`) is tested in mount_nbd_kernel.sh.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/qemu/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/qemu.sh"
 
 require_root
 require_cmd nbdkit mkfs.ext4 debugfs e2fsck setpriv sha256sum
 qemu_require
 helper=$HEXZ_BUILD_DIR/hexz-nbd-helper/hexz-nbd-helper
-negotiate=$HEXZ_BUILD_DIR/hexz-nbd-helper/hexz-nbd-negotiate-test
+negotiate=$HEXZ_BUILD_DIR/tests/hexz-nbd-negotiate-test
 [[ -x $helper && -x $negotiate ]] || skip "hexz-nbd-helper or hexz-nbd-negotiate-test is not built"
 qemu_fetch_kernel
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # nbdfuse exposes the export as a file; a loop mount (root) of the ext4 image
 # in it matches the source tree with diff -r.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_root
 require_fuse
 require_cmd nbdfuse mkfs.ext4 losetup

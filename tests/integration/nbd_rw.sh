@@ -2,8 +2,8 @@
 # qemu-io writes patterns through a read-write export (plain, FUA, zeroes,
 # discard, unaligned), then reads them back and verifies them on a new
 # connection; a read-only export refuses writes.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_cmd qemu-io nbdinfo
 
 make_zero_image "$T/disk.img"

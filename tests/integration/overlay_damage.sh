@@ -9,8 +9,8 @@
 # Damaged.EveryHeaderByteAndRandomBitFlips sweeps every header byte and
 # hundreds of bit flips; this test checks the same rules through the real
 # front-ends.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_user_fuse
 require_cmd qemu-io
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_overlay_write"

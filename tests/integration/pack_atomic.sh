@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hexz pack writes its output atomically: SIGINT or SIGTERM in the middle
 # leaves neither OUT nor a temp file, and an existing OUT stays untouched.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd python3 cmp mkfifo
 
 cd "$T"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hexz pack reads a block device (a loop device over an image) and the
 # snapshot gives the device's bytes back exactly.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_root
 require_cmd losetup cmp
 

@@ -3,7 +3,7 @@
 # (.NAME.tmp-XXXXXX): its watchdog removes the file it had open, and only
 # that file (another file of the same name pattern stays); no snapshot
 # appears under the output's name.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 cd "$T"
 mkdir out
 

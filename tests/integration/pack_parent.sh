@@ -4,8 +4,8 @@
 # changed blocks (under 3% of the disk's size), reads back exactly, and
 # verifies. The memory stream works the same way; a different --block-size
 # is refused.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/vm_disk_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/vm_disk.sh"
 require_disk_tools
 require_cmd cmp
 

@@ -2,7 +2,7 @@
 # Packing a 4 GiB sparse image (with 200 MiB of data in it) stays within a memory bound: peak RSS under
 # 256 MiB (measured with /usr/bin/time), and the round trip is exact. This is
 # a bound on memory, not a timing test.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 [[ -x /usr/bin/time ]] || skip "/usr/bin/time is not installed (package 'time')"
 require_cmd cmp
 

@@ -3,8 +3,8 @@
 # VHDX) through qemu-nbd and packs the guest-visible disk: `hexz cat` gives
 # exactly the bytes of `qemu-img convert -O raw`. hexz info lists the GPT
 # partitions with their types, filesystems and labels (text and JSON).
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/vm_disk_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/vm_disk.sh"
 require_disk_tools
 require_cmd cmp
 

@@ -3,7 +3,7 @@
 # qcow2, a qcow2 whose backing file is missing, a container when qemu-nbd is
 # not installed (PATH without it, or HEXZ_QEMU_NBD naming a missing file),
 # and formats it cannot read (QED, gzip, a hexz snapshot).
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_cmd qemu-img qemu-nbd mkfs.ext4 gzip cmp
 
 cd "$T"

@@ -13,8 +13,8 @@
 # - ephemeral --rw: no file left in the runtime dir while mounted, after
 #   unmount and after kill -9; a stale ephemeral directory from a crash is
 #   reclaimed at the next start, a live (locked) one is not.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd dd cmp truncate fallocate flock

@@ -9,8 +9,8 @@
 #    block is its old or its new content (never a mix), and every write
 #    whose fsync had returned is there;
 # 3. SIGTERM of the worker flushes writes that were never fsync'ed.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd dd cmp

@@ -3,8 +3,8 @@
 # the writer gets ENOSPC (never a silent loss); after an unmount and a
 # remount (with room again) the overlay opens, every block is old or new and
 # every write whose fsync returned is there; writes work again.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 TOOL="$HEXZ_BUILD_DIR/tests/hexz_block_pattern"

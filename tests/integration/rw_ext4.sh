@@ -8,8 +8,8 @@
 # `hexz commit` (standalone, then --thin) makes new snapshots whose
 # filesystems match the reference (diff -r) and pass e2fsck -fn, while the
 # old snapshot stays unchanged byte for byte.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd mkfs.ext4 e2fsck diff tar sha256sum

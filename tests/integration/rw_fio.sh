@@ -3,8 +3,8 @@
 # random writes of mixed sizes (4k/16k/64k) over 64 MiB with psync, every
 # block verified when read back; then again after a remount with the same
 # overlay (verify_only), so the data also survived the unmount.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd fio

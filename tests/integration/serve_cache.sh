@@ -3,8 +3,8 @@
 # after `hexz mount --cache-size` reads the disk, `hexz serve --cache-size`
 # serves the same blocks from the cache (hit counters of `hexz cache stats`),
 # with correct bytes, and the segment is gone once both have stopped.
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/mount_helpers.bash"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd nbdcopy cmp dd

@@ -4,8 +4,8 @@
 # flags, export list), nbdcopy (1 and 4 connections) equal to `hexz cat`,
 # nbdinfo --map zero regions, qemu-img compare against the raw source, the
 # worker's sandbox (Seccomp 2, NoNewPrivs 1), hostile clients, clean stop.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_test_user
 require_cmd nbdinfo nbdcopy qemu-img
 

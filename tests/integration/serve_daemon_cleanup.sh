@@ -5,7 +5,7 @@
 # unlink); a small companion of the front-end does, also for a foreground
 # server whose front-end was killed. A socket that someone replaced in the
 # meantime is left alone.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
 require_test_user
 require_cmd nbdinfo python3
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # An ext4 snapshot served by `hexz serve` (as the test user), exposed as a
 # file by nbdfuse and loop-mounted (root): diff -r against the source tree.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_test_user
 require_fuse
 require_cmd nbdfuse mkfs.ext4 losetup

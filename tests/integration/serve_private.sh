@@ -4,8 +4,8 @@
 # local user is refused (EACCES), the owner connects. (`hexz mount --nbd`
 # uses a socketpair, which has no name at all.) Also --listen on TCP and
 # --daemon.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_test_user
 require_cmd nbdinfo python3
 id "$TEST_USER2" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$TEST_USER2"

@@ -3,8 +3,8 @@
 # reads them back verified; write-zeroes and trim; after hexz serve stops
 # (flushing the overlay), `hexz commit` of the overlay contains exactly the
 # writes. Also the usage errors around --rw/--overlay.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_test_user
 require_cmd qemu-io nbdinfo
 

@@ -4,8 +4,8 @@
 # read nothing (together they hold more than the server's 256 MiB budget),
 # while qemu-io reads 64 KiB, and nbdinfo asks for the size; both must answer
 # at once, not after the stuck clients' 60 s send timeout.
-source "$(dirname "$0")/lib.sh"
-source "$HEXZ_SOURCE_DIR/tests/tools/nbd_lib.sh"
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/nbd.sh"
 require_test_user
 require_cmd python3 qemu-io nbdinfo
 

@@ -1,9 +1,12 @@
 /* TEST-ONLY: a minimal NBD negotiation client for the helper tests.
  *
- * Stands in for the front-end (`hexz mount --nbd`, common/nbd/client.h) until
- * that exists: it connects to an NBD server, negotiates NBD_OPT_GO in fixed
- * newstyle, then executes the helper with the connected socket on fd 3 and the
- * numbers it learned inserted after the subcommand:
+ * Stands in for the front-end (`hexz mount --nbd`, whose client is
+ * common/nbd/client.h) so that the helper is tested on its own, against any
+ * server, dead and relayed ones included, and inside the QEMU guest, where
+ * this dependency-free C program is copied beside the helper. It connects to
+ * an NBD server, negotiates NBD_OPT_GO in fixed newstyle, then executes the
+ * helper with the connected socket on fd 3 and the numbers it learned
+ * inserted after the subcommand:
  *
  *   nbd_negotiate unix:/path/sock|tcp:HOST:PORT EXPORT HELPER attach ARGS...
  *   -> HELPER attach --size N --block-size B --flags 0xF ARGS...   (fd 3 = socket)

@@ -1,5 +1,6 @@
 # QEMU guest harness for tests that need a real kernel feature this machine's
-# kernel lacks (NBD). Sourced by tests/integration/*.sh after lib.sh.
+# kernel lacks (NBD). Sourced by tests/integration/*.sh after
+# tests/lib/common.sh.
 #
 #   qemu_require                  skip (77) unless QEMU and busybox-static exist
 #   qemu_fetch_kernel             sets QEMU_KERNEL and QEMU_MODULES (dir of *.ko) from a

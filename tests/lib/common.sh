@@ -1,4 +1,5 @@
-# Shared helpers for integration tests (sourced, not run).
+# Shared helpers for integration tests (sourced first by every
+# tests/integration/*.sh; tests/lib/ holds libraries only, never tests).
 #
 # Each test gets a private temp dir ($T) and a cleanup trap that unmounts what
 # it mounted and kills what it started. A missing prerequisite skips with 77.

@@ -1,4 +1,4 @@
-# Helpers for the NBD integration tests (sourced after tests/integration/lib.sh).
+# Helpers for the NBD integration tests (sourced after tests/lib/common.sh).
 #
 # start_nbd_server NAME ARGS...: runs hexz_nbd_testserver on $T/NAME.sock with
 # ARGS, stops it at exit, and sets NBD_SOCK and NBD_PID.
