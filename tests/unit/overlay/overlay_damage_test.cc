@@ -25,25 +25,13 @@ using testing::MakeId;
 using testing::MemVolume;
 using testing::OpenPath;
 using testing::RandomBytes;
+using testing::Slurp;
+using testing::Spit;
 using testing::TempDir;
 namespace L = layout;
 
 constexpr uint64_t kBlocks = 48;
 constexpr uint64_t kDisk = kBlocks * kBlockSize - 100;  // a short last block
-
-std::vector<uint8_t> Slurp(const std::string& path) {
-  std::vector<uint8_t> v(std::filesystem::file_size(path));
-  int fd = ::open(path.c_str(), O_RDONLY);
-  EXPECT_EQ(::pread(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
-  ::close(fd);
-  return v;
-}
-
-void Spit(const std::string& path, const std::vector<uint8_t>& v) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CREAT, 0600);
-  EXPECT_EQ(::pwrite(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
-  ::close(fd);
-}
 
 struct Damaged : ::testing::Test {
   TempDir dir;

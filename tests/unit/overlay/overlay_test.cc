@@ -21,6 +21,8 @@ using testing::MakeId;
 using testing::MemVolume;
 using testing::OpenPath;
 using testing::RandomBytes;
+using testing::Slurp;
+using testing::Spit;
 using testing::TempDir;
 
 // Disk size deliberately not a multiple of 4 KiB.
@@ -356,20 +358,6 @@ TEST(OverlayTest, CompactionKeepsContentAndBoundsTheLog) {
   vol.reset();
   vol = f.Open(opt);
   EXPECT_EQ(ReadAll(*vol), model);
-}
-
-std::vector<uint8_t> Slurp(const std::string& path) {
-  std::vector<uint8_t> v(std::filesystem::file_size(path));
-  int fd = ::open(path.c_str(), O_RDONLY);
-  EXPECT_EQ(::pread(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
-  ::close(fd);
-  return v;
-}
-
-void Spit(const std::string& path, const std::vector<uint8_t>& v) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC);
-  EXPECT_EQ(::pwrite(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
-  ::close(fd);
 }
 
 // A model of a power cut: everything written to the data file after the last

@@ -3,6 +3,7 @@
 // overlay by path.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,6 +58,22 @@ inline Result<std::unique_ptr<Overlay>> OpenPath(const std::string& path,
   HEXZ_ASSIGN_OR_RETURN(OverlayFiles f, OpenOverlayFiles(path, LockMode::kExclusive, true));
   f.names.base = "base.st";
   return Overlay::OpenOrCreate(std::move(f.data), std::move(f.meta), f.names, id, size, options);
+}
+
+// The whole file at `path`.
+inline std::vector<uint8_t> Slurp(const std::string& path) {
+  std::vector<uint8_t> v(std::filesystem::file_size(path));
+  int fd = ::open(path.c_str(), O_RDONLY);
+  EXPECT_EQ(::pread(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
+  ::close(fd);
+  return v;
+}
+
+// Replaces the file at `path` (created 0600 when missing) with `v`.
+inline void Spit(const std::string& path, const std::vector<uint8_t>& v) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CREAT, 0600);
+  EXPECT_EQ(::pwrite(fd, v.data(), v.size(), 0), static_cast<ssize_t>(v.size()));
+  ::close(fd);
 }
 
 }  // namespace hexz::overlay::testing
