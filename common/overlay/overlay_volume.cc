@@ -7,6 +7,41 @@
 #include "common/base/checked_math.h"
 
 namespace hexz::overlay {
+namespace {
+
+// Walks the 4 KiB blocks that [offset, end) touches, each clipped to the
+// range as [lo, hi). `state(block, lo, hi)` says where a block's bytes are
+// (and may serve the overlay's own). Consecutive base pieces are merged and
+// handed to `base_run(lo, hi)` once; every other piece goes to
+// `other(state, lo, hi)`, in order, after the base run before it.
+template <typename StateFn, typename BaseRunFn, typename OtherFn>
+Status WalkBlocks(uint64_t offset, uint64_t end, StateFn state, BaseRunFn base_run, OtherFn other) {
+  uint64_t run_lo = 0, run_hi = 0;
+  auto flush_run = [&]() -> Status {
+    Status st = run_hi > run_lo ? base_run(run_lo, run_hi) : Status::Ok();
+    run_lo = run_hi = 0;
+    return st;
+  };
+  for (uint64_t b = offset / kBlockSize; b * kBlockSize < end; ++b) {
+    const uint64_t blk = b * kBlockSize;
+    const uint64_t lo = std::max(offset, blk);
+    const uint64_t hi = std::min(end, blk + kBlockSize);
+    HEXZ_ASSIGN_OR_RETURN(BlockState s, state(b, lo, hi));
+    if (s == BlockState::kBase) {
+      if (run_hi != lo) {
+        HEXZ_RETURN_IF_ERROR(flush_run());
+        run_lo = lo;
+      }
+      run_hi = hi;
+      continue;
+    }
+    HEXZ_RETURN_IF_ERROR(flush_run());
+    HEXZ_RETURN_IF_ERROR(other(s, lo, hi));
+  }
+  return flush_run();
+}
+
+}  // namespace
 
 Result<std::unique_ptr<OverlayVolume>> OverlayVolume::Create(std::shared_ptr<io::Volume> base,
                                                              std::shared_ptr<Overlay> overlay) {
@@ -57,39 +92,23 @@ Status OverlayVolume::Read(uint64_t offset, void* buf, size_t len) {
   // A run of base blocks is read from the base in one call: the base never
   // changes, so it needs no lock (a write racing with it only adds the block
   // to the overlay, and the reader returns the old bytes).
-  uint64_t run_lo = 0, run_hi = 0;
-  auto flush_run = [&]() -> Status {
-    if (run_hi > run_lo) {
-      HEXZ_RETURN_IF_ERROR(base_->Read(run_lo, out + (run_lo - offset), run_hi - run_lo));
-    }
-    run_lo = run_hi = 0;
-    return Status::Ok();
-  };
   uint8_t tmp[kBlockSize];
-  for (uint64_t b = offset / kBlockSize; b * kBlockSize < end; ++b) {
-    const uint64_t blk = b * kBlockSize;
-    const uint64_t lo = std::max(offset, blk);
-    const uint64_t hi = std::min(end, blk + kBlockSize);
-    uint8_t* dst = out + (lo - offset);
-    const bool whole = lo == blk && hi == blk + kBlockSize;
-    BlockState state;
-    {
-      std::shared_lock<std::shared_mutex> lock(Stripe(b));
-      HEXZ_ASSIGN_OR_RETURN(state, overlay_->ReadBlock(b, whole ? dst : tmp));
-      if (state == BlockState::kData && !whole) std::memcpy(dst, tmp + (lo - blk), hi - lo);
-    }
-    if (state == BlockState::kBase) {
-      if (run_hi != lo) {
-        HEXZ_RETURN_IF_ERROR(flush_run());
-        run_lo = lo;
-      }
-      run_hi = hi;
-      continue;
-    }
-    HEXZ_RETURN_IF_ERROR(flush_run());
-    if (state == BlockState::kZero) std::memset(dst, 0, hi - lo);
-  }
-  return flush_run();
+  return WalkBlocks(
+      offset, end,
+      [&](uint64_t b, uint64_t lo, uint64_t hi) -> Result<BlockState> {
+        const uint64_t blk = b * kBlockSize;
+        uint8_t* dst = out + (lo - offset);
+        const bool whole = lo == blk && hi == blk + kBlockSize;
+        std::shared_lock<std::shared_mutex> lock(Stripe(b));
+        HEXZ_ASSIGN_OR_RETURN(BlockState state, overlay_->ReadBlock(b, whole ? dst : tmp));
+        if (state == BlockState::kData && !whole) std::memcpy(dst, tmp + (lo - blk), hi - lo);
+        return state;
+      },
+      [&](uint64_t lo, uint64_t hi) { return base_->Read(lo, out + (lo - offset), hi - lo); },
+      [&](BlockState state, uint64_t lo, uint64_t hi) {
+        if (state == BlockState::kZero) std::memset(out + (lo - offset), 0, hi - lo);
+        return Status::Ok();
+      });
 }
 
 Status OverlayVolume::ReadCurrent(uint64_t block, uint8_t* out) {
@@ -173,8 +192,8 @@ Status OverlayVolume::Extents(uint64_t offset, uint64_t len, std::vector<io::Ext
     }
     out->push_back(e);
   };
-  uint64_t run_lo = 0, run_hi = 0;
-  auto flush_run = [&]() -> Status {
+  // A run of base blocks asks the base once.
+  auto base_run = [&](uint64_t run_lo, uint64_t run_hi) -> Status {
     uint64_t pos = run_lo;
     while (pos < run_hi) {
       std::vector<io::Extent> base_ext;
@@ -187,27 +206,17 @@ Status OverlayVolume::Extents(uint64_t offset, uint64_t len, std::vector<io::Ext
         pos = e.offset + e.length;
       }
     }
-    run_lo = run_hi = 0;
     return Status::Ok();
   };
-  for (uint64_t b = offset / kBlockSize; b * kBlockSize < end; ++b) {
-    const uint64_t blk = b * kBlockSize;
-    const uint64_t lo = std::max(offset, blk);
-    const uint64_t hi = std::min(end, blk + kBlockSize);
-    BlockState state = overlay_->State(b);
-    if (state == BlockState::kBase) {
-      if (run_hi != lo) {
-        HEXZ_RETURN_IF_ERROR(flush_run());
-        run_lo = lo;
-      }
-      run_hi = hi;
-      continue;
-    }
-    HEXZ_RETURN_IF_ERROR(flush_run());
-    bool zero = state == BlockState::kZero;
-    add(io::Extent{lo, hi - lo, zero, zero});
-  }
-  return flush_run();
+  return WalkBlocks(
+      offset, end,
+      [&](uint64_t b, uint64_t, uint64_t) -> Result<BlockState> { return overlay_->State(b); },
+      base_run,
+      [&](BlockState state, uint64_t lo, uint64_t hi) {
+        const bool zero = state == BlockState::kZero;
+        add(io::Extent{lo, hi - lo, zero, zero});
+        return Status::Ok();
+      });
 }
 
 }  // namespace hexz::overlay
