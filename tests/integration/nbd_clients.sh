@@ -10,20 +10,7 @@ make_zero_image "$T/disk.img"
 head -c 1M /dev/urandom >"$T/mem.img"
 start_nbd_server srv --image "$T/disk.img" --memory "$T/mem.img"
 
-info=$(nbdinfo "$(nbd_uri)") || fail "nbdinfo: $info"
-grep -q 'export-size: 16777216' <<<"$info" || fail "size: $info"
-grep -q 'using structured packets' <<<"$info" || fail "structured replies: $info"
-grep -q 'base:allocation' <<<"$info" || fail "base:allocation: $info"
-for f in 'is_read_only: true' 'can_flush: true' 'can_fua: true' 'can_multi_conn: true' \
-         'can_cache: true' 'can_df: true' 'can_trim: false' 'can_zero: false' \
-         'block_size_minimum: 1' 'block_size_maximum: 33554432'; do
-  grep -q "$f" <<<"$info" || fail "expected '$f' in: $info"
-done
-pass "nbdinfo: size, structured replies, base:allocation, flags"
-
-list=$(nbdinfo --list "$(nbd_uri)") || fail "nbdinfo --list: $list"
-grep -q 'export="disk"' <<<"$list" && grep -q 'export="memory"' <<<"$list" || fail "list: $list"
-[[ $(nbdinfo --size "$(nbd_uri memory)") == 1048576 ]] || fail "memory export size"
+assert_readonly_exports
 pass "nbdinfo --list shows disk and memory"
 
 map=$(nbdinfo --map "$(nbd_uri)") || fail "nbdinfo --map: $map"

@@ -25,20 +25,7 @@ grep -qP '^NoNewPrivs:\t1' <<<"$status" || fail "worker lacks no_new_privs"
 grep -qP '^CapEff:\t0+$' <<<"$status" || fail "worker has capabilities"
 pass "the serving worker: Seccomp 2, NoNewPrivs 1, no capabilities, user $TEST_USER"
 
-info=$(nbdinfo "$(nbd_uri)") || fail "nbdinfo: $info"
-grep -q 'export-size: 16777216' <<<"$info" || fail "size: $info"
-grep -q 'using structured packets' <<<"$info" || fail "structured replies: $info"
-grep -q 'base:allocation' <<<"$info" || fail "base:allocation: $info"
-for f in 'is_read_only: true' 'can_flush: true' 'can_fua: true' 'can_multi_conn: true' \
-         'can_cache: true' 'can_df: true' 'can_trim: false' 'can_zero: false' \
-         'block_size_minimum: 1' 'block_size_maximum: 33554432'; do
-  grep -q "$f" <<<"$info" || fail "expected '$f' in: $info"
-done
-pass "nbdinfo: size, structured replies, base:allocation, flags"
-
-list=$(nbdinfo --list "$(nbd_uri)") || fail "nbdinfo --list: $list"
-grep -q 'export="disk"' <<<"$list" && grep -q 'export="memory"' <<<"$list" || fail "list: $list"
-[[ $(nbdinfo --size "$(nbd_uri memory)") == 1048576 ]] || fail "memory export size"
+assert_readonly_exports
 nbdcopy "$(nbd_uri memory)" "$T/mem.copy" && cmp "$T/mem.img" "$T/mem.copy" || fail "memory export content"
 pass "exports disk and memory; memory equals its source"
 

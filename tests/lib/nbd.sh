@@ -110,3 +110,24 @@ stop_hexz_serve() {
   ! kill -0 "$WORKER_PID" 2>/dev/null || fail "worker $WORKER_PID still running after stop"
   [[ ! -e "$NBD_SOCK" ]] || fail "socket $NBD_SOCK left behind"
 }
+
+# The read-only server at $(nbd_uri) exports a 16 MiB disk and a 1 MiB memory
+# stream: nbdinfo sees the size, structured replies, base:allocation, the
+# flags of a read-only hexz export, and both exports in the list.
+assert_readonly_exports() {
+  local info list f
+  info=$(nbdinfo "$(nbd_uri)") || fail "nbdinfo: $info"
+  grep -q 'export-size: 16777216' <<<"$info" || fail "size: $info"
+  grep -q 'using structured packets' <<<"$info" || fail "structured replies: $info"
+  grep -q 'base:allocation' <<<"$info" || fail "base:allocation: $info"
+  for f in 'is_read_only: true' 'can_flush: true' 'can_fua: true' 'can_multi_conn: true' \
+           'can_cache: true' 'can_df: true' 'can_trim: false' 'can_zero: false' \
+           'block_size_minimum: 1' 'block_size_maximum: 33554432'; do
+    grep -q "$f" <<<"$info" || fail "expected '$f' in: $info"
+  done
+  pass "nbdinfo: size, structured replies, base:allocation, flags"
+
+  list=$(nbdinfo --list "$(nbd_uri)") || fail "nbdinfo --list: $list"
+  grep -q 'export="disk"' <<<"$list" && grep -q 'export="memory"' <<<"$list" || fail "list: $list"
+  [[ $(nbdinfo --size "$(nbd_uri memory)") == 1048576 ]] || fail "memory export size"
+}
