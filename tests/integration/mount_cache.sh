@@ -11,19 +11,11 @@ source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp dd timeout
-[[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
 # A segment must fit in the free space of /dev/shm when it is created.
 shm_free_kib=$(df --output=avail -k /dev/shm | tail -n1)
 ((shm_free_kib > 300 * 1024)) || skip "/dev/shm has only $shm_free_kib KiB free (256M caches are tried)"
 
-# A private segment name, so a real cache of the test user is never touched.
-P="hexz-cache-it-$$"
-uid=$(id -u "$TEST_USER")
-seg="/dev/shm/$P-$uid"
-on_exit rm -f "$seg"
-hx() { as_user env HEXZ_CACHE_NAME_PREFIX="$P" "$HEXZ" "$@"; }
-stat_field() { hx cache stats | awk -v f="$1" '$1 == f {print $2}'; }
-segment_gone() { [[ ! -e $seg ]]; }
+use_test_cache it
 
 head -c 16M /dev/urandom >"$T/disk.img"
 make_snapshot "$T/snap.st" "$T/disk.img"

@@ -10,14 +10,7 @@ source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd cmp dd timeout
-[[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
-
-P="hexz-cache-kill-$$"
-uid=$(id -u "$TEST_USER")
-seg="/dev/shm/$P-$uid"
-on_exit rm -f "$seg"
-hx() { as_user env HEXZ_CACHE_NAME_PREFIX="$P" "$HEXZ" "$@"; }
-segment_gone() { [[ ! -e $seg ]]; }
+use_test_cache kill
 KILLS=${HEXZ_KILLS:-25}
 
 # 24 MiB of random data, 64 KiB blocks, in a 4 MiB cache: it keeps evicting

@@ -8,14 +8,7 @@ source "$(dirname "$0")/../lib/mount.sh"
 require_user_fuse
 require_user_allow_other  # root reads the test user's mounts (-o allow_root)
 require_cmd nbdcopy cmp dd
-[[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
-
-P="hexz-cache-sv-$$"
-uid=$(id -u "$TEST_USER")
-seg="/dev/shm/$P-$uid"
-on_exit rm -f "$seg"
-hx() { as_user env HEXZ_CACHE_NAME_PREFIX="$P" "$HEXZ" "$@"; }
-stat_field() { hx cache stats | awk -v f="$1" '$1 == f {print $2}'; }
+use_test_cache sv
 
 head -c 8M /dev/urandom >"$T/disk.img"
 make_snapshot "$T/snap.st" "$T/disk.img"

@@ -45,3 +45,17 @@ assert_nothing_left() {
 # Waits until MNT shows `disk` (to the test user: without -o allow_root the
 # mount is theirs alone).
 wait_mounted() { wait_for as_user test -e "$1/disk" || fail "$1 did not become usable"; }
+
+# Cache tests use a segment of their own (HEXZ_CACHE_NAME_PREFIX), so a real
+# cache of the test user is never touched: sets P, uid and seg (the segment's
+# path), removes the segment on exit; hx runs hexz as the test user with it.
+use_test_cache() {
+  [[ -d /dev/shm && -w /dev/shm ]] || skip "/dev/shm is not writable"
+  P="hexz-cache-$1-$$"
+  uid=$(id -u "$TEST_USER")
+  seg="/dev/shm/$P-$uid"
+  on_exit rm -f "$seg"
+}
+hx() { as_user env HEXZ_CACHE_NAME_PREFIX="$P" "$HEXZ" "$@"; }
+stat_field() { hx cache stats | awk -v f="$1" '$1 == f {print $2}'; }
+segment_gone() { [[ ! -e $seg ]]; }
