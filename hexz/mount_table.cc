@@ -179,8 +179,19 @@ bool Exited(pid_t pid) {
   std::string line;
   if (!std::getline(stat, line)) return true;
   size_t paren = line.rfind(')');
-  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] == 'Z' ||
-         line[paren + 2] == 'X';
+  if (paren == std::string::npos || paren + 2 >= line.size()) return true;
+  if (line[paren + 2] != 'Z' && line[paren + 2] != 'X') return false;
+  // A zombie thread-group leader can still have threads that are exiting,
+  // and those hold the process's files (the overlay and its lock) until the
+  // last one is gone: exited means no thread but the leader is left.
+  DIR* tasks = opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (tasks == nullptr) return true;
+  int threads = 0;
+  while (struct dirent* e = readdir(tasks)) {
+    if (e->d_name[0] != '.') ++threads;
+  }
+  closedir(tasks);
+  return threads <= 1;
 }
 
 Status UnmountOnly(const std::string& mountpoint, bool lazy) {

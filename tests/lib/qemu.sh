@@ -128,6 +128,7 @@ qemu_run() {
   local dir=$1 script=$2 timeout=$3
   shift 3
   cp "$script" "$dir/hexz/test.sh"
+  cp "$(dirname "$script")/guest_lib.sh" "$dir/hexz/guest_lib.sh"
   local initrd=$dir.cpio.gz log=$dir.log
   (cd "$dir" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) >"$initrd" ||
     fail "cannot pack the initramfs"

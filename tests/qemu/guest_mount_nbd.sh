@@ -4,14 +4,12 @@
 # the setuid helper (root:hexz 4750): `hexz mount --nbd` starts its sandboxed
 # NBD server on a socketpair and attaches through the helper. User 1001 is not
 # in the group.
+. /hexz/guest_lib.sh
 U1=1000
 U2=1001
 G=1100
 M=/home/u1/mnt
 HEXZ=/hexz/bin/hexz
-fails=0
-ok() { echo "ok - $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 die() { echo "FAIL: $*"; cat /tmp/*.log 2>/dev/null; dmesg | tail -n 20; exit 1; }
 as_u1() { /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- "$@"; }
 as_u2() { /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --clear-groups -- "$@"; }
@@ -26,15 +24,6 @@ wait_fe() {
   r=$?
   kill $wd 2>/dev/null
   return $r
-}
-mount_line() { grep " $1 " /proc/mounts; }
-has_opt() { mount_line "$1" | awk '{print $4}' | tr ',' '\n' | grep -qx "$2"; }
-no_device_connected() {
-  for d in /sys/block/nbd*; do
-    [ -e "$d/pid" ] && return 1
-    [ "$(cat "$d/size")" = 0 ] || return 1
-  done
-  return 0
 }
 # wait_mounted LOG: up to 60 s for the front-end to report the mount.
 wait_mounted() {

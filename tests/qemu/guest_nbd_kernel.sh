@@ -3,6 +3,7 @@
 # helper. The host serves the ext4 image over NBD on $ENDPOINT (guestfwd).
 # /hexz/bin holds: hexz-nbd-helper (setuid root), nbd-negotiate (test-only
 # front-end stand-in), setpriv (util-linux), id (setuid-root control copy).
+. /hexz/guest_lib.sh
 . /hexz/env
 
 HELPER=/hexz/bin/hexz-nbd-helper
@@ -10,24 +11,11 @@ U1=1000
 U2=1001
 G=1100 # group hexz: may run the helper
 M=/home/u1/mnt
-fails=0
-ok() { echo "ok - $*"; }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 die() { echo "FAIL: $*"; dmesg | tail -n 20; exit 1; }
 # Absolute paths: busybox sh prefers its own applets (its setpriv lacks --reuid).
 as_u1() { /hexz/bin/setpriv --reuid=$U1 --regid=$U1 --groups=$G -- "$@"; }
 as_u2() { /hexz/bin/setpriv --reuid=$U2 --regid=$U2 --groups=$G -- "$@"; }
 attach_u1() { as_u1 /hexz/bin/nbd-negotiate "$ENDPOINT" "" "$HELPER" attach --fstype ext4 "$@"; }
-mount_line() { grep " $1 " /proc/mounts; }
-has_opt() { mount_line "$1" | awk '{print $4}' | tr ',' '\n' | grep -qx "$2"; }
-# no_device_connected: no /dev/nbdN has a receiver or a size.
-no_device_connected() {
-  for d in /sys/block/nbd*; do
-    [ -e "$d/pid" ] && return 1
-    [ "$(cat "$d/size")" = 0 ] || return 1
-  done
-  return 0
-}
 records() { ls /run/hexz-nbd 2>/dev/null | grep -v '\.lock$'; }
 
 [ -e /dev/nbd0 ] || die "nbd.ko did not load: no /dev/nbd0"
