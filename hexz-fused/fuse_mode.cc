@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "common/base/log.h"
+#include "common/disk/partition.h"
 #include "common/fuse/volume_fs.h"
+#include "common/io/window.h"
 #include "common/overlay/overlay_volume.h"
 #include "common/sandbox/sandbox.h"
 #include "hexz-fused/lifeline.h"
@@ -33,14 +35,23 @@ bool FlushBeforeExit(io::Volume* rw_disk, const char* why) {
   return true;
 }
 
-// The files of the mount: "disk" (writable with --rw) and "memory".
-std::vector<fuse::File> MountFiles(WorkerVolumes& volumes) {
+// The pieces FUSE requests of the disk are split into (--rw): one snapshot
+// block, at least one overlay block.
+uint32_t RwIoSize(const WorkerVolumes& volumes) {
+  return std::max<uint32_t>(volumes.snapshot->block_size(), overlay::kBlockSize);
+}
+
+// The files of the mount: "disk" (writable with --rw) and "memory". With
+// partition files in a --rw mount, the disk bypasses the page cache: its
+// bytes are also written through the partition files.
+std::vector<fuse::File> MountFiles(WorkerVolumes& volumes, bool partitions) {
   std::vector<fuse::File> files;
   if (volumes.disk) {
     fuse::File file{format::StreamName(format::StreamId::kDisk), std::move(volumes.disk)};
     if (volumes.writable != nullptr) {
       file.writable = true;
-      file.io_size = std::max<uint32_t>(volumes.snapshot->block_size(), overlay::kBlockSize);
+      file.io_size = RwIoSize(volumes);
+      file.direct_io = partitions;
     }
     files.push_back(std::move(file));
   }
@@ -51,8 +62,48 @@ std::vector<fuse::File> MountFiles(WorkerVolumes& volumes) {
   return files;
 }
 
+// The partition files of `disk` (disk-p1, disk-p2, ... by partition number,
+// as the kernel names nbd0p1), from the partition table read through it.
+// Called sandboxed: the table is the guest's bytes. A table that cannot be
+// read, or a partition that cannot be shown, is a note for the user, not a
+// failed mount. With --rw the files are writable windows of the overlay
+// disk (direct I/O, like the disk then).
+std::vector<fuse::File> PartitionFiles(io::Volume* disk, const WorkerVolumes& volumes,
+                                       std::string* note) {
+  std::vector<fuse::File> files;
+  auto read = [disk](uint64_t off, void* buf, size_t len) { return disk->Read(off, buf, len); };
+  auto table = disk::ReadPartitionTable(read, disk->Size());
+  if (!table.ok()) {
+    *note = "the disk's partition table is unreadable (" + table.status().ToString() +
+            "); no partition files";
+    return files;
+  }
+  if (table->scheme == "none") {
+    *note = "the disk has no partition table; no partition files";
+    return files;
+  }
+  for (const std::string& problem : table->problems) {
+    *note += (note->empty() ? "" : "\n") + std::string("partition table: ") + problem;
+  }
+  const bool rw = volumes.writable != nullptr;
+  for (const disk::Partition& p : disk::UsablePartitions(*table, disk->Size())) {
+    auto window = io::WindowVolume::Create(disk, p.start, p.size, rw);
+    if (!window.ok()) continue;  // UsablePartitions checked the range
+    fuse::File file{
+        std::string(format::StreamName(format::StreamId::kDisk)) + "-p" + std::to_string(p.number),
+        std::move(*window)};
+    if (rw) {
+      file.writable = true;
+      file.io_size = RwIoSize(volumes);
+      file.direct_io = true;
+    }
+    files.push_back(std::move(file));
+  }
+  return files;
+}
+
 fuse::FsOptions MountOptions(const ipc::WorkerConfig& config, const WorkerVolumes& volumes,
-                             int sock) {
+                             int sock, const std::string* late_note) {
   fuse::FsOptions options;
   options.uid = config.uid;
   options.gid = config.gid;
@@ -63,7 +114,10 @@ fuse::FsOptions MountOptions(const ipc::WorkerConfig& config, const WorkerVolume
   options.auto_unmount = config.auto_unmount;
   options.read_write = config.read_write;
   options.exit_on_signals = config.read_write;  // flush, then exit
-  options.on_ready = [sock, mnt = config.mountpoint, note = volumes.cache_note] {
+  // `late_note` is filled after the sandbox is up, before the first request.
+  options.on_ready = [sock, mnt = config.mountpoint, cache_note = volumes.cache_note, late_note] {
+    std::string note = cache_note;
+    if (!late_note->empty()) note += (note.empty() ? "" : "\n") + *late_note;
     // Logged before the reply, so the log says so once hexz mount returns.
     HEXZ_LOG_INFO("serving %s", mnt.c_str());
     // Lines after the first are notes for the user (hexz mount prints them).
@@ -81,13 +135,15 @@ fuse::FsOptions MountOptions(const ipc::WorkerConfig& config, const WorkerVolume
 Status ServeFuse(ipc::WorkerConfig config, int sock) {
   HEXZ_ASSIGN_OR_RETURN(WorkerVolumes volumes, OpenWorkerVolumes(config));
   io::Volume* rw_disk = volumes.writable;  // owned by the files, then by the filesystem
-  std::vector<fuse::File> files = MountFiles(volumes);
+  io::Volume* disk = volumes.disk.get();   // likewise
+  std::vector<fuse::File> files = MountFiles(volumes, config.partitions);
   if (files.empty()) return Status::Corruption(config.chain_names[0] + ": snapshot has no streams");
 
   if (Status dev = fuse::CheckFuseDevice(); !dev.ok()) {
     return dev.WithContext("cannot mount on " + config.mountpoint);
   }
-  fuse::VolumeFs fs(std::move(files), MountOptions(config, volumes, sock));
+  std::string partition_note;  // read by on_ready, from a loop thread
+  fuse::VolumeFs fs(std::move(files), MountOptions(config, volumes, sock, &partition_note));
   // Kept until exit: names this worker as the one serving the mountpoint
   // (WorkersOf in the front-end), so that `hexz unmount` can wait for it.
   int marker = open(config.mountpoint.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -119,6 +175,11 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   // Not serving unsandboxed: auto_unmount takes the mount away when we exit.
   HEXZ_RETURN_IF_ERROR(sandbox::LockDown(policy));
   HEXZ_LOG_DEBUG("sandbox active (seccomp %s)", sandbox::DebugBuild() ? "trap" : "kill");
+  if (config.partitions && disk != nullptr) {
+    // Before Serve(): no request is answered yet, so the list may still grow.
+    fs.AddFiles(PartitionFiles(disk, volumes, &partition_note));
+    if (!partition_note.empty()) HEXZ_LOG_INFO("%s", partition_note.c_str());
+  }
   Status served = fs.Serve();
   HEXZ_LOG_INFO("%s is no longer mounted; exiting", config.mountpoint.c_str());
   if (!FlushBeforeExit(rw_disk, "exit")) served = Status::Internal("the final flush failed");

@@ -78,13 +78,7 @@ void PrintTableText(const Table& table) {
   std::printf("partitions:  %s, %u-byte sectors%s%s\n", t.scheme == "gpt" ? "GPT" : "MBR",
               t.sector_size, t.disk_guid.empty() ? "" : ", disk GUID ", t.disk_guid.c_str());
   for (const std::string& p : t.problems) std::printf("  warning: %s\n", p.c_str());
-  std::printf("  %-3s %12s %10s  %-22s %-8s %s\n", "#", "START", "SIZE", "TYPE", "FS", "LABEL");
-  for (const disk::Partition& p : t.partitions) {
-    std::printf("  %-3u %12llu %10s  %-22s %-8s %s\n", p.number,
-                static_cast<unsigned long long>(p.start), base::FormatSize(p.size).c_str(),
-                p.type.c_str(), p.fs.type.empty() ? "-" : p.fs.type.c_str(),
-                p.fs.label.empty() ? "-" : p.fs.label.c_str());
-  }
+  std::printf("%s", disk::FormatPartitionList(t, "  ").c_str());
 }
 
 std::string JsonOrNull(const std::string& s) { return s.empty() ? "null" : JsonString(s); }

@@ -55,7 +55,9 @@ struct MountArgs {
   bool rw = false;
   std::string overlay;
   bool nbd = false;
-  std::vector<std::string> options;  // -o allow_root,allow_other
+  bool partitions = false;            // --partitions: disk-pN files (FUSE)
+  std::optional<uint32_t> partition;  // --partition N (--nbd)
+  std::vector<std::string> options;   // -o allow_root,allow_other
 };
 
 std::string BaseName(const std::string& p) {
@@ -190,6 +192,19 @@ int CheckMountArgs(const MountArgs& a, bool* allow_root, bool* allow_other) {
   if (a.nbd && !a.options.empty()) {
     return Usage("-o allow_root/allow_other are FUSE options, not for --nbd");
   }
+  if (a.nbd && a.partitions) {
+    return Usage(
+        "--partitions shows partition files in a FUSE mount; with --nbd, choose the partition "
+        "to mount with --partition N");
+  }
+  if (!a.nbd && a.partition) {
+    return Usage(
+        "--partition N chooses what --nbd mounts; a FUSE mount shows every partition "
+        "as a file with --partitions");
+  }
+  if (a.partition && *a.partition == 0) {
+    return Usage("--partition 0: partitions are numbered from 1 ('hexz info' lists them)");
+  }
   return 0;
 }
 
@@ -206,6 +221,7 @@ Status FillMountConfig(const MountArgs& a, const format::Snapshot& snapshot,
   config->gid = a.gid.value_or(getgid());
   config->allow_root = allow_root;
   config->allow_other = allow_other;
+  config->partitions = a.partitions;
   // The mount is the user's alone unless -o allow_root/allow_other. A dead
   // worker's mount is taken away by a companion (WatchMount); libfuse's
   // auto_unmount is added where it works, which for a user (libfuse 3.14)
@@ -309,7 +325,7 @@ int RunMount(const MountArgs& a) {
     // The kernel mount would hide the directory's files just the same.
     if (Status st = CheckMountpointEmpty(a.mountpoint, a.mountpoint); !st.ok()) return Fail(st);
     return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.worker,
-                        a.uid.has_value() || a.gid.has_value()});
+                        a.uid.has_value() || a.gid.has_value(), a.partition});
   }
   if (Status st = CheckWorkerOptions(a.worker); !st.ok()) return Usage(st.message());
 
@@ -382,6 +398,11 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_flag("--nbd", args->nbd,
                 "Attach the disk as /dev/nbdN and mount its filesystem (needs the setuid "
                 "hexz-nbd-helper and kernel NBD)");
+  cmd->add_flag("--partitions", args->partitions,
+                "Also show each partition of the disk as a file: disk-p1, disk-p2, ... (by "
+                "partition number; for fuse2fs or a loop mount without offsets)");
+  cmd->add_option("--partition", args->partition,
+                  "With --nbd: mount partition N (default: the only mountable filesystem)");
   cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 

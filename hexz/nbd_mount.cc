@@ -25,6 +25,7 @@
 #include "common/base/log.h"
 #include "common/base/size.h"
 #include "common/cache/worker_cache.h"
+#include "common/disk/partition.h"
 #include "common/format/snapshot.h"
 #include "common/ipc/worker_protocol.h"
 #include "common/nbd/client.h"
@@ -206,23 +207,125 @@ std::string DetectFsType(const uint8_t* head, size_t len) {
 
 namespace {
 
-// The filesystem on `snapshot`'s disk, checked to be one --nbd mounts.
-Result<std::string> ProbeFsType(const std::string& name,
-                                const std::shared_ptr<format::Snapshot>& snapshot) {
+// What --nbd mounts: the whole disk (partition 0) or one partition, and
+// the filesystem type for the helper.
+struct NbdTarget {
+  uint32_t partition = 0;
+  std::string fstype;
+};
+
+// The type the helper mounts a filesystem found by disk::ProbeFilesystem as
+// ("ext4" also for ext2/3, "vfat"), or "" when --nbd does not mount it.
+std::string HelperFsType(const disk::Filesystem& fs) {
+  if (fs.type == "ext2" || fs.type == "ext3" || fs.type == "ext4") return "ext4";
+  if (fs.type == "vfat") return "vfat";
+  return "";
+}
+
+// Why partition `p` cannot be mounted with --nbd, or "" when it can.
+std::string UnmountableReason(const disk::Partition& p) {
+  if (!HelperFsType(p.fs).empty()) return "";
+  if (p.fs.type == "LVM2_member") {
+    return "holds an LVM physical volume; hexz does not mount LVM volumes (yet): 'hexz mount "
+           "--partitions' shows it as a file for LVM tools";
+  }
+  if (p.fs.type.empty()) return "holds no filesystem hexz recognizes";
+  return "holds " + p.fs.type +
+         ", and --nbd mounts only ext2/3/4 and vfat; use 'hexz mount --partitions' and fuse2fs or "
+         "a loop mount of its partition file";
+}
+
+// The partition --partition N names, checked to be one --nbd can mount.
+Result<NbdTarget> ChosenPartition(const std::string& name, const disk::PartitionTable& t,
+                                  uint64_t disk_size, uint32_t number) {
+  const std::string list = disk::FormatPartitionList(t, "  ");
+  const disk::Partition* chosen = nullptr;
+  for (const disk::Partition& p : t.partitions) {
+    if (p.number == number) chosen = &p;
+  }
+  const std::string what = name + ": partition " + std::to_string(number);
+  if (chosen == nullptr) {
+    return Status::NotFound(name + " has no partition " + std::to_string(number) +
+                            "; its partitions are:\n" + list);
+  }
+  if (disk::IsExtendedContainer(*chosen)) {
+    return Status::InvalidArgument(what +
+                                   " is an extended partition (it holds the logical partitions, "
+                                   "5 and up); choose one of those:\n" +
+                                   list);
+  }
+  if (chosen->size == 0 || chosen->start > disk_size || chosen->size > disk_size - chosen->start) {
+    return Status::Corruption(what + " is empty or extends past the end of the disk");
+  }
+  if (std::string why = UnmountableReason(*chosen); !why.empty()) {
+    return Status::Unsupported(what + " " + why);
+  }
+  return NbdTarget{number, HelperFsType(chosen->fs)};
+}
+
+// Without --partition, on a partitioned disk: the only partition --nbd can
+// mount, or an error that lists them all.
+Result<NbdTarget> OnlyPartition(const std::string& name, const disk::PartitionTable& t,
+                                uint64_t disk_size) {
+  std::vector<const disk::Partition*> candidates;
+  std::vector<disk::Partition> usable = disk::UsablePartitions(t, disk_size);
+  for (const disk::Partition& p : usable) {
+    if (UnmountableReason(p).empty()) candidates.push_back(&p);
+  }
+  if (candidates.size() == 1) {
+    return NbdTarget{candidates[0]->number, HelperFsType(candidates[0]->fs)};
+  }
+  std::string numbers;
+  for (const disk::Partition* p : candidates) {
+    numbers += (numbers.empty() ? "" : ", ") + std::to_string(p->number);
+  }
+  const std::string scheme = t.scheme == "gpt" ? "GPT" : "MBR";
+  std::string msg = candidates.empty()
+                        ? name + " is a partitioned disk (" + scheme +
+                              ") without a partition --nbd can mount (ext2/3/4 or vfat)"
+                        : name + " is a partitioned disk (" + scheme + ") with " +
+                              std::to_string(candidates.size()) +
+                              " filesystems --nbd can mount (partitions " + numbers +
+                              "); choose one with --partition N";
+  return Status::InvalidArgument(msg + ":\n" + disk::FormatPartitionList(t, "  "));
+}
+
+// What to mount from `snapshot`'s disk, read as the user: the whole disk's
+// filesystem, or a partition's (--partition N, or the only candidate).
+Result<NbdTarget> ChooseNbdTarget(const std::string& name,
+                                  const std::shared_ptr<format::Snapshot>& snapshot,
+                                  std::optional<uint32_t> partition) {
   if (!snapshot->HasStream(format::StreamId::kDisk)) {
     return Status::InvalidArgument(name + " has no disk stream to mount");
   }
   const uint64_t disk_size = snapshot->StreamSize(format::StreamId::kDisk);
+  if (disk_size % 512 != 0) {
+    return Status::Unsupported(name + ": the disk size " + std::to_string(disk_size) +
+                               " is not a multiple of 512 bytes");
+  }
   auto volume = format::Snapshot::StreamVolume(snapshot, format::StreamId::kDisk);
   if (!volume) return Status::Internal("no volume for the disk stream");
+  auto read = [&volume](uint64_t off, void* buf, size_t len) {
+    return volume->Read(off, buf, len);
+  };
+  HEXZ_ASSIGN_OR_RETURN(disk::PartitionTable table, disk::ReadPartitionTable(read, disk_size));
+  if (table.scheme != "none") {
+    return partition ? ChosenPartition(name, table, disk_size, *partition)
+                     : OnlyPartition(name, table, disk_size);
+  }
+  if (partition) {
+    return Status::InvalidArgument(
+        name + " has no partition table (the whole disk holds " +
+        (table.whole_disk.type.empty() ? std::string("no filesystem") : table.whole_disk.type) +
+        "), so it has no partition " + std::to_string(*partition) + "; drop --partition");
+  }
   std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(kProbeBytes, disk_size)));
   HEXZ_RETURN_IF_ERROR(volume->Read(0, head.data(), head.size()));
   std::string fstype = DetectFsType(head.data(), head.size());
   if (fstype.empty()) {
-    return Status::Unsupported(
-        name +
-        ": no ext2/3/4, xfs, btrfs or vfat filesystem at the start of the disk (a partitioned "
-        "disk cannot be mounted with --nbd yet; 'hexz serve' exports it whole)");
+    return Status::Unsupported(name +
+                               ": no partition table, and no ext2/3/4, xfs, btrfs or vfat "
+                               "filesystem at the start of the disk");
   }
   if (fstype != "ext4" && fstype != "vfat") {
     return Status::Unsupported(
@@ -230,11 +333,7 @@ Result<std::string> ProbeFsType(const std::string& name,
         ", and --nbd mounts only ext2/3/4 and vfat (the filesystems hexz-nbd-helper is tested "
         "with); use a FUSE mount (without --nbd) and, as root, mount -o loop,ro on its disk file");
   }
-  if (disk_size % 512 != 0) {
-    return Status::Unsupported(name + ": the disk size " + std::to_string(disk_size) +
-                               " is not a multiple of 512 bytes");
-  }
-  return fstype;
+  return NbdTarget{0, fstype};
 }
 
 // The worker's settings (NBD mode, the disk export only), with the chain's
@@ -268,7 +367,7 @@ Result<std::string> CheckNbdMountpoint(const std::string& mountpoint) {
 // Negotiates the export on `client` as the user, then has the helper attach
 // the socket as /dev/nbdN and mount it. Returns the device.
 Result<std::string> AttachDisk(const NbdMountArgs& a, const std::string& helper,
-                               const std::string& fstype, const std::string& canonical,
+                               const NbdTarget& target, const std::string& canonical,
                                UniqueFd client) {
   auto exported = nbd::NegotiateClient(client.get(), "disk");
   if (!exported.ok()) return exported.status().WithContext("negotiating with the NBD server");
@@ -276,8 +375,12 @@ Result<std::string> AttachDisk(const NbdMountArgs& a, const std::string& helper,
   std::snprintf(flags, sizeof flags, "0x%x", static_cast<unsigned>(exported->transmission_flags));
   std::vector<std::string> attach = {"attach",       "--size",   std::to_string(exported->size),
                                      "--block-size", "512",      "--flags",
-                                     flags,          "--fstype", fstype,
+                                     flags,          "--fstype", target.fstype,
                                      "--mountpoint", canonical};
+  if (target.partition != 0) {
+    attach.push_back("--partition");
+    attach.push_back(std::to_string(target.partition));
+  }
   if (a.rw) attach.push_back("--rw");
   auto attached = RunHelper(helper, attach, client.get());
   client.reset();  // the kernel holds the socket now (or nobody does)
@@ -336,11 +439,12 @@ int RunNbdMount(const NbdMountArgs& a) {
         "shell ends it)");
   }
 
-  // 1. The snapshot, the overlay and the filesystem type, as the user.
+  // 1. The snapshot, the overlay, the partition and the filesystem type,
+  // as the user.
   auto snapshot = OpenSnapshotAsUser(a.snapshot);
   if (!snapshot.ok()) return Fail(snapshot.status());
-  auto fstype = ProbeFsType(a.snapshot, *snapshot);
-  if (!fstype.ok()) return Fail(fstype.status());
+  auto target = ChooseNbdTarget(a.snapshot, *snapshot, a.partition);
+  if (!target.ok()) return Fail(target.status());
   ipc::WorkerConfig config;
   Status filled = FillNbdConfig(a, **snapshot, &config);
   snapshot->reset();
@@ -371,15 +475,18 @@ int RunNbdMount(const NbdMountArgs& a) {
   }
 
   // 5. Negotiate as the user, then hand the socket to the helper.
-  auto device = AttachDisk(a, *helper, *fstype, *canonical, std::move(client));
+  auto device = AttachDisk(a, *helper, *target, *canonical, std::move(client));
   if (!device.ok()) {
     session->Stop(SIGTERM, 10000);
     return Fail(device.status());
   }
+  const std::string what = target->partition == 0
+                               ? a.snapshot
+                               : a.snapshot + " partition " + std::to_string(target->partition);
   std::fprintf(stderr,
                "hexz: mounted %s (%s) on %s via %s (%s; NBD server pid %d); Ctrl+C, SIGTERM or "
                "'hexz unmount %s' unmounts\n",
-               a.snapshot.c_str(), fstype->c_str(), canonical->c_str(), device->c_str(),
+               what.c_str(), target->fstype.c_str(), canonical->c_str(), device->c_str(),
                a.rw ? "read-write" : "read-only", static_cast<int>(session->pid()),
                canonical->c_str());
   return SuperviseNbdMount(*session, *helper, *canonical, *device);

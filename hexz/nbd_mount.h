@@ -4,8 +4,9 @@
 // path, no port: no other process can connect), negotiates the export on the
 // other end as the user (nbd::NegotiateClient), then runs the setuid helper
 // hexz-nbd-helper with that socket as fd 3 to attach it as /dev/nbdN and
-// mount the filesystem (nosuid, nodev). The filesystem type is read from the
-// disk's superblock through the snapshot, as the user. Teardown, on a signal
+// mount the filesystem (nosuid, nodev). The partition table and the
+// filesystem type are read through the snapshot, as the user (the helper is
+// only told the partition number, and the kernel reads the table itself). Teardown, on a signal
 // or `hexz unmount`: helper detach (unmount + disconnect), then the worker
 // sees the disconnect, flushes the overlay and exits.
 //
@@ -13,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/base/status.h"
@@ -27,6 +29,9 @@ struct NbdMountArgs {
   std::string overlay;
   WorkerOptions worker;  // --daemon is refused: an NBD mount runs in the foreground
   bool uid_gid = false;  // --uid/--gid given (FUSE only)
+  // --partition N: mount partition N (the kernel's /dev/nbdXpN). Without it,
+  // the only mountable filesystem (the whole disk's, or a single partition's).
+  std::optional<uint32_t> partition;
 };
 
 // Returns the process exit code (0, 1, 2).

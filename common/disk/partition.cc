@@ -1,12 +1,14 @@
 #include "common/disk/partition.h"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <set>
 
 #include "common/base/checked_math.h"
 #include "common/base/endian.h"
+#include "common/base/size.h"
 
 namespace hexz::disk {
 namespace {
@@ -508,6 +510,37 @@ Result<PartitionTable> ReadPartitionTable(const ReadFn& read, uint64_t disk_size
     HEXZ_ASSIGN_OR_RETURN(p.fs, ProbeFilesystem(read, p.start, avail));
   }
   return t;
+}
+
+bool IsExtendedContainer(const Partition& p) {
+  return p.type_id == "0x05" || p.type_id == "0x0f" || p.type_id == "0x85";
+}
+
+std::vector<Partition> UsablePartitions(const PartitionTable& t, uint64_t disk_size) {
+  std::vector<Partition> out;
+  for (const Partition& p : t.partitions) {
+    if (IsExtendedContainer(p) || p.size == 0 || p.start > disk_size ||
+        p.size > disk_size - p.start) {
+      continue;
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+std::string FormatPartitionList(const PartitionTable& t, const std::string& indent) {
+  char line[512];
+  std::snprintf(line, sizeof(line), "%s%-3s %12s %10s  %-22s %-8s %s\n", indent.c_str(), "#",
+                "START", "SIZE", "TYPE", "FS", "LABEL");
+  std::string out = line;
+  for (const Partition& p : t.partitions) {
+    std::snprintf(
+        line, sizeof(line), "%s%-3u %12llu %10s  %-22s %-8s %s\n", indent.c_str(), p.number,
+        static_cast<unsigned long long>(p.start), base::FormatSize(p.size).c_str(), p.type.c_str(),
+        p.fs.type.empty() ? "-" : p.fs.type.c_str(), p.fs.label.empty() ? "-" : p.fs.label.c_str());
+    out += line;
+  }
+  return out;
 }
 
 }  // namespace hexz::disk

@@ -63,6 +63,22 @@ Result<PartitionTable> ReadPartitionTable(const ReadFn& read, uint64_t disk_size
 // Looks for a filesystem superblock in [offset, offset + size).
 Result<Filesystem> ProbeFilesystem(const ReadFn& read, uint64_t offset, uint64_t size);
 
+// True for an MBR extended partition: a container of logical partitions,
+// not a volume of its own.
+bool IsExtendedContainer(const Partition& p);
+
+// The partitions that are volumes of their own and lie wholly within a disk
+// of `disk_size` bytes: no extended containers, no empty ones and none that
+// extend past the end. These get partition files (`hexz mount --partitions`)
+// and are the ones `hexz mount --nbd --partition N` accepts.
+std::vector<Partition> UsablePartitions(const PartitionTable& t, uint64_t disk_size);
+
+// The partitions as text: a header line, then one line per partition
+// (number, start, size, type, filesystem, label), each line starting with
+// `indent` and ending with a newline. For `hexz info` and for the errors
+// that list the partitions to choose from.
+std::string FormatPartitionList(const PartitionTable& t, const std::string& indent);
+
 // CRC-32 (IEEE 802.3, as in GPT and zlib) of `len` bytes.
 uint32_t Crc32(const void* data, size_t len);
 

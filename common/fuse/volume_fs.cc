@@ -207,8 +207,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     }
   }
   // The contents change only through this mount (writes go through the page
-  // cache), so the cache stays valid in read-write mode too.
-  fi->keep_cache = 1;
+  // cache), so the cache stays valid in read-write mode too; files that
+  // alias each other in read-write mode bypass it instead.
+  fi->keep_cache = f->direct_io ? 0 : 1;
+  fi->direct_io = f->direct_io ? 1 : 0;
   // FLUSH and FSYNC requests carry no open flags, only this handle.
   fi->fh = (fi->flags & O_ACCMODE) != O_RDONLY ? kWritableHandle : 0;
   fuse_reply_open(req, fi);
@@ -546,6 +548,10 @@ Status VolumeFs::Mount(const std::string& mountpoint) {
   }
   mounted_ = true;
   return Status::Ok();
+}
+
+void VolumeFs::AddFiles(std::vector<File> files) {
+  for (File& f : files) files_.push_back(std::move(f));
 }
 
 Status VolumeFs::Serve() {

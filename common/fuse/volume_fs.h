@@ -60,6 +60,10 @@ struct File {
   // the fan-out; 0 means volume->BlockSize(). The disk of a --rw mount uses the
   // snapshot's block size, so one piece decompresses one snapshot block.
   uint32_t io_size = 0;
+  // Reads and writes bypass the page cache (FOPEN_DIRECT_IO): for files that
+  // alias each other's bytes while one of them takes writes (the disk and
+  // its partition files in a --rw mount), so no file shows stale pages.
+  bool direct_io = false;
 };
 
 struct FsOptions {
@@ -91,6 +95,11 @@ class VolumeFs {
 
   // Creates the session and mounts it on `mountpoint` (which must exist).
   base::Status Mount(const std::string& mountpoint);
+  // Appends files after Mount() and before Serve(), from the thread that
+  // calls both: no request is answered before Serve(), and the callbacks
+  // read the list without a lock. (hexz-fused adds the partition files
+  // here, once sandboxed.)
+  void AddFiles(std::vector<File> files);
   // Runs the session loop until the filesystem is unmounted.
   base::Status Serve();
   // Makes Serve() return (the mount stays until someone unmounts it).

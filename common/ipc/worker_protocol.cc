@@ -31,6 +31,7 @@ Status SendWorkerConfig(int sock, const WorkerConfig& c) {
   for (const auto& n : c.nbd_exports) e.Str(n);
   e.Str(c.overlay_name);
   e.Bool(c.overlay_ephemeral);
+  e.Bool(c.partitions);
 
   std::vector<int> fds;
   std::vector<FdRole> roles;
@@ -97,6 +98,7 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   }
   HEXZ_ASSIGN_OR_RETURN(c.overlay_name, d.Str(kMaxPathLength));
   HEXZ_ASSIGN_OR_RETURN(c.overlay_ephemeral, d.Bool());
+  HEXZ_ASSIGN_OR_RETURN(c.partitions, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(uint32_t role_count, d.U32());
   HEXZ_RETURN_IF_ERROR(Check(role_count == m.fds.size(), "announces " + std::to_string(role_count) +
                                                              " descriptors, got " +
@@ -136,6 +138,8 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   HEXZ_RETURN_IF_ERROR(
       Check((c.mode == WorkerMode::kNbdServe) == static_cast<bool>(c.nbd_listen_fd),
             "listening socket does not match the mode"));
+  HEXZ_RETURN_IF_ERROR(
+      Check(c.mode == WorkerMode::kFuse || !c.partitions, "partition files outside FUSE mode"));
   if (c.mode == WorkerMode::kFuse) {
     HEXZ_RETURN_IF_ERROR(Check(!c.mountpoint.empty() && c.mountpoint[0] == '/',
                                "mountpoint must be an absolute path"));

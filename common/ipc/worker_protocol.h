@@ -38,7 +38,7 @@ enum class FdRole : uint32_t {
   kNbdListen = 3,    // serve mode: the listening socket
 };
 
-inline constexpr uint32_t kWorkerProtocolVersion = 1;
+inline constexpr uint32_t kWorkerProtocolVersion = 2;
 inline constexpr uint32_t kMaxChainLength = 32;
 inline constexpr uint32_t kMaxPathLength = 4096;
 
@@ -61,6 +61,9 @@ struct WorkerConfig {
   // "(ephemeral overlay)"), and whether it is ephemeral (no fdatasync).
   std::string overlay_name;
   bool overlay_ephemeral = false;
+  // FUSE mode: also show each partition of the disk as a file (disk-pN),
+  // from the partition table the worker reads, sandboxed, once mounted.
+  bool partitions = false;
   std::vector<UniqueFd> chain_fds;  // filled from the message's descriptors
   UniqueFd overlay_data_fd;
   UniqueFd overlay_meta_fd;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -250,6 +251,32 @@ TEST(PartitionTest, MbrWithLogicalPartitions) {
   EXPECT_EQ(t->partitions[3].start, 1656u * 512);
   EXPECT_EQ(t->partitions[3].type, "Linux LVM");
   EXPECT_EQ(t->partitions[3].fs.type, "LVM2_member");
+}
+
+TEST(PartitionTest, UsablePartitionsSkipContainersAndOverhangs) {
+  Disk d = MakeMbr();
+  auto t = ReadPartitionTable(Reader(d), d.size());
+  ASSERT_TRUE(t.ok());
+  std::vector<uint32_t> numbers;
+  for (const Partition& p : UsablePartitions(*t, d.size())) numbers.push_back(p.number);
+  EXPECT_EQ(numbers, (std::vector<uint32_t>{1, 5, 6}));  // not the extended container 2
+  // A disk cut short: the partitions that no longer fit go.
+  numbers.clear();
+  for (const Partition& p : UsablePartitions(*t, 1656u * 512)) numbers.push_back(p.number);
+  EXPECT_EQ(numbers, (std::vector<uint32_t>{1, 5}));
+}
+
+TEST(PartitionTest, FormatPartitionListHasOneLinePerPartition) {
+  Disk d = MakeMbr();
+  auto t = ReadPartitionTable(Reader(d), d.size());
+  ASSERT_TRUE(t.ok());
+  std::string list = FormatPartitionList(*t, "  ");
+  EXPECT_EQ(list.substr(0, 3), "  #");
+  EXPECT_NE(list.find("START"), std::string::npos);
+  EXPECT_NE(list.find("\n  1 "), std::string::npos) << list;
+  EXPECT_NE(list.find(" ext4     boot\n"), std::string::npos) << list;
+  EXPECT_NE(list.find(" LVM2_member -\n"), std::string::npos) << list;
+  EXPECT_EQ(std::count(list.begin(), list.end(), '\n'), 5);
 }
 
 TEST(PartitionTest, LoopingLogicalChainStops) {

@@ -252,6 +252,33 @@ TEST(WorkerProtocolTest, OverlaySettingsWithoutRwAreRejected) {
   EXPECT_NE(got.status().message().find("without the rw flag"), std::string::npos);
 }
 
+TEST(WorkerProtocolTest, PartitionFilesAreForFuseMountsOnly) {
+  for (WorkerMode mode : {WorkerMode::kFuse, WorkerMode::kNbdServe}) {
+    Pair p = MakePair();
+    WorkerConfig c;
+    c.mode = mode;
+    c.mountpoint = "/mnt/x";
+    c.partitions = true;
+    c.chain_names = {"a.st"};
+    c.chain_fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (mode == WorkerMode::kNbdServe) {
+      c.nbd_listen_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    ASSERT_TRUE(SendWorkerConfig(p.a.get(), c).ok());
+    auto m = Receive(p.b.get(), {kWorkerConfig});
+    ASSERT_TRUE(m.ok());
+    auto got = DecodeWorkerConfig(std::move(*m));
+    if (mode == WorkerMode::kFuse) {
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_TRUE(got->partitions);
+    } else {
+      ASSERT_FALSE(got.ok());
+      EXPECT_NE(got.status().message().find("partition files outside FUSE mode"),
+                std::string::npos);
+    }
+  }
+}
+
 TEST(WorkerProtocolTest, ConfigWithoutItsDescriptorsIsRejected) {
   Pair p = MakePair();
   WorkerConfig c;
