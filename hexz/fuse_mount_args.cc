@@ -59,6 +59,8 @@ std::optional<base::Result<std::vector<std::string>>> TranslateMountFuseArgs(
         out.insert(out.end(), {"--uid", value});
       } else if (key == "gid" && !value.empty()) {
         out.insert(out.end(), {"--gid", value});
+      } else if (o == "partitions") {
+        out.push_back("--partitions");
       } else if (o == "allow_root" || o == "allow_other") {
         out.insert(out.end(), {"-o", o});
       } else if ((key == "log_file" || key == "log-file") && !value.empty()) {
@@ -67,7 +69,7 @@ std::optional<base::Result<std::vector<std::string>>> TranslateMountFuseArgs(
         return base::Result<std::vector<std::string>>(base::Status::InvalidArgument(
             "unknown mount option '" + o +
             "' for fuse.hexz (known: ro, rw, overlay=PATH, cache_size=SIZE, uid=N, gid=N, "
-            "log_file=PATH, allow_root, allow_other)"));
+            "log_file=PATH, partitions, allow_root, allow_other)"));
       }
     }
   }

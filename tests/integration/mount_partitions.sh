@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hexz mount --partitions, as an unprivileged user on a real FUSE mount of a
 # GPT disk made with sfdisk (EFI vfat, ext4 root from a real tree, second
-# ext4): the default listing stays `disk`; with --partitions the mount also
+# ext4): the default listing stays `disk`; with --partitions (-o partitions
+# in the mount.fuse form of /etc/fstab) the mount also
 # shows disk-p1..disk-p3, whose sizes and bytes are those of sfdisk's
 # partitions; fuse2fs -o ro on disk-p2 gives the tree back (diff -r); a
 # write to a partition file of a read-only mount fails with EROFS. With --rw
@@ -30,6 +31,12 @@ as_user "$HEXZ" mount -d --log-file u/log0 disk.st mnt >/dev/null || fail "hexz 
 [[ $(names mnt) == disk ]] || fail "default listing: $(names mnt)"
 as_user "$HEXZ" unmount mnt >/dev/null || fail "hexz unmount"
 pass "without --partitions the mount shows only: disk"
+
+# The mount.fuse form (mount -t fuse.hexz, /etc/fstab) spells it -o partitions.
+as_user "$HEXZ" disk.st mnt -o ro,partitions,log_file=u/log1 >/dev/null || fail "-o partitions"
+[[ $(names mnt) == "disk disk-p1 disk-p2 disk-p3" ]] || fail "-o partitions listing: $(names mnt)"
+as_user "$HEXZ" unmount mnt >/dev/null || fail "hexz unmount"
+pass "-o partitions (fstab form) shows: disk disk-p1 disk-p2 disk-p3"
 
 out=$(as_user "$HEXZ" mount --partitions -d --log-file u/log1 disk.st mnt) || fail "mount --partitions"
 [[ $(names mnt) == "disk disk-p1 disk-p2 disk-p3" ]] || fail "--partitions listing: $(names mnt)"
