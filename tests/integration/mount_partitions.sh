@@ -79,10 +79,13 @@ pass "opening disk-p2 of a read-only mount for writing fails with EROFS"
 as_user "$HEXZ" mount --rw --partitions -d --log-file u/log2 disk.st mnt >/dev/null ||
   fail "mount --rw --partitions"
 p3_start=$((GPT_P3_START * 512)) p3_size=$((GPT_P3_SECTORS * 512))
+# Read first, so that a page cache of `disk` would hold the old bytes.
+before=$(as_user dd if=mnt/disk bs=1 skip=$((p3_start + 4096)) count=20 status=none | od -An -tx1)
 as_user sh -c 'printf hexz-partition-write | dd of=mnt/disk-p3 bs=1 seek=4096 conv=notrunc status=none' ||
   fail "write to disk-p3"
 got=$(as_user dd if=mnt/disk bs=1 skip=$((p3_start + 4096)) count=20 status=none)
-[[ $got == hexz-partition-write ]] || fail "disk at partition 3 + 4096 holds '$got'"
+[[ $got == hexz-partition-write ]] ||
+  fail "disk at partition 3 + 4096 holds '$got' (before the write: $before)"
 pass "--rw: a write to disk-p3 at 4096 is in disk at $((p3_start + 4096))"
 out=$(as_user sh -c "printf xx | dd of=mnt/disk-p3 bs=2 seek=$((p3_size - 1)) oflag=seek_bytes conv=notrunc status=none" 2>&1) &&
   fail "a write across the end of disk-p3 succeeded"
