@@ -222,8 +222,22 @@ std::string HelperFsType(const disk::Filesystem& fs) {
   return "";
 }
 
+// hexz-nbd-helper attaches partitions 1 to this number (its --partition).
+constexpr uint32_t kMaxHelperPartition = 128;
+
+// The partition list for an error message (without the final newline).
+std::string PartitionListForError(const disk::PartitionTable& t) {
+  std::string list = disk::FormatPartitionList(t, "  ");
+  if (!list.empty() && list.back() == '\n') list.pop_back();
+  return list;
+}
+
 // Why partition `p` cannot be mounted with --nbd, or "" when it can.
 std::string UnmountableReason(const disk::Partition& p) {
+  if (p.number > kMaxHelperPartition) {
+    return "is numbered above " + std::to_string(kMaxHelperPartition) +
+           ", the highest partition hexz-nbd-helper attaches";
+  }
   if (!HelperFsType(p.fs).empty()) return "";
   if (p.fs.type == "LVM2_member") {
     return "holds an LVM physical volume; hexz does not mount LVM volumes (yet): 'hexz mount "
@@ -238,7 +252,7 @@ std::string UnmountableReason(const disk::Partition& p) {
 // The partition --partition N names, checked to be one --nbd can mount.
 Result<NbdTarget> ChosenPartition(const std::string& name, const disk::PartitionTable& t,
                                   uint64_t disk_size, uint32_t number) {
-  const std::string list = disk::FormatPartitionList(t, "  ");
+  const std::string list = PartitionListForError(t);
   const disk::Partition* chosen = nullptr;
   for (const disk::Partition& p : t.partitions) {
     if (p.number == number) chosen = &p;
@@ -287,7 +301,7 @@ Result<NbdTarget> OnlyPartition(const std::string& name, const disk::PartitionTa
                               std::to_string(candidates.size()) +
                               " filesystems --nbd can mount (partitions " + numbers +
                               "); choose one with --partition N";
-  return Status::InvalidArgument(msg + ":\n" + disk::FormatPartitionList(t, "  "));
+  return Status::InvalidArgument(msg + ":\n" + PartitionListForError(t));
 }
 
 // What to mount from `snapshot`'s disk, read as the user: the whole disk's
