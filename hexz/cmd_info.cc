@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "common/base/json.h"
 #include "common/base/size.h"
 #include "common/disk/partition.h"
 #include "common/format/snapshot.h"
@@ -15,22 +16,7 @@ namespace {
 using format::Snapshot;
 using format::StreamId;
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out + "\"";
-}
+std::string JsonString(const std::string& s) { return base::JsonQuote(s); }
 
 std::vector<std::string> Codecs(const Snapshot& s) {
   uint32_t mask = 0;
