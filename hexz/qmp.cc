@@ -156,6 +156,14 @@ Status QmpClient::SendFd(const std::string& name, int fd) {
   return ReadReply("getfd").status();
 }
 
+Result<int> QmpClient::PeerPid() const {
+  struct ucred cred = {};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return Status::FromErrno(errno, path_ + ": SO_PEERCRED");
+  return static_cast<int>(cred.pid);
+}
+
 Result<JsonValue> QmpClient::WaitEvent(const std::string& name, int timeout_ms) {
   const int64_t deadline = NowMs() + timeout_ms;
   for (;;) {

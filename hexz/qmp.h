@@ -46,6 +46,9 @@ class QmpClient {
   // counts) and returns it.
   base::Result<base::JsonValue> WaitEvent(const std::string& name, int timeout_ms);
 
+  // The pid of the QEMU at the other end (SO_PEERCRED).
+  base::Result<int> PeerPid() const;
+
   // Events received so far, oldest first.
   const std::vector<base::JsonValue>& events() const { return events_; }
 
