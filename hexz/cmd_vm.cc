@@ -105,7 +105,10 @@ Result<std::string> QemuArgs(QmpClient& qmp) {
 // completed.
 Status WaitMigration(QmpClient& qmp) {
   for (int i = 0; i < 6000; ++i) {
-    HEXZ_ASSIGN_OR_RETURN(JsonValue m, qmp.Execute("query-migrate"));
+    auto reply = qmp.Execute("query-migrate");
+    if (!reply.ok())
+      return reply.status().WithContext("the migration of the guest's memory did not complete");
+    const JsonValue& m = *reply;
     const JsonValue* st = m.Find("status");
     const std::string s = st ? st->AsString() : "";
     if (s == "completed") return Status::Ok();
@@ -154,7 +157,7 @@ Status PackDisk(QmpClient& qmp, format::SnapshotWriter* writer, const format::Sn
 }
 
 // Migrates the paused guest into the memory stream through a pipe.
-Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer) {
+Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
   base::UniqueFd rd(p[0]);
@@ -170,7 +173,7 @@ Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer) {
   }
   auto src = OpenStreamSource(std::move(rd), "the guest's migration stream");
   Status packed =
-      PackSource(writer, src.get(), "the guest's memory", StreamId::kMemory, nullptr).status();
+      PackSource(writer, src.get(), "the guest's memory", StreamId::kMemory, parent).status();
   src.reset();  // a failed pack closes the pipe: QEMU's migration fails and ends
   Status migrated = WaitMigration(qmp);  // also after a failed pack: QEMU must be done
   return packed.ok() ? migrated : packed;
@@ -213,7 +216,7 @@ Status Capture(QmpClient& qmp, format::SnapshotWriter* writer, const SnapshotArg
         writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
   }
   HEXZ_RETURN_IF_ERROR(PackDisk(qmp, writer, parent));
-  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer));
+  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
   HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp));
   return writer->SetMetadata(m);
 }

@@ -85,6 +85,9 @@ for _ in $(seq 50); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 0.1; done
 "$HEXZ" cat vm2.st | cmp - disk.raw || fail "vm2.st: disk"
 [[ $("$HEXZ" info --json vm2.st | python3 -c 'import json,sys; d=json.load(sys.stdin)["streams"]["disk"]; print(d["parent_blocks"] == d["blocks"] - d["zero_blocks"])') == True ]] \
   || fail "vm2.st is not thin against vm.st: $("$HEXZ" info vm2.st)"
+# The honest limit: QEMU 7.2's migration stream is not page-aligned, so few
+# memory blocks match those of the first capture (reported, not asserted).
+echo "# memory blocks shared with the parent: $("$HEXZ" info --json vm2.st | python3 -c 'import json,sys; m=json.load(sys.stdin)["streams"]["memory"]; print(m["parent_blocks"], "of", m["blocks"])')"
 pass "vm snapshot shuts the guest down by default; --parent writes a thin snapshot"
 
 # Clear errors, nothing left behind.
@@ -96,3 +99,23 @@ expect_fail_msg "the guest is not running \(QEMU status: prelaunch\)" \
 [[ $(status "$T/c.qmp") == prelaunch ]] || fail "a refused snapshot changed the guest"
 [[ ! -e err.st ]] && ! ls .err.st.tmp-* >/dev/null 2>&1 || fail "a failed snapshot left a file"
 pass "no QMP socket and a guest that is not running are clear errors; nothing is left behind"
+
+# A migration that fails partway (QEMU dies while it streams the memory,
+# slowed down to make sure of it): an error, and no output, not even a
+# temporary file.
+kill -9 "$vm_pid"; wait "$vm_pid" 2>/dev/null
+start_vm d
+qmp "$T/d.qmp" migrate-set-parameters '{"max-bandwidth": 20000}' >/dev/null
+pipes() { ls -l "/proc/$vm_pid/fd" 2>/dev/null | grep -c 'pipe:'; }
+before=$(pipes)
+"$HEXZ" vm snapshot --qmp "$T/d.qmp" -o half.st >half.out 2>&1 &
+snap_pid=$!
+# QEMU holds the migration pipe once the memory stream has begun.
+for _ in $(seq 100); do (( $(pipes) > before )) && break; sleep 0.1; done
+(( $(pipes) > before )) || fail "the migration did not start: $(cat half.out)"
+sleep 0.5
+kill -9 "$vm_pid"
+wait "$snap_pid" && fail "vm snapshot succeeded although QEMU died: $(cat half.out)"
+grep -q "the migration of the guest's memory did not complete: .*d.qmp: " half.out || fail "message: $(cat half.out)"
+[[ ! -e half.st ]] && ! ls .half.st.tmp-* >/dev/null 2>&1 || fail "a failed migration left a file"
+pass "a migration that fails partway is an error and leaves nothing behind"
