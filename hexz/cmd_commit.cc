@@ -20,12 +20,14 @@
 #include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/disk_source.h"
 #include "hexz/progress.h"
 #include "hexz/temp_file_watchdog.h"
 
 namespace hexz::cli {
 namespace {
 
+using base::Result;
 using base::Status;
 using format::StreamId;
 
@@ -33,7 +35,7 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnCommitSignal(int) { g_cancel.store(true); }
 
 struct CommitArgs {
-  std::string base, overlay, output, compression = "lz4";
+  std::string base, overlay, memory, memory_kind, output, compression = "lz4";
   std::optional<int> level;
   unsigned threads = 0;
   bool thin = false, remove_overlay = false, quiet = false, salvage = false;
@@ -82,7 +84,7 @@ Status SalvageOverlay(overlay::Overlay& ov, const std::string& path) {
 Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
   HEXZ_RETURN_IF_ERROR(CheckOutputNotInChain(a.output, base, "the base snapshot", "the base"));
   struct stat out;
-  if (stat(a.output.c_str(), &out) != 0) return Status::Ok();
+  if (stat(a.output.c_str(), &out) != 0 || a.overlay.empty()) return Status::Ok();
   for (const std::string& p : {a.overlay, overlay::MetaPathFor(a.overlay)}) {
     struct stat st;
     if (stat(p.c_str(), &st) == 0 && SameFile(st, out)) {
@@ -93,12 +95,10 @@ Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
   return Status::Ok();
 }
 
-Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, OpenSnapshotChain(a.base));
-  if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
-  HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
-
-  // A shared lock: refused while a read-write mount holds the overlay.
+// Opens the overlay read-only under a shared lock (refused while a read-write
+// mount holds it); with --salvage, reports what is lost.
+Result<std::shared_ptr<overlay::Overlay>> OpenOverlay(const CommitArgs& a,
+                                                      const format::Snapshot& base) {
   HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
                         overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kShared, false));
   files.names.base = a.base;
@@ -107,12 +107,40 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
   ro.salvage = a.salvage;
   HEXZ_ASSIGN_OR_RETURN(
       std::shared_ptr<overlay::Overlay> ov,
-      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names, base->id(),
-                             base->StreamSize(StreamId::kDisk), ro));
+      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names, base.id(),
+                             base.StreamSize(StreamId::kDisk), ro));
   if (a.salvage) HEXZ_RETURN_IF_ERROR(SalvageOverlay(*ov, a.overlay));
+  return ov;
+}
 
-  uint64_t total = base->StreamSize(StreamId::kDisk) +
-                   (base->HasStream(StreamId::kMemory) ? base->StreamSize(StreamId::kMemory) : 0);
+Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, OpenSnapshotChain(a.base));
+  if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
+  HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
+
+  std::shared_ptr<overlay::Overlay> ov;
+  if (!a.overlay.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(ov, OpenOverlay(a, *base));
+  }
+  // The new memory stream, opened before anything is written (an error in
+  // its name leaves no output).
+  std::unique_ptr<DiskSource> memory;
+  if (!a.memory.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(memory, OpenDiskSource(a.memory, "raw"));
+    auto id = memory->file_id();
+    struct stat out;
+    if (id && stat(a.output.c_str(), &out) == 0 && id->first == out.st_dev &&
+        id->second == out.st_ino)
+      return Status::InvalidArgument(a.output +
+                                     ": is also the --memory input; choose another --output");
+  }
+
+  uint64_t total = base->StreamSize(StreamId::kDisk);
+  if (memory) {
+    total += memory->size().value_or(0);
+  } else if (base->HasStream(StreamId::kMemory)) {
+    total += base->StreamSize(StreamId::kMemory);
+  }
   ProgressBar bar;
   if (show_progress)
     o.progress = [&bar, total](uint64_t done, uint64_t) { bar.Update(done, total); };
@@ -121,7 +149,25 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
   TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
   watchdog.Start(a.output);
   std::string parent_path = a.thin ? overlay::RelativeParentPath(a.base, a.output) : "";
-  auto stats = overlay::WriteCommit(base, ov, writer.get(), parent_path);
+  // The base's metadata describes its memory stream: it goes with it.
+  format::Metadata metadata = base->metadata();
+  if (memory) {
+    metadata.clear();
+    if (!a.memory_kind.empty()) metadata[format::kMetaMemoryKind] = a.memory_kind;
+  }
+  HEXZ_RETURN_IF_ERROR(writer->SetMetadata(metadata));
+  auto stats = overlay::WriteCommit(base, ov, writer.get(), parent_path, memory == nullptr);
+  if (stats.ok() && memory) {
+    // Thin: memory blocks equal to the base's become references to it.
+    const std::string name = a.memory == "-" ? "stdin" : a.memory;
+    auto mem = PackSource(writer.get(), memory.get(), name, StreamId::kMemory,
+                          a.thin ? base.get() : nullptr);
+    if (mem.ok()) {
+      stats->memory_blocks = mem->blocks;
+    } else {
+      stats = mem.status();
+    }
+  }
   if (!stats.ok()) {
     writer->Abort();
     if (show_progress) std::fprintf(stderr, "\n");
@@ -141,7 +187,7 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
     (void)io::FsyncParentDir(a.overlay);
   }
   if (!a.quiet) {
-    overlay::OverlayStats os = ov->Stats();
+    overlay::OverlayStats os = ov ? ov->Stats() : overlay::OverlayStats{};
     std::printf(
         "%s: committed %s of changes (%llu of %llu blocks rewritten, %llu %s) into a %s "
         "snapshot, id %s%s\n",
@@ -152,6 +198,11 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
         a.thin ? "referenced in the base" : "copied without recompression",
         a.thin ? "thin" : "standalone", id->ToHex().c_str(),
         a.thin ? (" (parent " + parent_path + ")").c_str() : "");
+    if (memory) {
+      std::printf("%s: memory stream from %s (%llu blocks)\n", a.output.c_str(),
+                  a.memory == "-" ? "stdin" : a.memory.c_str(),
+                  static_cast<unsigned long long>(stats->memory_blocks));
+    }
     if (a.remove_overlay) std::printf("%s: removed (with its .meta)\n", a.overlay.c_str());
   }
   return Status::Ok();
@@ -161,11 +212,23 @@ Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) 
 
 void AddCommitCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<CommitArgs>();
-  CLI::App* cmd = parent.add_subcommand(
-      "commit", "Write a new snapshot from a base snapshot and the overlay of a --rw mount");
+  CLI::App* cmd = parent.add_subcommand("commit",
+                                        "Write a new snapshot from a base snapshot and the overlay "
+                                        "of a --rw mount, or a new memory stream");
   cmd->add_option("--base", args->base, "The snapshot the overlay was made on")->required();
-  cmd->add_option("--overlay", args->overlay, "The overlay file (its .meta lies beside it)")
-      ->required();
+  CLI::Option* ov =
+      cmd->add_option("--overlay", args->overlay,
+                      "The overlay file (its .meta lies beside it); optional with --memory");
+  cmd->add_option("--memory", args->memory,
+                  "Add or replace the memory stream: a file, NBD URI or - for stdin (the disk's "
+                  "blocks are copied as stored)");
+  cmd->add_option("--memory-kind", args->memory_kind,
+                  "Record what --memory holds: raw or qemu-migration (default: not recorded)")
+      ->check(CLI::IsMember({format::kMemoryKindRaw, format::kMemoryKindQemu}))
+      ->needs("--memory");
+  cmd->add_flag("--remove-overlay", args->remove_overlay,
+                "Delete the overlay and its .meta once the new snapshot is safely written")
+      ->needs(ov);
   cmd->add_option("-o,--output", args->output, "The new snapshot (*.st), written atomically")
       ->required();
   cmd->add_flag("--thin", args->thin,
@@ -175,13 +238,18 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
       ->check(CLI::IsMember({"lz4", "zstd", "none"}));
   cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
   cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
-  cmd->add_flag("--remove-overlay", args->remove_overlay,
-                "Delete the overlay and its .meta once the new snapshot is safely written");
   cmd->add_flag("--salvage", args->salvage,
                 "Commit a damaged overlay: keep what checks, list the lost blocks")
-      ->excludes("--remove-overlay");
+      ->excludes("--remove-overlay")
+      ->needs(ov);
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
   cmd->callback([rc, args] {
+    if (args->overlay.empty() && args->memory.empty()) {
+      Fail(Status::InvalidArgument(
+          "hexz commit: give --overlay (the changes of a --rw mount), --memory, or both"));
+      *rc = 2;
+      return;
+    }
     format::WriterOptions options;
     auto codec = format::ParseCodec(args->compression);
     auto level = CheckLevel(args->compression, args->level);

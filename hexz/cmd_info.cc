@@ -1,7 +1,9 @@
 // hexz info: what a snapshot holds, as text or JSON.
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "common/base/json.h"
 #include "common/base/size.h"
 #include "common/disk/partition.h"
 #include "common/format/snapshot.h"
@@ -14,22 +16,7 @@ namespace {
 using format::Snapshot;
 using format::StreamId;
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out + "\"";
-}
+std::string JsonString(const std::string& s) { return base::JsonQuote(s); }
 
 std::vector<std::string> Codecs(const Snapshot& s) {
   uint32_t mask = 0;
@@ -118,6 +105,76 @@ void PrintTableJson(const Table& table) {
   std::printf("]},\n");
 }
 
+// qemu.args holds NUL-terminated arguments; every other value is text.
+std::vector<std::string> SplitArgs(const std::string& v) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '\0') {
+      out.push_back(v.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (start < v.size()) out.push_back(v.substr(start));
+  return out;
+}
+
+// A value for a terminal: bytes outside printable ASCII as \xNN; with
+// `quote`, an empty value or one with spaces or quotes in single quotes.
+std::string Printable(const std::string& v, bool quote) {
+  std::string out;
+  bool needs_quotes = quote && (v.empty() || v.find_first_of(" '\"\\") != std::string::npos);
+  for (unsigned char c : v) {
+    if (c < 0x20 || c >= 0x7f || (needs_quotes && c == '\'')) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return needs_quotes ? "'" + out + "'" : out;
+}
+
+void PrintMetadataText(const format::Metadata& m) {
+  if (m.empty()) {
+    std::printf("metadata:    none\n");
+    return;
+  }
+  bool first = true;
+  for (const auto& [key, value] : m) {
+    std::string shown;
+    if (key == format::kMetaQemuArgs) {
+      for (const std::string& a : SplitArgs(value))
+        shown += (shown.empty() ? "" : " ") + Printable(a, true);
+    } else {
+      shown = Printable(value, false);
+    }
+    std::printf("%s%s = %s\n", first ? "metadata:    " : "             ", key.c_str(),
+                shown.c_str());
+    first = false;
+  }
+}
+
+void PrintMetadataJson(const format::Metadata& m) {
+  std::printf("  \"metadata\": {");
+  bool first = true;
+  for (const auto& [key, value] : m) {
+    std::printf("%s\n    %s: ", first ? "" : ",", JsonString(key).c_str());
+    first = false;
+    if (key != format::kMetaQemuArgs) {
+      std::printf("%s", JsonString(value).c_str());
+      continue;
+    }
+    std::printf("[");
+    const std::vector<std::string> args = SplitArgs(value);
+    for (size_t i = 0; i < args.size(); ++i)
+      std::printf("%s%s", i ? ", " : "", JsonString(args[i]).c_str());
+    std::printf("]");
+  }
+  std::printf("%s},\n", first ? "" : "\n  ");
+}
+
 void PrintText(const Snapshot& s, const Table* table) {
   std::printf("snapshot:    %s\n", s.path().c_str());
   std::printf("format:      hexz snapshot version %u\n", s.format_version());
@@ -149,6 +206,7 @@ void PrintText(const Snapshot& s, const Table* table) {
                 static_cast<unsigned long long>(st.dedup_blocks),
                 static_cast<unsigned long long>(st.parent_blocks));
   }
+  PrintMetadataText(s.metadata());
   if (table != nullptr) PrintTableText(*table);
 }
 
@@ -168,6 +226,7 @@ void PrintJson(const Snapshot& s, const Table* table) {
     first = false;
   }
   std::printf("],\n");
+  PrintMetadataJson(s.metadata());
   if (table != nullptr) PrintTableJson(*table);
   std::printf("  \"streams\": {\n");
   for (StreamId id : {StreamId::kDisk, StreamId::kMemory}) {

@@ -31,7 +31,8 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnSignal(int) { g_cancel.store(true); }
 
 struct PackArgs {
-  std::string disk, memory, output, parent, disk_format, compression = "lz4", block_size;
+  std::string disk, memory, memory_kind, output, parent, disk_format, compression = "lz4",
+                                                                      block_size;
   std::optional<int> level;
   unsigned threads = 0;
   bool quiet = false;
@@ -132,6 +133,9 @@ Status Pack(const PackArgs& a, format::WriterOptions o, bool show_progress) {
     Status st = writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id());
     if (!st.ok()) return st;
   }
+  if (!a.memory_kind.empty()) {
+    HEXZ_RETURN_IF_ERROR(writer->SetMetadata({{format::kMetaMemoryKind, a.memory_kind}}));
+  }
   uint64_t blocks = 0, parent_blocks = 0;
   for (Input& in : inputs) {
     auto stats = PackSource(writer.get(), in.source.get(), in.name, in.stream, parent.get());
@@ -180,6 +184,11 @@ void AddPackCommand(CLI::App& parent, int* rc) {
                   "Format of --disk: raw, qcow2, vmdk, vhdx, vdi or vpc (default: detected)")
       ->check(CLI::IsMember({"raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc"}));
   cmd->add_option("--memory", args->memory, "Memory dump (optional): a file, NBD URI or -");
+  cmd->add_option("--memory-kind", args->memory_kind,
+                  "Record what --memory holds: raw (a plain dump) or qemu-migration (a QEMU "
+                  "migration stream); default: not recorded (read as raw)")
+      ->check(CLI::IsMember({format::kMemoryKindRaw, format::kMemoryKindQemu}))
+      ->needs("--memory");
   cmd->add_option("--parent", args->parent,
                   "Write a thin snapshot: store only blocks that differ from this snapshot");
   cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();

@@ -22,6 +22,8 @@ void AddCommitCommand(CLI::App& parent, int* rc);
 void AddServeCommand(CLI::App& parent, int* rc);
 void AddCacheCommand(CLI::App& parent, int* rc);
 void AddOverlayCommand(CLI::App& parent, int* rc);
+// `hexz vm snapshot` (registered on the `vm` group only).
+void AddVmSnapshotCommand(CLI::App& parent, int* rc);
 
 // Prints "hexz: <message>" to stderr and returns 1.
 int Fail(const base::Status& status);

@@ -466,6 +466,10 @@ Result<std::unique_ptr<DiskSource>> OpenDiskSource(const std::string& spec,
   return OpenPath(spec, forced_format);
 }
 
+std::unique_ptr<DiskSource> OpenStreamSource(UniqueFd fd, const std::string& name) {
+  return std::make_unique<PipeSource>(std::move(fd), name);
+}
+
 Result<PackSourceStats> PackSource(format::SnapshotWriter* writer, DiskSource* source,
                                    const std::string& name, StreamId stream,
                                    const format::Snapshot* parent) {

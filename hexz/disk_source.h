@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 
+#include "common/base/fd.h"
 #include "common/base/status.h"
 #include "common/format/snapshot.h"
 #include "common/format/writer.h"
@@ -66,6 +67,10 @@ class DiskSource {
 // The qemu-nbd used is $HEXZ_QEMU_NBD if set, else the one in PATH.
 Result<std::unique_ptr<DiskSource>> OpenDiskSource(const std::string& spec,
                                                    const std::string& forced_format);
+
+// A stream of unknown length read from `fd` (a pipe), named `name` in
+// messages; like "-" for stdin.
+std::unique_ptr<DiskSource> OpenStreamSource(base::UniqueFd fd, const std::string& name);
 
 struct PackSourceStats {
   uint64_t blocks = 0;         // blocks of the stream

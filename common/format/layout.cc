@@ -164,6 +164,7 @@ void EncodeIndexHeader(const IndexHeader& h, uint8_t out[kIndexHeaderSize]) {
   }
   std::memcpy(out + kIndexParentIdAt, h.parent_id.data(), h.parent_id.size());
   PutLe32(out + kIndexParentPathLengthAt, h.parent_path_length);
+  PutLe32(out + kIndexMetadataLengthAt, h.metadata_length);
 }
 
 std::optional<uint64_t> IndexLength(const IndexHeader& ih) {
@@ -185,6 +186,7 @@ Result<IndexHeader> DecodeIndexHeader(const uint8_t in[kIndexHeaderSize], const 
   }
   std::memcpy(ih.parent_id.data(), in + kIndexParentIdAt, ih.parent_id.size());
   ih.parent_path_length = GetLe32(in + kIndexParentPathLengthAt);
+  ih.metadata_length = GetLe32(in + kIndexMetadataLengthAt);
   if (!AllZero(in + kIndexReservedAt, kIndexHeaderSize - kIndexReservedAt))
     return Status::Corruption("reserved index bytes are not zero" +
                               AtOffset(at + kIndexReservedAt));
@@ -215,6 +217,16 @@ Result<IndexHeader> DecodeIndexHeader(const uint8_t in[kIndexHeaderSize], const 
     return Status::Corruption("parent id set in a snapshot without parent" +
                               AtOffset(at + kIndexParentIdAt));
   }
+  if (h.has_metadata() != (ih.metadata_length != 0)) {
+    return Status::Corruption("metadata length disagrees with the metadata flag" +
+                              AtOffset(at + kIndexMetadataLengthAt));
+  }
+  if (h.has_metadata() &&
+      (ih.metadata_length < kMinMetadataSize || ih.metadata_length > kMaxMetadataSize ||
+       ih.metadata_length % 8 != 0 || ih.metadata_length > ft.index_offset - kHeaderSize)) {
+    return Status::Corruption("metadata length " + std::to_string(ih.metadata_length) +
+                              " is invalid" + AtOffset(at + kIndexMetadataLengthAt));
+  }
   std::optional<uint64_t> length = IndexLength(ih);
   if (!length || *length != ft.index_length) {
     return Status::Corruption("index length does not match its contents" +
@@ -233,6 +245,97 @@ Result<std::string> DecodeParentPath(const uint8_t* in, const IndexHeader& ih, c
     return Status::Corruption("parent path padding is not zero" + AtOffset(at));
   }
   return path;
+}
+
+// ---- metadata section ----
+
+namespace {
+
+bool ValidKey(std::string_view key) {
+  if (key.empty() || key.size() > kMaxMetadataKey) return false;
+  for (char c : key) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+uint64_t Pad8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+}  // namespace
+
+Result<std::vector<uint8_t>> EncodeMetadata(const Metadata& m) {
+  if (m.size() > kMaxMetadataEntries)
+    return Status::InvalidArgument("metadata: more than 256 entries");
+  uint64_t size = kMetadataHeaderSize + 8;
+  for (const auto& [key, value] : m) {
+    if (!ValidKey(key))
+      return Status::InvalidArgument("metadata key '" + key +
+                                     "': must be 1..64 bytes of a-z, 0-9, '.', '_', '-'");
+    size += kMetadataEntryHeaderSize + Pad8(key.size() + uint64_t{value.size()});
+    if (size > kMaxMetadataSize)
+      return Status::InvalidArgument("metadata: larger than the 1 MiB the format allows");
+  }
+  std::vector<uint8_t> out(size, 0);
+  std::memcpy(out.data() + kMetadataMagicAt, kMetadataMagic.data(), kMetadataMagic.size());
+  PutLe32(out.data() + kMetadataCountAt, static_cast<uint32_t>(m.size()));
+  size_t pos = kMetadataEntriesAt;
+  for (const auto& [key, value] : m) {
+    uint8_t* e = out.data() + pos;
+    PutLe16(e + kMetadataKeyLengthAt, static_cast<uint16_t>(key.size()));
+    PutLe32(e + kMetadataValueLengthAt, static_cast<uint32_t>(value.size()));
+    std::memcpy(e + kMetadataEntryHeaderSize, key.data(), key.size());
+    std::memcpy(e + kMetadataEntryHeaderSize + key.size(), value.data(), value.size());
+    pos += kMetadataEntryHeaderSize + Pad8(key.size() + value.size());
+  }
+  PutLe64(out.data() + size - 8, Checksum(out.data(), size - 8));
+  return out;
+}
+
+Result<Metadata> DecodeMetadata(const uint8_t* in, size_t len, uint64_t at) {
+  if (len < kMinMetadataSize || len % 8 != 0 || Checksum(in, len - 8) != GetLe64(in + len - 8))
+    return Status::Corruption("metadata section checksum mismatch" + AtOffset(at));
+  if (std::memcmp(in + kMetadataMagicAt, kMetadataMagic.data(), kMetadataMagic.size()) != 0)
+    return Status::Corruption("metadata section has no magic" + AtOffset(at));
+  if (GetLe32(in + kMetadataReservedAt) != 0) {
+    return Status::Corruption("reserved metadata bytes are not zero" +
+                              AtOffset(at + kMetadataReservedAt));
+  }
+  const uint32_t count = GetLe32(in + kMetadataCountAt);
+  if (count > kMaxMetadataEntries) {
+    return Status::Corruption("metadata section has more than 256 entries" +
+                              AtOffset(at + kMetadataCountAt));
+  }
+  Metadata m;
+  const size_t end = len - 8;
+  size_t pos = kMetadataEntriesAt;
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::string where = "metadata entry " + std::to_string(i) + AtOffset(at + pos);
+    if (end - pos < kMetadataEntryHeaderSize)
+      return Status::Corruption(where + " runs past the end of the section");
+    const uint8_t* e = in + pos;
+    const uint64_t klen = GetLe16(e + kMetadataKeyLengthAt);
+    const uint64_t vlen = GetLe32(e + kMetadataValueLengthAt);
+    if (GetLe16(e + kMetadataEntryReservedAt) != 0)
+      return Status::Corruption(where + " has reserved bits set");
+    const uint64_t body = Pad8(klen + vlen);
+    if (body > end - pos - kMetadataEntryHeaderSize)
+      return Status::Corruption(where + " runs past the end of the section");
+    const uint8_t* k = e + kMetadataEntryHeaderSize;
+    std::string key(reinterpret_cast<const char*>(k), klen);
+    if (!ValidKey(key)) return Status::Corruption(where + " has an invalid key");
+    if (!m.empty() && key <= m.rbegin()->first)
+      return Status::Corruption(where + " is out of key order (or repeats a key)");
+    if (!AllZero(k + klen + vlen, body - klen - vlen))
+      return Status::Corruption(where + " has padding that is not zero");
+    m.emplace_hint(m.end(), std::move(key),
+                   std::string(reinterpret_cast<const char*>(k + klen), vlen));
+    pos += kMetadataEntryHeaderSize + body;
+  }
+  if (pos != end)
+    return Status::Corruption("metadata section has bytes after its last entry" +
+                              AtOffset(at + pos));
+  return m;
 }
 
 // ---- block entries ----

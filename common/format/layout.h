@@ -19,8 +19,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/base/status.h"
 #include "common/format/codec.h"
@@ -50,9 +52,10 @@ inline constexpr size_t kHeaderIdAt = 32;         // 16 bytes
 inline constexpr size_t kHeaderReserved2At = 48;  // 8 bytes, zero
 inline constexpr size_t kHeaderChecksumAt = 56;   // u64: XXH3-64 of bytes [0, 56)
 // Header feature flags. Bits not listed are reserved: a reader rejects them.
-inline constexpr uint32_t kFlagThin = 1u << 0;       // the snapshot has a parent
-inline constexpr uint32_t kFlagHasMemory = 1u << 1;  // the memory stream is present
-inline constexpr uint32_t kKnownFlags = kFlagThin | kFlagHasMemory;
+inline constexpr uint32_t kFlagThin = 1u << 0;         // the snapshot has a parent
+inline constexpr uint32_t kFlagHasMemory = 1u << 1;    // the memory stream is present
+inline constexpr uint32_t kFlagHasMetadata = 1u << 2;  // a metadata section precedes the index
+inline constexpr uint32_t kKnownFlags = kFlagThin | kFlagHasMemory | kFlagHasMetadata;
 
 // ---- footer (the last kFooterSize bytes of the file) ----
 inline constexpr std::array<uint8_t, 8> kFooterMagic = {'H', 'E', 'X', 'Z', 'F', 'O', 'O', 'T'};
@@ -71,7 +74,8 @@ inline constexpr size_t kIndexStreamSizeAt = 0;                 // u64 per strea
 inline constexpr size_t kIndexEntryCountAt = 16;                // u64 per stream: disk, memory
 inline constexpr size_t kIndexParentIdAt = 32;                  // 16 bytes
 inline constexpr size_t kIndexParentPathLengthAt = 48;          // u32
-inline constexpr size_t kIndexReservedAt = 52;                  // 12 bytes, zero
+inline constexpr size_t kIndexMetadataLengthAt = 52;            // u32
+inline constexpr size_t kIndexReservedAt = 56;                  // 8 bytes, zero
 inline constexpr size_t kIndexParentPathAt = kIndexHeaderSize;  // padded to 8 bytes
 
 // ---- block entry (kEntrySize bytes each, after the parent path) ----
@@ -83,6 +87,21 @@ inline constexpr size_t kEntryCodecAt = 13;        // u8
 inline constexpr size_t kEntryReservedAt = 14;     // u16, zero
 inline constexpr size_t kEntryChecksumAt = 16;     // u64: XXH3-64 of the stored bytes
 
+// ---- metadata section (HAS_METADATA only): the metadata_length bytes that
+// end at index_offset; its own checksum in its last 8 bytes ----
+inline constexpr std::array<uint8_t, 8> kMetadataMagic = {'H', 'E', 'X', 'Z', 'M', 'E', 'T', 'A'};
+inline constexpr uint32_t kMetadataHeaderSize = 16;
+inline constexpr size_t kMetadataMagicAt = 0;      // 8 bytes
+inline constexpr size_t kMetadataCountAt = 8;      // u32: number of entries
+inline constexpr size_t kMetadataReservedAt = 12;  // u32, zero
+inline constexpr size_t kMetadataEntriesAt = kMetadataHeaderSize;
+// Each entry: u16 key length, u16 reserved (zero), u32 value length, the key,
+// the value, zero padding to a multiple of 8.
+inline constexpr uint32_t kMetadataEntryHeaderSize = 8;
+inline constexpr size_t kMetadataKeyLengthAt = 0;      // u16
+inline constexpr size_t kMetadataEntryReservedAt = 2;  // u16, zero
+inline constexpr size_t kMetadataValueLengthAt = 4;    // u32
+
 // ---- limits: the writer never exceeds them, the reader refuses beyond ----
 inline constexpr uint32_t kMinBlockSizeLog2 = 12;  // 4 KiB
 inline constexpr uint32_t kMaxBlockSizeLog2 = 20;  // 1 MiB
@@ -92,6 +111,10 @@ inline constexpr uint64_t kMaxIndexSize = 1ull << 30;   // 1 GiB
 inline constexpr uint64_t kMaxStreamSize = 1ull << 52;  // 4 PiB
 inline constexpr uint32_t kMaxChainDepth = 64;          // hard cap on parents
 inline constexpr uint32_t kMaxZstdWindow = 2u << 20;    // bytes a Zstd frame may ask for
+inline constexpr uint32_t kMinMetadataSize = kMetadataHeaderSize + 8;  // no entries
+inline constexpr uint32_t kMaxMetadataSize = 1u << 20;                 // 1 MiB
+inline constexpr uint32_t kMaxMetadataEntries = 256;
+inline constexpr uint32_t kMaxMetadataKey = 64;  // bytes: a-z 0-9 . _ -
 
 // How one block of a stream is represented (entry byte kEntryKindAt). Other
 // values are reserved: rejected.
@@ -114,6 +137,7 @@ struct Header {
   uint32_t block_size() const { return 1u << block_size_log2; }
   bool thin() const { return (flags & kFlagThin) != 0; }
   bool has_memory() const { return (flags & kFlagHasMemory) != 0; }
+  bool has_metadata() const { return (flags & kFlagHasMetadata) != 0; }
 };
 
 struct Footer {
@@ -131,7 +155,12 @@ struct IndexHeader {
   uint64_t entry_count[2] = {0, 0};
   std::array<uint8_t, 16> parent_id{};
   uint32_t parent_path_length = 0;
+  uint32_t metadata_length = 0;  // bytes of the metadata section; 0 unless HAS_METADATA
 };
+
+// The metadata section's entries, key -> value, in key order (the order of
+// the file). Values are bytes; FORMAT.md gives the meaning of known keys.
+using Metadata = std::map<std::string, std::string>;
 
 // One block entry, decoded. The reader keeps one per block in memory, so its
 // size is what FORMAT.md promises per block.
@@ -197,6 +226,15 @@ Result<IndexHeader> DecodeIndexHeader(const uint8_t in[kIndexHeaderSize], const 
 // Reader obligation 7, the parent path: `in` holds PaddedPathLength bytes
 // from kIndexParentPathAt.
 Result<std::string> DecodeParentPath(const uint8_t* in, const IndexHeader& ih, const Footer& ft);
+
+// ---- metadata section ----
+// Encodes `m` (checksum included); kInvalidArgument when it breaks a limit
+// or a key is not 1..64 bytes of a-z 0-9 . _ -.
+Result<std::vector<uint8_t>> EncodeMetadata(const Metadata& m);
+// Reader obligation 9 for the metadata section: `in` holds the
+// ih.metadata_length bytes at file offset `at`. Checks the checksum first
+// ("metadata section checksum mismatch"), then every entry.
+Result<Metadata> DecodeMetadata(const uint8_t* in, size_t len, uint64_t at);
 
 // ---- block entries ----
 void EncodeEntry(const Entry& e, uint8_t out[kEntrySize]);

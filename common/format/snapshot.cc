@@ -119,6 +119,7 @@ class SnapshotImpl final : public Snapshot {
   StreamStats Stats(StreamId s) const override { return Stream(s).stats; }
   std::shared_ptr<const Snapshot> parent() const override { return parent_; }
   const std::string& parent_path() const override { return parent_path_; }
+  const Metadata& metadata() const override { return metadata_; }
   bool thin() const { return thin_; }
   const SnapshotId& parent_id() const override { return parent_id_; }
 
@@ -176,6 +177,7 @@ class SnapshotImpl final : public Snapshot {
   uint32_t block_shift_ = 0;
   bool thin_ = false;
   std::string parent_path_;
+  Metadata metadata_;
   SnapshotId parent_id_;
   std::shared_ptr<const SnapshotImpl> parent_;
   StreamIndex streams_[kStreamCount];
@@ -263,8 +265,17 @@ Status SnapshotImpl::ParseIndex(const L::Header& h, const L::Footer& ft) {
   // reported as a checksum mismatch, not as whatever it happens to look like.
   HEXZ_RETURN_IF_ERROR(in.Finish());
   HEXZ_RETURN_IF_ERROR(structure);
-  return CheckDedups(ft.index_offset + L::kIndexParentPathAt +
-                     L::PaddedPathLength(ih.parent_path_length));
+  HEXZ_RETURN_IF_ERROR(CheckDedups(ft.index_offset + L::kIndexParentPathAt +
+                                   L::PaddedPathLength(ih.parent_path_length)));
+  if (ih.metadata_length != 0) {
+    // Small (at most 1 MiB) and checked once, here: its own checksum names it.
+    const uint64_t at = ft.index_offset - ih.metadata_length;
+    std::vector<uint8_t> section(ih.metadata_length);
+    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), section.data(), section.size(), at, name_));
+    HEXZ_ASSIGN_OR_RETURN(metadata_,
+                          Named(L::DecodeMetadata(section.data(), section.size(), at), name_));
+  }
+  return Status::Ok();
 }
 
 Status SnapshotImpl::ParseIndexHeader(const L::Header& h, const L::Footer& ft, IndexReader* in,
@@ -286,7 +297,8 @@ Status SnapshotImpl::ParseIndexHeader(const L::Header& h, const L::Footer& ft, I
 }
 
 Status SnapshotImpl::ParseEntries(const L::IndexHeader& ih, const L::Footer& ft, IndexReader* in) {
-  uint64_t next_data = L::kHeaderSize;  // stored blocks tile [header, index)
+  uint64_t next_data = L::kHeaderSize;  // stored blocks tile [header, metadata or index)
+  const uint64_t data_end = ft.index_offset - ih.metadata_length;
   uint64_t entry_at =
       ft.index_offset + L::kIndexParentPathAt + L::PaddedPathLength(ih.parent_path_length);
   constexpr uint64_t kPerPiece = IndexReader::kPiece / L::kEntrySize;
@@ -300,7 +312,7 @@ Status SnapshotImpl::ParseEntries(const L::IndexHeader& ih, const L::Footer& ft,
         L::Entry& e = si.entries[b];
         uint64_t length = std::min<uint64_t>(block_size_, si.size - (b << block_shift_));
         const char* why = L::DecodeEntry(p, length, thin_, &e);
-        if (why == nullptr) why = Place(e, ft.index_offset, &next_data, &si.stats);
+        if (why == nullptr) why = Place(e, data_end, &next_data, &si.stats);
         if (why != nullptr) {
           return Status::Corruption(name_ + ": index entry of " +
                                     StreamName(static_cast<StreamId>(s)) + " block " +
@@ -309,7 +321,7 @@ Status SnapshotImpl::ParseEntries(const L::IndexHeader& ih, const L::Footer& ft,
       }
     }
   }
-  if (next_data != ft.index_offset) {
+  if (next_data != data_end) {
     return Status::Corruption(name_ + ": stored blocks do not fill the data area (gap" +
                               AtOffset(next_data) + ")");
   }
@@ -331,7 +343,7 @@ const char* SnapshotImpl::Place(const L::Entry& e, uint64_t data_end, uint64_t* 
     case L::Kind::kStored:
       if (e.offset != *next_data) return "is not where the previous block ended";
       *next_data += e.stored_length;
-      if (*next_data > data_end) return "runs into the index";
+      if (*next_data > data_end) return "runs past the data area";
       stats->stored_bytes += e.stored_length;
       stats->codecs_used |= 1u << static_cast<unsigned>(e.codec);
       break;

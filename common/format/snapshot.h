@@ -74,6 +74,16 @@ struct StoredBlock {
   std::vector<uint8_t> bytes;
 };
 
+// The metadata section (FORMAT.md): key -> value; empty when the file has
+// none. Known keys are below.
+using Metadata = layout::Metadata;
+inline constexpr const char* kMetaMemoryKind = "memory.kind";  // "raw" | "qemu-migration"
+inline constexpr const char* kMetaQemuVersion = "qemu.version";
+inline constexpr const char* kMetaQemuMachine = "qemu.machine";
+inline constexpr const char* kMetaQemuArgs = "qemu.args";  // each argument ends with a NUL byte
+inline constexpr const char* kMemoryKindRaw = "raw";
+inline constexpr const char* kMemoryKindQemu = "qemu-migration";
+
 struct OpenOptions {
   // Parents deeper than this are refused ("parent chain too deep").
   uint32_t max_chain_depth = 16;
@@ -127,6 +137,8 @@ class Snapshot {
   // in the file (relative to this snapshot's directory).
   virtual std::shared_ptr<const Snapshot> parent() const = 0;
   virtual const std::string& parent_path() const = 0;
+  // The metadata section of this file (not inherited from parents).
+  virtual const Metadata& metadata() const = 0;
   // The parent's id as recorded in this file (all zero when standalone).
   virtual const SnapshotId& parent_id() const = 0;
 

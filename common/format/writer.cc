@@ -121,6 +121,7 @@ class WriterImpl final : public SnapshotWriter {
   Status AddParent() override;
   Status AddStored(const StoredBlock& block) override;
   Status EndStream() override;
+  Status SetMetadata(const Metadata& metadata) override;
   Result<SnapshotId> Finish() override;
   void Abort() override;
 
@@ -161,6 +162,7 @@ class WriterImpl final : public SnapshotWriter {
   // Producer state (caller's thread).
   std::string parent_path_;
   SnapshotId parent_id_;
+  std::vector<uint8_t> metadata_;  // the encoded section, or empty
   bool thin_ = false;
   int streams_begun_ = 0;  // 0 none, 1 disk, 2 disk+memory
   bool in_stream_ = false;
@@ -529,6 +531,18 @@ void WriterImpl::StopThreads() {
   if (writer_thread_.joinable()) writer_thread_.join();
 }
 
+Status WriterImpl::SetMetadata(const Metadata& metadata) {
+  if (finished_ || aborted_) return Status::Internal("SetMetadata after Finish or Abort");
+  if (metadata.empty()) {
+    metadata_.clear();
+    return Status::Ok();
+  }
+  auto encoded = L::EncodeMetadata(metadata);
+  if (!encoded.ok()) return encoded.status().WithContext(out_path_);
+  metadata_ = std::move(*encoded);
+  return Status::Ok();
+}
+
 Result<SnapshotId> WriterImpl::Finish() {
   if (finished_ || aborted_) return Status::Internal("writer already finished");
   auto fail = [this](Status st) -> Status {
@@ -545,9 +559,12 @@ Result<SnapshotId> WriterImpl::Finish() {
   }
   if (IsCancelled()) return fail(Cancelled());
 
-  uint64_t index_offset = write_pos_;
+  // The metadata section ends where the index begins.
+  Status st = io::PwriteFull(fd_.get(), metadata_.data(), metadata_.size(), write_pos_, out_path_);
+  if (!st.ok()) return fail(st);
+  uint64_t index_offset = write_pos_ + metadata_.size();
   L::Footer ft;
-  Status st = WriteIndex(index_offset, &ft);
+  st = WriteIndex(index_offset, &ft);
   if (!st.ok()) return fail(st);
   uint8_t foot[L::kFooterSize];
   L::EncodeFooter(ft, foot);
@@ -558,7 +575,8 @@ Result<SnapshotId> WriterImpl::Finish() {
   uint32_t log2 = 0;
   while ((1u << log2) < options_.block_size) ++log2;
   h.block_size_log2 = log2;
-  h.flags = (thin_ ? L::kFlagThin : 0) | (streams_begun_ > 1 ? L::kFlagHasMemory : 0);
+  h.flags = (thin_ ? L::kFlagThin : 0) | (streams_begun_ > 1 ? L::kFlagHasMemory : 0) |
+            (metadata_.empty() ? 0 : L::kFlagHasMetadata);
   h.id = id_.bytes;
   uint8_t head[L::kHeaderSize];
   L::EncodeHeader(h, head);
@@ -584,6 +602,7 @@ L::IndexHeader WriterImpl::IndexHeaderSoFar() const {
   }
   ih.parent_id = parent_id_.bytes;
   ih.parent_path_length = static_cast<uint32_t>(parent_path_.size());
+  ih.metadata_length = static_cast<uint32_t>(metadata_.size());
   return ih;
 }
 

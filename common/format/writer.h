@@ -90,6 +90,11 @@ class SnapshotWriter {
   virtual Status AddStored(const StoredBlock& block) = 0;
   virtual Status EndStream() = 0;
 
+  // Records the metadata section (FORMAT.md); any time before Finish, which
+  // writes it. Empty: no section. kInvalidArgument for a key or size the
+  // format does not allow.
+  virtual Status SetMetadata(const Metadata& metadata) = 0;
+
   // Writes index and footer, syncs, renames into place. Returns the id.
   virtual Result<SnapshotId> Finish() = 0;
   // Gives up: removes the temp file. Safe to call more than once.

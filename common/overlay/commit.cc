@@ -21,9 +21,9 @@ std::string RelativeParentPath(const std::string& base, const std::string& outpu
 
 Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
                                 const std::shared_ptr<Overlay>& overlay,
-                                format::SnapshotWriter* writer,
-                                const std::string& thin_parent_path) {
-  if (!(overlay->base_id() == base->id())) {
+                                format::SnapshotWriter* writer, const std::string& thin_parent_path,
+                                bool carry_memory) {
+  if (overlay && !(overlay->base_id() == base->id())) {
     return Status::InvalidArgument("overlay " + overlay->names().data + " belongs to snapshot id " +
                                    overlay->base_id().ToHex() + ", but the base " + base->path() +
                                    " has id " + base->id().ToHex());
@@ -39,8 +39,11 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
   const bool thin = !thin_parent_path.empty();
   if (thin) HEXZ_RETURN_IF_ERROR(writer->SetParent(thin_parent_path, base->id()));
 
-  HEXZ_ASSIGN_OR_RETURN(
-      auto volume, OverlayVolume::Create(Snapshot::StreamVolume(base, StreamId::kDisk), overlay));
+  std::unique_ptr<OverlayVolume> volume;
+  if (overlay) {
+    HEXZ_ASSIGN_OR_RETURN(
+        volume, OverlayVolume::Create(Snapshot::StreamVolume(base, StreamId::kDisk), overlay));
+  }
   CommitStats stats;
   const uint64_t size = base->StreamSize(StreamId::kDisk);
   HEXZ_RETURN_IF_ERROR(writer->BeginStream(StreamId::kDisk, size));
@@ -49,7 +52,7 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
   std::vector<uint8_t> buf(bs);
   for (uint64_t b = 0; b < count; ++b) {
     const uint32_t blen = base->BlockLength(StreamId::kDisk, b);
-    if (overlay->AnyChanged(b * parts, parts)) {
+    if (overlay && overlay->AnyChanged(b * parts, parts)) {
       HEXZ_RETURN_IF_ERROR(volume->Read(b * bs, buf.data(), blen));
       HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
       ++stats.rewritten_blocks;
@@ -64,7 +67,7 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
   stats.disk_blocks = count;
   HEXZ_RETURN_IF_ERROR(writer->EndStream());
 
-  if (base->HasStream(StreamId::kMemory)) {
+  if (carry_memory && base->HasStream(StreamId::kMemory)) {
     HEXZ_RETURN_IF_ERROR(
         writer->BeginStream(StreamId::kMemory, base->StreamSize(StreamId::kMemory)));
     const uint64_t mcount = base->BlockCount(StreamId::kMemory);

@@ -7,7 +7,10 @@
 // (compressed) form, found by walking the base's chain, in a standalone
 // output. A block with changed parts is read through an OverlayVolume (base
 // merged with overlay) and handed to the writer as raw data, which compresses
-// it. The memory stream of the base is carried over the same way.
+// it. The memory stream of the base is carried over the same way, unless
+// the caller replaces it (then it writes the memory stream itself, after
+// WriteCommit and before Finish). Without an overlay, the disk is the
+// base's, copied (or referenced) block for block.
 //
 // Ownership: borrows everything; the caller creates the writer (with the
 // base's block size), and calls Finish() or Abort() on it.
@@ -34,11 +37,12 @@ struct CommitStats {
 
 // thin_parent_path empty: standalone output. Otherwise the output is thin and
 // names the base by this path (relative to the output's directory) and by
-// its id. overlay->base_id() must be base->id() (checked).
+// its id. overlay may be null (no changes); else overlay->base_id() must be
+// base->id() (checked). carry_memory false leaves the memory stream out.
 Result<CommitStats> WriteCommit(const std::shared_ptr<const format::Snapshot>& base,
                                 const std::shared_ptr<Overlay>& overlay,
-                                format::SnapshotWriter* writer,
-                                const std::string& thin_parent_path);
+                                format::SnapshotWriter* writer, const std::string& thin_parent_path,
+                                bool carry_memory = true);
 
 // The path of `base` as seen from the directory of `output` (for --thin).
 std::string RelativeParentPath(const std::string& base, const std::string& output);

@@ -2,7 +2,8 @@
 // (from a memfd, as the sandboxed worker does with its descriptors) and reads
 // everything it can. An input holding two footer magics is also tried as a
 // thin pair: the bytes up to the end of the first footer are the child, the
-// rest its parent. Seeds: tests/fuzz/corpus/snapshot (the thin pair) and
+// rest its parent. The metadata section's checksum is resealed along with
+// the others' (FixChecksums). Seeds: tests/fuzz/corpus/snapshot (the thin pair) and
 // the golden files in tests/data, both passed to libFuzzer by CTest.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -70,6 +71,12 @@ std::vector<uint8_t> FixChecksums(const uint8_t* data, size_t size) {
   uint8_t* foot = v.data() + size - L::kFooterSize;
   uint64_t off = GetLe64(foot + L::kFooterIndexOffsetAt);
   uint64_t len = GetLe64(foot + L::kFooterIndexLengthAt);
+  // The metadata section (its length is in the index header) ends at the index.
+  if (off <= size && size - off >= L::kIndexHeaderSize) {
+    uint64_t mlen = hexz::base::GetLe32(v.data() + off + L::kIndexMetadataLengthAt);
+    if (mlen >= 8 && mlen <= off)
+      PutLe64(v.data() + off - 8, L::Checksum(v.data() + off - mlen, mlen - 8));
+  }
   if (off <= size && len <= size - off)
     PutLe64(foot + L::kFooterIndexChecksumAt, L::Checksum(v.data() + off, len));
   PutLe64(foot + L::kFooterChecksumAt, L::Checksum(foot, L::kFooterChecksumAt));

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,9 +82,21 @@ inline Bytes RepeatedBytes(size_t n, size_t unit, uint64_t seed) {
   return out;
 }
 
-// Packs disk (and memory, if given) with the writer; returns the id.
+// The encoding of the qemu.args metadata value: each argument, then a NUL.
+inline std::string NulTerminated(std::initializer_list<const char*> args) {
+  std::string out;
+  for (const char* a : args) {
+    out += a;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+// Packs disk (and memory, if given) with the writer, with `metadata`;
+// returns the id.
 inline SnapshotId PackBuffers(const std::string& path, const Bytes& disk,
-                              const std::optional<Bytes>& memory, WriterOptions options = {}) {
+                              const std::optional<Bytes>& memory, WriterOptions options = {},
+                              const Metadata& metadata = {}) {
   auto w = SnapshotWriter::Create(path, options);
   EXPECT_TRUE(w.ok()) << w.status().ToString();
   uint32_t bs = (*w)->block_size();
@@ -98,6 +111,7 @@ inline SnapshotId PackBuffers(const std::string& path, const Bytes& disk,
   };
   add_stream(StreamId::kDisk, disk);
   if (memory) add_stream(StreamId::kMemory, *memory);
+  EXPECT_TRUE((*w)->SetMetadata(metadata).ok());
   auto id = (*w)->Finish();
   EXPECT_TRUE(id.ok()) << id.status().ToString();
   return id.ok() ? *id : SnapshotId{};

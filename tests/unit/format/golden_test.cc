@@ -30,7 +30,16 @@ struct Golden {
   uint8_t id;
   Bytes disk;
   std::optional<Bytes> memory;
+  Metadata metadata;
 };
+
+// What `hexz vm snapshot` records.
+Metadata VmMetadata() {
+  return {{kMetaMemoryKind, kMemoryKindQemu},
+          {kMetaQemuArgs, NulTerminated({"-m", "256", "-device", "virtio-blk,drive=d0"})},
+          {kMetaQemuMachine, "pc-i440fx-7.2"},
+          {kMetaQemuVersion, "7.2.0"}};
+}
 
 std::vector<Golden> Recipes() {
   Bytes mixed = TextBytes(3 * 4096, 1);
@@ -40,10 +49,12 @@ std::vector<Golden> Recipes() {
   mixed.insert(mixed.end(), rnd.begin(), rnd.end());
   mixed.insert(mixed.end(), 500, 'z');
   return {
-      {"v1_lz4.st", Codec::kLz4, 4096, 1, mixed, TextBytes(5000, 3)},
-      {"v1_zstd.st", Codec::kZstd, 8192, 2, TextBytes(20000, 4), std::nullopt},
-      {"v1_raw.st", Codec::kRaw, 4096, 3, RandomBytes(6000, 5), Bytes{}},
-      {"v1_thin_base.st", Codec::kLz4, 4096, 4, TextBytes(4 * 4096 + 10, 6), std::nullopt},
+      {"v1_lz4.st", Codec::kLz4, 4096, 1, mixed, TextBytes(5000, 3), {}},
+      {"v1_zstd.st", Codec::kZstd, 8192, 2, TextBytes(20000, 4), std::nullopt, {}},
+      {"v1_raw.st", Codec::kRaw, 4096, 3, RandomBytes(6000, 5), Bytes{}, {}},
+      {"v1_thin_base.st", Codec::kLz4, 4096, 4, TextBytes(4 * 4096 + 10, 6), std::nullopt, {}},
+      {"v1_metadata.st", Codec::kRaw, 4096, 6, RandomBytes(5000, 8), RandomBytes(4096 + 7, 9),
+       VmMetadata()},
   };
 }
 
@@ -66,7 +77,7 @@ TEST(GoldenTest, DISABLED_GenerateGoldenFiles) {
     o.block_size = g.block_size;
     o.id = FixedId(g.id);
     o.threads = 1;
-    PackBuffers(std::string(out) + "/" + g.name, g.disk, g.memory, o);
+    PackBuffers(std::string(out) + "/" + g.name, g.disk, g.memory, o, g.metadata);
   }
   // A file that claims a future version 2 (valid checksum): readers must
   // refuse it as "newer", not as damage.
@@ -105,6 +116,7 @@ TEST(GoldenTest, TodaysReaderReadsVersion1Files) {
     if (g.memory) {
       EXPECT_EQ(ReadAll(**s, StreamId::kMemory), *g.memory);
     }
+    EXPECT_EQ((*s)->metadata(), g.metadata);
     EXPECT_TRUE((*s)->Verify().ok());
   }
   auto lz4 = Snapshot::Open(data + "/v1_lz4.st");
@@ -129,19 +141,22 @@ TEST(GoldenTest, TodaysReaderReadsVersion1Files) {
 
 // v1_raw.st needs no compression library, so today's writer must write it
 // byte for byte: header, data, index (written in pieces) and footer.
-TEST(GoldenTest, TodaysWriterWritesTheRawGoldenFileByteForByte) {
+// (v1_metadata.st too: raw, with a metadata section.)
+TEST(GoldenTest, TodaysWriterWritesTheRawGoldenFilesByteForByte) {
   TempDir dir;
-  const Golden g = Recipes()[2];
-  ASSERT_EQ(g.name, "v1_raw.st");
-  WriterOptions o;
-  o.codec = g.codec;
-  o.block_size = g.block_size;
-  o.id = FixedId(g.id);
-  o.threads = 1;
-  PackBuffers(dir / g.name, g.disk, g.memory, o);
-  Bytes golden = ReadFile(std::string(HEXZ_TEST_DATA_DIR) + "/" + g.name);
-  ASSERT_FALSE(golden.empty());
-  EXPECT_EQ(ReadFile(dir / g.name), golden);
+  for (const Golden& g : Recipes()) {
+    if (g.codec != Codec::kRaw) continue;
+    SCOPED_TRACE(g.name);
+    WriterOptions o;
+    o.codec = g.codec;
+    o.block_size = g.block_size;
+    o.id = FixedId(g.id);
+    o.threads = 1;
+    PackBuffers(dir / g.name, g.disk, g.memory, o, g.metadata);
+    Bytes golden = ReadFile(std::string(HEXZ_TEST_DATA_DIR) + "/" + g.name);
+    ASSERT_FALSE(golden.empty());
+    EXPECT_EQ(ReadFile(dir / g.name), golden);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,314 @@
+// hexz vm snapshot: captures a running QEMU guest (disk and memory) into one
+// snapshot, over QMP.
+//
+// The order matters, and is the one QEMU's own tools use: `stop` (QEMU
+// drains and flushes the guest's I/O), export the paused drive read-only
+// over QEMU's NBD server and pack it through libnbd (the disk as of the
+// pause), `migrate` to a pipe handed over with `getfd`, whose read end is
+// packed as the memory stream while QEMU writes it (no temporary copy),
+// record the metadata, write the snapshot atomically, then `quit` the guest
+// or, with --continue, `cont` it. On any failure the output is not written
+// and a guest that was running runs again.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/base/json.h"
+#include "common/base/size.h"
+#include "common/format/writer.h"
+#include "common/overlay/commit.h"
+#include "hexz/cli_checks.h"
+#include "hexz/commands.h"
+#include "hexz/disk_source.h"
+#include "hexz/qmp.h"
+#include "hexz/temp_file_watchdog.h"
+
+namespace hexz::cli {
+namespace {
+
+using base::JsonValue;
+using base::Result;
+using base::Status;
+using format::StreamId;
+
+std::atomic<bool> g_cancel{false};
+extern "C" void OnVmSignal(int) { g_cancel.store(true); }
+
+struct SnapshotArgs {
+  std::string qmp, output, parent, compression = "lz4";
+  std::optional<int> level;
+  unsigned threads = 0;
+  bool keep_running = false, quiet = false;
+};
+
+JsonValue Str(const std::string& s) { return JsonValue::String(s); }
+
+// The one writable disk of the guest: its block node name, from query-block.
+Result<std::string> FindDiskNode(QmpClient& qmp) {
+  HEXZ_ASSIGN_OR_RETURN(JsonValue devices, qmp.Execute("query-block"));
+  std::vector<std::string> nodes;
+  for (const JsonValue& d : devices.items()) {
+    const JsonValue* inserted = d.Find("inserted");
+    if (inserted == nullptr || inserted->Find("ro") == nullptr || inserted->Find("ro")->AsBool())
+      continue;
+    const JsonValue* node = inserted->Find("node-name");
+    if (node != nullptr && node->is_string()) nodes.push_back(node->AsString());
+  }
+  if (nodes.size() != 1) {
+    return Status::Unsupported(qmp.path() + ": the guest has " + std::to_string(nodes.size()) +
+                               " writable disks; hexz vm snapshot takes a guest with exactly one");
+  }
+  return nodes[0];
+}
+
+// The guest's QEMU command line (from /proc, by the QMP peer's pid), without
+// the options that belong to one run: -qmp, -incoming, -daemonize, -pidfile.
+Result<std::string> QemuArgs(QmpClient& qmp) {
+  HEXZ_ASSIGN_OR_RETURN(int pid, qmp.PeerPid());
+  const std::string proc = "/proc/" + std::to_string(pid) + "/cmdline";
+  std::ifstream f(proc, std::ios::binary);
+  std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (cmdline.empty()) return Status::PermissionDenied(proc + ": cannot read QEMU's command line");
+  std::vector<std::string> args;
+  for (size_t s = 0, e; s < cmdline.size(); s = e + 1) {
+    e = cmdline.find('\0', s);
+    if (e == std::string::npos) e = cmdline.size();
+    args.push_back(cmdline.substr(s, e - s));
+  }
+  std::string out;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-qmp" || a == "-incoming" || a == "-pidfile") {
+      ++i;
+      continue;
+    }
+    if (a == "-daemonize") continue;
+    out += a;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+// Waits until the migration leaves its active states; an error unless it
+// completed.
+Status WaitMigration(QmpClient& qmp) {
+  for (int i = 0; i < 6000; ++i) {
+    auto reply = qmp.Execute("query-migrate");
+    if (!reply.ok())
+      return reply.status().WithContext("the migration of the guest's memory did not complete");
+    const JsonValue& m = *reply;
+    const JsonValue* st = m.Find("status");
+    const std::string s = st ? st->AsString() : "";
+    if (s == "completed") return Status::Ok();
+    if (s == "failed" || s == "cancelled" || s.empty()) {
+      const JsonValue* why = m.Find("error-desc");
+      return Status::Unavailable(qmp.path() + ": the migration of the guest's memory " +
+                                 (s.empty() ? "did not start" : s) +
+                                 (why ? ": " + why->AsString() : ""));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Status::Unavailable(qmp.path() + ": the migration did not finish within 60 s");
+}
+
+// Packs the paused guest's disk, exported read-only by QEMU's NBD server on
+// a socket in a private directory.
+Status PackDisk(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
+  HEXZ_ASSIGN_OR_RETURN(std::string node, FindDiskNode(qmp));
+  char dir[] = "/tmp/hexz-vm.XXXXXX";
+  if (mkdtemp(dir) == nullptr) return Status::FromErrno(errno, "mkdtemp /tmp/hexz-vm.XXXXXX");
+  const std::string sock = std::string(dir) + "/nbd.sock";
+  // nbd-server-start takes the legacy address form: {type, data: {path}}.
+  JsonValue addr = JsonValue::Object(
+      {{"type", Str("unix")}, {"data", JsonValue::Object({{"path", Str(sock)}})}});
+  Status st = qmp.Execute("nbd-server-start", JsonValue::Object({{"addr", addr}})).status();
+  if (st.ok()) {
+    st = qmp.Execute("block-export-add", JsonValue::Object({{"type", Str("nbd")},
+                                                            {"id", Str("hexz-disk")},
+                                                            {"node-name", Str(node)},
+                                                            {"name", Str("disk")},
+                                                            {"writable", JsonValue::Bool(false)}}))
+             .status();
+    if (st.ok()) {
+      auto src = OpenDiskSource("nbd+unix:///disk?socket=" + sock, "");
+      st = src.ok() ? PackSource(writer, src->get(), "the guest's disk (" + node + ")",
+                                 StreamId::kDisk, parent)
+                          .status()
+                    : src.status();
+      (void)qmp.Execute("block-export-del", JsonValue::Object({{"id", Str("hexz-disk")}}));
+    }
+    (void)qmp.Execute("nbd-server-stop");
+  }
+  unlink(sock.c_str());
+  rmdir(dir);
+  return st;
+}
+
+// Migrates the paused guest into the memory stream through a pipe.
+Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+  base::UniqueFd rd(p[0]);
+  {
+    base::UniqueFd wr(p[1]);
+    HEXZ_RETURN_IF_ERROR(qmp.SendFd("hexz-migration", wr.get()));
+  }  // only QEMU holds the write end now: its close is our end of stream
+  Status st =
+      qmp.Execute("migrate", JsonValue::Object({{"uri", Str("fd:hexz-migration")}})).status();
+  if (!st.ok()) {
+    (void)qmp.Execute("closefd", JsonValue::Object({{"fdname", Str("hexz-migration")}}));
+    return st;
+  }
+  auto src = OpenStreamSource(std::move(rd), "the guest's migration stream");
+  Status packed =
+      PackSource(writer, src.get(), "the guest's memory", StreamId::kMemory, parent).status();
+  src.reset();  // a failed pack closes the pipe: QEMU's migration fails and ends
+  Status migrated = WaitMigration(qmp);  // also after a failed pack: QEMU must be done
+  return packed.ok() ? migrated : packed;
+}
+
+Result<format::Metadata> VmMetadata(QmpClient& qmp) {
+  format::Metadata m;
+  m[format::kMetaMemoryKind] = format::kMemoryKindQemu;
+  m[format::kMetaQemuVersion] = qmp.qemu_version();
+  HEXZ_ASSIGN_OR_RETURN(JsonValue type,
+                        qmp.Execute("qom-get", JsonValue::Object({{"path", Str("/machine")},
+                                                                  {"property", Str("type")}})));
+  std::string machine = type.AsString();
+  const std::string suffix = "-machine";
+  if (machine.size() > suffix.size() && machine.ends_with(suffix))
+    machine.resize(machine.size() - suffix.size());
+  m[format::kMetaQemuMachine] = machine;
+  HEXZ_ASSIGN_OR_RETURN(m[format::kMetaQemuArgs], QemuArgs(qmp));
+  return m;
+}
+
+// The guest must be running (a paused or finished guest is not captured:
+// resuming it afterwards would change what the user left).
+Status CheckRunning(QmpClient& qmp) {
+  HEXZ_ASSIGN_OR_RETURN(JsonValue status, qmp.Execute("query-status"));
+  const JsonValue* s = status.Find("status");
+  const std::string state = s ? s->AsString() : "unknown";
+  if (state != "running") {
+    return Status::Unavailable(qmp.path() + ": the guest is not running (QEMU status: " + state +
+                               "); hexz vm snapshot captures a running guest");
+  }
+  return Status::Ok();
+}
+
+// Captures disk and memory into `writer` (the guest is stopped).
+Status Capture(QmpClient& qmp, format::SnapshotWriter* writer, const SnapshotArgs& a,
+               const format::Snapshot* parent) {
+  if (parent != nullptr) {
+    HEXZ_RETURN_IF_ERROR(
+        writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
+  }
+  HEXZ_RETURN_IF_ERROR(PackDisk(qmp, writer, parent));
+  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
+  HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp));
+  return writer->SetMetadata(m);
+}
+
+Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
+  std::shared_ptr<format::Snapshot> parent;
+  if (!a.parent.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(parent, OpenSnapshotAsUser(a.parent));
+    o.block_size = parent->block_size();
+    HEXZ_RETURN_IF_ERROR(
+        CheckOutputNotInChain(a.output, *parent, "the --parent snapshot", "the --parent snapshot"));
+  }
+  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, QmpClient::Connect(a.qmp));
+  HEXZ_RETURN_IF_ERROR(CheckRunning(*qmp));
+  HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
+  TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
+  watchdog.Start(a.output);
+  const auto start = std::chrono::steady_clock::now();
+  HEXZ_RETURN_IF_ERROR(qmp->Execute("stop").status());
+  Status st = Capture(*qmp, writer.get(), a, parent.get());
+  Result<format::SnapshotId> id = st;
+  if (st.ok()) {
+    id = writer->Finish();
+  } else {
+    writer->Abort();
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!id.ok() || a.keep_running) {
+    // The guest runs on as before (after a failure too).
+    Status cont = qmp->Execute("cont").status();
+    if (!id.ok()) return id.status();
+    HEXZ_RETURN_IF_ERROR(cont);
+  } else {
+    (void)qmp->Execute("quit");
+  }
+  if (!a.quiet) {
+    struct stat sb;
+    const uint64_t size = stat(a.output.c_str(), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
+    std::printf("%s: captured the guest in %.1f s into %s (id %s); the guest %s\n",
+                a.output.c_str(), secs, base::FormatSize(size).c_str(), id->ToHex().c_str(),
+                a.keep_running ? "runs on" : "was shut down");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddVmSnapshotCommand(CLI::App& parent, int* rc) {
+  auto args = std::make_shared<SnapshotArgs>();
+  CLI::App* cmd = parent.add_subcommand(
+      "snapshot", "Capture a running QEMU guest (disk and memory) into a snapshot, over QMP");
+  cmd->add_option("--qmp", args->qmp, "The guest's QMP socket (QEMU -qmp unix:PATH,server=on)")
+      ->required();
+  cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();
+  cmd->add_flag("--continue", args->keep_running,
+                "Let the guest run on after the capture (default: shut it down)");
+  cmd->add_option("--parent", args->parent,
+                  "Write a thin snapshot: store only blocks that differ from this snapshot");
+  cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
+      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
+  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
+  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
+  cmd->add_flag("-q,--quiet", args->quiet, "No summary");
+  cmd->callback([rc, args] {
+    format::WriterOptions o;
+    auto codec = format::ParseCodec(args->compression);
+    auto level = CheckLevel(args->compression, args->level);
+    Status st = !codec.ok() ? codec.status() : level.status();
+    if (st.ok()) {
+      o.codec = *codec;
+      o.level = *level;
+      o.threads = args->threads;
+      o.cancel = &g_cancel;
+      st = format::ValidateWriterOptions(o);
+    }
+    if (!st.ok()) {
+      Fail(st.WithContext("hexz vm snapshot"));
+      *rc = 2;
+      return;
+    }
+    struct sigaction sa = {};
+    sa.sa_handler = OnVmSignal;
+    sigemptyset(&sa.sa_mask);
+    struct sigaction old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    st = VmSnapshot(*args, o);
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    *rc = st.ok() ? 0 : Fail(st);
+  });
+}
+
+}  // namespace hexz::cli
