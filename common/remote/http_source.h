@@ -1,0 +1,73 @@
+// Snapshots read straight from HTTP(S): an io::Source over one remote object,
+// read with HTTP range requests through libcurl, and an io::SourceOpener that
+// takes URLs as well as paths.
+//
+// The rules (SECURITY.md "Remote snapshots", hexz(1) "Remote snapshots"):
+// - The object's ETag (or, without one, its Last-Modified and size) is pinned
+//   when it is opened. Every read asks for exactly its range, conditional on
+//   that version (If-Match / If-Unmodified-Since), and every answer is
+//   checked: status 206, Content-Range exactly the range asked for and the
+//   pinned size, the ETag if the server sends one, and exactly len bytes. An
+//   object that changed fails the read (ESTALE) and never mixes versions.
+// - 5xx, 408, 429, connection failures, resets and timeouts are retried with
+//   doubling backoff within Options::timeout_seconds per read; then the read
+//   fails with EIO. Nothing waits longer than that, and a later read tries
+//   the server again, so a mount works again once the server is back.
+// - No redirect is followed: a 3xx answer is an error that names where the
+//   server points. Only http and https are spoken.
+// - Credentials never come from the URL (a URL with user:password@ is
+//   refused: argv is visible to every local user); libcurl reads ~/.netrc.
+//   Messages name the URL without userinfo, query or fragment (RedactUrl),
+//   since a query string may carry a signature.
+//
+// Ownership: an HttpSource owns a small pool of libcurl easy handles, so
+// connections stay open (keep-alive) between reads. Thread safety: ReadAt may
+// be called from many threads at once; each call takes a handle of its own.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/base/status.h"
+#include "common/io/source.h"
+
+namespace hexz::remote {
+
+using base::Result;
+using base::Status;
+
+struct Options {
+  // PEM file of the certificate authorities to trust for https; empty means
+  // the CURL_CA_BUNDLE environment variable if set, else the system's.
+  std::string ca_file;
+  // The bound of one read, retries included (and of opening).
+  uint32_t timeout_seconds = 30;
+};
+
+// True when `location` is a URL hexz reads remotely (http:// or https://).
+bool IsUrl(const std::string& location);
+
+// `url` without userinfo, query and fragment: what messages may show.
+std::string RedactUrl(const std::string& url);
+
+// Opens the object at `url` for range reads (one request, which pins its
+// version and learns its size).
+Result<std::unique_ptr<io::Source>> OpenHttp(const std::string& url, const Options& options);
+
+// An opener for Snapshot::Open that reads URLs with OpenHttp and paths as
+// local files. A parent of a remote snapshot resolves relative to the
+// child's URL (RFC 3986; the child's query is not carried over) and must be
+// a relative path. Thread-safe; keeps a copy of the options.
+class Opener final : public io::SourceOpener {
+ public:
+  explicit Opener(Options options) : options_(std::move(options)) {}
+  Result<std::unique_ptr<io::Source>> Open(const std::string& location) const override;
+  Result<std::string> ResolveParent(const std::string& child,
+                                    const std::string& parent_path) const override;
+
+ private:
+  Options options_;
+};
+
+}  // namespace hexz::remote
