@@ -10,6 +10,9 @@ void RemoteFlags::Add(CLI::App* cmd) {
   cmd->add_option("--remote-timeout", options_.timeout_seconds,
                   "For a URL, give up on a read after this many seconds of retries (default 30)")
       ->check(CLI::Range(1, 3600));
+  cmd->add_option("--s3-endpoint", options_.s3_endpoint,
+                  "Read s3:// URLs from this S3-compatible store (http(s)://host:port) instead of "
+                  "AWS");
 }
 
 format::OpenOptions RemoteFlags::OpenOptions() {

@@ -1,5 +1,5 @@
 // The flags of every command that reads a snapshot which may be a URL
-// (http:// or https://), and the opener they configure for Snapshot::Open.
+// (http://, https:// or s3://), and the opener they configure for Snapshot::Open.
 //
 // Usage: make one with std::make_shared, Add() it to the subcommand, and in
 // the callback pass OpenOptions() to OpenSnapshotChain. The opener lives as
@@ -18,7 +18,7 @@ namespace hexz::cli {
 
 class RemoteFlags {
  public:
-  // Registers --ca-file and --remote-timeout on `cmd`.
+  // Registers --ca-file, --remote-timeout and --s3-endpoint on `cmd`.
   void Add(CLI::App* cmd);
   // Open options whose opener reads URLs with these flags (and paths).
   format::OpenOptions OpenOptions();

@@ -1,6 +1,6 @@
-// Snapshots read straight from HTTP(S): an io::Source over one remote object,
-// read with HTTP range requests through libcurl, and an io::SourceOpener that
-// takes URLs as well as paths.
+// Snapshots read straight from HTTP(S) and S3: an io::Source over one remote
+// object, read with HTTP range requests through libcurl, and an
+// io::SourceOpener that takes URLs as well as paths.
 //
 // The rules (SECURITY.md "Remote snapshots", hexz(1) "Remote snapshots"):
 // - The object's ETag (or, without one, its Last-Modified and size) is pinned
@@ -19,6 +19,10 @@
 //   refused: argv is visible to every local user); libcurl reads ~/.netrc.
 //   Messages name the URL without userinfo, query or fragment (RedactUrl),
 //   since a query string may carry a signature.
+// - s3://BUCKET/KEY is read from Options::s3_endpoint (path style:
+//   ENDPOINT/BUCKET/KEY) or else https://BUCKET.s3.REGION.amazonaws.com/KEY,
+//   with requests signed by libcurl's SigV4 (CURLOPT_AWS_SIGV4) when
+//   credentials are found (S3Credentials); unsigned otherwise.
 //
 // Ownership: an HttpSource owns a small pool of libcurl easy handles, so
 // connections stay open (keep-alive) between reads. Thread safety: ReadAt may
@@ -43,9 +47,26 @@ struct Options {
   std::string ca_file;
   // The bound of one read, retries included (and of opening).
   uint32_t timeout_seconds = 30;
+  // Where s3:// URLs are read (http://host:port of an S3-compatible store);
+  // empty means AWS.
+  std::string s3_endpoint;
 };
 
-// True when `location` is a URL hexz reads remotely (http:// or https://).
+// AWS credentials and region for signing S3 requests.
+struct S3Credentials {
+  std::string access_key, secret_key, session_token;
+  std::string region;  // AWS_REGION, AWS_DEFAULT_REGION, else "us-east-1"
+};
+
+// From AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else
+// the profile AWS_PROFILE (default "default") of the shared credentials file
+// (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials). No access key
+// means unsigned requests. A credentials file that exists but cannot be read
+// is an error.
+Result<S3Credentials> FindS3Credentials();
+
+// True when `location` is a URL hexz reads remotely (http://, https://,
+// s3://).
 bool IsUrl(const std::string& location);
 
 // `url` without userinfo, query and fragment: what messages may show.
@@ -54,6 +75,10 @@ std::string RedactUrl(const std::string& url);
 // Opens the object at `url` for range reads (one request, which pins its
 // version and learns its size).
 Result<std::unique_ptr<io::Source>> OpenHttp(const std::string& url, const Options& options);
+
+// Opens s3://BUCKET/KEY (see above) for range reads, signed with `creds`.
+Result<std::unique_ptr<io::Source>> OpenS3(const std::string& url, const Options& options,
+                                           const S3Credentials& creds);
 
 // An opener for Snapshot::Open that reads URLs with OpenHttp and paths as
 // local files. A parent of a remote snapshot resolves relative to the

@@ -38,6 +38,15 @@ TEST(Opener, ParentResolvesRelativeToTheChildUrl) {
   EXPECT_EQ(*r, "http://h/a/b%3Fc%23d%201.st");
 }
 
+TEST(Opener, S3ParentResolvesInsideTheBucket) {
+  Opener o{Options{}};
+  auto r = o.ResolveParent("s3://bucket/vm/sub/top.st", "../mid.st");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "s3://bucket/vm/mid.st");
+}
+
+TEST(IsUrl, S3) { EXPECT_TRUE(IsUrl("s3://bucket/key")); }
+
 TEST(Opener, AbsoluteParentOfRemoteChildIsRefused) {
   Opener o{Options{}};
   auto r = o.ResolveParent("http://h/a/top.st?token=x", "/etc/base.st");
