@@ -21,6 +21,7 @@
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/progress.h"
+#include "hexz/remote_cli.h"
 #include "hexz/temp_file_watchdog.h"
 
 namespace hexz::cli {
@@ -37,6 +38,7 @@ struct CommitArgs {
   std::optional<int> level;
   unsigned threads = 0;
   bool thin = false, remove_overlay = false, quiet = false, salvage = false;
+  std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
 
 // Prints the lost blocks as ranges ("12-15 40"), a few per line.
@@ -94,14 +96,22 @@ Status CheckOutput(const CommitArgs& a, const format::Snapshot& base) {
 }
 
 Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, OpenSnapshotChain(a.base));
-  if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
+  if (a.thin && remote::IsUrl(a.base)) {
+    return Status::InvalidArgument(
+        "--thin: the base " + remote::RedactUrl(a.base) +
+        " is remote, and a thin snapshot names its parent by a path beside it; commit without "
+        "--thin (a standalone snapshot) or download the base first");
+  }
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base,
+                        OpenSnapshotChain(a.base, a.remote->OpenOptions()));
+  if (!base->HasStream(StreamId::kDisk))
+    return Status::InvalidArgument(base->path() + ": has no disk");
   HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
 
   // A shared lock: refused while a read-write mount holds the overlay.
   HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
                         overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kShared, false));
-  files.names.base = a.base;
+  files.names.base = base->path();
   overlay::OverlayOptions ro;
   ro.read_only = true;
   ro.salvage = a.salvage;
@@ -163,7 +173,8 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<CommitArgs>();
   CLI::App* cmd = parent.add_subcommand(
       "commit", "Write a new snapshot from a base snapshot and the overlay of a --rw mount");
-  cmd->add_option("--base", args->base, "The snapshot the overlay was made on")->required();
+  cmd->add_option("--base", args->base, "The snapshot (file or URL) the overlay was made on")
+      ->required();
   cmd->add_option("--overlay", args->overlay, "The overlay file (its .meta lies beside it)")
       ->required();
   cmd->add_option("-o,--output", args->output, "The new snapshot (*.st), written atomically")
@@ -181,6 +192,7 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
                 "Commit a damaged overlay: keep what checks, list the lost blocks")
       ->excludes("--remove-overlay");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
+  args->remote->Add(cmd);
   cmd->callback([rc, args] {
     format::WriterOptions options;
     auto codec = format::ParseCodec(args->compression);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Snapshots read straight from HTTP and HTTPS: nginx serves a chain of three
-# snapshots (top -> ../mid -> base) on 127.0.0.1; info, verify and cat read
-# it by URL (the parents resolve relative to the child's URL) and match the
+# snapshots (top -> ../mid -> base) on 127.0.0.1; info, verify, cat and
+# commit --base read it by URL (the parents resolve relative to the child's URL) and match the
 # local files byte for byte. HTTPS needs the test CA (--ca-file or
 # CURL_CA_BUNDLE). 404, 403, a redirect, credentials in the URL and a
 # missing remote parent each fail with a clear message that never shows the
@@ -74,6 +74,27 @@ grep -q "credentials in a URL are visible to every local user" <<<"$out" || fail
 expect_fail_msg "$U/lonely/top.st: parent \.\./mid\.st \($U/mid.st\): not found" \
   "$HEXZ" verify "$U/lonely/top.st"
 pass "404, 403, redirect, credentials and a missing parent: clear messages, no secrets"
+
+# An existing output file is replaced (a remote chain holds no local file
+# that the output could be).
+"$HEXZ" cat "$U/chain/base.st" -o top.raw
+cmp top.raw v1.raw || fail "cat -o over an existing file"
+pass "cat -o replaces an existing file"
+
+# commit --base URL: an overlay made on base.st (same id) is committed
+# against the remote copy of it.
+TOOL="$HEXZ_BUILD_DIR/tests/hexz_overlay_write"
+[[ -x $TOOL ]] || fail "test tool $TOOL is not built"
+head -c 5000 /dev/urandom > patch
+"$TOOL" www/chain/base.st o.ovl 70000:patch >/dev/null || fail "writing the overlay"
+cp v1.raw expected.raw
+dd if=patch of=expected.raw bs=1 seek=70000 conv=notrunc status=none
+"$HEXZ" commit -q --base "$U/chain/base.st" --overlay o.ovl -o new.st || fail "commit --base URL"
+"$HEXZ" cat new.st | cmp - expected.raw || fail "the committed snapshot"
+"$HEXZ" verify -q new.st || fail "verify of the committed snapshot"
+expect_fail_msg "^hexz: --thin: the base $U/chain/base.st is remote" \
+  "$HEXZ" commit --thin --base "$U/chain/base.st?sig=x" --overlay o.ovl -o thin.st
+pass "commit --base URL writes a standalone snapshot; --thin is refused"
 
 # Not built yet: mount and serve read local files only, and say so.
 mkdir mnt
