@@ -177,10 +177,7 @@ class HttpSource final : public io::Source {
   const std::string& name() const override { return name_; }
   uint64_t size() const override { return size_; }
   std::string identity() const override { return "url:" + url_; }
-  Status ReadAt(void* buf, size_t len, uint64_t offset) const override {
-    if (len == 0) return Status::Ok();
-    return Read(static_cast<uint8_t*>(buf), len, offset, nullptr);
-  }
+  Status ReadAt(void* buf, size_t len, uint64_t offset) const override;
 
  private:
   // Requests [offset, offset + len) until it succeeds, fails for good, or the
@@ -205,7 +202,73 @@ class HttpSource final : public io::Source {
   std::string last_modified_;           // set by Pin
   mutable std::mutex mu_;
   mutable std::vector<CURL*> idle_;  // guarded by mu_: handles with their connections
+
+  // Readahead: a read that starts where the previous one ended is fetched
+  // as a window of ra_ bytes (doubling from kMinWindow to kMaxWindow), so a
+  // sequential stream (the stored blocks of a snapshot tile its data area)
+  // costs one request per window and fetches each byte once. A read
+  // elsewhere fetches exactly its range and resets the window.
+  struct Window {
+    uint64_t offset = 0;
+    std::shared_ptr<const std::vector<uint8_t>> bytes;
+  };
+  static constexpr uint64_t kMinWindow = 256 << 10;
+  static constexpr uint64_t kMaxWindow = 4 << 20;
+  static constexpr size_t kWindows = 4;
+  // Copies the longest head of [offset, offset + len) that a window holds;
+  // returns its length (0: none).
+  size_t CopyFromWindow(void* buf, size_t len, uint64_t offset) const;
+  // How much to fetch at offset for a read of len bytes.
+  uint64_t PlanFetch(uint64_t offset, size_t len) const;
+  mutable std::mutex ra_mu_;
+  mutable std::vector<Window> windows_;  // guarded by ra_mu_, oldest first
+  mutable uint64_t next_seq_ = 0;        // guarded by ra_mu_: where the last read ended
+  mutable uint64_t ra_ = 0;              // guarded by ra_mu_: the current window size
 };
+
+Status HttpSource::ReadAt(void* buf, size_t len, uint64_t offset) const {
+  // The part a window holds is copied; the rest (where a read crosses the
+  // end of a window) is fetched.
+  size_t copied = CopyFromWindow(buf, len, offset);
+  if (copied == len) return Status::Ok();
+  buf = static_cast<uint8_t*>(buf) + copied;
+  len -= copied;
+  offset += copied;
+  uint64_t want = PlanFetch(offset, len);
+  if (want == len) return Read(static_cast<uint8_t*>(buf), len, offset, nullptr);
+  auto bytes = std::make_shared<std::vector<uint8_t>>(want);
+  HEXZ_RETURN_IF_ERROR(Read(bytes->data(), want, offset, nullptr));
+  std::memcpy(buf, bytes->data(), len);
+  std::lock_guard<std::mutex> lock(ra_mu_);
+  if (windows_.size() == kWindows) windows_.erase(windows_.begin());
+  windows_.push_back(Window{offset, std::move(bytes)});
+  return Status::Ok();
+}
+
+size_t HttpSource::CopyFromWindow(void* buf, size_t len, uint64_t offset) const {
+  std::lock_guard<std::mutex> lock(ra_mu_);
+  for (const Window& w : windows_) {
+    if (offset >= w.offset && offset - w.offset < w.bytes->size()) {
+      size_t n = std::min<uint64_t>(len, w.bytes->size() - (offset - w.offset));
+      std::memcpy(buf, w.bytes->data() + (offset - w.offset), n);
+      next_seq_ = offset + n;
+      return n;
+    }
+  }
+  return 0;
+}
+
+uint64_t HttpSource::PlanFetch(uint64_t offset, size_t len) const {
+  std::lock_guard<std::mutex> lock(ra_mu_);
+  bool sequential = offset == next_seq_;
+  next_seq_ = offset + len;
+  if (!sequential) {
+    ra_ = 0;
+    return len;
+  }
+  ra_ = ra_ == 0 ? kMinWindow : std::min(ra_ * 2, kMaxWindow);
+  return std::max<uint64_t>(len, std::min(ra_, size_ - offset));
+}
 
 CURL* HttpSource::TakeHandle() const {
   {

@@ -24,8 +24,15 @@
 //   with requests signed by libcurl's SigV4 (CURLOPT_AWS_SIGV4) when
 //   credentials are found (S3Credentials); unsigned otherwise.
 //
+// - Reads that follow each other (offset == where the previous one ended)
+//   are fetched ahead in windows of 256 KiB doubling to 4 MiB, and the last
+//   four windows are kept, so a sequential pass over a snapshot (its stored
+//   blocks tile the data area) is a few large requests that fetch each byte
+//   once. Other reads fetch exactly their range.
+//
 // Ownership: an HttpSource owns a small pool of libcurl easy handles, so
-// connections stay open (keep-alive) between reads. Thread safety: ReadAt may
+// connections stay open (keep-alive) between reads, and up to 16 MiB of
+// readahead windows. Thread safety: ReadAt may
 // be called from many threads at once; each call takes a handle of its own.
 #pragma once
 
