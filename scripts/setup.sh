@@ -27,7 +27,7 @@ PACKAGES=(
   libboost-dev libcli11-dev libgtest-dev googletest libnbd-dev libcurl4-openssl-dev
   # tests and demo
   e2fsprogs fuse2fs util-linux procps psmisc kmod cpio time strace
-  qemu-utils qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
+  qemu-utils qemu-block-extra qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
   fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse
   dosfstools
   # remote snapshots: a real HTTP(S) server, a test CA, the fault server, npm for s3rver
