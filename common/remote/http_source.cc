@@ -51,7 +51,7 @@ struct Answer {
   CURLcode curl = CURLE_OK;
   char curl_error[CURL_ERROR_SIZE] = {};
   long status = 0;
-  std::string content_range, etag, last_modified, location;
+  std::string content_range, content_length, etag, last_modified, location;
   uint8_t* buf = nullptr;  // body of a 206 goes here, at most cap bytes
   size_t cap = 0;
   size_t got = 0;
@@ -65,6 +65,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   if (StartsWith(line, "HTTP/")) {  // a new response (after a 100, say): start over
     a->status = 0;
     a->content_range.clear();
+    a->content_length.clear();
     a->etag.clear();
     a->last_modified.clear();
     a->location.clear();
@@ -80,6 +81,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string value = line.substr(colon + 1);
   value.erase(0, value.find_first_not_of(" \t"));
   if (strcasecmp(name.c_str(), "Content-Range") == 0) a->content_range = value;
+  if (strcasecmp(name.c_str(), "Content-Length") == 0) a->content_length = value;
   if (strcasecmp(name.c_str(), "ETag") == 0) a->etag = value;
   if (strcasecmp(name.c_str(), "Last-Modified") == 0) a->last_modified = value;
   if (strcasecmp(name.c_str(), "Location") == 0) a->location = value;
@@ -154,6 +156,9 @@ Status AnswerError(const std::string& name, const Answer& a) {
                            RedactUrl(a.location) +
                            "; hexz follows no redirects: give the final URL");
   }
+  // An empty object has no range to give (nginx answers 200, others 416).
+  if (a.status == 200 && a.content_length == "0")
+    return Status::InvalidArgument(name + ": not a hexz snapshot (empty object)");
   if (a.status == 200) {
     return Status::Unsupported(name + ": the server ignores range requests (HTTP 200 for a range)");
   }

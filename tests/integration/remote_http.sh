@@ -96,6 +96,8 @@ for cmd in info verify "cat -o /dev/null"; do
   [[ $out != *topsecret* ]] || fail "the query string shows: $out"
 done
 expect_fail_msg "$U/denied/base.st: access denied \(HTTP 403\)" "$HEXZ" verify "$U/denied/base.st"
+: > www/empty.st
+expect_fail_msg "^hexz: $U/empty.st: not a hexz snapshot \(empty object\)" "$HEXZ" info "$U/empty.st"
 expect_fail_msg "$U/moved/base.st: the server redirects \(HTTP 302\) to $U/elsewhere/; hexz follows no redirects" \
   "$HEXZ" info "$U/moved/base.st"
 out=$("$HEXZ" info "http://user:hunter2@127.0.0.1:$HTTP_PORT/chain/base.st" 2>&1) &&
@@ -104,7 +106,7 @@ grep -q "credentials in a URL are visible to every local user" <<<"$out" || fail
 [[ $out != *hunter2* ]] || fail "the password shows: $out"
 expect_fail_msg "$U/lonely/top.st: parent \.\./mid\.st \($U/mid.st\): not found" \
   "$HEXZ" verify "$U/lonely/top.st"
-pass "404, 403, redirect, credentials and a missing parent: clear messages, no secrets"
+pass "404, 403, an empty object, redirect, credentials and a missing parent: clear messages, no secrets"
 
 # An existing output file is replaced (a remote chain holds no local file
 # that the output could be).
