@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -405,6 +406,93 @@ class Bench:
             except Exception as e:
                 self.fail("in-process", tool, getattr(e, "stderr", "") or e)
 
+    # ---------------------------------------------------------------- remote
+    def start_nginx(self):
+        """nginx serving the work directory on a free 127.0.0.1 port (own
+        prefix); returns its base URL."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        d = self.path("nginx")
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""daemon off; master_process off; worker_processes 1;
+pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  default_type application/octet-stream; access_log off; sendfile on;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  server {{ listen 127.0.0.1:{port}; root {self.work}; }}
+}}
+""")
+        p = self.spawn(["/usr/sbin/nginx", "-p", d, "-c", conf])
+        end = time.monotonic() + 10
+        while time.monotonic() < end and p.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not start (see {d}/error.log)")
+
+    def bench_remote(self):
+        """Reads of one snapshot over HTTP (nginx on loopback) against the
+        same reads of the local file, and qemu-img reading the qcow2 of the
+        same disk over HTTP through its curl driver. Cold = page cache
+        dropped before each run (the server's and the client's); warm = not.
+        Runs alternate between the tools. Random reads of a remote snapshot
+        need a mount of a URL, which hexz does not have yet."""
+        snap = self.outputs.get("hexz pack lz4")
+        qcow2 = self.outputs.get("qemu-img qcow2 zstd")
+        if not snap:
+            self.fail("remote", "hexz cat URL", "no lz4 snapshot")
+            return
+        try:
+            base = self.start_nginx()
+        except Exception as e:
+            self.fail("remote", "nginx", e)
+            return
+        out = self.path("remote-out.raw")
+        url = lambda p: base + "/" + os.path.relpath(p, self.work)
+        tools = {
+            "hexz cat URL": [self.hexz, "cat", url(snap), "-o", out],
+            "hexz cat local": [self.hexz, "cat", snap, "-o", out],
+        }
+        if qcow2:
+            tools["qemu-img convert http qcow2"] = [
+                "qemu-img", "convert", "-f", "qcow2", "-O", "raw", url(qcow2), out]
+        for temp, prepare in (("cold", self.drop_caches), ("warm", None)):
+            times = {name: [] for name in tools}
+            for _ in range(self.args.runs):  # alternate, then take medians
+                for name, cmd in tools.items():
+                    if prepare:
+                        prepare()
+                    t0 = time.monotonic()
+                    try:
+                        self.sh(cmd, timeout=900)
+                    except Exception as e:
+                        self.fail("remote", f"{name} ({temp})", getattr(e, "stderr", "") or e)
+                        times[name] = None
+                        continue
+                    if times[name] is not None:
+                        times[name].append(time.monotonic() - t0)
+            med = {n: statistics.median(t) for n, t in times.items() if t}
+            noise = {n: (max(t) - min(t)) / med[n] if med[n] > 0 else 0.0
+                     for n, t in times.items() if t}
+            for name, m in med.items():
+                rate = self.mib_per_s(self.real_size, m)
+                peers = [p for p in tools if p != name and p in med] if name == "hexz cat URL" else []
+                for peer in peers:  # ratio > 1: hexz over HTTP is faster than the peer
+                    self.record("remote", f"sequential {temp}: {name}", rate, "MiB/s",
+                                noise[name], peer, med[peer] / m)
+                if not peers:
+                    self.record("remote", f"sequential {temp}: {name}", rate, "MiB/s",
+                                noise[name])
+        if os.path.exists(out):
+            os.unlink(out)
+
     # ---------------------------------------------------------------- commit
     def bench_commit(self):
         base = self.outputs.get("hexz pack lz4")
@@ -529,6 +617,7 @@ class Bench:
             self.bench_nbd()
             self.bench_inprocess()
             self.bench_commit()
+            self.bench_remote()
         finally:
             for c in reversed(self.cleanups):
                 try:

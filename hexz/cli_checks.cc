@@ -8,6 +8,8 @@
 #include "common/base/log.h"
 #include "common/cache/worker_cache.h"
 #include "common/format/writer.h"
+#include "common/io/source.h"
+#include "common/remote/http_source.h"
 
 namespace hexz::cli {
 
@@ -66,12 +68,6 @@ Status CheckId(const char* option, std::optional<uint32_t> id) {
 
 namespace {
 
-std::string DirName(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 bool StartsWithName(const std::string& message, const std::string& name) {
   return message.size() > name.size() && message.compare(0, name.size(), name) == 0 &&
          (message[name.size()] == ':' || message[name.size()] == ' ');
@@ -89,21 +85,28 @@ Status NameChain(const std::vector<std::string>& chain, const Status& status) {
   return status;
 }
 
-Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path) {
-  auto snap = format::Snapshot::Open(path);
+Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path,
+                                                            const format::OpenOptions& options) {
+  if (options.opener == nullptr && remote::IsUrl(path)) {
+    return Status::Unsupported(remote::RedactUrl(path) +
+                               ": this command reads local snapshot files only");
+  }
+  auto snap = format::Snapshot::Open(path, options);
   if (snap.ok()) return snap;
   // Walk the chain file by file, as Open does, to learn which files lead to
   // the one that failed.
+  const io::SourceOpener& opener = options.opener ? *options.opener : io::LocalOpener();
   std::vector<std::string> chain;
-  format::OpenOptions one;
+  format::OpenOptions one = options;
   one.skip_parents = true;
   std::string current = path;
   for (uint32_t depth = 0; depth <= one.max_chain_depth + 1; ++depth) {
-    chain.push_back(current);
+    chain.push_back(remote::IsUrl(current) ? remote::RedactUrl(current) : current);
     auto file = format::Snapshot::Open(current, one);
     if (!file.ok() || (*file)->parent_path().empty()) break;
-    const std::string& parent = (*file)->parent_path();
-    current = parent.front() == '/' ? parent : DirName(current) + "/" + parent;
+    auto parent = opener.ResolveParent(current, (*file)->parent_path());
+    if (!parent.ok()) break;
+    current = *parent;
   }
   return NameChain(chain, snap.status());
 }
@@ -116,6 +119,9 @@ Status CheckOutputNotInChain(const std::string& output, const format::Snapshot& 
                              const std::string& itself, const std::string& whose) {
   struct stat out;
   if (stat(output.c_str(), &out) != 0) return Status::Ok();
+  // A remote chain holds no local file (a remote snapshot's parents are
+  // remote too), so no output can be one of them.
+  if (remote::IsUrl(snapshot.path())) return Status::Ok();
   HEXZ_ASSIGN_OR_RETURN(auto fds, snapshot.DupChainFds());
   std::vector<std::string> names = snapshot.ChainNames();
   for (size_t i = 0; i < fds.size(); ++i) {
@@ -136,10 +142,11 @@ int UsageError(const Status& status) {
 
 Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path) {
   auto snapshot = OpenSnapshotChain(path);
-  if (snapshot.ok() || snapshot.status().message().find(path) != std::string::npos) {
+  const std::string shown = remote::IsUrl(path) ? remote::RedactUrl(path) : path;
+  if (snapshot.ok() || snapshot.status().message().find(shown) != std::string::npos) {
     return snapshot;
   }
-  return snapshot.status().WithContext(path);
+  return snapshot.status().WithContext(shown);
 }
 
 void AddWorkerOptions(CLI::App* cmd, WorkerOptions* options, const std::string& daemon_help) {

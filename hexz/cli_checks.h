@@ -39,8 +39,10 @@ base::Result<int> CheckLevel(const std::string& compression, std::optional<int> 
 base::Status CheckId(const char* option, std::optional<uint32_t> id);
 
 // format::Snapshot::Open, but an error in a parent names the chain that led
-// to it: "child.st -> base.st: <what is wrong with base.st>".
-base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& path);
+// to it: "child.st -> base.st: <what is wrong with base.st>". Without an
+// opener in `options` (hexz/remote_cli.h), a URL is refused as such.
+base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(
+    const std::string& path, const format::OpenOptions& options = {});
 
 // OpenSnapshotChain for a command that names `path` itself: an error that
 // does not mention the file gets it as context ("PATH: ...").

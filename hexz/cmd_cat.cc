@@ -18,6 +18,7 @@
 #include "common/io/file.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/remote_cli.h"
 
 namespace hexz::cli {
 namespace {
@@ -30,6 +31,7 @@ extern "C" void OnCatSignal(int) { g_cancel.store(true); }
 
 struct CatArgs {
   std::string path, stream = "disk", output;
+  std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
 
 // Where the bytes go. A regular file (or a new one) is written as a temp file
@@ -112,9 +114,9 @@ Status Cat(const CatArgs& a) {
     return Status::InvalidArgument(
         "refusing to write binary data to a terminal; use --output FILE or a pipe");
   }
-  HEXZ_ASSIGN_OR_RETURN(auto snap, OpenSnapshotChain(a.path));
+  HEXZ_ASSIGN_OR_RETURN(auto snap, OpenSnapshotChain(a.path, a.remote->OpenOptions()));
   if (!snap->HasStream(stream))
-    return Status::NotFound(a.path + ": has no " + a.stream + " stream");
+    return Status::NotFound(snap->path() + ": has no " + a.stream + " stream");
   Output out;
   if (!a.output.empty()) {
     HEXZ_RETURN_IF_ERROR(
@@ -152,10 +154,11 @@ Status Cat(const CatArgs& a) {
 void AddCatCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<CatArgs>();
   CLI::App* cmd = parent.add_subcommand("cat", "Write the raw bytes of a snapshot stream");
-  cmd->add_option("SNAP", args->path, "Snapshot file")->required();
+  cmd->add_option("SNAP", args->path, "Snapshot file or URL")->required();
   cmd->add_option("--stream", args->stream, "disk (default) or memory")
       ->check(CLI::IsMember({"disk", "memory"}));
   cmd->add_option("-o,--output", args->output, "Write to FILE instead of standard output");
+  args->remote->Add(cmd);
   cmd->callback([rc, args] {
     // Ctrl+C and SIGTERM stop between chunks, so that the temp file goes.
     struct sigaction sa = {};

@@ -22,6 +22,7 @@
 #include "hexz/commands.h"
 #include "hexz/disk_source.h"
 #include "hexz/progress.h"
+#include "hexz/remote_cli.h"
 #include "hexz/temp_file_watchdog.h"
 
 namespace hexz::cli {
@@ -39,6 +40,7 @@ struct CommitArgs {
   std::optional<int> level;
   unsigned threads = 0;
   bool thin = false, remove_overlay = false, quiet = false, salvage = false;
+  std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
 
 // Prints the lost blocks as ranges ("12-15 40"), a few per line.
@@ -101,7 +103,7 @@ Result<std::shared_ptr<overlay::Overlay>> OpenOverlay(const CommitArgs& a,
                                                       const format::Snapshot& base) {
   HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
                         overlay::OpenOverlayFiles(a.overlay, overlay::LockMode::kShared, false));
-  files.names.base = a.base;
+  files.names.base = base.path();
   overlay::OverlayOptions ro;
   ro.read_only = true;
   ro.salvage = a.salvage;
@@ -114,8 +116,16 @@ Result<std::shared_ptr<overlay::Overlay>> OpenOverlay(const CommitArgs& a,
 }
 
 Status Commit(const CommitArgs& a, format::WriterOptions o, bool show_progress) {
-  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base, OpenSnapshotChain(a.base));
-  if (!base->HasStream(StreamId::kDisk)) return Status::InvalidArgument(a.base + ": has no disk");
+  if (a.thin && remote::IsUrl(a.base)) {
+    return Status::InvalidArgument(
+        "--thin: the base " + remote::RedactUrl(a.base) +
+        " is remote, and a thin snapshot names its parent by a path beside it; commit without "
+        "--thin (a standalone snapshot) or download the base first");
+  }
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> base,
+                        OpenSnapshotChain(a.base, a.remote->OpenOptions()));
+  if (!base->HasStream(StreamId::kDisk))
+    return Status::InvalidArgument(base->path() + ": has no disk");
   HEXZ_RETURN_IF_ERROR(CheckOutput(a, *base));
 
   std::shared_ptr<overlay::Overlay> ov;
@@ -215,7 +225,8 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
   CLI::App* cmd = parent.add_subcommand("commit",
                                         "Write a new snapshot from a base snapshot and the overlay "
                                         "of a --rw mount, or a new memory stream");
-  cmd->add_option("--base", args->base, "The snapshot the overlay was made on")->required();
+  cmd->add_option("--base", args->base, "The snapshot (file or URL) the overlay was made on")
+      ->required();
   CLI::Option* ov =
       cmd->add_option("--overlay", args->overlay,
                       "The overlay file (its .meta lies beside it); optional with --memory");
@@ -243,6 +254,7 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
       ->excludes("--remove-overlay")
       ->needs(ov);
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
+  args->remote->Add(cmd);
   cmd->callback([rc, args] {
     if (args->overlay.empty() && args->memory.empty()) {
       Fail(Status::InvalidArgument(

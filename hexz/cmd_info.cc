@@ -9,6 +9,7 @@
 #include "common/format/snapshot.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/remote_cli.h"
 
 namespace hexz::cli {
 namespace {
@@ -257,14 +258,16 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
   auto path = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
   CLI::App* cmd = parent.add_subcommand("info", "Show what a snapshot holds");
-  cmd->add_option("SNAP", *path, "Snapshot file")->required();
+  auto remote = std::make_shared<RemoteFlags>();
+  cmd->add_option("SNAP", *path, "Snapshot file or URL")->required();
   cmd->add_flag("--json", *json, "Machine-readable output");
-  cmd->callback([rc, path, json] {
-    auto snap = OpenSnapshotChain(*path);
+  remote->Add(cmd);
+  cmd->callback([rc, path, json, remote] {
+    auto snap = OpenSnapshotChain(*path, remote->OpenOptions());
     if (!snap.ok()) {
       // A thin snapshot whose parent chain is broken: still show the file
       // itself (it says which parent it needs), then fail.
-      format::OpenOptions alone;
+      format::OpenOptions alone = remote->OpenOptions();
       alone.skip_parents = true;
       auto self = Snapshot::Open(*path, alone);
       if (self.ok() && !(*self)->parent_path().empty()) {

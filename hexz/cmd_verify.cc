@@ -6,6 +6,7 @@
 #include "common/format/snapshot.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/remote_cli.h"
 
 namespace hexz::cli {
 
@@ -14,10 +15,12 @@ void AddVerifyCommand(CLI::App& parent, int* rc) {
   auto quiet = std::make_shared<bool>(false);
   CLI::App* cmd =
       parent.add_subcommand("verify", "Check every checksum of a snapshot and its parents");
-  cmd->add_option("SNAP", *path, "Snapshot file")->required();
+  auto remote = std::make_shared<RemoteFlags>();
+  cmd->add_option("SNAP", *path, "Snapshot file or URL")->required();
   cmd->add_flag("-q,--quiet", *quiet, "Print nothing when the snapshot is sound");
-  cmd->callback([rc, path, quiet] {
-    auto snap = OpenSnapshotChain(*path);
+  remote->Add(cmd);
+  cmd->callback([rc, path, quiet, remote] {
+    auto snap = OpenSnapshotChain(*path, remote->OpenOptions());
     if (!snap.ok()) {
       *rc = Fail(snap.status());
       return;
@@ -29,7 +32,7 @@ void AddVerifyCommand(CLI::App& parent, int* rc) {
     }
     if (!*quiet) {
       size_t depth = (*snap)->ChainNames().size();
-      std::printf("%s: ok%s\n", path->c_str(),
+      std::printf("%s: ok%s\n", (*snap)->path().c_str(),
                   depth > 1 ? (" (with " + std::to_string(depth - 1) + " parent" +
                                (depth > 2 ? "s" : "") + ")")
                                   .c_str()

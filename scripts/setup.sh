@@ -24,12 +24,14 @@ PACKAGES=(
   # build
   cmake ninja-build g++ pkg-config clang-14 libclang-rt-14-dev clang-format
   libfuse3-dev fuse3 libseccomp-dev liblz4-dev libzstd-dev libxxhash-dev
-  libboost-dev libcli11-dev libgtest-dev googletest libnbd-dev
+  libboost-dev libcli11-dev libgtest-dev googletest libnbd-dev libcurl4-openssl-dev
   # tests and demo
   e2fsprogs fuse2fs util-linux procps psmisc kmod cpio time strace
-  qemu-utils qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
+  qemu-utils qemu-block-extra qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
   fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse
   dosfstools
+  # remote snapshots: a real HTTP(S) server, a test CA, the fault server, npm for s3rver
+  nginx-light gnutls-bin python3 npm
 )
 
 missing=()
@@ -45,7 +47,11 @@ if [[ $want_allow_other -eq 1 ]]; then
   grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf || conf_ok=0
 fi
 
-if [[ ${#missing[@]} -eq 0 && $fuse_ok -eq 1 && $conf_ok -eq 1 ]]; then
+# s3rver (an S3 API for the S3 tests) comes from npm; the tests skip without it.
+s3_ok=1
+command -v s3rver >/dev/null || s3_ok=0
+
+if [[ ${#missing[@]} -eq 0 && $fuse_ok -eq 1 && $conf_ok -eq 1 && $s3_ok -eq 1 ]]; then
   exit 0
 fi
 
@@ -54,6 +60,7 @@ if [[ $(id -u) -ne 0 ]]; then
   [[ ${#missing[@]} -gt 0 ]] && echo "  missing packages: ${missing[*]}" >&2
   [[ $fuse_ok -eq 0 ]] && echo "  /dev/fuse is not mode 0666" >&2
   [[ $conf_ok -eq 0 ]] && echo "  /etc/fuse.conf lacks user_allow_other" >&2
+  [[ $s3_ok -eq 0 ]] && echo "  s3rver (npm install -g s3rver@3) is not installed" >&2
   echo "Run:  sudo $(realpath "$0")" >&2
   exit 1
 fi
@@ -75,5 +82,10 @@ fi
 if [[ -e /dev/fuse ]]; then chmod 0666 /dev/fuse; fi
 if [[ $want_allow_other -eq 1 ]] && ! grep -qs '^[[:space:]]*user_allow_other' /etc/fuse.conf; then
   echo user_allow_other >> /etc/fuse.conf
+fi
+# Best effort: without the npm registry the S3 tests skip (exit 77).
+if ! command -v s3rver >/dev/null; then
+  npm install -g --no-audit --no-fund s3rver@3 >/tmp/hexz-npm.log 2>&1 ||
+    echo "hexz setup: warning: npm install -g s3rver@3 failed (see /tmp/hexz-npm.log); S3 tests will skip" >&2
 fi
 echo "hexz setup: machine ready"

@@ -20,6 +20,7 @@
 #include "common/base/path.h"
 #include "common/cache/block_cache.h"
 #include "common/io/file.h"
+#include "common/io/source.h"
 
 namespace hexz::format {
 
@@ -59,8 +60,8 @@ struct StreamIndex {
 // never the whole raw index besides them.
 class IndexReader {
  public:
-  IndexReader(int fd, const std::string& name, const L::Footer& ft)
-      : fd_(fd), name_(name), ft_(ft), pos_(ft.index_offset) {}
+  IndexReader(const io::Source& src, const std::string& name, const L::Footer& ft)
+      : src_(src), name_(name), ft_(ft), pos_(ft.index_offset) {}
 
   // The next n bytes (n at most kPiece, or the parent path); valid until the
   // next call. The caller never asks beyond the index: DecodeIndexHeader
@@ -68,7 +69,7 @@ class IndexReader {
   Result<const uint8_t*> Next(size_t n) {
     HEXZ_RETURN_IF_ERROR(io_error_);
     buf_.resize(std::max<size_t>(n, 1));  // a valid pointer even for n == 0
-    io_error_ = io::PreadFull(fd_, buf_.data(), n, pos_, name_);
+    io_error_ = src_.ReadAt(buf_.data(), n, pos_);
     HEXZ_RETURN_IF_ERROR(io_error_);
     hasher_.Update(buf_.data(), n);
     pos_ += n;
@@ -93,7 +94,7 @@ class IndexReader {
   static constexpr size_t kPiece = (1u << 20) / L::kEntrySize * L::kEntrySize;
 
  private:
-  int fd_;
+  const io::Source& src_;
   const std::string& name_;
   const L::Footer& ft_;
   uint64_t pos_;
@@ -105,7 +106,7 @@ class IndexReader {
 class SnapshotImpl final : public Snapshot {
  public:
   // Parses and validates one file (no parent linking).
-  static Result<std::shared_ptr<SnapshotImpl>> Parse(UniqueFd fd, std::string name,
+  static Result<std::shared_ptr<SnapshotImpl>> Parse(std::unique_ptr<io::Source> src,
                                                      const OpenOptions& options);
   // Links `parent` under this snapshot, checking id, block size and ranges.
   Status Link(std::shared_ptr<const SnapshotImpl> parent);
@@ -170,7 +171,7 @@ class SnapshotImpl final : public Snapshot {
     return Status::Corruption(BlockName(stream, block) + " " + why.message() + AtOffset(e.offset));
   }
 
-  UniqueFd fd_;
+  std::unique_ptr<io::Source> src_;
   std::string name_;
   SnapshotId id_;
   uint32_t block_size_ = 0;
@@ -184,11 +185,11 @@ class SnapshotImpl final : public Snapshot {
   cache::BlockCache* cache_ = nullptr;
 };
 
-Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(UniqueFd fd, std::string name,
+Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(std::unique_ptr<io::Source> src,
                                                           const OpenOptions& options) {
   auto snap = std::make_shared<SnapshotImpl>();
-  snap->fd_ = std::move(fd);
-  snap->name_ = std::move(name);
+  snap->name_ = src->name();
+  snap->src_ = std::move(src);
   snap->cache_ = options.cache;
   HEXZ_RETURN_IF_ERROR(snap->ParseFile());
   return snap;
@@ -196,21 +197,17 @@ Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(UniqueFd fd, std::stri
 
 Status SnapshotImpl::ParseFile() {
   const std::string& n = name_;
-  const int f = fd_.get();
-  struct stat st;
-  if (fstat(f, &st) != 0) return Status::FromErrno(errno, n);
-  if (S_ISDIR(st.st_mode)) return Status::InvalidArgument(n + ": is a directory, not a snapshot");
-  HEXZ_ASSIGN_OR_RETURN(uint64_t file_size, io::FileSize(f, n));
+  const uint64_t file_size = src_->size();
 
   // The footer is read first too: an intact footer behind a damaged header
   // magic is a damaged snapshot, not "not a snapshot".
   uint8_t head[L::kHeaderSize] = {};
   size_t head_len = static_cast<size_t>(std::min<uint64_t>(file_size, L::kHeaderSize));
-  HEXZ_RETURN_IF_ERROR(io::PreadFull(f, head, head_len, 0, n));
+  HEXZ_RETURN_IF_ERROR(src_->ReadAt(head, head_len, 0));
   uint8_t foot[L::kFooterSize] = {};
   bool footer_intact = false;
   if (file_size >= L::kFooterSize) {
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(f, foot, L::kFooterSize, file_size - L::kFooterSize, n));
+    HEXZ_RETURN_IF_ERROR(src_->ReadAt(foot, L::kFooterSize, file_size - L::kFooterSize));
     footer_intact = L::FooterMagicOk(foot) && L::FooterChecksumOk(foot);
   }
   HEXZ_ASSIGN_OR_RETURN(L::Header h, ParseHeader(head, head_len, footer_intact, file_size));
@@ -249,7 +246,7 @@ Result<L::Header> SnapshotImpl::ParseHeader(const uint8_t* head, size_t head_len
     // A later version may have a longer header; its checksum is still in the
     // last 8 bytes of it, so "newer" can be told from "damaged".
     std::vector<uint8_t> big(header_size);
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), big.data(), header_size, 0, n));
+    HEXZ_RETURN_IF_ERROR(src_->ReadAt(big.data(), header_size, 0));
     if (!L::HeaderChecksumOk(big.data(), header_size))
       return Status::Corruption(n + ": header checksum mismatch" + AtOffset(0));
   }
@@ -257,7 +254,7 @@ Result<L::Header> SnapshotImpl::ParseHeader(const uint8_t* head, size_t head_len
 }
 
 Status SnapshotImpl::ParseIndex(const L::Header& h, const L::Footer& ft) {
-  IndexReader in(fd_.get(), name_, ft);
+  IndexReader in(*src_, name_, ft);
   L::IndexHeader ih;
   Status structure = ParseIndexHeader(h, ft, &in, &ih);
   if (structure.ok()) structure = ParseEntries(ih, ft, &in);
@@ -271,7 +268,7 @@ Status SnapshotImpl::ParseIndex(const L::Header& h, const L::Footer& ft) {
     // Small (at most 1 MiB) and checked once, here: its own checksum names it.
     const uint64_t at = ft.index_offset - ih.metadata_length;
     std::vector<uint8_t> section(ih.metadata_length);
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), section.data(), section.size(), at, name_));
+    HEXZ_RETURN_IF_ERROR(src_->ReadAt(section.data(), section.size(), at));
     HEXZ_ASSIGN_OR_RETURN(metadata_,
                           Named(L::DecodeMetadata(section.data(), section.size(), at), name_));
   }
@@ -421,7 +418,11 @@ Status SnapshotImpl::Link(std::shared_ptr<const SnapshotImpl> parent) {
 Result<std::vector<UniqueFd>> SnapshotImpl::DupChainFds() const {
   std::vector<UniqueFd> out;
   for (const SnapshotImpl* s = this; s != nullptr; s = s->parent_.get()) {
-    int fd = fcntl(s->fd_.get(), F_DUPFD_CLOEXEC, 0);
+    if (s->src_->fd() < 0) {
+      return Status::Unsupported(s->name_ +
+                                 ": is a remote object; only a local file can be handed on");
+    }
+    int fd = fcntl(s->src_->fd(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) return Status::FromErrno(errno, s->name_ + ": dup");
     out.emplace_back(fd);
   }
@@ -458,7 +459,7 @@ Result<BlockEntry> SnapshotImpl::GetBlockEntry(StreamId stream, uint64_t block) 
 Status SnapshotImpl::ReadStoredBytes(StreamId stream, uint64_t block, const L::Entry& e,
                                      std::vector<uint8_t>* buf) const {
   buf->resize(e.stored_length);
-  HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), buf->data(), e.stored_length, e.offset, name_));
+  HEXZ_RETURN_IF_ERROR(src_->ReadAt(buf->data(), e.stored_length, e.offset));
   if (L::Checksum(buf->data(), e.stored_length) != e.checksum)
     return Status::Corruption(BlockName(stream, block) + " checksum mismatch" + AtOffset(e.offset));
   return Status::Ok();
@@ -526,7 +527,7 @@ Status SnapshotImpl::ReadStored(StreamId stream, uint64_t block, const L::Entry&
     if (cache_->Lookup(key, dst, blen)) return Status::Ok();
   }
   if (e.codec == Codec::kRaw) {
-    HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), dst, blen, e.offset, name_));
+    HEXZ_RETURN_IF_ERROR(src_->ReadAt(dst, blen, e.offset));
     if (L::Checksum(dst, blen) != e.checksum) {
       std::memset(dst, 0, blen);
       return Status::Corruption(BlockName(stream, block) + " checksum mismatch" +
@@ -662,32 +663,34 @@ Status CheckDepth(const SnapshotImpl& child, size_t depth, const OpenOptions& op
 
 Result<std::shared_ptr<Snapshot>> Snapshot::Open(const std::string& path,
                                                  const OpenOptions& options) {
+  const io::SourceOpener& opener = options.opener ? *options.opener : io::LocalOpener();
   std::vector<std::shared_ptr<SnapshotImpl>> chain;
-  std::set<std::pair<dev_t, ino_t>> seen;
+  std::set<std::string> seen;
   std::string current = path;
   while (true) {
-    auto fd = io::OpenFile(current, O_RDONLY | O_NONBLOCK);
-    if (!fd.ok()) {
-      if (chain.empty()) return fd.status();
+    auto src = opener.Open(current);
+    // A parent that could not be opened is named with its child; one that
+    // opened but is no snapshot at all (a directory, a FIFO: kInvalidArgument,
+    // the message names it) is reported as a parse error is.
+    if (!src.ok()) {
+      if (chain.empty() || src.status().code() == base::Code::kInvalidArgument) return src.status();
       const SnapshotImpl& child = *chain.back();
       std::string what = child.path() + ": parent " + child.parent_path() +
                          (current != child.parent_path() ? " (" + current + ")" : "");
-      if (fd.status().code() == base::Code::kNotFound) {
+      if (src.status().code() == base::Code::kNotFound) {
         return Status::NotFound(what + ": not found; a thin snapshot needs its parent next to it");
       }
-      return fd.status().WithContext(what);
+      return src.status().WithContext(what);
     }
-    struct stat st;
-    if (fstat(fd->get(), &st) != 0) return Status::FromErrno(errno, current);
-    if (!seen.insert({st.st_dev, st.st_ino}).second) {
+    if (!seen.insert((*src)->identity()).second) {
       return Status::InvalidArgument(chain.back()->path() + ": parent chain loops: " + current +
                                      " is already part of the chain");
     }
-    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(*fd), current, options));
+    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(*src), options));
     chain.push_back(snap);
     if (!snap->thin() || options.skip_parents) break;
     HEXZ_RETURN_IF_ERROR(CheckDepth(*chain.front(), chain.size(), options));
-    current = base::ResolveBeside(current, snap->parent_path());
+    HEXZ_ASSIGN_OR_RETURN(current, opener.ResolveParent(current, snap->parent_path()));
   }
   return LinkChain(std::move(chain));
 }
@@ -698,15 +701,14 @@ Result<std::shared_ptr<Snapshot>> Snapshot::OpenFds(std::vector<UniqueFd> fds,
   if (fds.empty() || fds.size() != names.size())
     return Status::InvalidArgument("snapshot chain: descriptors and names do not match");
   std::vector<std::shared_ptr<SnapshotImpl>> chain;
-  std::set<std::pair<dev_t, ino_t>> seen;
+  std::set<std::string> seen;
   for (size_t i = 0; i < fds.size(); ++i) {
-    struct stat st;
-    if (fstat(fds[i].get(), &st) != 0) return Status::FromErrno(errno, names[i]);
-    if (!seen.insert({st.st_dev, st.st_ino}).second) {
+    HEXZ_ASSIGN_OR_RETURN(auto src, io::FileSource(std::move(fds[i]), names[i]));
+    if (!seen.insert(src->identity()).second) {
       return Status::InvalidArgument(names[0] + ": parent chain loops: " + names[i] +
                                      " is already part of the chain");
     }
-    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(fds[i]), names[i], options));
+    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(src), options));
     chain.push_back(snap);
     if (snap->thin()) {
       HEXZ_RETURN_IF_ERROR(CheckDepth(*chain.front(), chain.size(), options));

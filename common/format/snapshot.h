@@ -14,9 +14,10 @@
 // parent, never back up into the range API. Reads are serial; a caller that
 // wants a large read decompressed in parallel splits it by blocks.
 //
-// Ownership: a Snapshot owns the descriptors of every file in its chain.
+// Ownership: a Snapshot owns the sources (io::Source: a file descriptor or a
+// remote object) of every file in its chain.
 // Thread safety: after Open*, every const method is safe to call from many
-// threads at once (reads use pread; no shared cursor).
+// threads at once (positional reads; no shared cursor).
 //
 // The on-disk layout is specified in FORMAT.md; its constants, field offsets
 // and per-structure decoders live in common/format/layout.h.
@@ -36,6 +37,9 @@
 
 namespace hexz::cache {
 class BlockCache;
+}
+namespace hexz::io {
+class SourceOpener;
 }
 
 namespace hexz::format {
@@ -93,6 +97,11 @@ struct OpenOptions {
   // whose parent is missing). Reads of parent blocks then fail with
   // kUnavailable; Verify checks this file only.
   bool skip_parents = false;
+  // Opens each file of the chain and resolves parent locations (Open only);
+  // not owned; null means local files (io::LocalOpener). A remote opener
+  // (common/remote) also takes URLs: a parent then resolves relative to its
+  // child's URL.
+  const io::SourceOpener* opener = nullptr;
 };
 
 // What `hexz info` prints, per stream.
@@ -112,7 +121,8 @@ class Snapshot {
   virtual ~Snapshot() = default;
 
   // Opens `path` and its parents (each resolved relative to its child's
-  // directory) with the caller's rights, and validates all of them.
+  // directory, or URL) with the caller's rights through options.opener, and
+  // validates all of them.
   static Result<std::shared_ptr<Snapshot>> Open(const std::string& path,
                                                 const OpenOptions& options = {});
 
@@ -144,6 +154,7 @@ class Snapshot {
 
   // Duplicates of the descriptors of the whole chain, in OpenFds order, with
   // the names to pass along. Used to hand a validated chain to the worker.
+  // A chain with a remote file has no descriptors to hand on (kUnsupported).
   virtual Result<std::vector<UniqueFd>> DupChainFds() const = 0;
   virtual std::vector<std::string> ChainNames() const = 0;
 

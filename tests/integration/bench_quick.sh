@@ -5,6 +5,7 @@
 source "$(dirname "$0")/../lib/common.sh"
 require_root
 require_cmd qemu-img mksquashfs squashfuse_ll nbdkit nbdcopy nbdfuse fio lz4 zstd qemu-nbd
+[[ -x /usr/sbin/nginx ]] || skip "nginx is not installed (nginx-light)"
 [[ -x /usr/bin/python3 ]] || skip "/usr/bin/python3 is missing"
 for b in read_bench cache_bench; do
   [[ -x "$HEXZ_BUILD_DIR/bench/$b" ]] || skip "bench/$b not built (configure with -DHEXZ_BUILD_BENCH=ON)"
@@ -19,7 +20,7 @@ rows = json.load(open(sys.argv[1]))["results"]
 failed = [r for r in rows if r["value"] is None]
 assert not failed, "sections failed: %s" % [(r["section"], r["name"], r["note"]) for r in failed]
 sections = {r["section"] for r in rows}
-need = {"pack", "seq-read", "rand-4k", "nbd", "in-process", "commit"}
+need = {"pack", "seq-read", "rand-4k", "nbd", "in-process", "commit", "remote"}
 assert need <= sections, "missing sections: %s" % (need - sections)
 ratios = [r for r in rows if r["ratio"] is not None]
 assert len(ratios) >= 10, "only %d ratios" % len(ratios)
