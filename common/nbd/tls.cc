@@ -415,8 +415,20 @@ Result<std::unique_ptr<TlsStream>> TlsServer::Accept(int fd, Clock::time_point d
     if (rc < 0 && gnutls_error_is_fatal(rc)) break;
   }
   if (rc < 0) {
-    return ss.Error("handshake", rc, ss.read_timed_out || ss.write_timed_out)
-        .WithContext("refusing a client");
+    Status s = ss.Error("handshake", rc, ss.read_timed_out || ss.write_timed_out);
+    if (s.code() != base::Code::kCancelled && rc != GNUTLS_E_PREMATURE_TERMINATION) {
+      // GnuTLS names the alert, not the likely cause.
+      s = Status(s.code(),
+                 s.message() +
+                     (impl_->psk != nullptr
+                          ? " (a wrong pre-shared key, or an identity not in the PSK file?)"
+                      : impl_->verify_peer ? " (no client certificate, or a client that does not "
+                                             "trust this server's certificate?)"
+                                           : " (a client that does not trust this server's "
+                                             "certificate?)"),
+                 s.sys_errno());
+    }
+    return s.WithContext("refusing a client");
   }
   if (impl_->x509 != nullptr && impl_->verify_peer) {
     unsigned status = 0;

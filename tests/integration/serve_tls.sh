@@ -156,6 +156,8 @@ pass "qemu-img info and qemu-io write/read back with tls-creds-psk"
 expect_fail_msg '.' nbdinfo "nbds://alice@127.0.0.1:$PORT_PSK/disk?tls-psk-file=$PKI/wrongpsk/keys.psk"
 sed 's/^alice:/bob:/' "$PKI/psk/keys.psk" >"$T/bob.psk"
 expect_fail_msg '.' nbdinfo "nbds://bob@127.0.0.1:$PORT_PSK/disk?tls-psk-file=$T/bob.psk"
+[[ $(grep -c 'refusing a client: .*(a wrong pre-shared key' "$T/psk.log") -eq 2 ]] ||
+  fail "the PSK refusals were not logged: $(cat "$T/psk.log")"
 nbdinfo "$PSK_URI" >/dev/null || fail "the PSK server stopped serving after the refusals"
 pass "a wrong PSK and an unknown identity are refused; the server goes on"
 stop_hexz_serve
