@@ -797,8 +797,7 @@ class Server::Connection {
     std::lock_guard lock(write_mu_);
     if (broken_) return Status::IoError("nbd: connection broken", EPIPE);
     auto deadline = DeadlineIn(opt_.io_timeout_ms);
-    Status s = io_->Write(head, deadline);
-    if (s.ok() && len > 0) s = io_->Write(data, len, deadline);
+    Status s = io_->WriteMessage(head, data, len, deadline);
     if (!s.ok()) {
       broken_ = true;
       ::shutdown(fd_, SHUT_RDWR);  // stops the reader too

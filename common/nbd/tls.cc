@@ -23,6 +23,7 @@ constexpr char kPriorityPsk[] =
     "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK";
 constexpr size_t kMaxPskKey = 512;  // bytes
 constexpr int kMaxHandshakeRounds = 1000;
+constexpr size_t kMaxCorked = 16 * 1024;  // one TLS record
 
 std::string GnutlsError(int rc) { return gnutls_strerror(rc); }
 
@@ -169,6 +170,12 @@ Status Stream::Discard(uint64_t len, Clock::time_point deadline) {
   return Status::Ok();
 }
 
+Status Stream::WriteMessage(std::string_view head, const void* data, size_t len,
+                            Clock::time_point deadline) {
+  HEXZ_RETURN_IF_ERROR(Write(head, deadline));
+  return len > 0 ? Write(data, len, deadline) : Status::Ok();
+}
+
 Status PlainStream::Read(void* buf, size_t len, Clock::time_point deadline) {
   return ReadExact(fd_, buf, len, deadline);
 }
@@ -279,6 +286,23 @@ Status TlsStream::Write(const void* buf, size_t len, Clock::time_point deadline)
     return ss.Error("write", static_cast<int>(n), ss.write_timed_out);
   }
   return Status::Ok();
+}
+
+Status TlsStream::WriteMessage(std::string_view head, const void* data, size_t len,
+                               Clock::time_point deadline) {
+  if (head.size() + len > kMaxCorked) return Stream::WriteMessage(head, data, len, deadline);
+  Session& ss = *session_;
+  ss.write_deadline = deadline;
+  ss.write_timed_out = false;
+  gnutls_record_cork(ss.s);
+  Status s = Write(head.data(), head.size(), deadline);  // buffered while corked
+  if (s.ok() && len > 0) s = Write(data, len, deadline);
+  int rc;
+  do {
+    rc = gnutls_record_uncork(ss.s, GNUTLS_RECORD_WAIT);
+  } while (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED);
+  HEXZ_RETURN_IF_ERROR(s);
+  return rc < 0 ? ss.Error("write", rc, ss.write_timed_out) : Status::Ok();
 }
 
 void TlsStream::Close(Clock::time_point deadline) {

@@ -100,6 +100,9 @@ class Stream {
   base::Status Write(std::string_view s, Clock::time_point deadline) {
     return Write(s.data(), s.size(), deadline);
   }
+  // Writes a message: `head`, then data[0..len).
+  virtual base::Status WriteMessage(std::string_view head, const void* data, size_t len,
+                                    Clock::time_point deadline);
   // Reads and throws away len bytes.
   base::Status Discard(uint64_t len, Clock::time_point deadline);
 };
@@ -148,6 +151,9 @@ class TlsStream : public Stream {
   ~TlsStream() override;
   base::Status Read(void* buf, size_t len, Clock::time_point deadline) override;
   base::Status Write(const void* buf, size_t len, Clock::time_point deadline) override;
+  // A small message goes out as one TLS record (head and data corked).
+  base::Status WriteMessage(std::string_view head, const void* data, size_t len,
+                            Clock::time_point deadline) override;
   // Sends the TLS close_notify (best effort, bounded by `deadline`).
   void Close(Clock::time_point deadline);
   const TlsPeer& peer() const { return peer_; }

@@ -283,6 +283,18 @@ TEST_F(NbdTlsTest, ServesInsideTlsFromACleanSlate) {
   EXPECT_TRUE(Last().ok());
 }
 
+TEST_F(NbdTlsTest, OnStillServesPlaintextClients) {
+  Make(TlsMode::kOn, "none memory\n");
+  auto c = Connect();
+  c->Hello();
+  EXPECT_EQ(c->Go("disk"), kRepErrPolicy);  // the access file: no identity, memory only
+  EXPECT_EQ(c->Go("memory"), kRepAck);
+  Builder disc;
+  disc.U32(kRequestMagic).U16(0).U16(kCmdDisc).U64(1).U64(0).U32(0);
+  ASSERT_TRUE(c->Send(disc.data()));
+  EXPECT_TRUE(Last().ok());
+}
+
 TEST_F(NbdTlsTest, AccessFileLimitsExportsPerIdentity) {
   Make(TlsMode::kRequire, "psk memory alice\n");
   auto c = Connect();
