@@ -1,8 +1,9 @@
 // hexz serve: exports a snapshot over NBD through the sandboxed worker. The
 // front-end opens the snapshot chain (and the --rw overlay) as the user,
 // creates and binds the listening socket itself (a unix socket, mode 0600, by
-// default in a fresh private 0700 directory; or TCP with --listen), passes all
-// of it to hexz-fused in NBD mode and waits for "ready". In the foreground it
+// default in a fresh private 0700 directory; or TCP with --listen), reads the
+// TLS files (serve_tls.h), passes all of it to hexz-fused in NBD mode and
+// waits for "ready". In the foreground it
 // stays until SIGINT/SIGTERM/SIGHUP, then stops the worker (which flushes the
 // overlay) and removes the socket; with --daemon it returns once serving.
 #include <arpa/inet.h>

@@ -188,8 +188,8 @@ class Server::Connection {
     }
     if (TlsRequired()) {
       if (opt == kOptExportName) {
-        return Status::PermissionDenied("nbd: client asked for an export before STARTTLS (" +
-                                        std::string("TLS is required)"));
+        return Status::PermissionDenied(
+            "nbd: client asked for an export before STARTTLS (TLS is required)");
       }
       HEXZ_RETURN_IF_ERROR(ReplyError(
           opt, kRepErrTlsReqd, "TLS is required: negotiate NBD_OPT_STARTTLS first", deadline));
