@@ -389,6 +389,78 @@ class Bench:
                 self.record("nbd", f"nbdcopy from {name}",
                             self.mib_per_s(self.real_size, med), "MiB/s", noise)
 
+    # --------------------------------------------------------------- NBD TLS
+    @staticmethod
+    def free_port():
+        import socket as socketlib
+        with socketlib.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def serve_tcp(self, name, cmd_for_port):
+        """Starts a TCP server on a free loopback port; returns the port once
+        it accepts."""
+        import socket as socketlib
+        port = self.free_port()
+        self.spawn(cmd_for_port(port))
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                socketlib.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{name}: the server did not start")
+
+    def bench_nbd_tls(self):
+        """nbdcopy over loopback TCP with and without TLS (pre-shared keys,
+        the same for both servers): what TLS costs hexz serve, and the same
+        for nbdkit serving the raw image."""
+        snap = getattr(self, "outputs", {}).get("hexz pack lz4")
+        if not snap:  # run on its own (--only nbd-tls)
+            snap = self.path("tls.st")
+            if not os.path.exists(snap):
+                self.sh([self.hexz, "pack", "--disk", self.images["real"], "-o", snap, "-q"])
+        keys = self.path("tls.psk")
+        if not os.path.exists(keys):
+            self.sh(["psktool", "-u", "bench", "-p", keys])
+        plain, tls = "", f"?tls-psk-file={keys}"
+        servers = {
+            "hexz serve": (lambda p, t: [self.hexz, "serve", snap, "--listen",
+                                         f"127.0.0.1:{p}"] +
+                           (["--tls-psk", keys] if t else [])),
+            "nbdkit file (raw)": (lambda p, t: ["nbdkit", "-f", "-r", "-i", "127.0.0.1",
+                                                "-p", str(p)] +
+                                  (["--tls=require", f"--tls-psk={keys}"] if t else []) +
+                                  ["file", self.images["real"]]),
+        }
+        res = {}
+        for name, cmd in servers.items():
+            for t in (False, True):
+                label = f"{name}{' TLS' if t else ''}"
+                try:
+                    port = self.serve_tcp(label, lambda p: cmd(p, t))
+                    scheme = "nbds://bench@" if t else "nbd://"
+                    export = "disk" if name == "hexz serve" else ""
+                    uri = f"{scheme}127.0.0.1:{port}/{export}{tls if t else plain}"
+                    res[label] = self.timed(lambda: self.sh(["nbdcopy", uri, "null:"]),
+                                            prepare=self.drop_caches)
+                except Exception as e:
+                    self.fail("nbd-tls", label, getattr(e, "stderr", "") or e)
+        for name in servers:
+            if f"{name} TLS" not in res:
+                continue
+            med, noise = res[f"{name} TLS"]
+            rate = self.mib_per_s(self.real_size, med)
+            if name in res:
+                self.record("nbd-tls", f"nbdcopy from {name}, TLS (PSK)", rate, "MiB/s",
+                            noise, f"{name} without TLS", res[name][0] / med,
+                            "ratio < 1: the cost of TLS")
+            if name == "hexz serve" and "nbdkit file (raw) TLS" in res:
+                self.record("nbd-tls", "nbdcopy from hexz serve, TLS (PSK)", rate, "MiB/s",
+                            noise, "nbdkit --tls file (raw)",
+                            res["nbdkit file (raw) TLS"][0] / med)
+
     # ------------------------------------------------------------ in-process
     def bench_inprocess(self):
         for tool in ("read_bench", "cache_bench"):
@@ -609,15 +681,18 @@ http {{
         fig.savefig(path, dpi=90)
 
     def run(self):
+        sections = {
+            "pack": self.bench_pack, "synthetic": self.bench_synthetic,
+            "fuse": self.bench_fuse, "nbd": self.bench_nbd, "nbd-tls": self.bench_nbd_tls,
+            "in-process": self.bench_inprocess, "commit": self.bench_commit,
+            "remote": self.bench_remote,
+        }
         try:
             self.prepare_data()
-            self.bench_pack()
-            self.bench_synthetic()
-            self.bench_fuse()
-            self.bench_nbd()
-            self.bench_inprocess()
-            self.bench_commit()
-            self.bench_remote()
+            for name, bench in sections.items():
+                if self.args.only and name not in self.args.only:
+                    continue
+                bench()
         finally:
             for c in reversed(self.cleanups):
                 try:
@@ -635,6 +710,9 @@ def main():
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--work", default=os.path.join(here, "work"))
     ap.add_argument("--out", default=os.path.join(here, "results"))
+    ap.add_argument("--only", action="append", metavar="SECTION",
+                    help="run only this section (repeatable): pack, synthetic, fuse, "
+                    "nbd, nbd-tls, in-process, commit; fuse, nbd and commit need pack")
     args = ap.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3

@@ -60,6 +60,27 @@ Result<std::vector<nbd::Export>> BuildExports(const ipc::WorkerConfig& config,
   return exports;
 }
 
+// The TLS credentials, from the bytes the front-end read (null: TLS off).
+// Built before the lockdown; the handshakes need no new syscall then (the
+// base allowlist has getrandom) and GnuTLS opens nothing.
+Result<std::shared_ptr<const nbd::TlsServer>> BuildTls(ipc::WorkerConfig& config) {
+  if (config.tls_mode == 0) return std::shared_ptr<const nbd::TlsServer>();
+  nbd::TlsConfig tls;
+  tls.mode = static_cast<nbd::TlsMode>(config.tls_mode);
+  tls.verify_peer = config.tls_verify_peer;
+  tls.cert_pem = std::move(config.tls_cert);
+  tls.key_pem = std::move(config.tls_key);
+  tls.ca_pem = std::move(config.tls_ca);
+  tls.psk_text = std::move(config.tls_psk);
+  tls.access_text = std::move(config.tls_access);
+  auto server = nbd::TlsServer::Create(tls);
+  // The secrets stay only in GnuTLS's credentials.
+  std::fill(tls.key_pem.begin(), tls.key_pem.end(), '\0');
+  std::fill(tls.psk_text.begin(), tls.psk_text.end(), '\0');
+  if (!server.ok()) return server.status().WithContext("TLS");
+  return std::shared_ptr<const nbd::TlsServer>(std::move(*server));
+}
+
 }  // namespace
 
 Status ServeNbd(ipc::WorkerConfig config, int sock) {
@@ -79,6 +100,7 @@ Status ServeNbd(ipc::WorkerConfig config, int sock) {
     if (e.volume.get() == volumes.writable) writable = e.volume;
   }
   nbd::ServerOptions options;
+  HEXZ_ASSIGN_OR_RETURN(options.tls, BuildTls(config));
   auto server = std::make_unique<nbd::Server>(std::move(exports), options);
 
   // Stops the server on a signal or, in the foreground, when the front-end
@@ -102,8 +124,11 @@ Status ServeNbd(ipc::WorkerConfig config, int sock) {
   HEXZ_RETURN_IF_ERROR(sandbox::LockDown(policy));
   HEXZ_LOG_DEBUG("sandbox active (seccomp %s)", sandbox::DebugBuild() ? "trap" : "kill");
 
-  HEXZ_LOG_INFO("serving %s over NBD (%s)", config.chain_names[0].c_str(),
-                listening ? "listening socket" : "connected socket");
+  HEXZ_LOG_INFO("serving %s over NBD (%s%s)", config.chain_names[0].c_str(),
+                listening ? "listening socket" : "connected socket",
+                options.tls == nullptr                          ? ""
+                : options.tls->mode() == nbd::TlsMode::kRequire ? ", TLS required"
+                                                                : ", TLS offered");
   if (Status s = ipc::SendWorkerReady(sock, "pid " + std::to_string(getpid())); !s.ok()) {
     HEXZ_LOG_WARN("could not report ready: %s", s.ToString().c_str());
   }

@@ -1,8 +1,9 @@
 // hexz serve: exports a snapshot over NBD through the sandboxed worker. The
 // front-end opens the snapshot chain (and the --rw overlay) as the user,
 // creates and binds the listening socket itself (a unix socket, mode 0600, by
-// default in a fresh private 0700 directory; or TCP with --listen), passes all
-// of it to hexz-fused in NBD mode and waits for "ready". In the foreground it
+// default in a fresh private 0700 directory; or TCP with --listen), reads the
+// TLS files (serve_tls.h), passes all of it to hexz-fused in NBD mode and
+// waits for "ready". In the foreground it
 // stays until SIGINT/SIGTERM/SIGHUP, then stops the worker (which flushes the
 // overlay) and removes the socket; with --daemon it returns once serving.
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@
 #include "common/ipc/worker_protocol.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/serve_tls.h"
 #include "hexz/worker_session.h"
 
 namespace hexz::cli {
@@ -50,6 +52,7 @@ struct ServeArgs {
   std::string listen;
   bool rw = false;
   std::string overlay;
+  ServeTlsArgs tls;      // --tls, --tls-certificates, --tls-psk, ...
   WorkerOptions worker;  // --cache-size, --daemon, --log-file, --verbose
 };
 
@@ -133,9 +136,10 @@ Status SplitHostPort(const std::string& spec, std::string* host, std::string* po
   return Status::Ok();
 }
 
-Result<Endpoint> BindTcp(const std::string& spec) {
+Result<Endpoint> BindTcp(const std::string& spec, const ServeTlsArgs& tls) {
   std::string host, port;
   HEXZ_RETURN_IF_ERROR(SplitHostPort(spec, &host, &port));
+  HEXZ_RETURN_IF_ERROR(CheckListenExposure(spec, host, tls));
   struct addrinfo hints = {};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -161,14 +165,14 @@ Result<Endpoint> BindTcp(const std::string& spec) {
     Endpoint e;
     e.fd = std::move(fd);
     std::string shown = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-    e.uri = "nbd://" + shown + ":" + port + "/disk";
+    e.uri = (TlsEnabled(tls) ? "nbds://" : "nbd://") + shown + ":" + port + "/disk";
     return e;
   }
   return last;
 }
 
 Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
-  if (!a.listen.empty()) return BindTcp(a.listen);
+  if (!a.listen.empty()) return BindTcp(a.listen, a.tls);
   Endpoint e;
   if (!a.socket.empty()) {
     e.socket_path = a.socket;
@@ -195,7 +199,8 @@ Result<Endpoint> MakeEndpoint(const ServeArgs& a) {
     e.socket_dev = st.st_dev;
     e.socket_ino = st.st_ino;
   }
-  e.uri = "nbd+unix:///disk?socket=" + e.socket_path;
+  e.uri = (TlsEnabled(a.tls) ? "nbds+unix:///disk?socket=" : "nbd+unix:///disk?socket=") +
+          e.socket_path;
   return e;
 }
 
@@ -235,7 +240,7 @@ Status FillServeConfig(const ServeArgs& a, const format::Snapshot& snapshot,
   if (a.rw) HEXZ_RETURN_IF_ERROR(AttachOverlay(a.overlay, a.snapshot, snapshot, config));
   HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
   config->chain_names = snapshot.ChainNames();
-  return Status::Ok();
+  return FillServeTls(a.tls, config);
 }
 
 // Foreground: a signal makes the worker disconnect its clients, flush the
@@ -274,6 +279,7 @@ int RunServe(const ServeArgs& a) {
   }
   if (a.rw && a.overlay.empty()) return Usage("--rw needs --overlay PATH (where writes go)");
   if (Status st = CheckWorkerOptions(a.worker); !st.ok()) return Usage(st.message().c_str());
+  if (Status st = CheckServeTls(a.tls); !st.ok()) return Usage(st.message().c_str());
 
   // 1. The snapshot chain and the overlay, opened and checked as the user.
   auto snapshot = OpenSnapshotAsUser(a.snapshot);
@@ -348,6 +354,7 @@ void AddServeCommand(CLI::App& parent, int* rc) {
       }));
   cmd->add_flag("--rw", args->rw, "Accept writes, into the overlay given by --overlay");
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
+  AddServeTlsOptions(cmd, &args->tls);
   AddWorkerOptions(cmd, &args->worker, "Return once serving; the worker stays behind");
   cmd->callback([rc, args] { *rc = RunServe(*args); });
 }

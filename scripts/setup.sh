@@ -24,11 +24,11 @@ PACKAGES=(
   # build
   cmake ninja-build g++ pkg-config clang-14 libclang-rt-14-dev clang-format
   libfuse3-dev fuse3 libseccomp-dev liblz4-dev libzstd-dev libxxhash-dev
-  libboost-dev libcli11-dev libgtest-dev googletest libnbd-dev libcurl4-openssl-dev
+  libboost-dev libcli11-dev libgtest-dev googletest libnbd-dev libcurl4-openssl-dev libgnutls28-dev
   # tests and demo
   e2fsprogs fuse2fs util-linux procps psmisc kmod cpio time strace
   qemu-utils qemu-block-extra qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
-  fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse
+  fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse gnutls-bin
   dosfstools
   # remote snapshots: a real HTTP(S) server, a test CA, the fault server, npm for s3rver
   nginx-light gnutls-bin python3 npm

@@ -32,6 +32,11 @@ Status SendWorkerConfig(int sock, const WorkerConfig& c) {
   e.Str(c.overlay_name);
   e.Bool(c.overlay_ephemeral);
   e.Bool(c.partitions);
+  e.U32(c.tls_mode);
+  e.Bool(c.tls_verify_peer);
+  for (const std::string* t : {&c.tls_cert, &c.tls_key, &c.tls_ca, &c.tls_psk, &c.tls_access}) {
+    e.Str(*t);
+  }
 
   std::vector<int> fds;
   std::vector<FdRole> roles;
@@ -99,6 +104,12 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   HEXZ_ASSIGN_OR_RETURN(c.overlay_name, d.Str(kMaxPathLength));
   HEXZ_ASSIGN_OR_RETURN(c.overlay_ephemeral, d.Bool());
   HEXZ_ASSIGN_OR_RETURN(c.partitions, d.Bool());
+  HEXZ_ASSIGN_OR_RETURN(c.tls_mode, d.U32());
+  HEXZ_RETURN_IF_ERROR(Check(c.tls_mode <= 2, "unknown TLS mode " + std::to_string(c.tls_mode)));
+  HEXZ_ASSIGN_OR_RETURN(c.tls_verify_peer, d.Bool());
+  for (std::string* t : {&c.tls_cert, &c.tls_key, &c.tls_ca, &c.tls_psk, &c.tls_access}) {
+    HEXZ_ASSIGN_OR_RETURN(*t, d.Str(kMaxTlsBlob));
+  }
   HEXZ_ASSIGN_OR_RETURN(uint32_t role_count, d.U32());
   HEXZ_RETURN_IF_ERROR(Check(role_count == m.fds.size(), "announces " + std::to_string(role_count) +
                                                              " descriptors, got " +
@@ -140,6 +151,11 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
             "listening socket does not match the mode"));
   HEXZ_RETURN_IF_ERROR(
       Check(c.mode == WorkerMode::kFuse || !c.partitions, "partition files outside FUSE mode"));
+  const bool tls_input = !c.tls_cert.empty() || !c.tls_key.empty() || !c.tls_ca.empty() ||
+                         !c.tls_psk.empty() || !c.tls_access.empty() || c.tls_verify_peer;
+  HEXZ_RETURN_IF_ERROR(Check(c.tls_mode != 0 || !tls_input, "TLS settings with TLS off"));
+  HEXZ_RETURN_IF_ERROR(
+      Check(c.tls_mode == 0 || c.mode == WorkerMode::kNbdServe, "TLS outside serve mode"));
   if (c.mode == WorkerMode::kFuse) {
     HEXZ_RETURN_IF_ERROR(Check(!c.mountpoint.empty() && c.mountpoint[0] == '/',
                                "mountpoint must be an absolute path"));

@@ -41,6 +41,7 @@ enum class FdRole : uint32_t {
 inline constexpr uint32_t kWorkerProtocolVersion = 2;
 inline constexpr uint32_t kMaxChainLength = 32;
 inline constexpr uint32_t kMaxPathLength = 4096;
+inline constexpr uint32_t kMaxTlsBlob = 16 * 1024;  // each TLS input (nbd::kMaxTlsInput)
 
 struct WorkerConfig {
   WorkerMode mode = WorkerMode::kFuse;
@@ -64,6 +65,17 @@ struct WorkerConfig {
   // FUSE mode: also show each partition of the disk as a file (disk-pN),
   // from the partition table the worker reads, sandboxed, once mounted.
   bool partitions = false;
+  // Serve mode TLS: nbd::TlsMode as a number (0 off, 1 on, 2 require) and
+  // the contents of the files the front-end read as the user (PEM
+  // certificate chain, key and CA; psktool keys; the access file), so that
+  // the worker opens no path. Certificates or keys, never both.
+  uint32_t tls_mode = 0;
+  bool tls_verify_peer = false;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  std::string tls_psk;
+  std::string tls_access;
   std::vector<UniqueFd> chain_fds;  // filled from the message's descriptors
   UniqueFd overlay_data_fd;
   UniqueFd overlay_meta_fd;

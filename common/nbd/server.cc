@@ -120,9 +120,10 @@ class Server::Connection {
   Status Run() {
     HEXZ_RETURN_IF_ERROR(SetNonBlocking(fd_));
     HandshakeEnd end = HandshakeEnd::kAbort;
-    HEXZ_RETURN_IF_ERROR(Handshake(&end));
-    if (end == HandshakeEnd::kAbort) return Status::Ok();
-    return Transmission();
+    Status s = Handshake(&end);
+    if (s.ok() && end == HandshakeEnd::kTransmission) s = Transmission();
+    if (tls_ && !broken_) tls_->Close(DeadlineIn(1000));
+    return s;
   }
 
  private:
@@ -132,9 +133,9 @@ class Server::Connection {
     auto deadline = DeadlineIn(opt_.handshake_timeout_ms);
     Builder hello;
     hello.U64(kNbdMagic).U64(kIHaveOpt).U16(kFlagFixedNewstyle | kFlagNoZeroes);
-    HEXZ_RETURN_IF_ERROR(WriteExact(fd_, hello.data(), deadline));
+    HEXZ_RETURN_IF_ERROR(io_->Write(hello.data(), deadline));
     uint8_t cf[4];
-    HEXZ_RETURN_IF_ERROR(ReadExact(fd_, cf, sizeof cf, deadline));
+    HEXZ_RETURN_IF_ERROR(io_->Read(cf, sizeof cf, deadline));
     uint32_t client_flags = base::GetBe32(cf);
     if (client_flags & ~(kClientFlagFixedNewstyle | kClientFlagNoZeroes)) {
       return Status::InvalidArgument("nbd: client sent unknown handshake flags " +
@@ -147,7 +148,7 @@ class Server::Connection {
       if (n >= kMaxOptions) return Status::InvalidArgument("nbd: too many options");
       if (server_->shutting_down_) return Status::Cancelled("nbd: server shutting down");
       uint8_t h[16];
-      HEXZ_RETURN_IF_ERROR(ReadExact(fd_, h, sizeof h, deadline));
+      HEXZ_RETURN_IF_ERROR(io_->Read(h, sizeof h, deadline));
       if (base::GetBe64(h) != kIHaveOpt) return Status::InvalidArgument("nbd: bad option magic");
       uint32_t opt = base::GetBe32(h + 8);
       uint32_t len = base::GetBe32(h + 12);
@@ -161,79 +162,144 @@ class Server::Connection {
           return Status::InvalidArgument("nbd: option " + std::to_string(opt) + " length " +
                                          std::to_string(len) + " too large");
         }
-        HEXZ_RETURN_IF_ERROR(Discard(fd_, len, deadline));
+        HEXZ_RETURN_IF_ERROR(io_->Discard(len, deadline));
         HEXZ_RETURN_IF_ERROR(ReplyError(opt, kRepErrTooBig, "option data too large", deadline));
         continue;
       }
       std::string data(len, '\0');
-      HEXZ_RETURN_IF_ERROR(ReadExact(fd_, data.data(), len, deadline));
-
-      switch (opt) {
-        case kOptExportName: {
-          const Export* e = server_->Find(data);
-          if (e == nullptr) return Status::NotFound("nbd: no export named '" + data + "'");
-          SelectExport(e);
-          Builder b;
-          b.U64(e->volume->Size()).U16(TransmissionFlags());
-          if (!no_zeroes_) b.Bytes(std::string(124, '\0'));
-          HEXZ_RETURN_IF_ERROR(WriteExact(fd_, b.data(), deadline));
-          *end = HandshakeEnd::kTransmission;
-          return Status::Ok();
-        }
-        case kOptAbort:
-          (void)Reply(opt, kRepAck, "", deadline);  // the client may already be gone
-          *end = HandshakeEnd::kAbort;
-          return Status::Ok();
-        case kOptList:
-          if (len != 0) {
-            HEXZ_RETURN_IF_ERROR(ReplyError(opt, kRepErrInvalid, "LIST takes no data", deadline));
-            break;
-          }
-          for (const Export& e : server_->exports_) {
-            Builder b;
-            b.U32(static_cast<uint32_t>(e.name.size())).Bytes(e.name).Bytes(e.description);
-            HEXZ_RETURN_IF_ERROR(Reply(opt, kRepServer, b.data(), deadline));
-          }
-          HEXZ_RETURN_IF_ERROR(Reply(opt, kRepAck, "", deadline));
-          break;
-        case kOptInfo:
-        case kOptGo: {
-          bool go = false;
-          HEXZ_RETURN_IF_ERROR(HandleInfoGo(opt, data, deadline, &go));
-          if (go) {
-            *end = HandshakeEnd::kTransmission;
-            return Status::Ok();
-          }
-          break;
-        }
-        case kOptStructuredReply:
-          if (len != 0) {
-            HEXZ_RETURN_IF_ERROR(
-                ReplyError(opt, kRepErrInvalid, "STRUCTURED_REPLY takes no data", deadline));
-            break;
-          }
-          structured_ = true;
-          HEXZ_RETURN_IF_ERROR(Reply(opt, kRepAck, "", deadline));
-          break;
-        case kOptListMetaContext:
-        case kOptSetMetaContext:
-          HEXZ_RETURN_IF_ERROR(HandleMetaContext(opt, data, deadline));
-          break;
-        default:  // STARTTLS, EXTENDED_HEADERS and anything unknown
-          HEXZ_RETURN_IF_ERROR(ReplyError(opt, kRepErrUnsup, "option not supported", deadline));
-          break;
-      }
+      HEXZ_RETURN_IF_ERROR(io_->Read(data.data(), len, deadline));
+      HEXZ_ASSIGN_OR_RETURN(bool done, HandleOption(opt, data, deadline, end));
+      if (done) return Status::Ok();
     }
+  }
+
+  // One option of the handshake; true when the handshake is over.
+  base::Result<bool> HandleOption(uint32_t opt, const std::string& data, Clock::time_point deadline,
+                                  HandshakeEnd* end) {
+    const uint32_t len = static_cast<uint32_t>(data.size());
+    if (opt == kOptAbort) {
+      (void)Reply(opt, kRepAck, "", deadline);  // the client may already be gone
+      *end = HandshakeEnd::kAbort;
+      return true;
+    }
+    if (opt == kOptStartTls) {
+      HEXZ_RETURN_IF_ERROR(StartTls(data, deadline));
+      return false;
+    }
+    if (TlsRequired()) {
+      if (opt == kOptExportName) {
+        return Status::PermissionDenied(
+            "nbd: client asked for an export before STARTTLS (TLS is required)");
+      }
+      HEXZ_RETURN_IF_ERROR(ReplyError(
+          opt, kRepErrTlsReqd, "TLS is required: negotiate NBD_OPT_STARTTLS first", deadline));
+      return false;
+    }
+    switch (opt) {
+      case kOptExportName: {
+        const Export* e = server_->Find(data);
+        if (e == nullptr) return Status::NotFound("nbd: no export named '" + data + "'");
+        if (!Allowed(*e)) {
+          return Status::PermissionDenied("nbd: " + peer_.Describe() + " may not use export '" +
+                                          e->name + "'");
+        }
+        SelectExport(e);
+        Builder b;
+        b.U64(e->volume->Size()).U16(TransmissionFlags());
+        if (!no_zeroes_) b.Bytes(std::string(124, '\0'));
+        HEXZ_RETURN_IF_ERROR(io_->Write(b.data(), deadline));
+        *end = HandshakeEnd::kTransmission;
+        return true;
+      }
+      case kOptList:
+        if (len != 0) {
+          HEXZ_RETURN_IF_ERROR(ReplyError(opt, kRepErrInvalid, "LIST takes no data", deadline));
+          break;
+        }
+        for (const Export& e : server_->exports_) {
+          if (!Allowed(e)) continue;
+          Builder b;
+          b.U32(static_cast<uint32_t>(e.name.size())).Bytes(e.name).Bytes(e.description);
+          HEXZ_RETURN_IF_ERROR(Reply(opt, kRepServer, b.data(), deadline));
+        }
+        HEXZ_RETURN_IF_ERROR(Reply(opt, kRepAck, "", deadline));
+        break;
+      case kOptInfo:
+      case kOptGo: {
+        bool go = false;
+        HEXZ_RETURN_IF_ERROR(HandleInfoGo(opt, data, deadline, &go));
+        if (go) {
+          *end = HandshakeEnd::kTransmission;
+          return true;
+        }
+        break;
+      }
+      case kOptStructuredReply:
+        if (len != 0) {
+          HEXZ_RETURN_IF_ERROR(
+              ReplyError(opt, kRepErrInvalid, "STRUCTURED_REPLY takes no data", deadline));
+          break;
+        }
+        structured_ = true;
+        HEXZ_RETURN_IF_ERROR(Reply(opt, kRepAck, "", deadline));
+        break;
+      case kOptListMetaContext:
+      case kOptSetMetaContext:
+        HEXZ_RETURN_IF_ERROR(HandleMetaContext(opt, data, deadline));
+        break;
+      default:  // EXTENDED_HEADERS and anything unknown
+        HEXZ_RETURN_IF_ERROR(ReplyError(opt, kRepErrUnsup, "option not supported", deadline));
+        break;
+    }
+    return false;
+  }
+
+  bool TlsRequired() const {
+    return !tls_ && opt_.tls != nullptr && opt_.tls->mode() == TlsMode::kRequire;
+  }
+
+  // May this client use export e (the TLS access file)?
+  bool Allowed(const Export& e) const {
+    const TlsAccess* access = opt_.tls != nullptr ? opt_.tls->access() : nullptr;
+    return access == nullptr || access->Allows(peer_, e.name);
+  }
+
+  // NBD_OPT_STARTTLS: the ACK, then the TLS handshake on the same socket;
+  // the option haggling goes on inside TLS, from a clean slate.
+  Status StartTls(const std::string& data, Clock::time_point deadline) {
+    if (opt_.tls == nullptr) {
+      return ReplyError(kOptStartTls, kRepErrUnsup, "TLS is not enabled on this server", deadline);
+    }
+    if (tls_) return ReplyError(kOptStartTls, kRepErrInvalid, "TLS is already active", deadline);
+    if (!data.empty()) {
+      return ReplyError(kOptStartTls, kRepErrInvalid, "STARTTLS takes no data", deadline);
+    }
+    HEXZ_RETURN_IF_ERROR(Reply(kOptStartTls, kRepAck, "", deadline));
+    HEXZ_ASSIGN_OR_RETURN(tls_, opt_.tls->Accept(fd_, deadline));
+    io_ = tls_.get();
+    peer_ = tls_->peer();
+    HEXZ_LOG_DEBUG("nbd: TLS client: %s", peer_.Describe().c_str());
+    // Nothing negotiated before TLS survives it (proto.md).
+    structured_ = false;
+    meta_allocation_ = false;
+    meta_export_.clear();
+    export_ = nullptr;
+    return Status::Ok();
   }
 
   Status Reply(uint32_t opt, uint32_t type, std::string_view payload, Clock::time_point deadline) {
     Builder b;
     b.U64(kOptReplyMagic).U32(opt).U32(type).U32(static_cast<uint32_t>(payload.size()));
     b.Bytes(payload);
-    return WriteExact(fd_, b.data(), deadline);
+    return io_->Write(b.data(), deadline);
   }
   Status ReplyError(uint32_t opt, uint32_t type, std::string_view msg, Clock::time_point deadline) {
     return Reply(opt, type, msg, deadline);
+  }
+
+  Status RefuseExport(uint32_t opt, const Export& e, Clock::time_point deadline) {
+    HEXZ_LOG_INFO("nbd: %s may not use export '%s'", peer_.Describe().c_str(), e.name.c_str());
+    return ReplyError(opt, kRepErrPolicy, "access to export '" + e.name + "' denied", deadline);
   }
 
   // Parses "u32 name length, name, rest" and returns the name.
@@ -271,6 +337,7 @@ class Server::Connection {
     if (e == nullptr) {
       return ReplyError(opt, kRepErrUnknown, "no export named '" + name + "'", deadline);
     }
+    if (!Allowed(*e)) return RefuseExport(opt, *e, deadline);
     const Export* previous = export_;
     export_ = e;  // the flags below depend on it
     Builder info;
@@ -337,6 +404,7 @@ class Server::Connection {
     if (e == nullptr) {
       return ReplyError(opt, kRepErrUnknown, "no export named '" + name + "'", deadline);
     }
+    if (!Allowed(*e)) return RefuseExport(opt, *e, deadline);
     bool allocation = false;
     if (!set && queries.empty()) allocation = true;
     for (const std::string& q : queries) {
@@ -400,7 +468,7 @@ class Server::Connection {
   Status ReadRequests() {
     for (;;) {
       uint8_t h[kRequestSize];
-      Status s = ReadExact(fd_, h, sizeof h, kNoDeadline);  // idle clients may wait
+      Status s = io_->Read(h, sizeof h, kNoDeadline);  // idle clients may wait
       if (!s.ok()) {
         if (broken_) {
           return Status::IoError("nbd: a reply could not be sent; client dropped", EPIPE);
@@ -427,7 +495,7 @@ class Server::Connection {
             return Status::InvalidArgument("nbd: WRITE of " + std::to_string(r.length) +
                                            " bytes refused: " + why);
           }
-          s = Discard(fd_, r.length, DeadlineIn(opt_.io_timeout_ms));
+          s = io_->Discard(r.length, DeadlineIn(opt_.io_timeout_ms));
           if (!s.ok()) return s.WithContext("nbd: draining refused WRITE payload");
           HEXZ_RETURN_IF_ERROR(SendError(r.handle, err, why));
           continue;
@@ -436,11 +504,11 @@ class Server::Connection {
         r.payload.reset(new (std::nothrow) uint8_t[r.length]);
         if (!r.payload) {
           Uncharge(&r);
-          HEXZ_RETURN_IF_ERROR(Discard(fd_, r.length, DeadlineIn(opt_.io_timeout_ms)));
+          HEXZ_RETURN_IF_ERROR(io_->Discard(r.length, DeadlineIn(opt_.io_timeout_ms)));
           HEXZ_RETURN_IF_ERROR(SendError(r.handle, kEnomem, "out of memory"));
           continue;
         }
-        s = ReadExact(fd_, r.payload.get(), r.length, DeadlineIn(opt_.io_timeout_ms));
+        s = io_->Read(r.payload.get(), r.length, DeadlineIn(opt_.io_timeout_ms));
         if (!s.ok()) {
           Uncharge(&r);
           return s.WithContext("nbd: reading WRITE payload");
@@ -729,8 +797,7 @@ class Server::Connection {
     std::lock_guard lock(write_mu_);
     if (broken_) return Status::IoError("nbd: connection broken", EPIPE);
     auto deadline = DeadlineIn(opt_.io_timeout_ms);
-    Status s = WriteExact(fd_, head, deadline);
-    if (s.ok() && len > 0) s = WriteExact(fd_, data, len, deadline);
+    Status s = io_->WriteMessage(head, data, len, deadline);
     if (!s.ok()) {
       broken_ = true;
       ::shutdown(fd_, SHUT_RDWR);  // stops the reader too
@@ -764,6 +831,10 @@ class Server::Connection {
   Server* server_;
   const ServerOptions& opt_;
   const int fd_;
+  PlainStream plain_{fd_};
+  Stream* io_ = &plain_;  // plain_ or, after STARTTLS, tls_
+  std::unique_ptr<TlsStream> tls_;
+  TlsPeer peer_;  // who the client is (nobody before TLS)
 
   // Negotiated state: written by the handshake, read-only afterwards.
   bool fixed_ = false;

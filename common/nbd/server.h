@@ -6,7 +6,12 @@
 // SET_META_CONTEXT (base:allocation); commands READ, WRITE, FLUSH, TRIM, CACHE,
 // WRITE_ZEROES (NO_HOLE, FAST_ZERO), BLOCK_STATUS (REQ_ONE), DISC, and FUA
 // everywhere; DF reads once structured replies are on. Unknown options get
-// NBD_REP_ERR_UNSUP. No TLS (NOTLS mode): serve on private sockets only.
+// NBD_REP_ERR_UNSUP. TLS through NBD_OPT_STARTTLS when ServerOptions::tls is
+// set (common/nbd/tls.h): with TlsMode::kRequire every option but STARTTLS and
+// ABORT gets NBD_REP_ERR_TLS_REQD before TLS, and the haggling restarts from a
+// clean slate inside TLS; the handshake deadline covers the TLS handshake too.
+// The TLS access file limits which exports each client may list and use
+// (others get NBD_REP_ERR_POLICY).
 //
 // Embedding: the server opens no files and starts no processes; it only reads
 // and writes the sockets it is given and calls its Volumes, from threads it
@@ -37,6 +42,7 @@
 #include "common/base/status.h"
 #include "common/io/fanout.h"
 #include "common/io/volume.h"
+#include "common/nbd/tls.h"
 
 namespace hexz::nbd {
 
@@ -90,6 +96,8 @@ struct ServerOptions {
   bool sparse_reads = true;
   // Flush writable volumes when a client disconnects.
   bool flush_on_disconnect = true;
+  // TLS credentials, mode and access rules; null: no TLS (STARTTLS unsupported).
+  std::shared_ptr<const TlsServer> tls;
 };
 
 class Server {

@@ -70,9 +70,6 @@ Builder& Builder::Bytes(std::string_view s) {
   return *this;
 }
 
-namespace {
-
-// Waits until fd is ready for `events` or the deadline passes.
 Status WaitFor(int fd, short events, Clock::time_point deadline) {
   for (;;) {
     int timeout = -1;
@@ -90,8 +87,6 @@ Status WaitFor(int fd, short events, Clock::time_point deadline) {
     if (n > 0) return Status::Ok();  // readable, writable, or an error to surface
   }
 }
-
-}  // namespace
 
 Status ReadExact(int fd, void* buf, size_t len, Clock::time_point deadline) {
   auto* p = static_cast<uint8_t*>(buf);

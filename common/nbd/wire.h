@@ -56,6 +56,9 @@ base::Status WriteExact(int fd, const void* buf, size_t len, Clock::time_point d
 inline base::Status WriteExact(int fd, std::string_view s, Clock::time_point deadline) {
   return WriteExact(fd, s.data(), s.size(), deadline);
 }
+// Waits until fd is ready for `events` (POLLIN, POLLOUT) or has an error to
+// report; kCancelled ("timed out") once the deadline passes.
+base::Status WaitFor(int fd, short events, Clock::time_point deadline);
 // Makes fd non-blocking.
 base::Status SetNonBlocking(int fd);
 

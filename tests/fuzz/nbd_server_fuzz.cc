@@ -2,6 +2,13 @@
 // sends (handshake, options, requests, payloads), fed through a socketpair to
 // Server::ServeConnection; the server's output is drained and discarded. Any
 // crash, sanitizer report, leak or hang is a bug.
+//
+// The first input byte picks the server's TLS setting (low two bits: none,
+// TLS on, TLS required, TLS required with an access file), so the option
+// phase is fuzzed with NBD_REP_ERR_TLS_REQD and STARTTLS in play: after a
+// STARTTLS the rest of the input is the "ClientHello" the server's GnuTLS
+// handshake reads, and a handshake the input never completes must end
+// cleanly at end of input or at the handshake deadline.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,6 +62,22 @@ class FuzzVolume : public hexz::io::Volume {
   std::vector<uint8_t> data_;
 };
 
+// A pre-shared key server (no certificates to generate), per mode.
+std::shared_ptr<const hexz::nbd::TlsServer> FuzzTls(unsigned which) {
+  static std::shared_ptr<const hexz::nbd::TlsServer> servers[4];
+  if (which == 0) return nullptr;
+  if (!servers[which]) {
+    hexz::nbd::TlsConfig c;
+    c.mode = which == 1 ? hexz::nbd::TlsMode::kOn : hexz::nbd::TlsMode::kRequire;
+    c.psk_text = "fuzz:00112233445566778899aabbccddeeff\n";
+    if (which == 3) c.access_text = "psk memory fuzz\nnone disk\n";
+    auto created = hexz::nbd::TlsServer::Create(c);
+    if (!created.ok()) __builtin_trap();
+    servers[which] = std::move(*created);
+  }
+  return servers[which];
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -66,6 +89,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.server_inflight_bytes = 4u << 20;
   o.handshake_timeout_ms = 2000;
   o.io_timeout_ms = 2000;
+  if (size > 0) {
+    o.tls = FuzzTls(data[0] & 3);
+    ++data;
+    --size;
+  }
   hexz::nbd::Server server({{"disk", volume, "fuzz disk", true}}, o);
 
   int sv[2];

@@ -81,18 +81,21 @@ check_ext4_via_nbdfuse() {
 }
 
 # start_hexz_serve NAME SNAP ARGS...: runs `hexz serve SNAP --socket
-# $T/u/NAME.sock ARGS` as the unprivileged test user (in the background),
-# waits until it serves, stops it at exit, and sets NBD_SOCK, NBD_PID (the
-# front-end) and WORKER_PID (the sandboxed worker). Needs require_test_user.
+# $T/u/NAME.sock ARGS` (or, when ARGS has --listen, `hexz serve SNAP ARGS`)
+# as the unprivileged test user (in the background), waits until it serves,
+# stops it at exit, and sets NBD_SOCK, NBD_PID (the front-end) and WORKER_PID
+# (the sandboxed worker). Needs require_test_user.
 start_hexz_serve() {
   local name=$1 snap=$2; shift 2
   user_dir "$T/u"
   NBD_SOCK="$T/u/$name.sock"
+  local sock_args=(--socket "$NBD_SOCK")
+  if [[ " $* " == *" --listen "* ]]; then NBD_SOCK=""; sock_args=(); fi
   # Not through as_user (a function: $! would be a subshell): setpriv execs
   # env, which execs hexz, so $! is the front-end itself.
   setpriv --reuid="$TEST_USER" --regid="$TEST_USER" --init-groups --reset-env -- \
     env PATH="$T/bin:/usr/bin:/bin" HEXZ_FUSED="$HEXZ_FUSED" \
-    "$HEXZ" serve "$snap" --socket "$NBD_SOCK" "$@" >"$T/$name.out" 2>"$T/$name.log" &
+    "$HEXZ" serve "$snap" "${sock_args[@]}" "$@" >"$T/$name.out" 2>"$T/$name.log" &
   NBD_PID=$!
   on_exit "kill $NBD_PID; wait $NBD_PID"
   wait_for grep -q 'worker pid' "$T/$name.out" ||
@@ -108,7 +111,7 @@ stop_hexz_serve() {
   wait "$NBD_PID" || rc=$?
   [[ $rc -eq 0 ]] || fail "hexz serve exited $rc: $(cat "$T"/*.log)"
   ! kill -0 "$WORKER_PID" 2>/dev/null || fail "worker $WORKER_PID still running after stop"
-  [[ ! -e "$NBD_SOCK" ]] || fail "socket $NBD_SOCK left behind"
+  [[ -z "$NBD_SOCK" || ! -e "$NBD_SOCK" ]] || fail "socket $NBD_SOCK left behind"
 }
 
 # The read-only server at $(nbd_uri) exports a 16 MiB disk and a 1 MiB memory

@@ -237,6 +237,59 @@ TEST(WorkerProtocolTest, ReadWriteConfigCarriesTheOverlay) {
   EXPECT_EQ(byte, 0);
 }
 
+TEST(WorkerProtocolTest, ServeConfigCarriesTheTlsInputs) {
+  Pair p = MakePair();
+  WorkerConfig c;
+  c.mode = WorkerMode::kNbdServe;
+  c.chain_names = {"a.st"};
+  c.chain_fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  c.nbd_listen_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  c.tls_mode = 2;
+  c.tls_verify_peer = true;
+  c.tls_cert = "CERT";
+  c.tls_key = "KEY";
+  c.tls_ca = "CA";
+  c.tls_access = "dn disk CN=x\n";
+  ASSERT_TRUE(SendWorkerConfig(p.a.get(), c).ok());
+  auto m = Receive(p.b.get(), {kWorkerConfig});
+  ASSERT_TRUE(m.ok());
+  auto got = DecodeWorkerConfig(std::move(*m));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->tls_mode, 2u);
+  EXPECT_TRUE(got->tls_verify_peer);
+  EXPECT_EQ(got->tls_cert, "CERT");
+  EXPECT_EQ(got->tls_key, "KEY");
+  EXPECT_EQ(got->tls_ca, "CA");
+  EXPECT_EQ(got->tls_psk, "");
+  EXPECT_EQ(got->tls_access, "dn disk CN=x\n");
+}
+
+TEST(WorkerProtocolTest, TlsInputsWithTlsOffOrOutsideServeAreRejected) {
+  for (int fuse = 0; fuse < 2; ++fuse) {
+    Pair p = MakePair();
+    WorkerConfig c;
+    c.chain_names = {"a.st"};
+    c.chain_fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (fuse) {
+      c.mountpoint = "/mnt/x";
+      c.tls_mode = 1;
+    } else {
+      c.mode = WorkerMode::kNbdServe;
+      c.nbd_listen_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    c.tls_psk = "alice:00";
+    ASSERT_TRUE(SendWorkerConfig(p.a.get(), c).ok());
+    auto m = Receive(p.b.get(), {kWorkerConfig});
+    ASSERT_TRUE(m.ok());
+    auto got = DecodeWorkerConfig(std::move(*m));
+    ASSERT_FALSE(got.ok());
+    EXPECT_NE(
+        got.status().message().find(fuse ? "TLS outside serve mode" : "TLS settings with TLS off"),
+        std::string::npos)
+        << got.status().ToString();
+  }
+}
+
 TEST(WorkerProtocolTest, OverlaySettingsWithoutRwAreRejected) {
   Pair p = MakePair();
   WorkerConfig c;
