@@ -21,6 +21,11 @@ import sys
 import time
 
 MiB = 1 << 20
+# The zstd level of every zstd pack in the bench, hexz's and its peers' alike
+# (3 is hexz's default).
+ZSTD_LEVEL = 3
+# The peak RSS goal of `hexz pack` and of a worker without a cache.
+RSS_GOAL_MIB = 64
 
 
 class Bench:
@@ -160,22 +165,26 @@ class Bench:
             ("hexz pack lz4", self.path("real-lz4.st"),
              lambda o: [self.hexz, "pack", "--disk", img, "--output", o,
                         "--compression", "lz4", "--quiet"]),
-            ("hexz pack zstd", self.path("real-zstd.st"),
+            (f"hexz pack zstd (level {ZSTD_LEVEL})", self.path("real-zstd.st"),
              lambda o: [self.hexz, "pack", "--disk", img, "--output", o,
-                        "--compression", "zstd", "--quiet"]),
+                        "--compression", "zstd", "--level", str(ZSTD_LEVEL),
+                        "--quiet"]),
             ("qemu-img qcow2 zstd", self.path("real.qcow2"),
              lambda o: ["qemu-img", "convert", "-c", "-O", "qcow2", "-o",
                         "compression_type=zstd", img, o]),
             ("mksquashfs lz4", self.path("real-lz4.sqfs"),
              lambda o: ["mksquashfs", img, o, "-comp", "lz4", "-noappend",
                         "-no-progress", "-quiet"]),
-            ("mksquashfs zstd", self.path("real-zstd.sqfs"),
-             lambda o: ["mksquashfs", img, o, "-comp", "zstd", "-noappend",
+            # The same zstd level and block size as hexz (mksquashfs would
+            # otherwise use level 15 and 128 KiB blocks).
+            (f"mksquashfs zstd (level {ZSTD_LEVEL}, 64 KiB)", self.path("real-zstd.sqfs"),
+             lambda o: ["mksquashfs", img, o, "-comp", "zstd", "-Xcompression-level",
+                        str(ZSTD_LEVEL), "-b", "65536", "-noappend",
                         "-no-progress", "-quiet"]),
             ("lz4 (raw stream)", self.path("real.img.lz4"),
              lambda o: ["lz4", "-q", "-f", img, o]),
             ("zstd -T0 (raw stream)", self.path("real.img.zst"),
-             lambda o: ["zstd", "-q", "-f", "-T0", img, "-o", o]),
+             lambda o: ["zstd", "-q", "-f", "-T0", f"-{ZSTD_LEVEL}", img, "-o", o]),
         ]
         results = {}
         for name, out, cmd in tools:
@@ -187,8 +196,9 @@ class Bench:
                 self.fail("pack", name, getattr(e, "stderr", "") or e)
         peers_for = {
             "hexz pack lz4": ["mksquashfs lz4", "lz4 (raw stream)"],
-            "hexz pack zstd": ["qemu-img qcow2 zstd", "mksquashfs zstd",
-                               "zstd -T0 (raw stream)"],
+            f"hexz pack zstd (level {ZSTD_LEVEL})": [
+                "qemu-img qcow2 zstd", f"mksquashfs zstd (level {ZSTD_LEVEL}, 64 KiB)",
+                "zstd -T0 (raw stream)"],
         }
         for name, (med, noise, osize) in results.items():
             note = (f"time {med:.2f}s size {osize / MiB:.1f} MiB "
@@ -352,6 +362,105 @@ class Bench:
                 if not name.startswith("hexz"):
                     self.record("rand-4k", f"{name} {jobs} job(s)", v, "IOPS")
 
+    # ---------------------------------------------------------- FUSE ceiling
+    def bench_fuse_ceiling(self):
+        """Sequential read of the default hexz mount against the FUSE ceiling:
+        a hexz mount of the same image packed with --compression none (no
+        decompression, the same FUSE path). The two alternate run by run."""
+        try:
+            none = self.path("real-none.st")
+            self.sh([self.hexz, "pack", "--disk", self.images["real"], "--output", none,
+                     "--compression", "none", "--quiet"])
+            ceiling = self.mount_hexz(none, self.path("mnt-hexz-none"))
+            default = self.mount_hexz(self.outputs["hexz pack lz4"],
+                                      self.path("mnt-hexz-default"))
+        except Exception as e:
+            return self.fail("seq-read", "FUSE ceiling", getattr(e, "stderr", "") or e)
+        times = {"ceiling": [], "default": []}
+        try:
+            for _ in range(self.args.runs):
+                for key, path in (("ceiling", ceiling), ("default", default)):
+                    self.drop_caches()
+                    t0 = time.monotonic()
+                    self.sh(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
+                    times[key].append(time.monotonic() - t0)
+        except Exception as e:
+            return self.fail("seq-read", "FUSE ceiling", getattr(e, "stderr", "") or e)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        noise = {k: (max(v) - min(v)) / med[k] if med[k] > 0 else 0.0
+                 for k, v in times.items()}
+        peer = "hexz --compression none (FUSE ceiling)"
+        self.record("seq-read", peer, self.mib_per_s(self.real_size, med["ceiling"]),
+                    "MiB/s", noise["ceiling"], note="the same image stored uncompressed")
+        self.record("seq-read", "hexz (default settings)",
+                    self.mib_per_s(self.real_size, med["default"]), "MiB/s",
+                    noise["default"], peer, med["ceiling"] / med["default"],
+                    "lz4, 64 KiB blocks, no cache; runs alternate with the ceiling's")
+
+    # ------------------------------------------------------------------- RSS
+    def peak_rss_mib(self, cmd):
+        """Runs cmd to completion; returns its peak RSS in MiB (wait4)."""
+        import tempfile
+        with tempfile.TemporaryFile() as err:
+            p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            if p.returncode != 0:
+                err.seek(0)
+                raise RuntimeError(f"{cmd[:2]} exited {p.returncode}: "
+                                   f"{err.read().decode(errors='replace')[-500:]}")
+        return usage.ru_maxrss / 1024.0  # KiB on Linux
+
+    def record_rss(self, name, mib, note):
+        self.record("rss", name, mib, "MiB", None, f"goal < {RSS_GOAL_MIB} MiB",
+                    RSS_GOAL_MIB / mib if mib > 0 else None,
+                    f"peak RSS; ratio > 1 is under the goal; {note}")
+
+    def bench_rss(self):
+        """Peak RSS of pack (the real image; a big sparse disk, whose index is
+        the largest part) and of a worker without a cache serving 4 parallel
+        readers, against the 64 MiB goal."""
+        img = self.images["real"]
+        out = self.path("rss.st")
+        sparse_gib = 16 if self.args.quick else 256
+        sparse = self.path("sparse.img")
+        with open(sparse, "wb") as f:
+            f.truncate(sparse_gib << 30)
+        packs = [
+            ("hexz pack lz4 (real image)", ["--disk", img], "lz4"),
+            (f"hexz pack zstd level {ZSTD_LEVEL} (real image)",
+             ["--disk", img, "--compression", "zstd", "--level", str(ZSTD_LEVEL)], "zstd"),
+            (f"hexz pack of a {sparse_gib} GiB sparse disk", ["--disk", sparse],
+             f"{(sparse_gib << 30) // (64 << 10)} blocks of 64 KiB: the index dominates"),
+        ]
+        for name, args, note in packs:
+            try:
+                mib = self.peak_rss_mib([self.hexz, "pack", *args, "--output", out, "--quiet"])
+                self.record_rss(name, mib, note)
+            except Exception as e:
+                self.fail("rss", name, e)
+        os.remove(sparse)
+        name = "hexz-fused without a cache, 4 parallel readers"
+        try:
+            mnt = self.path("mnt-hexz-rss")
+            os.makedirs(mnt, exist_ok=True)
+            msg = self.sh([self.hexz, "mount", self.outputs["hexz pack lz4"], mnt,
+                           "--daemon"]).stdout
+            self.cleanups.append(lambda: self.sh([self.hexz, "unmount", mnt], check=False))
+            pid = int(msg.split("worker pid ")[1].split(",")[0].split(")")[0])
+            disk = os.path.join(mnt, "disk")
+            self.drop_caches()
+            self.fio(disk, 4)
+            self.sh(["fio", "--name=seq", f"--filename={disk}", "--readonly", "--rw=read",
+                     "--bs=1M", "--ioengine=psync", "--numjobs=4", "--offset_increment=25%",
+                     "--size=25%", "--invalidate=1", "--group_reporting"])
+            with open(f"/proc/{pid}/status") as f:
+                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+            self.record_rss(name, hwm / 1024.0,
+                            "VmHWM after fio randread 4 KiB and read 1 MiB, numjobs=4")
+        except Exception as e:
+            self.fail("rss", name, getattr(e, "stderr", "") or e)
+
     # ------------------------------------------------------------------- NBD
     def bench_nbd(self):
         servers = {}
@@ -470,7 +579,8 @@ class Bench:
                 continue
             try:
                 out = self.sh([exe, "--json", self.outputs.get("hexz pack lz4", ""),
-                               self.outputs.get("hexz pack zstd", "")]).stdout
+                               self.outputs.get(f"hexz pack zstd (level {ZSTD_LEVEL})",
+                                                "")]).stdout
                 for r in json.loads(out):
                     self.record("in-process", r["name"], r["value"], r["unit"],
                                 r.get("noise"), r.get("peer"), r.get("ratio"),
@@ -567,41 +677,53 @@ http {{
 
     # ---------------------------------------------------------------- commit
     def bench_commit(self):
+        """A commit of an overlay with 1% of the 64 KiB blocks modified,
+        standalone and --thin, each as a ratio to a full pack of the image."""
         base = self.outputs.get("hexz pack lz4")
         if not base:
             return self.fail("commit", "commit 1%", "no base snapshot")
+        try:
+            overlay = self.modify_one_percent(base)
+            pack = self.timed(lambda: self.sh(
+                [self.hexz, "pack", "--disk", self.images["real"], "--output",
+                 self.path("repack.st"), "--quiet"]))
+        except Exception as e:
+            return self.fail("commit", "commit 1%", getattr(e, "stderr", "") or e)
+        out = self.path("committed.st")
+        for name, extra in (("standalone", []), ("--thin", ["--thin"])):
+            try:
+                commit = self.timed(lambda: self.sh(
+                    [self.hexz, "commit", "--base", base, "--overlay", overlay,
+                     "--output", out, "--quiet", *extra]),
+                    prepare=lambda: os.path.exists(out) and os.remove(out))
+                self.record("commit", f"hexz commit {name} (1% modified)",
+                            self.mib_per_s(self.real_size, commit[0]), "MiB/s",
+                            commit[1], "hexz pack (full)", pack[0] / commit[0],
+                            f"commit {commit[0]:.2f}s vs pack {pack[0]:.2f}s; "
+                            f"output {os.path.getsize(out) / MiB:.1f} MiB")
+            except Exception as e:
+                self.fail("commit", f"commit {name} 1%", getattr(e, "stderr", "") or e)
+
+    def modify_one_percent(self, base):
+        """Writes 4 KiB into 1% of the 64 KiB blocks of `base` through a
+        read-write mount; returns the overlay."""
         overlay = self.path("commit.overlay")
         for p in (overlay, overlay + ".meta"):
             if os.path.exists(p):
                 os.remove(p)
         mnt = self.path("mnt-rw")
-        try:
-            os.makedirs(mnt, exist_ok=True)
-            self.sh([self.hexz, "mount", base, mnt, "--rw", "--overlay", overlay,
-                     "--daemon"])
-            blocks = self.real_size // (64 * 1024)
-            rng = random.Random(7)
-            with open(os.path.join(mnt, "disk"), "r+b") as f:
-                for b in rng.sample(range(blocks), max(1, blocks // 100)):
-                    f.seek(b * 64 * 1024)
-                    f.write(os.urandom(4096))
-                f.flush()
-                os.fsync(f.fileno())
-            self.sh([self.hexz, "unmount", mnt])
-            out = self.path("committed.st")
-            commit = self.timed(lambda: self.sh(
-                [self.hexz, "commit", "--base", base, "--overlay", overlay,
-                 "--output", out, "--quiet"]),
-                prepare=lambda: os.path.exists(out) and os.remove(out))
-            pack = self.timed(lambda: self.sh(
-                [self.hexz, "pack", "--disk", self.images["real"], "--output",
-                 self.path("repack.st"), "--quiet"]))
-            self.record("commit", "hexz commit (1% modified)",
-                        self.mib_per_s(self.real_size, commit[0]), "MiB/s",
-                        commit[1], "hexz pack (full)", pack[0] / commit[0],
-                        f"commit {commit[0]:.2f}s vs pack {pack[0]:.2f}s")
-        except Exception as e:
-            self.fail("commit", "commit 1%", getattr(e, "stderr", "") or e)
+        os.makedirs(mnt, exist_ok=True)
+        self.sh([self.hexz, "mount", base, mnt, "--rw", "--overlay", overlay, "--daemon"])
+        blocks = self.real_size // (64 * 1024)
+        rng = random.Random(7)
+        with open(os.path.join(mnt, "disk"), "r+b") as f:
+            for b in rng.sample(range(blocks), max(1, blocks // 100)):
+                f.seek(b * 64 * 1024)
+                f.write(os.urandom(4096))
+            f.flush()
+            os.fsync(f.fileno())
+        self.sh([self.hexz, "unmount", mnt])
+        return overlay
 
     # ---------------------------------------------------------------- report
     def versions(self):
@@ -683,9 +805,10 @@ http {{
     def run(self):
         sections = {
             "pack": self.bench_pack, "synthetic": self.bench_synthetic,
-            "fuse": self.bench_fuse, "nbd": self.bench_nbd, "nbd-tls": self.bench_nbd_tls,
+            "fuse": self.bench_fuse, "fuse-ceiling": self.bench_fuse_ceiling,
+            "nbd": self.bench_nbd, "nbd-tls": self.bench_nbd_tls,
             "in-process": self.bench_inprocess, "commit": self.bench_commit,
-            "remote": self.bench_remote,
+            "rss": self.bench_rss, "remote": self.bench_remote,
         }
         try:
             self.prepare_data()
@@ -712,7 +835,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(here, "results"))
     ap.add_argument("--only", action="append", metavar="SECTION",
                     help="run only this section (repeatable): pack, synthetic, fuse, "
-                    "nbd, nbd-tls, in-process, commit; fuse, nbd and commit need pack")
+                    "fuse-ceiling, nbd, nbd-tls, in-process, commit, rss, remote; fuse, nbd, "
+                    "commit and remote need pack")
     args = ap.parse_args()
     if args.runs is None:
         args.runs = 1 if args.quick else 3

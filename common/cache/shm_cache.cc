@@ -9,8 +9,6 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t, for hashing while copying
-#include <xxhash.h>
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -28,6 +26,7 @@
 #include "common/base/fd.h"
 #include "common/base/log.h"
 #include "common/base/size.h"
+#include "common/base/xxh3.h"
 #include "common/cache/shard_lock.h"
 #include "common/cache/shm_layout.h"
 #include "common/io/file.h"

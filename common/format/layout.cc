@@ -2,8 +2,6 @@
 // the order of FORMAT.md. See layout.h for the contract.
 #include "common/format/layout.h"
 
-#include <xxhash.h>
-
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -11,6 +9,7 @@
 #include "common/base/bytes.h"
 #include "common/base/checked_math.h"
 #include "common/base/endian.h"
+#include "common/base/xxh3.h"
 
 namespace hexz::format::layout {
 

@@ -22,6 +22,7 @@
 #include "common/base/checked_math.h"
 #include "common/base/path.h"
 #include "common/format/codec.h"
+#include "common/format/index_spill.h"
 #include "common/format/layout.h"
 #include "common/io/file.h"
 
@@ -188,7 +189,7 @@ class WriterImpl final : public SnapshotWriter {
 
   // Writer thread only (read by Finish after join).
   uint64_t write_pos_ = L::kHeaderSize;
-  std::vector<L::Entry> entries_[kStreamCount];
+  std::unique_ptr<IndexSpill> index_;  // the entries of all streams, in index order
   std::unordered_map<DedupKey, L::Entry, DedupHash> dedup_;
   std::vector<uint8_t> compare_buf_;
 };
@@ -219,6 +220,7 @@ Status WriterImpl::Init() {
   mode_t mask = umask(0);
   umask(mask);
   if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, out_path_);
+  index_ = std::make_unique<IndexSpill>(base::DirName(out_path_), out_path_);
   uint8_t zero_header[L::kHeaderSize] = {};
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, out_path_));
 
@@ -271,10 +273,6 @@ Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
     // stream size limit allow.
     cur_count_ = std::min<uint64_t>((L::kMaxIndexSize - *index_len) / L::kEntrySize,
                                     L::kMaxStreamSize / options_.block_size);
-  } else {
-    // Exactly one entry per block, without the slack of a growing vector. The
-    // writer thread touches this stream's entries only after the first Submit.
-    entries_[s].reserve(cur_count_);
   }
   in_stream_ = true;
   ++streams_begun_;
@@ -483,8 +481,7 @@ Status WriterImpl::WriteOne(Job* job) {
       if (dedup_.size() < options_.dedup_entries) dedup_.emplace(job->key, e);
     }
   }
-  entries_[job->stream].push_back(e);
-  return Status::Ok();
+  return index_->Append(e);
 }
 
 void WriterImpl::WriteLoop() {
@@ -621,16 +618,12 @@ Status WriterImpl::WriteIndex(uint64_t offset, L::Footer* ft) {
     return Status::Ok();
   };
   HEXZ_RETURN_IF_ERROR(flush());
-  constexpr size_t kPiece = (1u << 20) / L::kEntrySize * L::kEntrySize;
-  for (int s = 0; s < kStreamCount; ++s) {
-    for (const L::Entry& e : entries_[s]) {
-      piece.resize(piece.size() + L::kEntrySize);
-      L::EncodeEntry(e, piece.data() + piece.size() - L::kEntrySize);
-      if (piece.size() == kPiece) HEXZ_RETURN_IF_ERROR(flush());
-    }
-    std::vector<L::Entry>().swap(entries_[s]);
-  }
-  HEXZ_RETURN_IF_ERROR(flush());
+  HEXZ_RETURN_IF_ERROR(index_->ForEachPiece([&](const uint8_t* p, size_t n) -> Status {
+    hasher.Update(p, n);
+    HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), p, n, pos, out_path_));
+    pos += n;
+    return Status::Ok();
+  }));
   ft->index_offset = offset;
   ft->index_length = pos - offset;
   ft->index_checksum = hasher.Digest();

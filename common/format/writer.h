@@ -10,7 +10,8 @@
 // compressor threads detect zero blocks, compress and hash; one writer thread
 // deduplicates and appends them in order. Memory stays bounded: about
 // (2 * threads + 4) * 2 * block_size of buffers, the dedup table (bounded by
-// WriterOptions::dedup_entries), and 24 bytes of index per block.
+// WriterOptions::dedup_entries), and 1 MiB of index entries (the rest waits
+// in a temp file, see index_spill.h).
 //
 // The output appears atomically: everything goes to a temp file in the
 // output's directory, which Finish() fsyncs and renames over the output (and

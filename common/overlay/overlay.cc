@@ -68,7 +68,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -77,6 +76,7 @@
 #include "common/base/bytes.h"
 #include "common/base/checked_math.h"
 #include "common/base/endian.h"
+#include "common/base/xxh3.h"
 #include "common/io/file.h"
 #include "common/overlay/overlay_layout.h"
 

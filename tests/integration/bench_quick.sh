@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark harness (bench/run.py --quick): every section
-# runs against its peers on small data and the report has figures and ratios.
+# runs against its peers on small data and the report has figures and ratios,
+# including the FUSE ceiling, zstd at equal levels, both commit kinds and the
+# peak RSS rows.
 # Speed is not asserted (benchmarks measure, tests check); see bench/README.md.
 source "$(dirname "$0")/../lib/common.sh"
 require_root
@@ -20,8 +22,17 @@ rows = json.load(open(sys.argv[1]))["results"]
 failed = [r for r in rows if r["value"] is None]
 assert not failed, "sections failed: %s" % [(r["section"], r["name"], r["note"]) for r in failed]
 sections = {r["section"] for r in rows}
-need = {"pack", "seq-read", "rand-4k", "nbd", "in-process", "commit", "remote"}
+need = {"pack", "seq-read", "rand-4k", "nbd", "in-process", "commit", "rss", "remote"}
 assert need <= sections, "missing sections: %s" % (need - sections)
+names = {(r["section"], r["name"], r["peer"]) for r in rows}
+for want in [("seq-read", "hexz (default settings)", "hexz --compression none (FUSE ceiling)"),
+             ("pack", "hexz pack zstd (level 3)", "mksquashfs zstd (level 3, 64 KiB)"),
+             ("commit", "hexz commit standalone (1% modified)", "hexz pack (full)"),
+             ("commit", "hexz commit --thin (1% modified)", "hexz pack (full)"),
+             ("rss", "hexz-fused without a cache, 4 parallel readers", "goal < 64 MiB")]:
+    assert want in names, "no row %s" % (want,)
+rss = [r for r in rows if r["section"] == "rss"]
+assert len(rss) >= 4 and all(r["unit"] == "MiB" and r["value"] > 0 for r in rss), rss
 ratios = [r for r in rows if r["ratio"] is not None]
 assert len(ratios) >= 10, "only %d ratios" % len(ratios)
 print("%d rows, %d ratios, sections %s" % (len(rows), len(ratios), sorted(sections)))
