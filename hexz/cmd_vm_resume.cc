@@ -205,6 +205,9 @@ class StderrTee {
 };
 
 // The resumed guest: the disk server, QEMU, and what they leave behind.
+// Owns the worker session, the QEMU child, the tee of QEMU's stderr and the
+// private directory; the destructor stops and removes whatever is left.
+// Thread safety: the front-end's main thread only.
 class Resume {
  public:
   explicit Resume(const ResumeArgs& a) : a_(a) {}
