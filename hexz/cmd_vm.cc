@@ -55,16 +55,23 @@ struct SnapshotArgs {
 
 JsonValue Str(const std::string& s) { return JsonValue::String(s); }
 
-// The one writable disk of the guest: its block node name, from query-block.
-Result<std::string> FindDiskNode(QmpClient& qmp) {
+// The one writable disk of the guest, from query-block.
+struct DiskNode {
+  std::string node;    // its block node name (for block-export-add)
+  std::string device;  // its -drive id (empty for -blockdev), recorded as qemu.disk
+};
+Result<DiskNode> FindDiskNode(QmpClient& qmp) {
   HEXZ_ASSIGN_OR_RETURN(JsonValue devices, qmp.Execute("query-block"));
-  std::vector<std::string> nodes;
+  std::vector<DiskNode> nodes;
   for (const JsonValue& d : devices.items()) {
     const JsonValue* inserted = d.Find("inserted");
     if (inserted == nullptr || inserted->Find("ro") == nullptr || inserted->Find("ro")->AsBool())
       continue;
     const JsonValue* node = inserted->Find("node-name");
-    if (node != nullptr && node->is_string()) nodes.push_back(node->AsString());
+    const JsonValue* device = d.Find("device");
+    if (node != nullptr && node->is_string()) {
+      nodes.push_back({node->AsString(), device && device->is_string() ? device->AsString() : ""});
+    }
   }
   if (nodes.size() != 1) {
     return Status::Unsupported(qmp.path() + ": the guest has " + std::to_string(nodes.size()) +
@@ -75,7 +82,8 @@ Result<std::string> FindDiskNode(QmpClient& qmp) {
 
 // The guest's QEMU command line (from /proc, by the QMP peer's pid), without
 // the options that belong to one run: -qmp, -incoming, -daemonize, -pidfile.
-Result<std::string> QemuArgs(QmpClient& qmp) {
+// `program` gets the name of QEMU's executable (without its directory).
+Result<std::string> QemuArgs(QmpClient& qmp, std::string* program) {
   HEXZ_ASSIGN_OR_RETURN(int pid, qmp.PeerPid());
   const std::string proc = "/proc/" + std::to_string(pid) + "/cmdline";
   std::ifstream f(proc, std::ios::binary);
@@ -87,6 +95,7 @@ Result<std::string> QemuArgs(QmpClient& qmp) {
     if (e == std::string::npos) e = cmdline.size();
     args.push_back(cmdline.substr(s, e - s));
   }
+  *program = args[0].substr(args[0].rfind('/') + 1);
   std::string out;
   for (size_t i = 1; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -101,32 +110,11 @@ Result<std::string> QemuArgs(QmpClient& qmp) {
   return out;
 }
 
-// Waits until the migration leaves its active states; an error unless it
-// completed.
-Status WaitMigration(QmpClient& qmp) {
-  for (int i = 0; i < 6000; ++i) {
-    auto reply = qmp.Execute("query-migrate");
-    if (!reply.ok())
-      return reply.status().WithContext("the migration of the guest's memory did not complete");
-    const JsonValue& m = *reply;
-    const JsonValue* st = m.Find("status");
-    const std::string s = st ? st->AsString() : "";
-    if (s == "completed") return Status::Ok();
-    if (s == "failed" || s == "cancelled" || s.empty()) {
-      const JsonValue* why = m.Find("error-desc");
-      return Status::Unavailable(qmp.path() + ": the migration of the guest's memory " +
-                                 (s.empty() ? "did not start" : s) +
-                                 (why ? ": " + why->AsString() : ""));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return Status::Unavailable(qmp.path() + ": the migration did not finish within 60 s");
-}
-
 // Packs the paused guest's disk, exported read-only by QEMU's NBD server on
 // a socket in a private directory.
 Status PackDisk(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
-  HEXZ_ASSIGN_OR_RETURN(std::string node, FindDiskNode(qmp));
+  HEXZ_ASSIGN_OR_RETURN(DiskNode disk, FindDiskNode(qmp));
+  const std::string& node = disk.node;
   char dir[] = "/tmp/hexz-vm.XXXXXX";
   if (mkdtemp(dir) == nullptr) return Status::FromErrno(errno, "mkdtemp /tmp/hexz-vm.XXXXXX");
   const std::string sock = std::string(dir) + "/nbd.sock";
@@ -175,7 +163,8 @@ Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::
   Status packed =
       PackSource(writer, src.get(), "the guest's memory", StreamId::kMemory, parent).status();
   src.reset();  // a failed pack closes the pipe: QEMU's migration fails and ends
-  Status migrated = WaitMigration(qmp);  // also after a failed pack: QEMU must be done
+  Status migrated =
+      WaitForMigration(qmp, /*incoming=*/false);  // also after a failed pack: QEMU must be done
   return packed.ok() ? migrated : packed;
 }
 
@@ -191,7 +180,9 @@ Result<format::Metadata> VmMetadata(QmpClient& qmp) {
   if (machine.size() > suffix.size() && machine.ends_with(suffix))
     machine.resize(machine.size() - suffix.size());
   m[format::kMetaQemuMachine] = machine;
-  HEXZ_ASSIGN_OR_RETURN(m[format::kMetaQemuArgs], QemuArgs(qmp));
+  HEXZ_ASSIGN_OR_RETURN(m[format::kMetaQemuArgs], QemuArgs(qmp, &m[format::kMetaQemuProgram]));
+  HEXZ_ASSIGN_OR_RETURN(DiskNode disk, FindDiskNode(qmp));
+  if (!disk.device.empty()) m[format::kMetaQemuDisk] = disk.device;
   return m;
 }
 

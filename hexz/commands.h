@@ -24,6 +24,7 @@ void AddCacheCommand(CLI::App& parent, int* rc);
 void AddOverlayCommand(CLI::App& parent, int* rc);
 // `hexz vm snapshot` (registered on the `vm` group only).
 void AddVmSnapshotCommand(CLI::App& parent, int* rc);
+void AddVmResumeCommand(CLI::App& parent, int* rc);
 
 // Prints "hexz: <message>" to stderr and returns 1.
 int Fail(const base::Status& status);

@@ -44,13 +44,14 @@ int main(int argc, char** argv) {
   AddCacheCommand(app, &rc);
   AddOverlayCommand(app, &rc);
 
-  CLI::App* vm =
-      app.add_subcommand("vm", "Running VMs (vm snapshot), and synonyms: vm mount|unmount|commit");
+  CLI::App* vm = app.add_subcommand(
+      "vm", "Running VMs (vm snapshot, vm resume), and synonyms: vm mount|unmount|commit");
   vm->require_subcommand(1);
   AddMountCommand(*vm, &rc);
   AddUnmountCommand(*vm, &rc);
   AddCommitCommand(*vm, &rc);
   AddVmSnapshotCommand(*vm, &rc);
+  AddVmResumeCommand(*vm, &rc);
 
   // `mount -t fuse.hexz` / fstab: mount.fuse3 runs "hexz SNAP MNT -o OPTS".
   std::vector<std::string> args(argv, argv + argc);

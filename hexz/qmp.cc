@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <string>
+#include <thread>
 
 namespace hexz::cli {
 
@@ -182,6 +185,30 @@ Result<JsonValue> QmpClient::WaitEvent(const std::string& name, int timeout_ms) 
       return Status::Corruption(path_ + ": unexpected QMP message: " + m.Serialize());
     events_.push_back(std::move(m));
   }
+}
+
+Status WaitForMigration(QmpClient& qmp, bool incoming) {
+  for (int i = 0; i < 6000; ++i) {
+    auto reply = qmp.Execute("query-migrate");
+    if (!reply.ok())
+      return reply.status().WithContext("the migration of the guest's memory did not complete");
+    const JsonValue& m = *reply;
+    const JsonValue* st = m.Find("status");
+    const std::string s = st ? st->AsString() : "";
+    if (s == "completed") return Status::Ok();
+    if (s.empty() && incoming) {  // the incoming migration has not begun yet
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    if (s == "failed" || s == "cancelled" || s.empty()) {
+      const JsonValue* why = m.Find("error-desc");
+      return Status::Unavailable(qmp.path() + ": the migration of the guest's memory " +
+                                 (s.empty() ? "did not start" : s) +
+                                 (why ? ": " + why->AsString() : ""));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Status::Unavailable(qmp.path() + ": the migration did not finish within 60 s");
 }
 
 }  // namespace hexz::cli

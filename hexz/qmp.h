@@ -69,4 +69,10 @@ class QmpClient {
   std::vector<base::JsonValue> events_;
 };
 
+// Waits (at most 60 s) until the migration of the QEMU behind `qmp` leaves
+// its active states (query-migrate); an error naming QEMU's error-desc
+// unless it completed. With `incoming` (a QEMU started with -incoming), a
+// migration that has not begun yet is waited for.
+base::Status WaitForMigration(QmpClient& qmp, bool incoming);
+
 }  // namespace hexz::cli

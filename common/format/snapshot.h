@@ -85,6 +85,8 @@ inline constexpr const char* kMetaMemoryKind = "memory.kind";  // "raw" | "qemu-
 inline constexpr const char* kMetaQemuVersion = "qemu.version";
 inline constexpr const char* kMetaQemuMachine = "qemu.machine";
 inline constexpr const char* kMetaQemuArgs = "qemu.args";  // each argument ends with a NUL byte
+inline constexpr const char* kMetaQemuProgram = "qemu.program";  // e.g. qemu-system-x86_64
+inline constexpr const char* kMetaQemuDisk = "qemu.disk";        // the id of the disk's -drive
 inline constexpr const char* kMemoryKindRaw = "raw";
 inline constexpr const char* kMemoryKindQemu = "qemu-migration";
 

@@ -42,10 +42,10 @@ for sub in $subs; do
   page_text "$overview" | grep -qw -- "$sub" || fail "subcommand '$sub' not in hexz.1"
   if [[ "$sub" == vm ]]; then
     # vm mount|unmount|commit are synonyms, documented with their subcommands;
-    # vm snapshot has its own page, hexz-vm.1.
+    # vm snapshot and vm resume have their own page, hexz-vm.1.
     for n in $(nested_of vm); do
       page_text "$overview" | grep -q -- "vm $n" || fail "'hexz vm $n' not in hexz.1"
-      [[ $n == snapshot ]] || continue
+      [[ $n == snapshot || $n == resume ]] || continue
       for f in $(flags_of vm "$n"); do
         page_text "$man_dir/hexz-vm.1" | grep -q -- "$f" || fail "flag $f of 'hexz vm $n' is not documented in hexz-vm.1"
         checked=$((checked + 1))

@@ -1,0 +1,438 @@
+// hexz vm resume: brings back a guest captured by `hexz vm snapshot`.
+//
+// Serves the snapshot's disk read-write through the sandboxed worker (as
+// `hexz serve --rw` does) on a unix socket in a private 0700 directory, its
+// writes going into a copy-on-write overlay (--overlay, kept; else an
+// ephemeral one in that directory, removed at the end). Starts QEMU from the
+// recorded qemu.args, with the -drive named by qemu.disk replaced by the NBD
+// export, -incoming fed by `hexz cat VM.st --stream memory`, a QMP socket and
+// the extra arguments; waits over QMP until the incoming migration has
+// completed, then `cont`. Then it stays in the foreground like QEMU itself:
+// when QEMU exits, the server flushes the overlay and stops; SIGINT, SIGTERM
+// or SIGHUP are passed on to QEMU (which shuts down). Any failure before
+// that stops QEMU and the server and names QEMU's own message.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/format/snapshot.h"
+#include "common/overlay/overlay_files.h"
+#include "hexz/cli_checks.h"
+#include "hexz/commands.h"
+#include "hexz/qmp.h"
+#include "hexz/worker_session.h"
+
+namespace hexz::cli {
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+struct ResumeArgs {
+  std::string snapshot, overlay, qmp, qemu;
+  std::vector<std::string> extra;
+};
+
+// What the snapshot recorded for a resume.
+struct Recorded {
+  std::vector<std::string> args;  // qemu.args
+  std::string disk;               // qemu.disk
+  std::string program;            // qemu.program
+};
+
+// The snapshot's memory stream must be a QEMU migration stream, with the
+// arguments and the disk's drive recorded next to it.
+Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s) {
+  const std::string hint = "; hexz vm resume takes a snapshot written by hexz vm snapshot";
+  if (!s.HasStream(format::StreamId::kMemory)) {
+    return Status::InvalidArgument(name + " has no memory stream (it holds only a disk)" + hint);
+  }
+  const format::Metadata& m = s.metadata();
+  if (m.empty()) {
+    return Status::InvalidArgument(name +
+                                   " has no metadata section (the memory stream's kind and "
+                                   "QEMU's arguments)" +
+                                   hint);
+  }
+  auto get = [&m](const char* key) {
+    auto it = m.find(key);
+    return it == m.end() ? std::string() : it->second;
+  };
+  const std::string kind = get(format::kMetaMemoryKind);
+  if (kind != format::kMemoryKindQemu) {
+    return Status::InvalidArgument(name + ": its memory stream is " +
+                                   (kind.empty() ? "raw" : kind) +
+                                   " (memory.kind), not a QEMU migration stream" + hint);
+  }
+  Recorded r;
+  const std::string args = get(format::kMetaQemuArgs);
+  for (size_t s0 = 0, e; s0 < args.size(); s0 = e + 1) {
+    e = args.find('\0', s0);
+    if (e == std::string::npos) e = args.size();
+    r.args.push_back(args.substr(s0, e - s0));
+  }
+  r.disk = get(format::kMetaQemuDisk);
+  r.program = get(format::kMetaQemuProgram);
+  if (r.args.empty() || r.disk.empty()) {
+    return Status::InvalidArgument(
+        name + ": its metadata lacks " +
+        (r.args.empty() ? "qemu.args" : "qemu.disk (the disk's -drive)") + hint);
+  }
+  return r;
+}
+
+// Splits -drive's option string at single commas (",," is a literal comma).
+std::vector<std::string> SplitDriveOptions(const std::string& s) {
+  std::vector<std::string> out(1);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == ',' && i + 1 < s.size() && s[i + 1] == ',') {
+      out.back() += ",,";
+      ++i;
+    } else if (s[i] == ',') {
+      out.emplace_back();
+    } else {
+      out.back() += s[i];
+    }
+  }
+  return out;
+}
+
+// The recorded arguments with the -drive whose id= is `disk` reading the NBD
+// export at `socket` instead of its file (its other options are kept).
+Result<std::vector<std::string>> ReplaceDisk(const Recorded& r, const std::string& socket,
+                                             const std::string& name) {
+  std::vector<std::string> out = r.args;
+  std::string uri = "nbd+unix:///disk?socket=";
+  for (char c : socket) uri += c == ',' ? std::string(",,") : std::string(1, c);
+  for (size_t i = 0; i + 1 < out.size(); ++i) {
+    if (out[i] != "-drive") continue;
+    std::vector<std::string> opts = SplitDriveOptions(out[i + 1]);
+    bool match = false;
+    for (const std::string& o : opts) match = match || o == "id=" + r.disk;
+    if (!match) continue;
+    std::string drive = "file=" + uri + ",format=raw";
+    for (const std::string& o : opts) {
+      if (o.starts_with("file=") || o.starts_with("file.") || o.starts_with("format=")) continue;
+      drive += "," + o;
+    }
+    out[i + 1] = drive;
+    return out;
+  }
+  return Status::Unsupported(name + ": qemu.args has no -drive with id=" + r.disk +
+                             " (qemu.disk); hexz vm resume replaces a -drive, not a -blockdev");
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+Result<std::string> Absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+  return std::string(cwd) + "/" + path;
+}
+
+// A listening unix socket at `path`, in a fresh private directory (so no
+// stale socket can be there), mode 0600.
+Result<UniqueFd> ListenUnix(const std::string& path) {
+  struct sockaddr_un sa = {};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path)
+    return Status::InvalidArgument("socket path " + path + " is too long");
+  std::memcpy(sa.sun_path, path.c_str(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Status::FromErrno(errno, "socket");
+  mode_t old = ::umask(0177);
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) return Status::FromErrno(err, "binding " + path);
+  if (::listen(fd.get(), 16) != 0) return Status::FromErrno(errno, "listening on " + path);
+  return fd;
+}
+
+// QEMU's stderr goes on to ours; its last lines are kept for error messages.
+class StderrTee {
+ public:
+  // Takes the read end of QEMU's stderr pipe.
+  explicit StderrTee(UniqueFd fd) : fd_(std::move(fd)), thread_([this] { Run(); }) {}
+  ~StderrTee() { Finish(); }
+  // Waits for the end of the pipe (QEMU has exited) and returns the tail.
+  std::string Finish() {
+    if (thread_.joinable()) thread_.join();
+    std::string t = tail_;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+    return t;
+  }
+
+ private:
+  void Run() {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd_.get(), buf, sizeof buf)) != 0;) {
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      (void)!::write(2, buf, static_cast<size_t>(n));
+      std::lock_guard<std::mutex> lock(mu_);
+      tail_.append(buf, static_cast<size_t>(n));
+      if (tail_.size() > 2048) tail_.erase(0, tail_.size() - 2048);
+    }
+  }
+  UniqueFd fd_;
+  std::mutex mu_;
+  std::string tail_;
+  std::thread thread_;
+};
+
+// The resumed guest: the disk server, QEMU, and what they leave behind.
+// Owns the worker session, the QEMU child, the tee of QEMU's stderr and the
+// private directory; the destructor stops and removes whatever is left.
+// Thread safety: the front-end's main thread only.
+class Resume {
+ public:
+  explicit Resume(const ResumeArgs& a) : a_(a) {}
+  ~Resume() { Cleanup(); }
+
+  Status Start();
+  int Foreground();
+
+ private:
+  Status Serve(const format::Snapshot& snapshot);
+  Status StartQemu(const Recorded& r);
+  Status Incoming();
+  // Stops QEMU (when `kill_qemu`) and the server, removes the private files.
+  void Cleanup();
+  std::string QemuSaid();
+
+  const ResumeArgs& a_;
+  std::string dir_, nbd_socket_, qmp_socket_, overlay_;
+  bool ephemeral_ = false;
+  std::optional<WorkerSession> session_;
+  pid_t qemu_ = -1;
+  std::unique_ptr<StderrTee> tee_;
+};
+
+Status Resume::Serve(const format::Snapshot& snapshot) {
+  ipc::WorkerConfig config;
+  config.mode = ipc::WorkerMode::kNbdServe;
+  config.uid = getuid();
+  config.gid = getgid();
+  HEXZ_RETURN_IF_ERROR(AttachOverlay(overlay_, a_.snapshot, snapshot, &config));
+  HEXZ_ASSIGN_OR_RETURN(config.chain_fds, snapshot.DupChainFds());
+  config.chain_names = snapshot.ChainNames();
+  HEXZ_RETURN_IF_ERROR(ApplyWorkerOptions(WorkerOptions(), snapshot, &config));
+  HEXZ_ASSIGN_OR_RETURN(std::string program, FindProgram("hexz-fused", "HEXZ_FUSED", "hexz-fused"));
+  HEXZ_ASSIGN_OR_RETURN(config.nbd_listen_fd, ListenUnix(nbd_socket_));
+  auto session = WorkerSession::Launch(program, config, -1);
+  config = ipc::WorkerConfig();  // the worker holds the overlay's lock and the socket now
+  if (!session.ok()) return session.status();
+  session_.emplace(std::move(*session));
+  auto ready = session_->AwaitReady();
+  if (!ready.ok()) session_.reset();  // AwaitReady reaped it
+  return ready.status();
+}
+
+Status Resume::StartQemu(const Recorded& r) {
+  HEXZ_ASSIGN_OR_RETURN(std::vector<std::string> args, ReplaceDisk(r, nbd_socket_, a_.snapshot));
+  std::string program = !a_.qemu.empty()     ? a_.qemu
+                        : !r.program.empty() ? r.program
+                                             : std::string("qemu-system-x86_64");
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return Status::FromErrno(errno, "readlink /proc/self/exe");
+  self[n] = '\0';
+  HEXZ_ASSIGN_OR_RETURN(std::string snap, Absolute(a_.snapshot));
+  args.insert(args.begin(), program);
+  args.insert(args.end(),
+              {"-qmp", "unix:" + qmp_socket_ + ",server=on,wait=off", "-incoming",
+               "exec:" + ShellQuote(self) + " cat " + ShellQuote(snap) + " --stream memory"});
+  args.insert(args.end(), a_.extra.begin(), a_.extra.end());
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
+  qemu_ = ::fork();
+  if (qemu_ < 0) return Status::FromErrno(errno, "fork");
+  if (qemu_ == 0) {
+    sigprocmask(SIG_SETMASK, &session_->old_mask(), nullptr);
+    ::dup2(wr.get(), 2);
+    std::vector<char*> argv;
+    for (std::string& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "hexz vm resume: cannot run %s: %s\n", argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  wr.reset();
+  tee_ = std::make_unique<StderrTee>(std::move(rd));
+  return Status::Ok();
+}
+
+std::string Resume::QemuSaid() {
+  if (qemu_ > 0) {  // QEMU's last words are written by the time it has exited
+    for (int i = 0; i < 50 && ::waitpid(qemu_, nullptr, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(qemu_, SIGKILL);
+    ::waitpid(qemu_, nullptr, 0);
+    qemu_ = -1;
+  }
+  std::string said = tee_ ? tee_->Finish() : "";
+  tee_.reset();
+  return said;
+}
+
+// Connects to QEMU's QMP, waits for the incoming migration, then `cont`.
+Status Resume::Incoming() {
+  std::unique_ptr<QmpClient> qmp;
+  for (int i = 0; i < 300 && qmp == nullptr; ++i) {
+    int status;
+    if (::waitpid(qemu_, &status, WNOHANG) == qemu_) {
+      qemu_ = -1;
+      return Status::Unavailable("QEMU exited (" + DescribeWaitStatus(status) + ")");
+    }
+    struct stat st;
+    if (::stat(qmp_socket_.c_str(), &st) == 0) {
+      HEXZ_ASSIGN_OR_RETURN(qmp, QmpClient::Connect(qmp_socket_));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  if (qmp == nullptr) return Status::Unavailable(qmp_socket_ + ": QEMU did not start within 30 s");
+  HEXZ_RETURN_IF_ERROR(WaitForMigration(*qmp, /*incoming=*/true));
+  HEXZ_ASSIGN_OR_RETURN(base::JsonValue status, qmp->Execute("query-status"));
+  const base::JsonValue* s = status.Find("status");
+  if (s == nullptr || s->AsString() != "running")
+    HEXZ_RETURN_IF_ERROR(qmp->Execute("cont").status());
+  return Status::Ok();  // disconnects: the QMP socket is free for the user
+}
+
+Status Resume::Start() {
+  HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
+                        OpenSnapshotAsUser(a_.snapshot));
+  HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
+  HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
+  std::string tmpl = base + "/resume-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);
+  dir_ = tmpl;
+  nbd_socket_ = dir_ + "/nbd.sock";
+  qmp_socket_ = a_.qmp.empty() ? dir_ + "/qmp.sock" : a_.qmp;
+  HEXZ_ASSIGN_OR_RETURN(qmp_socket_, Absolute(qmp_socket_));
+  ephemeral_ = a_.overlay.empty();
+  overlay_ = ephemeral_ ? dir_ + "/overlay" : a_.overlay;
+  HEXZ_RETURN_IF_ERROR(Serve(*snapshot));
+  snapshot.reset();
+  HEXZ_RETURN_IF_ERROR(StartQemu(r));
+  Status st = Incoming();
+  if (!st.ok()) {
+    std::string said = QemuSaid();
+    if (said.empty()) said = st.message();
+    for (size_t nl; (nl = said.find('\n')) != std::string::npos;) said.replace(nl, 1, "; ");
+    return Status::Unavailable("QEMU could not resume the guest of " + a_.snapshot + ": " + said +
+                               " (" + st.message() + ")");
+  }
+  std::printf("hexz: resumed %s (QEMU pid %d, QMP at %s); disk writes go to %s%s\n",
+              a_.snapshot.c_str(), static_cast<int>(qemu_), qmp_socket_.c_str(), overlay_.c_str(),
+              ephemeral_ ? " (ephemeral: removed when QEMU exits; --overlay keeps them)" : "");
+  std::fflush(stdout);
+  return Status::Ok();
+}
+
+// Until QEMU exits; signals are passed on to it. Returns QEMU's exit code.
+int Resume::Foreground() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set, s);
+  int rc = 0;
+  for (;;) {
+    struct timespec tick = {1, 0};
+    int signo = sigtimedwait(&set, nullptr, &tick);
+    if (signo == SIGINT || signo == SIGTERM || signo == SIGHUP) ::kill(qemu_, SIGTERM);
+    int status;
+    if (::waitpid(qemu_, &status, WNOHANG) == qemu_) {
+      qemu_ = -1;
+      rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (::waitpid(session_->pid(), &status, WNOHANG) == session_->pid()) {
+      session_.reset();
+      std::fprintf(stderr, "hexz vm resume: the disk server died (%s); stopping QEMU\n",
+                   DescribeWaitStatus(status).c_str());
+      rc = 1;
+      break;
+    }
+  }
+  Cleanup();
+  std::fprintf(stderr, "hexz: the guest resumed from %s has exited%s\n", a_.snapshot.c_str(),
+               ephemeral_ ? "" : ("; its disk writes are in " + overlay_).c_str());
+  return rc;
+}
+
+void Resume::Cleanup() {
+  if (qemu_ > 0) {
+    ::kill(qemu_, SIGTERM);
+    ReapWorker(qemu_, 10000);
+    qemu_ = -1;
+  }
+  tee_.reset();
+  if (session_) {
+    int status = session_->Stop(SIGTERM, 60000);  // the worker flushes the overlay
+    if (!ExitedCleanly(status)) {
+      std::fprintf(stderr, "hexz vm resume: the disk server did not stop cleanly (%s)\n",
+                   DescribeWaitStatus(status).c_str());
+    }
+    session_.reset();
+  }
+  if (dir_.empty()) return;
+  ::unlink(nbd_socket_.c_str());
+  if (a_.qmp.empty()) ::unlink(qmp_socket_.c_str());
+  if (ephemeral_) {
+    ::unlink(overlay_.c_str());
+    ::unlink(overlay::MetaPathFor(overlay_).c_str());
+  }
+  ::rmdir(dir_.c_str());
+  dir_.clear();
+}
+
+}  // namespace
+
+void AddVmResumeCommand(CLI::App& parent, int* rc) {
+  auto args = std::make_shared<ResumeArgs>();
+  CLI::App* cmd = parent.add_subcommand(
+      "resume", "Run a guest captured by vm snapshot again, from where it was paused");
+  cmd->add_option("snapshot", args->snapshot, "Snapshot file written by hexz vm snapshot (*.st)")
+      ->required();
+  cmd->add_option("--overlay", args->overlay,
+                  "Overlay file for the guest's disk writes, kept (created when missing; "
+                  "default: an ephemeral one)");
+  cmd->add_option("--qmp", args->qmp,
+                  "QMP socket to create for the resumed QEMU (default: a private one)");
+  cmd->add_option("--qemu", args->qemu,
+                  "QEMU program (default: the recorded qemu.program, from PATH)");
+  cmd->add_option("extra", args->extra, "Extra QEMU arguments, after --");
+  cmd->callback([rc, args] {
+    Resume resume(*args);
+    Status st = resume.Start();
+    *rc = st.ok() ? resume.Foreground() : Fail(st.WithContext("hexz vm resume"));
+  });
+}
+
+}  // namespace hexz::cli

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# hexz vm resume: a guest captured by hexz vm snapshot runs again. The disk
+# is served read-write by hexz (copy-on-write into --overlay, or an
+# ephemeral overlay), QEMU starts from the recorded arguments with the
+# recorded -drive on the NBD export and -incoming from the memory stream,
+# and hexz continues it once the migration has completed. The guest is the
+# firmware alone (as in vm_snapshot_qcow2), and its disk writes are made
+# through QEMU's block layer (the monitor's qemu-io): they land in the
+# overlay, which hexz commit turns into a snapshot. A resumed guest is
+# snapshotted again, thin against the first, and resumes too. Clear
+# errors: a snapshot without a QEMU memory stream or metadata, and a QEMU
+# that cannot load the stream (stopped, with the server, nothing left).
+source "$(dirname "$0")/../lib/common.sh"
+require_cmd qemu-system-x86_64 qemu-img qemu-io python3 cmp
+
+cd "$T"
+export XDG_RUNTIME_DIR="$T/run"
+mkdir -m 700 run
+qemu-img create -q -f qcow2 disk.qcow2 64M
+qemu-io -f qcow2 -c 'write -P 0x5a 1M 3M' disk.qcow2 >/dev/null
+qemu-img convert -O raw disk.qcow2 disk.raw
+
+# qmp SOCKET COMMAND [ARGUMENTS-JSON]: prints the "return" value as JSON.
+qmp() {
+  python3 - "$@" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+json.loads(f.readline())
+def run(cmd, args=None):
+    f.write(json.dumps({"execute": cmd, **({"arguments": args} if args else {})}) + "\n"); f.flush()
+    while True:
+        m = json.loads(f.readline())
+        if "event" in m: continue
+        if "error" in m: sys.exit("QMP error: " + m["error"]["desc"])
+        return m["return"]
+run("qmp_capabilities")
+print(json.dumps(run(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)))
+PY
+}
+status() { qmp "$1" query-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
+hmp() { qmp "$1" human-monitor-command "{\"command-line\": \"$2\"}"; }
+
+qemu-system-x86_64 -machine pc -accel tcg -m 32 -nodefaults -display none -no-user-config \
+  -drive file=disk.qcow2,if=none,id=d0,format=qcow2 -device virtio-blk-pci,drive=d0 \
+  -qmp "unix:$T/a.qmp,server=on,wait=off" >a.log 2>&1 &
+vm_pid=$!
+on_exit "kill -9 $vm_pid"
+wait_for test -S "$T/a.qmp" || fail "QEMU did not start: $(cat a.log)"
+"$HEXZ" vm snapshot --qmp "$T/a.qmp" -o vm.st -q || fail "vm snapshot"
+info=$("$HEXZ" info vm.st)
+grep -q "qemu.disk = d0" <<<"$info" || fail "qemu.disk: $info"
+grep -q "qemu.program = qemu-system-x86_64" <<<"$info" || fail "qemu.program: $info"
+
+# resume_vm SNAPSHOT QMP [ARGS...]: hexz vm resume in the background (pid
+# in $resume_pid, output in QMP.out), until the guest runs.
+resume_vm() {
+  local snap=$1 sock=$2; shift 2
+  "$HEXZ" vm resume "$snap" --qmp "$sock" "$@" >"$sock.out" 2>&1 &
+  resume_pid=$!
+  on_exit "kill $resume_pid"
+  for _ in $(seq 300); do grep -q "^hexz: resumed" "$sock.out" && break
+    kill -0 "$resume_pid" 2>/dev/null || break; sleep 0.1; done
+  grep -q "^hexz: resumed $snap (QEMU pid [0-9]*, QMP at $sock); disk writes go to" "$sock.out" \
+    || fail "vm resume $snap: $(cat "$sock.out")"
+}
+
+# Resume into a kept overlay; the guest runs; its disk writes land there.
+resume_vm vm.st "$T/r.qmp" --overlay ov
+[[ $(status "$T/r.qmp") == running ]] || fail "the resumed guest is $(status "$T/r.qmp")"
+hmp "$T/r.qmp" "qemu-io d0 \\\"write -P 0x77 8M 64k\\\"" >/dev/null || fail "guest write"
+pass "vm resume: QEMU loads the memory stream and the guest runs (QMP query-status: running)"
+
+# Snapshot the resumed guest again, thin against the first.
+"$HEXZ" vm snapshot --qmp "$T/r.qmp" -o vm2.st --parent vm.st --continue -q || fail "vm snapshot 2"
+cp disk.raw expected.raw
+qemu-io -f raw -c 'write -P 0x77 8M 64k' expected.raw >/dev/null
+"$HEXZ" cat vm2.st | cmp - expected.raw || fail "vm2.st's disk lacks the resumed guest's write"
+[[ $("$HEXZ" info --json vm2.st | python3 -c 'import json,sys; d=json.load(sys.stdin)["streams"]["disk"]; print(d["parent_blocks"] > 0)') == True ]] \
+  || fail "vm2.st is not thin against vm.st: $("$HEXZ" info vm2.st)"
+pass "a resumed guest is snapshotted again, thin against the first snapshot"
+
+# QEMU's exit ends vm resume, which stops the server (flushing the overlay).
+qmp "$T/r.qmp" quit >/dev/null 2>&1 || true
+wait "$resume_pid" || fail "vm resume exited with $?: $(cat "$T/r.qmp.out")"
+grep -q "its disk writes are in ov" "$T/r.qmp.out" || fail "exit message: $(cat "$T/r.qmp.out")"
+"$HEXZ" commit --base vm.st --overlay ov -o committed.st >/dev/null || fail "commit of the overlay"
+"$HEXZ" cat committed.st | cmp - expected.raw || fail "the committed disk lacks the guest's write"
+[[ -z $(ls run/hexz) ]] || fail "vm resume left files: $(ls -R run/hexz)"
+pass "the guest's disk writes land in the overlay; hexz commit of it works; nothing left behind"
+
+# The second snapshot of the chain resumes too, into an ephemeral overlay.
+resume_vm vm2.st "$T/r2.qmp"
+grep -q "ephemeral: removed when QEMU exits" "$T/r2.qmp.out" || fail "$(cat "$T/r2.qmp.out")"
+[[ $(status "$T/r2.qmp") == running ]] || fail "the resumed vm2 is $(status "$T/r2.qmp")"
+kill -TERM "$resume_pid"
+wait "$resume_pid"
+[[ -z $(ls run/hexz) ]] || fail "the ephemeral overlay was left: $(ls -R run/hexz)"
+pass "the thin second snapshot resumes; SIGTERM stops QEMU and the server; the ephemeral overlay goes"
+
+# Clear errors.
+"$HEXZ" cat vm.st --stream memory >mem.bin
+"$HEXZ" pack --disk disk.raw -o diskonly.st -q
+"$HEXZ" pack --disk disk.raw --memory mem.bin -o nometa.st -q
+"$HEXZ" pack --disk disk.raw --memory mem.bin --memory-kind raw -o raw.st -q
+expect_fail_msg "diskonly.st has no memory stream \(it holds only a disk\)" "$HEXZ" vm resume diskonly.st
+expect_fail_msg "nometa.st has no metadata section" "$HEXZ" vm resume nometa.st
+expect_fail_msg "raw.st: its memory stream is raw \(memory.kind\), not a QEMU migration stream" \
+  "$HEXZ" vm resume raw.st
+cp vm.st badmeta.st
+python3 - <<'PY'
+d = bytearray(open("badmeta.st", "rb").read()); i = d.rindex(b"HEXZMETA") + 20; d[i] ^= 0xff
+open("badmeta.st", "wb").write(d)
+PY
+expect_fail_msg "badmeta.st.*(metadata|checksum)" "$HEXZ" vm resume badmeta.st
+[[ -z $(ls run/hexz 2>/dev/null) ]] || fail "a refused resume left files"
+# A QEMU that cannot load the stream (different memory size): QEMU's own
+# message, and QEMU and the server are gone.
+expect_fail_msg "QEMU could not resume the guest of vm.st: .*qemu-system-x86_64: Size mismatch: pc.ram.*load of migration failed" \
+  "$HEXZ" vm resume vm.st --overlay ov3 -- -m 64
+! pgrep -f "exec:.*$T/vm.st" >/dev/null || fail "a QEMU was left running"
+[[ -z $(ls run/hexz) ]] || fail "a failed resume left files: $(ls -R run/hexz)"
+pass "no QEMU memory stream, no or a damaged metadata section, and a failed load are clear errors"
