@@ -221,8 +221,12 @@ Status InstallFilter(const Policy& policy) {
     HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
   }
   // fstat(): glibc issues newfstatat(fd, "", buf, AT_EMPTY_PATH); it traps
-  // and OnSigsys performs a plain fstat instead (see there).
-  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_TRAP, "newfstatat"));
+  // and OnSigsys performs a plain fstat instead (see there). In a
+  // HEXZ_SECCOMP_DEBUG build the default action is already the trap, and
+  // libseccomp refuses a rule that repeats the default.
+  if (default_action != SCMP_ACT_TRAP) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_TRAP, "newfstatat"));
+  }
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "statx"));
   // Threads yes, processes no.
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
