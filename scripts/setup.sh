@@ -30,9 +30,12 @@ PACKAGES=(
   qemu-utils qemu-block-extra qemu-system-x86 libnbd-bin nbdkit nbd-client busybox-static fdisk dosfstools
   fio groff-base mandoc man-db lz4 zstd squashfs-tools squashfuse gnutls-bin
   dosfstools
-  # remote snapshots: a real HTTP(S) server, a test CA, the fault server, npm for s3rver
-  nginx-light gnutls-bin python3 npm
+  # remote snapshots: a real HTTP(S) server, a test CA, the fault server
+  nginx-light gnutls-bin python3
 )
+# npm (for s3rver) comes with Debian's npm package, unless a Node.js install
+# (such as NodeSource's nodejs, which conflicts with it) already provides it.
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
