@@ -86,13 +86,19 @@ std::string JsonValue::Serialize() const {
       return JsonQuote(text_);
     case Type::kArray: {
       std::string out = "[";
-      for (size_t i = 0; i < items_.size(); ++i) out += (i ? "," : "") + items_[i].Serialize();
+      for (size_t i = 0; i < items_.size(); ++i) {
+        if (i) out += ',';
+        out += items_[i].Serialize();
+      }
       return out + "]";
     }
     case Type::kObject: {
       std::string out = "{";
       for (size_t i = 0; i < members_.size(); ++i) {
-        out += (i ? "," : "") + JsonQuote(members_[i].first) + ":" + members_[i].second.Serialize();
+        if (i) out += ',';
+        out += JsonQuote(members_[i].first);
+        out += ':';
+        out += members_[i].second.Serialize();
       }
       return out + "}";
     }
