@@ -21,4 +21,8 @@ std::string HexEncode(const void* p, size_t n);
 // false, leaving out unspecified, when hex has another length or a non-digit.
 bool HexDecode(std::string_view hex, void* out, size_t n);
 
+// Appends the UTF-8 encoding of the code point cp (at most 0x10ffff; the
+// caller has mapped surrogates and anything invalid) to out.
+void AppendUtf8(uint32_t cp, std::string* out);
+
 }  // namespace hexz::base

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/base/bytes.h"
+
 namespace hexz::base {
 
 JsonValue JsonValue::Bool(bool b) {
@@ -230,24 +232,6 @@ class Parser {
     return v;
   }
 
-  static void PutUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    } else {
-      out->push_back(static_cast<char>(0xf0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-    }
-  }
-
   Result<uint32_t> ParseEscapedCodePoint() {
     HEXZ_ASSIGN_OR_RETURN(uint32_t cp, ParseHex4());
     if (cp >= 0xdc00 && cp <= 0xdfff) return Error("lone low surrogate");
@@ -299,7 +283,7 @@ class Parser {
           break;
         case 'u': {
           HEXZ_ASSIGN_OR_RETURN(uint32_t cp, ParseEscapedCodePoint());
-          PutUtf8(cp, &out);
+          AppendUtf8(cp, &out);
           break;
         }
         default:

@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 
+#include "common/base/bytes.h"
 #include "common/base/checked_math.h"
 #include "common/base/endian.h"
 #include "common/base/size.h"
@@ -52,23 +53,12 @@ std::string FixedString(const uint8_t* p, size_t n) {
   return s;
 }
 
-void AppendUtf8(uint32_t cp, std::string* out) {
+// A label's code point, with control characters shown as '?'.
+void AppendLabelChar(uint32_t cp, std::string* out) {
   if (cp < 0x20 || cp == 0x7f) {
     out->push_back('?');
-  } else if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xc0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xe0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
   } else {
-    out->push_back(static_cast<char>(0xf0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+    base::AppendUtf8(cp, out);
   }
 }
 
@@ -81,12 +71,12 @@ std::string Utf16Name(const uint8_t* p, size_t units) {
     if (u >= 0xd800 && u < 0xdc00 && i + 1 < units) {
       uint32_t lo = GetLe16(p + 2 * (i + 1));
       if (lo >= 0xdc00 && lo < 0xe000) {
-        AppendUtf8(0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00), &out);
+        AppendLabelChar(0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00), &out);
         ++i;
         continue;
       }
     }
-    AppendUtf8(u >= 0xd800 && u < 0xe000 ? 0xfffd : u, &out);
+    AppendLabelChar(u >= 0xd800 && u < 0xe000 ? 0xfffd : u, &out);
   }
   return out;
 }

@@ -11,6 +11,7 @@
 # errors: a snapshot without a QEMU memory stream or metadata, and a QEMU
 # that cannot load the stream (stopped, with the server, nothing left).
 source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/qmp.sh"
 require_cmd qemu-system-x86_64 qemu-img qemu-io python3 cmp
 
 cd "$T"
@@ -20,25 +21,6 @@ qemu-img create -q -f qcow2 disk.qcow2 64M
 qemu-io -f qcow2 -c 'write -P 0x5a 1M 3M' disk.qcow2 >/dev/null
 qemu-img convert -O raw disk.qcow2 disk.raw
 
-# qmp SOCKET COMMAND [ARGUMENTS-JSON]: prints the "return" value as JSON.
-qmp() {
-  python3 - "$@" <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-json.loads(f.readline())
-def run(cmd, args=None):
-    f.write(json.dumps({"execute": cmd, **({"arguments": args} if args else {})}) + "\n"); f.flush()
-    while True:
-        m = json.loads(f.readline())
-        if "event" in m: continue
-        if "error" in m: sys.exit("QMP error: " + m["error"]["desc"])
-        return m["return"]
-run("qmp_capabilities")
-print(json.dumps(run(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else None)))
-PY
-}
-status() { qmp "$1" query-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
-hmp() { qmp "$1" human-monitor-command "{\"command-line\": \"$2\"}"; }
 
 qemu-system-x86_64 -machine pc -accel tcg -m 32 -nodefaults -display none -no-user-config \
   -drive file=disk.qcow2,if=none,id=d0,format=qcow2 -device virtio-blk-pci,drive=d0 \
