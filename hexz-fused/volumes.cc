@@ -1,12 +1,15 @@
 #include "hexz-fused/volumes.h"
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <cerrno>
 #include <utility>
 
 #include "common/base/log.h"
 #include "common/cache/worker_cache.h"
+#include "common/io/source.h"
+#include "common/ipc/fetch_protocol.h"
 #include "common/overlay/overlay_files.h"
 #include "common/overlay/overlay_volume.h"
 
@@ -27,21 +30,41 @@ overlay::OverlayNames OverlayNamesOf(const ipc::WorkerConfig& config) {
   return names;
 }
 
+// The chain: from its descriptors, or, for a remote chain, read through the
+// fetcher's channels (every block is still checked here).
+Result<std::shared_ptr<format::Snapshot>> OpenChain(ipc::WorkerConfig& config,
+                                                    const format::OpenOptions& options) {
+  if (config.fetcher_fds.empty()) {
+    return format::Snapshot::OpenFds(std::move(config.chain_fds), config.chain_names, options);
+  }
+  auto client =
+      std::make_shared<ipc::FetchClient>(std::move(config.fetcher_fds), config.fetch_timeout);
+  std::vector<std::unique_ptr<io::Source>> sources;
+  for (size_t i = 0; i < config.chain_names.size(); ++i) {
+    sources.push_back(ipc::FetchSource(client, static_cast<uint32_t>(i), config.chain_sizes[i],
+                                       config.chain_names[i]));
+  }
+  return format::Snapshot::OpenSources(std::move(sources), options);
+}
+
 }  // namespace
 
 Result<WorkerVolumes> OpenWorkerVolumes(ipc::WorkerConfig& config) {
   WorkerVolumes v;
-  struct stat st;
-  if (fstat(config.chain_fds.at(0).get(), &st) != 0) {
-    return Status::FromErrno(errno, config.chain_names.at(0));
+  if (config.fetcher_fds.empty()) {
+    struct stat st;
+    if (fstat(config.chain_fds.at(0).get(), &st) != 0) {
+      return Status::FromErrno(errno, config.chain_names.at(0));
+    }
+    v.mtime = st.st_mtim;
+  } else {
+    clock_gettime(CLOCK_REALTIME, &v.mtime);  // a remote object: when it was mounted
   }
-  v.mtime = st.st_mtim;
   // The shared block cache (--cache-size), joined before the lockdown.
   HEXZ_ASSIGN_OR_RETURN(v.cache, cache::AttachForWorker(config.cache_size, &v.cache_note));
   format::OpenOptions open_options;
   open_options.cache = v.cache.get();
-  HEXZ_ASSIGN_OR_RETURN(v.snapshot, format::Snapshot::OpenFds(std::move(config.chain_fds),
-                                                              config.chain_names, open_options));
+  HEXZ_ASSIGN_OR_RETURN(v.snapshot, OpenChain(config, open_options));
   HEXZ_RETURN_IF_ERROR(cache::CheckWorkerBlockSize(v.cache.get(), v.snapshot->block_size()));
   if (!v.cache_note.empty()) HEXZ_LOG_INFO("%s", v.cache_note.c_str());
 

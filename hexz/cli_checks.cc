@@ -140,9 +140,14 @@ int UsageError(const Status& status) {
   return 2;
 }
 
-Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path) {
-  auto snapshot = OpenSnapshotChain(path);
-  const std::string shown = remote::IsUrl(path) ? remote::RedactUrl(path) : path;
+std::string ShownLocation(const std::string& path) {
+  return remote::IsUrl(path) ? remote::RedactUrl(path) : path;
+}
+
+Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path,
+                                                             const format::OpenOptions& options) {
+  auto snapshot = OpenSnapshotChain(path, options);
+  const std::string shown = ShownLocation(path);
   if (snapshot.ok() || snapshot.status().message().find(shown) != std::string::npos) {
     return snapshot;
   }

@@ -44,9 +44,14 @@ base::Status CheckId(const char* option, std::optional<uint32_t> id);
 base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(
     const std::string& path, const format::OpenOptions& options = {});
 
+// What messages show for a snapshot given as `path`: the path, or a URL
+// without credentials, query or fragment (remote::RedactUrl).
+std::string ShownLocation(const std::string& path);
+
 // OpenSnapshotChain for a command that names `path` itself: an error that
 // does not mention the file gets it as context ("PATH: ...").
-base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(const std::string& path);
+base::Result<std::shared_ptr<format::Snapshot>> OpenSnapshotAsUser(
+    const std::string& path, const format::OpenOptions& options = {});
 
 // Prefixes `status` with the files of `chain` (top first) that lead to the
 // file the message starts with, when that file is a parent.

@@ -34,8 +34,10 @@
 #include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/fetcher.h"
 #include "hexz/mount_table.h"
 #include "hexz/nbd_mount.h"
+#include "hexz/remote_cli.h"
 #include "hexz/worker_session.h"
 
 namespace hexz::cli {
@@ -58,6 +60,7 @@ struct MountArgs {
   bool partitions = false;            // --partitions: disk-pN files (FUSE)
   std::optional<uint32_t> partition;  // --partition N (--nbd)
   std::vector<std::string> options;   // -o allow_root,allow_other
+  std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
 
 std::string BaseName(const std::string& p) {
@@ -213,7 +216,7 @@ int CheckMountArgs(const MountArgs& a, bool* allow_root, bool* allow_other) {
 // --rw, the overlay (opened, locked and checked as the user; the lock
 // follows the descriptor into the worker).
 Status FillMountConfig(const MountArgs& a, const format::Snapshot& snapshot,
-                       const std::string& canonical, bool allow_root, bool allow_other,
+                       const std::string& canonical, bool allow_root, bool allow_other, int log_fd,
                        ipc::WorkerConfig* config) {
   config->mode = ipc::WorkerMode::kFuse;
   config->mountpoint = canonical;
@@ -227,8 +230,8 @@ Status FillMountConfig(const MountArgs& a, const format::Snapshot& snapshot,
   // auto_unmount is added where it works, which for a user (libfuse 3.14)
   // is only together with allow_root/allow_other.
   config->auto_unmount = getuid() == 0 || allow_root || allow_other;
-  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
-  config->chain_names = snapshot.ChainNames();
+  HEXZ_RETURN_IF_ERROR(
+      AttachChain(a.snapshot, snapshot, a.remote->options(), log_fd, a.worker.daemon, config));
   if (a.rw) {
     HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files, OpenMountOverlay(a, snapshot));
     config->read_write = true;
@@ -271,10 +274,10 @@ int ReportNotMounted(const MountArgs& a, const std::string& canonical, const std
 
 void ReportMounted(const MountArgs& a, const std::string& canonical, pid_t pid,
                    const std::string& ready, const std::string& log_path) {
-  const std::string what =
-      a.snapshot + (!a.rw               ? std::string()
-                    : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
-                                        : " read-write (overlay " + a.overlay + ")");
+  const std::string what = ShownLocation(a.snapshot) +
+                           (!a.rw               ? std::string()
+                            : a.overlay.empty() ? std::string(" read-write (ephemeral overlay)")
+                                                : " read-write (overlay " + a.overlay + ")");
   if (a.worker.daemon) {
     // Notes from the worker (in the foreground its log already showed them).
     for (size_t nl = ready.find('\n'); nl != std::string::npos; nl = ready.find('\n', nl + 1)) {
@@ -325,12 +328,12 @@ int RunMount(const MountArgs& a) {
     // The kernel mount would hide the directory's files just the same.
     if (Status st = CheckMountpointEmpty(a.mountpoint, a.mountpoint); !st.ok()) return Fail(st);
     return RunNbdMount({a.snapshot, a.mountpoint, a.rw, a.overlay, a.worker,
-                        a.uid.has_value() || a.gid.has_value(), a.partition});
+                        a.uid.has_value() || a.gid.has_value(), a.partition, a.remote});
   }
   if (Status st = CheckWorkerOptions(a.worker); !st.ok()) return Usage(st.message());
 
   // 1. The snapshot chain, opened and validated with the user's rights.
-  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  auto snapshot = OpenSnapshotAsUser(a.snapshot, a.remote->OpenOptions());
   if (!snapshot.ok()) return Fail(snapshot.status());
   ipc::WorkerConfig config;
   if (Status st = ApplyWorkerOptions(a.worker, **snapshot, &config); !st.ok()) {
@@ -349,7 +352,8 @@ int RunMount(const MountArgs& a) {
     log = std::move(*opened);
   }
   // 4. The settings, the chain's descriptors and the overlay.
-  Status filled = FillMountConfig(a, **snapshot, canonical, allow_root, allow_other, &config);
+  Status filled =
+      FillMountConfig(a, **snapshot, canonical, allow_root, allow_other, log.fd.get(), &config);
   snapshot->reset();
   if (!filled.ok()) return Fail(filled);
 
@@ -375,7 +379,7 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<MountArgs>();
   CLI::App* cmd = parent.add_subcommand(
       "mount", "Mount a snapshot: MOUNTPOINT shows the files 'disk' and 'memory' (FUSE)");
-  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st)")->required();
+  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st) or URL")->required();
   cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
   cmd->add_option("--uid", args->uid, "Owner shown for the files (default: your uid)");
   cmd->add_option("--gid", args->gid, "Group shown for the files (default: your gid)");
@@ -403,6 +407,7 @@ void AddMountCommand(CLI::App& parent, int* rc) {
                 "partition number; for fuse2fs or a loop mount without offsets)");
   cmd->add_option("--partition", args->partition,
                   "With --nbd: mount partition N (default: the only mountable filesystem)");
+  args->remote->Add(cmd);
   cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 

@@ -33,6 +33,8 @@
 #include "common/ipc/worker_protocol.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/fetcher.h"
+#include "hexz/remote_cli.h"
 #include "hexz/serve_tls.h"
 #include "hexz/worker_session.h"
 
@@ -54,6 +56,7 @@ struct ServeArgs {
   std::string overlay;
   ServeTlsArgs tls;      // --tls, --tls-certificates, --tls-psk, ...
   WorkerOptions worker;  // --cache-size, --daemon, --log-file, --verbose
+  std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
 
 struct Endpoint {
@@ -227,8 +230,8 @@ int Usage(const char* msg) {
   return 2;
 }
 
-// The worker's settings (NBD mode), with the chain's descriptors and, with
-// --rw, the overlay opened and locked as the user.
+// The worker's settings (NBD mode), with, with --rw, the overlay opened and
+// locked as the user (the chain is attached once the log is open).
 Status FillServeConfig(const ServeArgs& a, const format::Snapshot& snapshot,
                        ipc::WorkerConfig* config) {
   if (!snapshot.HasStream(format::StreamId::kDisk)) {
@@ -238,8 +241,6 @@ Status FillServeConfig(const ServeArgs& a, const format::Snapshot& snapshot,
   config->uid = getuid();
   config->gid = getgid();
   if (a.rw) HEXZ_RETURN_IF_ERROR(AttachOverlay(a.overlay, a.snapshot, snapshot, config));
-  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
-  config->chain_names = snapshot.ChainNames();
   return FillServeTls(a.tls, config);
 }
 
@@ -252,20 +253,21 @@ int SuperviseServe(WorkerSession& session, const ServeArgs& a, const Endpoint& e
     RemoveEndpoint(endpoint);
     if (!ExitedCleanly(status)) {
       std::fprintf(stderr, "hexz serve: the worker for %s did not stop cleanly (%s)\n",
-                   a.snapshot.c_str(), DescribeWaitStatus(status).c_str());
+                   ShownLocation(a.snapshot).c_str(), DescribeWaitStatus(status).c_str());
       return 1;
     }
-    std::fprintf(stderr, "hexz: stopped serving %s\n", a.snapshot.c_str());
+    std::fprintf(stderr, "hexz: stopped serving %s\n", ShownLocation(a.snapshot).c_str());
     return 0;
   };
   handlers.on_child_exit = [&](int status) {
     RemoveEndpoint(endpoint);
     if (ExitedCleanly(status)) {
-      std::fprintf(stderr, "hexz: the NBD server for %s exited\n", a.snapshot.c_str());
+      std::fprintf(stderr, "hexz: the NBD server for %s exited\n",
+                   ShownLocation(a.snapshot).c_str());
       return 0;
     }
-    std::fprintf(stderr, "hexz serve: the worker for %s died (%s)\n", a.snapshot.c_str(),
-                 DescribeWaitStatus(status).c_str());
+    std::fprintf(stderr, "hexz serve: the worker for %s died (%s)\n",
+                 ShownLocation(a.snapshot).c_str(), DescribeWaitStatus(status).c_str());
     return 1;
   };
   return session.Supervise(handlers);
@@ -282,13 +284,12 @@ int RunServe(const ServeArgs& a) {
   if (Status st = CheckServeTls(a.tls); !st.ok()) return Usage(st.message().c_str());
 
   // 1. The snapshot chain and the overlay, opened and checked as the user.
-  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  auto snapshot = OpenSnapshotAsUser(a.snapshot, a.remote->OpenOptions());
   if (!snapshot.ok()) return Fail(snapshot.status());
   ipc::WorkerConfig config;
   Status filled = FillServeConfig(a, **snapshot, &config);
   if (!filled.ok()) return Fail(filled);
   Status applied = ApplyWorkerOptions(a.worker, **snapshot, &config);
-  snapshot->reset();
   if (!applied.ok()) return UsageError(applied);
 
   // 2. The worker program, 3. the endpoint and the daemon's log.
@@ -304,6 +305,14 @@ int RunServe(const ServeArgs& a) {
       return Fail(opened.status());
     }
     log = std::move(*opened);
+  }
+  // The chain's descriptors, or a fetcher for a remote one.
+  Status attached = AttachChain(a.snapshot, **snapshot, a.remote->options(), log.fd.get(),
+                                a.worker.daemon, &config);
+  snapshot->reset();
+  if (!attached.ok()) {
+    RemoveEndpoint(*endpoint);
+    return Fail(attached);
   }
   config.nbd_listen_fd = std::move(endpoint->fd);
 
@@ -327,12 +336,14 @@ int RunServe(const ServeArgs& a) {
 
   WatchEndpoint(*endpoint, session->pid(), session->old_mask());
   if (a.worker.daemon) {
-    std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n", a.snapshot.c_str(),
-                endpoint->uri.c_str(), static_cast<int>(session->pid()), log.path.c_str());
+    std::printf("hexz: serving %s at %s (worker pid %d, log %s)\n",
+                ShownLocation(a.snapshot).c_str(), endpoint->uri.c_str(),
+                static_cast<int>(session->pid()), log.path.c_str());
     return 0;
   }
   std::printf("hexz: serving %s at %s (worker pid %d); Ctrl+C or SIGTERM stops\n",
-              a.snapshot.c_str(), endpoint->uri.c_str(), static_cast<int>(session->pid()));
+              ShownLocation(a.snapshot).c_str(), endpoint->uri.c_str(),
+              static_cast<int>(session->pid()));
   std::fflush(stdout);
   return SuperviseServe(*session, a, *endpoint);
 }
@@ -342,7 +353,7 @@ int RunServe(const ServeArgs& a) {
 void AddServeCommand(CLI::App& parent, int* rc) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = parent.add_subcommand("serve", "Export a snapshot's disk (and memory) over NBD");
-  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st)")->required();
+  cmd->add_option("snapshot", args->snapshot, "Snapshot file (*.st) or URL")->required();
   cmd->add_option("--socket", args->socket,
                   "Unix socket to listen on, mode 0600 (default: a private directory under "
                   "$XDG_RUNTIME_DIR/hexz/)");
@@ -356,6 +367,7 @@ void AddServeCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--overlay", args->overlay, "Overlay file for --rw (created when missing)");
   AddServeTlsOptions(cmd, &args->tls);
   AddWorkerOptions(cmd, &args->worker, "Return once serving; the worker stays behind");
+  args->remote->Add(cmd);
   cmd->callback([rc, args] { *rc = RunServe(*args); });
 }
 

@@ -31,6 +31,7 @@
 #include "common/nbd/client.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/fetcher.h"
 #include "hexz/mount_table.h"
 #include "hexz/worker_session.h"
 
@@ -351,7 +352,7 @@ Result<NbdTarget> ChooseNbdTarget(const std::string& name,
 }
 
 // The worker's settings (NBD mode, the disk export only), with the chain's
-// descriptors and, with --rw, the overlay opened and locked as the user.
+// descriptors (or a fetcher for a URL) and, with --rw, the overlay opened and locked as the user.
 Status FillNbdConfig(const NbdMountArgs& a, const format::Snapshot& snapshot,
                      ipc::WorkerConfig* config) {
   config->mode = ipc::WorkerMode::kNbdServe;
@@ -359,8 +360,8 @@ Status FillNbdConfig(const NbdMountArgs& a, const format::Snapshot& snapshot,
   config->gid = getgid();
   config->nbd_exports = {"disk"};
   if (a.rw) HEXZ_RETURN_IF_ERROR(AttachOverlay(a.overlay, a.snapshot, snapshot, config));
-  HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
-  config->chain_names = snapshot.ChainNames();
+  remote::Options options = a.remote ? a.remote->options() : remote::Options();
+  HEXZ_RETURN_IF_ERROR(AttachChain(a.snapshot, snapshot, options, -1, false, config));
   return ApplyWorkerOptions(a.worker, snapshot, config);
 }
 
@@ -455,9 +456,10 @@ int RunNbdMount(const NbdMountArgs& a) {
 
   // 1. The snapshot, the overlay, the partition and the filesystem type,
   // as the user.
-  auto snapshot = OpenSnapshotAsUser(a.snapshot);
+  auto snapshot =
+      OpenSnapshotAsUser(a.snapshot, a.remote ? a.remote->OpenOptions() : format::OpenOptions());
   if (!snapshot.ok()) return Fail(snapshot.status());
-  auto target = ChooseNbdTarget(a.snapshot, *snapshot, a.partition);
+  auto target = ChooseNbdTarget(ShownLocation(a.snapshot), *snapshot, a.partition);
   if (!target.ok()) return Fail(target.status());
   ipc::WorkerConfig config;
   Status filled = FillNbdConfig(a, **snapshot, &config);
@@ -494,9 +496,9 @@ int RunNbdMount(const NbdMountArgs& a) {
     session->Stop(SIGTERM, 10000);
     return Fail(device.status());
   }
-  const std::string what = target->partition == 0
-                               ? a.snapshot
-                               : a.snapshot + " partition " + std::to_string(target->partition);
+  const std::string shown = ShownLocation(a.snapshot);
+  const std::string what =
+      target->partition == 0 ? shown : shown + " partition " + std::to_string(target->partition);
   std::fprintf(stderr,
                "hexz: mounted %s (%s) on %s via %s (%s; NBD server pid %d); Ctrl+C, SIGTERM or "
                "'hexz unmount %s' unmounts\n",

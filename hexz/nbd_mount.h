@@ -14,11 +14,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "common/base/status.h"
 #include "hexz/cli_checks.h"
+#include "hexz/remote_cli.h"
 
 namespace hexz::cli {
 
@@ -32,6 +34,9 @@ struct NbdMountArgs {
   // --partition N: mount partition N (the kernel's /dev/nbdXpN). Without it,
   // the only mountable filesystem (the whole disk's, or a single partition's).
   std::optional<uint32_t> partition;
+  // --ca-file, --remote-timeout, --s3-endpoint: a URL is read through a
+  // fetcher (hexz/fetcher.h), a sibling of the worker. Null: local files only.
+  std::shared_ptr<RemoteFlags> remote;
 };
 
 // Returns the process exit code (0, 1, 2).

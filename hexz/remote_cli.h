@@ -22,6 +22,8 @@ class RemoteFlags {
   void Add(CLI::App* cmd);
   // Open options whose opener reads URLs with these flags (and paths).
   format::OpenOptions OpenOptions();
+  // The flags as given (for the fetcher, hexz/fetcher.h).
+  const remote::Options& options() const { return options_; }
 
  private:
   remote::Options options_;

@@ -700,22 +700,34 @@ Result<std::shared_ptr<Snapshot>> Snapshot::OpenFds(std::vector<UniqueFd> fds,
                                                     const OpenOptions& options) {
   if (fds.empty() || fds.size() != names.size())
     return Status::InvalidArgument("snapshot chain: descriptors and names do not match");
-  std::vector<std::shared_ptr<SnapshotImpl>> chain;
-  std::set<std::string> seen;
+  std::vector<std::unique_ptr<io::Source>> sources;
   for (size_t i = 0; i < fds.size(); ++i) {
     HEXZ_ASSIGN_OR_RETURN(auto src, io::FileSource(std::move(fds[i]), names[i]));
-    if (!seen.insert(src->identity()).second) {
-      return Status::InvalidArgument(names[0] + ": parent chain loops: " + names[i] +
+    sources.push_back(std::move(src));
+  }
+  return OpenSources(std::move(sources), options);
+}
+
+Result<std::shared_ptr<Snapshot>> Snapshot::OpenSources(
+    std::vector<std::unique_ptr<io::Source>> sources, const OpenOptions& options) {
+  if (sources.empty()) return Status::InvalidArgument("snapshot chain: no files");
+  std::vector<std::shared_ptr<SnapshotImpl>> chain;
+  std::set<std::string> seen;
+  const std::string top = sources[0]->name();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const std::string name = sources[i]->name();
+    if (!seen.insert(sources[i]->identity()).second) {
+      return Status::InvalidArgument(top + ": parent chain loops: " + name +
                                      " is already part of the chain");
     }
-    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(src), options));
+    HEXZ_ASSIGN_OR_RETURN(auto snap, SnapshotImpl::Parse(std::move(sources[i]), options));
     chain.push_back(snap);
     if (snap->thin()) {
       HEXZ_RETURN_IF_ERROR(CheckDepth(*chain.front(), chain.size(), options));
-      if (i + 1 == fds.size())
-        return Status::NotFound(names[i] + ": parent " + snap->parent_path() + " was not provided");
-    } else if (i + 1 != fds.size()) {
-      return Status::InvalidArgument(names[i] + ": has no parent, but more files follow it");
+      if (i + 1 == sources.size())
+        return Status::NotFound(name + ": parent " + snap->parent_path() + " was not provided");
+    } else if (i + 1 != sources.size()) {
+      return Status::InvalidArgument(name + ": has no parent, but more files follow it");
     }
   }
   return LinkChain(std::move(chain));

@@ -39,8 +39,9 @@ namespace hexz::cache {
 class BlockCache;
 }
 namespace hexz::io {
+class Source;
 class SourceOpener;
-}
+}  // namespace hexz::io
 
 namespace hexz::format {
 
@@ -135,6 +136,10 @@ class Snapshot {
   static Result<std::shared_ptr<Snapshot>> OpenFds(std::vector<UniqueFd> chain,
                                                    std::vector<std::string> names,
                                                    const OpenOptions& options = {});
+  // The same from sources opened elsewhere (the worker's view of a remote
+  // chain, read through the fetcher); each source's name() is its name.
+  static Result<std::shared_ptr<Snapshot>> OpenSources(
+      std::vector<std::unique_ptr<io::Source>> sources, const OpenOptions& options = {});
 
   virtual const SnapshotId& id() const = 0;
   virtual const std::string& path() const = 0;

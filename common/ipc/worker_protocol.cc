@@ -1,5 +1,7 @@
 #include "common/ipc/worker_protocol.h"
 
+#include "common/ipc/fetch_protocol.h"
+
 namespace hexz::ipc {
 
 namespace {
@@ -37,12 +39,19 @@ Status SendWorkerConfig(int sock, const WorkerConfig& c) {
   for (const std::string* t : {&c.tls_cert, &c.tls_key, &c.tls_ca, &c.tls_psk, &c.tls_access}) {
     e.Str(*t);
   }
+  e.U32(static_cast<uint32_t>(c.chain_sizes.size()));
+  for (uint64_t size : c.chain_sizes) e.U64(size);
+  e.U32(c.fetch_timeout);
 
   std::vector<int> fds;
   std::vector<FdRole> roles;
   for (const auto& fd : c.chain_fds) {
     fds.push_back(fd.get());
     roles.push_back(FdRole::kChain);
+  }
+  for (const auto& fd : c.fetcher_fds) {
+    fds.push_back(fd.get());
+    roles.push_back(FdRole::kFetcher);
   }
   if (c.overlay_data_fd) {
     fds.push_back(c.overlay_data_fd.get());
@@ -110,6 +119,13 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   for (std::string* t : {&c.tls_cert, &c.tls_key, &c.tls_ca, &c.tls_psk, &c.tls_access}) {
     HEXZ_ASSIGN_OR_RETURN(*t, d.Str(kMaxTlsBlob));
   }
+  HEXZ_ASSIGN_OR_RETURN(uint32_t sizes, d.U32());
+  HEXZ_RETURN_IF_ERROR(Check(sizes <= kMaxChainLength, "bad chain size count"));
+  for (uint32_t i = 0; i < sizes; ++i) {
+    HEXZ_ASSIGN_OR_RETURN(uint64_t size, d.U64());
+    c.chain_sizes.push_back(size);
+  }
+  HEXZ_ASSIGN_OR_RETURN(c.fetch_timeout, d.U32());
   HEXZ_ASSIGN_OR_RETURN(uint32_t role_count, d.U32());
   HEXZ_RETURN_IF_ERROR(Check(role_count == m.fds.size(), "announces " + std::to_string(role_count) +
                                                              " descriptors, got " +
@@ -120,6 +136,9 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
     switch (static_cast<FdRole>(role)) {
       case FdRole::kChain:
         c.chain_fds.push_back(std::move(fd));
+        break;
+      case FdRole::kFetcher:
+        c.fetcher_fds.push_back(std::move(fd));
         break;
       case FdRole::kOverlayData:
         HEXZ_RETURN_IF_ERROR(Check(!c.overlay_data_fd, "two overlay data descriptors"));
@@ -139,8 +158,19 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
     }
   }
   HEXZ_RETURN_IF_ERROR(d.Finish());
-  HEXZ_RETURN_IF_ERROR(Check(c.chain_fds.size() == c.chain_names.size(),
-                             "chain names and descriptors differ in number"));
+  if (c.fetcher_fds.empty()) {
+    HEXZ_RETURN_IF_ERROR(Check(c.chain_fds.size() == c.chain_names.size(),
+                               "chain names and descriptors differ in number"));
+    HEXZ_RETURN_IF_ERROR(Check(c.chain_sizes.empty(), "chain sizes without a fetcher"));
+  } else {
+    HEXZ_RETURN_IF_ERROR(Check(c.chain_fds.empty(), "both chain descriptors and a fetcher"));
+    HEXZ_RETURN_IF_ERROR(
+        Check(c.fetcher_fds.size() <= kMaxFetchChannels, "too many fetcher channels"));
+    HEXZ_RETURN_IF_ERROR(Check(c.chain_sizes.size() == c.chain_names.size(),
+                               "chain names and sizes differ in number"));
+    HEXZ_RETURN_IF_ERROR(
+        Check(c.fetch_timeout >= 1 && c.fetch_timeout <= 86400, "bad fetch timeout"));
+  }
   HEXZ_RETURN_IF_ERROR(Check(c.read_write == static_cast<bool>(c.overlay_data_fd) &&
                                  c.read_write == static_cast<bool>(c.overlay_meta_fd),
                              "overlay descriptors do not match the rw flag"));

@@ -4,8 +4,9 @@
 //   worker -> front-end : kWorkerReady    (the mount/export is usable)
 //                       | kWorkerError    (code, errno and the exact message)
 //
-// The worker opens nothing by path after start-up: the snapshot chain, the
-// overlay files, the NBD listening socket and the log all arrive as
+// The worker opens nothing by path after start-up: the snapshot chain (or,
+// for a remote chain, the channels to its fetcher, common/ipc/fetch_protocol.h),
+// the overlay files, the NBD listening socket and the log all arrive as
 // descriptors, each tagged with its role in WorkerConfig::fd_roles (in the
 // order of the SCM_RIGHTS array). Decode checks every field, every limit and
 // that the roles match what the flags announce.
@@ -36,9 +37,10 @@ enum class FdRole : uint32_t {
   kOverlayData = 1,  // --rw overlay data file
   kOverlayMeta = 2,  // --rw overlay .meta file
   kNbdListen = 3,    // serve mode: the listening socket
+  kFetcher = 4,      // a remote chain: one per channel to the fetcher
 };
 
-inline constexpr uint32_t kWorkerProtocolVersion = 2;
+inline constexpr uint32_t kWorkerProtocolVersion = 3;
 inline constexpr uint32_t kMaxChainLength = 32;
 inline constexpr uint32_t kMaxPathLength = 4096;
 inline constexpr uint32_t kMaxTlsBlob = 16 * 1024;  // each TLS input (nbd::kMaxTlsInput)
@@ -76,7 +78,12 @@ struct WorkerConfig {
   std::string tls_ca;
   std::string tls_psk;
   std::string tls_access;
+  // A remote chain (hexz/fetcher.h): instead of chain_fds, the size of each
+  // file as the fetcher found it, the bound of one answer, and the channels.
+  std::vector<uint64_t> chain_sizes;
+  uint32_t fetch_timeout = 0;       // seconds
   std::vector<UniqueFd> chain_fds;  // filled from the message's descriptors
+  std::vector<UniqueFd> fetcher_fds;
   UniqueFd overlay_data_fd;
   UniqueFd overlay_meta_fd;
   UniqueFd nbd_listen_fd;

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <utility>
 
 namespace hexz::sandbox {
 
@@ -192,6 +194,46 @@ Status Rule(scmp_filter_ctx ctx, uint32_t action, const char* name, unsigned arg
   return Status::Ok();
 }
 
+// Policy::network: what libcurl needs to reach a server, and read-only opens.
+Status NetworkRules(scmp_filter_ctx ctx) {
+  for (int family : {AF_INET, AF_INET6}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx, SCMP_ACT_ALLOW, "socket", 1,
+                              Arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(family))));
+  }
+  // glibc's resolver tries nscd (AF_UNIX) and, for AI_ADDRCONFIG, a
+  // netlink socket; both cope with EACCES. Any other family kills.
+  for (int family : {AF_UNIX, AF_NETLINK}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx, SCMP_ACT_ERRNO(EACCES), "socket", 1,
+                              Arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(family))));
+  }
+  HEXZ_RETURN_IF_ERROR(Rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1,
+                            Arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(AF_UNIX))));
+  for (const char* name :
+       {"connect",    "getsockopt", "setsockopt", "getsockname", "getpeername", "bind",
+        "pipe2",      "eventfd2",   "newfstatat", "statx",       "uname",       "sysinfo",
+        "getdents64", "access",     "faccessat",  "faccessat2",  "readlink",    "epoll_create1",
+        "epoll_ctl",  "epoll_wait", "epoll_pwait"}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx, SCMP_ACT_ALLOW, name));
+  }
+  // Opens for reading only; any bit that writes, creates, truncates or
+  // appends fails with EACCES.
+  constexpr scmp_datum_t kWriteBits = O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND;
+  for (auto [name, flags_arg] : {std::pair<const char*, unsigned>{"open", 1}, {"openat", 2}}) {
+    HEXZ_RETURN_IF_ERROR(
+        Rule(ctx, SCMP_ACT_ALLOW, name, 1, Arg(flags_arg, SCMP_CMP_MASKED_EQ, kWriteBits, 0)));
+    for (scmp_datum_t bit : {static_cast<scmp_datum_t>(O_WRONLY), static_cast<scmp_datum_t>(O_RDWR),
+                             static_cast<scmp_datum_t>(O_CREAT), static_cast<scmp_datum_t>(O_TRUNC),
+                             static_cast<scmp_datum_t>(O_APPEND)}) {
+      HEXZ_RETURN_IF_ERROR(
+          Rule(ctx, SCMP_ACT_ERRNO(EACCES), name, 1, Arg(flags_arg, SCMP_CMP_MASKED_EQ, bit, bit)));
+    }
+  }
+  for (const char* name : {"openat2", "creat"}) {
+    HEXZ_RETURN_IF_ERROR(Rule(ctx, SCMP_ACT_ERRNO(EACCES), name));
+  }
+  return Status::Ok();
+}
+
 Status InstallFilter(const Policy& policy) {
   struct sigaction sa = {};
   sa.sa_sigaction = OnSigsys;
@@ -213,21 +255,25 @@ Status InstallFilter(const Policy& policy) {
   for (const auto& name : policy.extra_syscalls) {
     HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, name.c_str()));
   }
-  // Opening files fails with EACCES instead of killing: glibc opens files
-  // lazily on its own (malloc sizing its arenas reads
-  // /sys/devices/system/cpu/online when a new thread first allocates) and
-  // copes with a failure, while a kill would take the mount down.
-  for (const char* name : {"open", "openat", "openat2", "creat"}) {
-    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
+  if (policy.network) {
+    HEXZ_RETURN_IF_ERROR(NetworkRules(ctx.get()));
+  } else {
+    // Opening files fails with EACCES instead of killing: glibc opens files
+    // lazily on its own (malloc sizing its arenas reads
+    // /sys/devices/system/cpu/online when a new thread first allocates) and
+    // copes with a failure, while a kill would take the mount down.
+    for (const char* name : {"open", "openat", "openat2", "creat"}) {
+      HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), name));
+    }
+    // fstat(): glibc issues newfstatat(fd, "", buf, AT_EMPTY_PATH); it traps
+    // and OnSigsys performs a plain fstat instead (see there). In a
+    // HEXZ_SECCOMP_DEBUG build the default action is already the trap, and
+    // libseccomp refuses a rule that repeats the default.
+    if (default_action != SCMP_ACT_TRAP) {
+      HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_TRAP, "newfstatat"));
+    }
+    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "statx"));
   }
-  // fstat(): glibc issues newfstatat(fd, "", buf, AT_EMPTY_PATH); it traps
-  // and OnSigsys performs a plain fstat instead (see there). In a
-  // HEXZ_SECCOMP_DEBUG build the default action is already the trap, and
-  // libseccomp refuses a rule that repeats the default.
-  if (default_action != SCMP_ACT_TRAP) {
-    HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_TRAP, "newfstatat"));
-  }
-  HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ERRNO(EACCES), "statx"));
   // Threads yes, processes no.
   HEXZ_RETURN_IF_ERROR(Rule(ctx.get(), SCMP_ACT_ALLOW, "clone", 1,
                             Arg(0, SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)));

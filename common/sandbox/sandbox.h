@@ -45,6 +45,14 @@ struct Policy {
   std::vector<std::string> extra_syscalls;
   // RLIMIT_NOFILE soft and hard limit after lockdown.
   unsigned long max_open_files = 256;
+  // The fetcher's additions (hexz/fetcher.h): TCP/IP sockets (socket for
+  // AF_INET and AF_INET6; AF_UNIX and AF_NETLINK fail with EACCES, others
+  // kill; AF_UNIX socketpairs for libcurl's wakeups),
+  // connect and socket options; open/openat for reading only (the resolver
+  // reads /etc/hosts and /etc/resolv.conf, TLS its CA file), while an open
+  // for writing, creating, truncating or appending still fails with EACCES;
+  // stat of a path. Still no exec, no fork.
+  bool network = false;
 };
 
 base::Status LockDown(const Policy& policy);

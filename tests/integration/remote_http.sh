@@ -128,11 +128,3 @@ dd if=patch of=expected.raw bs=1 seek=70000 conv=notrunc status=none
 expect_fail_msg "^hexz: --thin: the base $U/chain/base.st is remote" \
   "$HEXZ" commit --thin --base "$U/chain/base.st?sig=x" --overlay o.ovl -o thin.st
 pass "commit --base URL writes a standalone snapshot; --thin is refused"
-
-# Not built yet: mount and serve read local files only, and say so.
-mkdir mnt
-expect_fail_msg "^hexz: $U/chain/base.st: this command reads local snapshot files only" \
-  "$HEXZ" mount "$U/chain/base.st?sig=x" mnt
-expect_fail_msg "^hexz: $U/chain/base.st: this command reads local snapshot files only" \
-  "$HEXZ" serve "$U/chain/base.st"
-pass "mount and serve refuse a URL clearly"

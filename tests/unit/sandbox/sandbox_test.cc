@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -207,6 +208,79 @@ TEST(SandboxTest, StatusShowsSeccompAndNoNewPrivs) {
   EXPECT_EQ(capeff, "CapEff:\t0000000000000000");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// The fetcher's policy (Policy::network): read-only opens and TCP/IP
+// sockets work; an open for writing, an AF_UNIX or raw-packet socket, fork
+// and exec do not.
+int RunNetworkLockedDown(const std::function<int()>& body) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    Policy policy = TestPolicy();
+    policy.network = true;
+    if (!LockDown(policy).ok()) _exit(kLockDownFailed);
+    _exit(body());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST(SandboxTest, NetworkPolicyReadsButNeverWrites) {
+  std::string dir = ::testing::TempDir() + "/hexz-sandbox-net-XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  const std::string existing = dir + "/existing";
+  { std::ofstream(existing) << "x"; }
+  int status = RunNetworkLockedDown([&] {
+    int fd = ::open("/etc/hostname", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 1;
+    close(fd);
+    struct stat st;
+    if (stat("/etc/hostname", &st) != 0) return 2;
+    if (::open(existing.c_str(), O_WRONLY | O_CLOEXEC) >= 0 || errno != EACCES) return 3;
+    if (::open(existing.c_str(), O_RDWR | O_CLOEXEC) >= 0 || errno != EACCES) return 4;
+    if (::openat(AT_FDCWD, existing.c_str(), O_RDONLY | O_TRUNC) >= 0 || errno != EACCES) {
+      return 5;
+    }
+    if (::openat(AT_FDCWD, (dir + "/new").c_str(), O_RDONLY | O_CREAT, 0600) >= 0 ||
+        errno != EACCES) {
+      return 6;
+    }
+    if (::open(existing.c_str(), O_WRONLY | O_APPEND) >= 0 || errno != EACCES) return 7;
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return 8;
+    close(s);
+    s = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0) close(s);
+    if (socket(AF_UNIX, SOCK_STREAM, 0) >= 0 || errno != EACCES) return 10;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 9;
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  struct stat st;
+  EXPECT_NE(stat((dir + "/new").c_str(), &st), 0) << "the locked-down child created a file";
+  std::ifstream in(existing);
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "x");
+  unlink(existing.c_str());
+  rmdir(dir.c_str());
+}
+
+TEST(SandboxTest, NetworkPolicyKillsRawSocketsForkAndExec) {
+  for (int what = 0; what < 3; ++what) {
+    int status = RunNetworkLockedDown([what] {
+      if (what == 0) (void)socket(AF_PACKET, SOCK_RAW, 0);
+      if (what == 1) (void)syscall(SYS_fork);
+      if (what == 2) execl("/bin/true", "true", static_cast<char*>(nullptr));
+      return 0;
+    });
+    EXPECT_TRUE(KilledBySeccomp(status)) << "case " << what << ": status " << status;
+  }
 }
 
 }  // namespace

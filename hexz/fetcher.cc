@@ -1,0 +1,299 @@
+#include "hexz/fetcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/base/fd.h"
+#include "common/base/log.h"
+#include "common/io/source.h"
+#include "common/ipc/channel.h"
+#include "common/ipc/fetch_protocol.h"
+#include "common/sandbox/sandbox.h"
+
+namespace hexz::cli {
+
+namespace {
+
+using base::Result;
+using base::Status;
+using base::UniqueFd;
+
+// The fetcher's start-up report to the front-end (over its own socketpair).
+enum : uint32_t { kFetcherReady = 1, kFetcherError = 2 };
+
+Status RecvExactly(int fd, void* buf, size_t len, bool* eof_at_start) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = recv(fd, p + got, len - got, 0);
+    if (n == 0) {
+      if (got == 0 && eof_at_start) *eof_at_start = true;
+      return Status::IoError("the worker closed the channel", EPIPE);
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "fetcher: receiving a request");
+    }
+    got += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status SendExactly(int fd, const void* buf, size_t len) {
+  const auto* p = static_cast<const uint8_t*>(buf);
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "fetcher: answering");
+    }
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Answers the requests of one channel until the worker closes it (or sends
+// something malformed, which ends the channel).
+void ServeChannel(int fd, const std::vector<std::unique_ptr<io::Source>>& sources,
+                  const std::vector<uint64_t>& sizes) {
+  std::vector<uint8_t> buf;
+  for (;;) {
+    uint8_t raw[ipc::kFetchRequestSize];
+    bool eof = false;
+    Status st = RecvExactly(fd, raw, sizeof raw, &eof);
+    if (eof) return;
+    if (!st.ok()) {
+      HEXZ_LOG_ERROR("%s", st.ToString().c_str());
+      return;
+    }
+    auto request = ipc::DecodeFetchRequest(raw, sizes);
+    if (!request.ok()) {
+      HEXZ_LOG_ERROR("closing a channel: %s", request.status().ToString().c_str());
+      return;
+    }
+    buf.resize(request->length);
+    st = sources[request->file]->ReadAt(buf.data(), request->length, request->offset);
+    ipc::FetchReplyHeader header;
+    std::string message;
+    if (st.ok()) {
+      header.length = request->length;
+    } else {
+      HEXZ_LOG_ERROR("%s", st.ToString().c_str());
+      message = st.message().substr(0, ipc::kMaxFetchMessage);
+      header.code = static_cast<uint32_t>(st.code());
+      header.sys_errno = static_cast<uint32_t>(std::clamp(st.sys_errno(), 0, 4095));
+      header.length = static_cast<uint32_t>(message.size());
+    }
+    uint8_t head[ipc::kFetchReplyHeaderSize];
+    ipc::EncodeFetchReplyHeader(header, head);
+    st = SendExactly(fd, head, sizeof head);
+    if (st.ok())
+      st = SendExactly(
+          fd, header.code == 0 ? buf.data() : reinterpret_cast<const uint8_t*>(message.data()),
+          header.length);
+    if (!st.ok()) return;  // the worker is gone
+  }
+}
+
+// The fetcher process: opens the chain, reports, locks down, serves.
+int RunFetcher(const std::vector<std::string>& locations, const remote::Options& options,
+               int status_fd, std::vector<UniqueFd> channels) {
+  remote::Opener opener(options);
+  std::vector<std::unique_ptr<io::Source>> sources;
+  std::vector<uint64_t> sizes;
+  Status st;
+  for (const std::string& location : locations) {
+    auto source = opener.Open(location);
+    if (!source.ok()) {
+      st = source.status();
+      break;
+    }
+    sizes.push_back((*source)->size());
+    sources.push_back(std::move(*source));
+  }
+  if (st.ok()) {
+    sandbox::Policy policy;
+    policy.network = true;
+    st = sandbox::LockDown(policy);
+    if (!st.ok()) st = st.WithContext("fetcher");
+  }
+  ipc::Encoder e;
+  if (!st.ok()) {
+    e.U32(static_cast<uint32_t>(st.code()));
+    e.U32(static_cast<uint32_t>(st.sys_errno()));
+    e.Str(st.message().substr(0, 4096));
+    (void)ipc::Send(status_fd, kFetcherError, e.bytes());
+    return 1;
+  }
+  e.U32(static_cast<uint32_t>(sizes.size()));
+  for (uint64_t size : sizes) e.U64(size);
+  if (!ipc::Send(status_fd, kFetcherReady, e.bytes()).ok()) return 1;
+  close(status_fd);
+  std::vector<std::thread> threads;
+  for (const UniqueFd& channel : channels) {
+    threads.emplace_back(ServeChannel, channel.get(), std::cref(sources), std::cref(sizes));
+  }
+  for (std::thread& t : threads) t.join();
+  return 0;
+}
+
+// Blanks the command line the fetcher inherited (the user's `hexz mount URL
+// ...`, whose URL may carry a pre-signed query) in place, as setproctitle
+// does, so that /proc/PID/cmdline shows "hexz-fetch" only. Only when the
+// memory at argv[0] is exactly what the kernel shows as the command line.
+void BlankCommandLine() {
+  UniqueFd fd(open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC));
+  if (!fd) return;
+  std::string shown;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd.get(), buf, sizeof buf)) > 0) shown.append(buf, static_cast<size_t>(n));
+  char* start = program_invocation_name;
+  if (start == nullptr || shown.size() < 2 || std::memcmp(start, shown.data(), shown.size()) != 0) {
+    return;
+  }
+  std::memset(start, 0, shown.size());
+  const char name[] = "hexz-fetch";
+  std::memcpy(start, name, std::min(sizeof name - 1, shown.size() - 1));
+}
+
+// In the forked child: its own session and name, a blank command line, stdio on /dev/null and the
+// log, every other inherited descriptor closed, default signals.
+void BecomeFetcher(int devnull, int log_fd, bool daemon_log, std::vector<int> keep) {
+  setsid();
+  prctl(PR_SET_NAME, "hexz-fetch", 0, 0, 0);
+  BlankCommandLine();
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) signal(sig, SIG_DFL);
+  signal(SIGPIPE, SIG_IGN);
+  dup2(devnull, STDIN_FILENO);
+  dup2(devnull, STDOUT_FILENO);
+  if (log_fd >= 0) dup2(log_fd, STDERR_FILENO);
+  keep.push_back(STDERR_FILENO);
+  std::sort(keep.begin(), keep.end());
+  int from = STDERR_FILENO + 1;
+  for (int fd : keep) {
+    if (fd >= from) {
+      if (fd > from) close_range(static_cast<unsigned>(from), static_cast<unsigned>(fd - 1), 0);
+      from = fd + 1;
+    }
+  }
+  close_range(static_cast<unsigned>(from), ~0u, 0);
+  base::SetLogProgram("hexz-fetch");
+  if (daemon_log) base::SetLogFd(STDERR_FILENO, true);
+}
+
+Result<std::vector<uint64_t>> ReceiveFetcherReport(int fd, size_t files) {
+  auto m = ipc::Receive(fd, {kFetcherReady, kFetcherError});
+  if (!m.ok()) {
+    if (m.status().code() == base::Code::kNotFound) {
+      return Status::Internal("the fetcher exited without reporting (see its log or stderr)");
+    }
+    return m.status();
+  }
+  ipc::Decoder d(m->payload);
+  if (m->type == kFetcherError) {
+    HEXZ_ASSIGN_OR_RETURN(uint32_t code, d.U32());
+    HEXZ_ASSIGN_OR_RETURN(uint32_t err, d.U32());
+    HEXZ_ASSIGN_OR_RETURN(std::string message, d.Str(4096));
+    if (code == 0 || code > static_cast<uint32_t>(base::Code::kInternal)) {
+      code = static_cast<uint32_t>(base::Code::kInternal);
+    }
+    return Status(static_cast<base::Code>(code), message, static_cast<int>(err));
+  }
+  HEXZ_ASSIGN_OR_RETURN(uint32_t count, d.U32());
+  if (count != files) return Status::Internal("the fetcher reported another chain length");
+  std::vector<uint64_t> sizes;
+  for (uint32_t i = 0; i < count; ++i) {
+    HEXZ_ASSIGN_OR_RETURN(uint64_t size, d.U64());
+    sizes.push_back(size);
+  }
+  HEXZ_RETURN_IF_ERROR(d.Finish());
+  return sizes;
+}
+
+// Forks the fetcher for `locations`; returns the worker's ends of its
+// channels and the files' sizes.
+Status StartFetcher(const std::vector<std::string>& locations, const remote::Options& options,
+                    int log_fd, bool daemon_log, ipc::WorkerConfig* config) {
+  int status_pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status_pair) != 0) {
+    return Status::FromErrno(errno, "fetcher: socketpair");
+  }
+  UniqueFd status_ours(status_pair[0]), status_theirs(status_pair[1]);
+  std::vector<UniqueFd> worker_ends, fetcher_ends;
+  for (int i = 0; i < kFetcherChannels; ++i) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      return Status::FromErrno(errno, "fetcher: socketpair");
+    }
+    worker_ends.emplace_back(sv[0]);
+    fetcher_ends.emplace_back(sv[1]);
+  }
+  UniqueFd devnull(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull) return Status::FromErrno(errno, "/dev/null");
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno(errno, "fetcher: fork");
+  if (pid == 0) {
+    std::vector<int> keep = {status_theirs.get()};
+    for (const UniqueFd& fd : fetcher_ends) keep.push_back(fd.get());
+    BecomeFetcher(devnull.get(), log_fd, daemon_log, keep);
+    _exit(RunFetcher(locations, options, status_theirs.get(), std::move(fetcher_ends)));
+  }
+  status_theirs.reset();
+  fetcher_ends.clear();
+  auto sizes = ReceiveFetcherReport(status_ours.get(), locations.size());
+  if (!sizes.ok()) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return sizes.status();
+  }
+  config->chain_sizes = std::move(*sizes);
+  config->fetch_timeout = options.timeout_seconds + 15;
+  config->fetcher_fds = std::move(worker_ends);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status AttachChain(const std::string& location, const format::Snapshot& snapshot,
+                   const remote::Options& options, int log_fd, bool daemon_log,
+                   ipc::WorkerConfig* config) {
+  config->chain_names = snapshot.ChainNames();
+  if (!remote::IsUrl(location)) {
+    HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
+    return Status::Ok();
+  }
+  // Where each file of the chain lives, resolved as Snapshot::Open did.
+  remote::Opener opener(options);
+  std::vector<std::string> locations = {location};
+  for (const format::Snapshot* s = &snapshot; s->parent() != nullptr; s = s->parent().get()) {
+    HEXZ_ASSIGN_OR_RETURN(std::string parent,
+                          opener.ResolveParent(locations.back(), s->parent_path()));
+    locations.push_back(std::move(parent));
+  }
+  if (locations.size() != config->chain_names.size()) {
+    return Status::Internal("the chain's locations and names differ in number");
+  }
+  return StartFetcher(locations, options, log_fd, daemon_log, config);
+}
+
+}  // namespace hexz::cli
