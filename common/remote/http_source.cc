@@ -9,10 +9,12 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -208,71 +210,112 @@ class HttpSource final : public io::Source {
   mutable std::mutex mu_;
   mutable std::vector<CURL*> idle_;  // guarded by mu_: handles with their connections
 
-  // Readahead: a read that starts where the previous one ended is fetched
-  // as a window of ra_ bytes (doubling from kMinWindow to kMaxWindow), so a
-  // sequential stream (the stored blocks of a snapshot tile its data area)
-  // costs one request per window and fetches each byte once. A read
-  // elsewhere fetches exactly its range and resets the window.
+  // Readahead: a read that starts where the previous one ended, or where
+  // the newest window ends, or a little past it (parallel readers of one
+  // stream arrive slightly out of order), is fetched as a window that
+  // starts at that end and holds ra_ bytes (doubling from kMinWindow to
+  // kMaxWindow) or up to the read's end. A read that falls in a window still
+  // being fetched waits for it instead of asking again. So a sequential
+  // stream (the stored blocks of a snapshot tile its data area), even read
+  // by several threads at once, costs one request per window and fetches
+  // each byte once. A read elsewhere fetches exactly its range and resets
+  // the window.
   struct Window {
     uint64_t offset = 0;
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
+    uint64_t length = 0;
+    std::shared_ptr<const std::vector<uint8_t>> bytes;  // null while in flight
+    bool failed = false;
   };
   static constexpr uint64_t kMinWindow = 256 << 10;
   static constexpr uint64_t kMaxWindow = 4 << 20;
   static constexpr size_t kWindows = 4;
-  // Copies the longest head of [offset, offset + len) that a window holds;
-  // returns its length (0: none).
-  size_t CopyFromWindow(void* buf, size_t len, uint64_t offset) const;
-  // How much to fetch at offset for a read of len bytes.
-  uint64_t PlanFetch(uint64_t offset, size_t len) const;
+  // The window that holds `offset` (fetched or in flight), or null.
+  std::shared_ptr<Window> FindWindow(uint64_t offset) const;
+  // For a read at offset of len bytes that no window holds: a new window to
+  // fetch (registered, in flight), or null to read exactly the range.
+  std::shared_ptr<Window> PlanFetch(uint64_t offset, size_t len) const;
+  // Fetches `w` and publishes the outcome to its waiters.
+  Status FetchWindow(const std::shared_ptr<Window>& w) const;
   mutable std::mutex ra_mu_;
-  mutable std::vector<Window> windows_;  // guarded by ra_mu_, oldest first
-  mutable uint64_t next_seq_ = 0;        // guarded by ra_mu_: where the last read ended
-  mutable uint64_t ra_ = 0;              // guarded by ra_mu_: the current window size
+  mutable std::condition_variable ra_cv_;                 // a window was fetched or failed
+  mutable std::vector<std::shared_ptr<Window>> windows_;  // guarded by ra_mu_, oldest first
+  mutable uint64_t next_seq_ = 0;  // guarded by ra_mu_: where the last read ended
+  mutable uint64_t ra_ = 0;        // guarded by ra_mu_: the current window size
 };
 
 Status HttpSource::ReadAt(void* buf, size_t len, uint64_t offset) const {
-  // The part a window holds is copied; the rest (where a read crosses the
-  // end of a window) is fetched.
-  size_t copied = CopyFromWindow(buf, len, offset);
-  if (copied == len) return Status::Ok();
-  buf = static_cast<uint8_t*>(buf) + copied;
-  len -= copied;
-  offset += copied;
-  uint64_t want = PlanFetch(offset, len);
-  if (want == len) return Read(static_cast<uint8_t*>(buf), len, offset, nullptr);
-  auto bytes = std::make_shared<std::vector<uint8_t>>(want);
-  HEXZ_RETURN_IF_ERROR(Read(bytes->data(), want, offset, nullptr));
-  std::memcpy(buf, bytes->data(), len);
-  std::lock_guard<std::mutex> lock(ra_mu_);
-  if (windows_.size() == kWindows) windows_.erase(windows_.begin());
-  windows_.push_back(Window{offset, std::move(bytes)});
+  auto* out = static_cast<uint8_t*>(buf);
+  while (len > 0) {
+    std::shared_ptr<Window> w;
+    {
+      std::unique_lock<std::mutex> lock(ra_mu_);
+      w = FindWindow(offset);
+      if (w != nullptr) {
+        ra_cv_.wait(lock, [&w] { return w->bytes != nullptr || w->failed; });
+        if (w->failed) w = nullptr;  // fetch it ourselves (and see the error)
+      }
+      if (w != nullptr) {
+        // Copy the part the window holds; the rest comes round again.
+        size_t n = std::min<uint64_t>(len, w->offset + w->length - offset);
+        std::memcpy(out, w->bytes->data() + (offset - w->offset), n);
+        next_seq_ = offset + n;
+        out += n;
+        offset += n;
+        len -= n;
+        continue;
+      }
+      w = PlanFetch(offset, len);
+    }
+    if (w == nullptr) return Read(out, len, offset, nullptr);
+    HEXZ_RETURN_IF_ERROR(FetchWindow(w));
+  }
   return Status::Ok();
 }
 
-size_t HttpSource::CopyFromWindow(void* buf, size_t len, uint64_t offset) const {
+Status HttpSource::FetchWindow(const std::shared_ptr<Window>& w) const {
+  auto bytes = std::make_shared<std::vector<uint8_t>>(w->length);
+  Status st = Read(bytes->data(), w->length, w->offset, nullptr);
   std::lock_guard<std::mutex> lock(ra_mu_);
-  for (const Window& w : windows_) {
-    if (offset >= w.offset && offset - w.offset < w.bytes->size()) {
-      size_t n = std::min<uint64_t>(len, w.bytes->size() - (offset - w.offset));
-      std::memcpy(buf, w.bytes->data() + (offset - w.offset), n);
-      next_seq_ = offset + n;
-      return n;
-    }
+  if (st.ok()) {
+    w->bytes = std::move(bytes);
+  } else {
+    w->failed = true;
+    windows_.erase(std::remove(windows_.begin(), windows_.end(), w), windows_.end());
   }
-  return 0;
+  ra_cv_.notify_all();
+  return st;
 }
 
-uint64_t HttpSource::PlanFetch(uint64_t offset, size_t len) const {
-  std::lock_guard<std::mutex> lock(ra_mu_);
+std::shared_ptr<HttpSource::Window> HttpSource::FindWindow(uint64_t offset) const {
+  for (const auto& w : windows_) {
+    if (offset >= w->offset && offset - w->offset < w->length) return w;
+  }
+  return nullptr;
+}
+
+std::shared_ptr<HttpSource::Window> HttpSource::PlanFetch(uint64_t offset, size_t len) const {
+  // Where the stream continues: the end of the newest window.
+  uint64_t end = windows_.empty() ? next_seq_ : windows_.back()->offset + windows_.back()->length;
+  uint64_t start = offset;
   bool sequential = offset == next_seq_;
+  if (!sequential && offset >= end && offset - end <= std::max(ra_, kMinWindow)) {
+    sequential = true;
+    start = end;  // fetch the gap too: the other readers of the stream want it
+  }
   next_seq_ = offset + len;
   if (!sequential) {
     ra_ = 0;
-    return len;
+    return nullptr;
   }
   ra_ = ra_ == 0 ? kMinWindow : std::min(ra_ * 2, kMaxWindow);
-  return std::max<uint64_t>(len, std::min(ra_, size_ - offset));
+  uint64_t want = std::max<uint64_t>(offset + len - start, std::min(ra_, size_ - start));
+  if (start == offset && want == len) return nullptr;
+  auto w = std::make_shared<Window>();
+  w->offset = start;
+  w->length = want;
+  if (windows_.size() == kWindows) windows_.erase(windows_.begin());
+  windows_.push_back(w);
+  return w;
 }
 
 CURL* HttpSource::TakeHandle() const {

@@ -24,11 +24,14 @@
 //   with requests signed by libcurl's SigV4 (CURLOPT_AWS_SIGV4) when
 //   credentials are found (S3Credentials); unsigned otherwise.
 //
-// - Reads that follow each other (offset == where the previous one ended)
-//   are fetched ahead in windows of 256 KiB doubling to 4 MiB, and the last
-//   four windows are kept, so a sequential pass over a snapshot (its stored
-//   blocks tile the data area) is a few large requests that fetch each byte
-//   once. Other reads fetch exactly their range.
+// - Reads that follow each other (offset == where the previous one ended,
+//   or at most a window past the end of the newest window: parallel readers
+//   of one stream arrive out of order) are fetched ahead in windows of 256
+//   KiB doubling to 4 MiB that continue the stream, and the last four
+//   windows are kept; a read that falls in a window still in flight waits
+//   for it. So a sequential pass over a snapshot (its stored blocks tile the
+//   data area), even by several threads, is a few large requests that fetch
+//   each byte once. Other reads fetch exactly their range.
 //
 // Ownership: an HttpSource owns a small pool of libcurl easy handles, so
 // connections stay open (keep-alive) between reads, and up to 16 MiB of

@@ -115,6 +115,39 @@ assert_nothing_left "chain mount"
 ! grep -q netrcSecret77 "$T/u/chain.log" || fail "the password in the daemon log"
 pass "a thin chain of three mounted from $U/chain/sub/top.st: the disk is right"
 
+# 2b. A cold sequential read of the mounted disk fetches each stored byte
+# once, in a few large requests, though the worker reads blocks in parallel
+# over four channels (the readahead windows coalesce them), counted from
+# nginx's access log after the mount (which read the header and index).
+as_user "$HEXZ" mount -d --log-file "$T/u/seq.log" "$U/fs.st" "$T/mnt" >/dev/null ||
+  fail "hexz mount: $(cat "$T/u/seq.log")"
+: > "$NGINX_LOG"
+as_user cat "$T/mnt/disk" | cmp - fs.img || fail "the disk read sequentially"
+as_user "$HEXZ" unmount "$T/mnt" >/dev/null || fail "hexz unmount"
+python3 - "$NGINX_LOG" "$(stat -c %s www/fs.st)" <<'PY' || fail "access-log count"
+import re, sys
+log, size = sys.argv[1], int(sys.argv[2])
+ranges = []
+for line in open(log):
+    m = re.fullmatch(r'206 GET /fs.st "bytes=(\d+)-(\d+)" (\d+)\n', line)
+    assert m, "unexpected request: " + line
+    a, b, n = map(int, m.groups())
+    ranges.append((a, b + 1))
+fetched = sum(b - a for a, b in ranges)
+union, end = 0, 0
+for a, b in sorted(ranges):
+    a = max(a, end)
+    if b > a:
+        union += b - a
+        end = b
+print(f"{len(ranges)} requests, {fetched} bytes fetched of {size}, {fetched - union} twice")
+assert fetched - union <= 65536, f"{fetched - union} bytes fetched twice"
+# The rest, read at open: the header, the index and the footer.
+assert union >= size * 0.8, f"only {union} of {size} bytes"
+assert len(ranges) <= 40, f"{len(ranges)} requests"
+PY
+pass "a cold sequential read of the mount fetches each stored byte once, in a few requests"
+
 # 3. serve URL, read with nbdcopy.
 require_test_user
 start_hexz_serve web "$U/chain/sub/top.st"
