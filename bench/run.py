@@ -624,8 +624,8 @@ http {{
         same reads of the local file, and qemu-img reading the qcow2 of the
         same disk over HTTP through its curl driver. Cold = page cache
         dropped before each run (the server's and the client's); warm = not.
-        Runs alternate between the tools. Random reads of a remote snapshot
-        need a mount of a URL, which hexz does not have yet."""
+        Runs alternate between the tools. Then FUSE mounts of the URL next
+        to a mount of the local file (bench_remote_mount)."""
         snap = self.outputs.get("hexz pack lz4")
         qcow2 = self.outputs.get("qemu-img qcow2 zstd")
         if not snap:
@@ -676,6 +676,48 @@ http {{
                                 noise[name])
         if os.path.exists(out):
             os.unlink(out)
+        self.bench_remote_mount(url(snap), snap)
+
+    def bench_remote_mount(self, url, snap):
+        """A FUSE mount of the snapshot from its URL (the worker reads through
+        the fetcher) against a FUSE mount of the local file: sequential dd
+        cold (page cache dropped, a fresh mount each run) and warm (the same
+        mount again), and random 4K reads (fio, 1 and 4 jobs)."""
+        limit = 120 if self.args.quick else 900
+        mnt = self.path("remote-mnt")
+        res = {}
+        for name, src in (("FUSE mount URL", url), ("FUSE mount local", snap)):
+            def dd(disk):
+                t0 = time.monotonic()
+                self.sh(["dd", f"if={disk}", "of=/dev/null", "bs=1M"], timeout=limit)
+                return time.monotonic() - t0
+            try:
+                cold = []
+                for _ in range(self.args.runs):
+                    self.drop_caches()
+                    cold.append(dd(self.mount_hexz(src, mnt)))
+                    self.sh([self.hexz, "unmount", mnt])
+                disk = self.mount_hexz(src, mnt)
+                dd(disk)  # warms the mount
+                warm = [dd(disk) for _ in range(self.args.runs)]
+                iops = {jobs: self.fio(disk, jobs) for jobs in (1, 4)}
+                self.sh([self.hexz, "unmount", mnt])
+            except Exception as e:
+                self.fail("remote", name, getattr(e, "stderr", "") or e)
+                self.sh([self.hexz, "unmount", mnt], check=False)
+                continue
+            res[name] = (statistics.median(cold), statistics.median(warm), iops)
+        local = res.get("FUSE mount local")
+        for name, (cold, warm, iops) in res.items():
+            peer = "FUSE mount local" if name != "FUSE mount local" and local else None
+            for i, (temp, m) in enumerate((("cold", cold), ("warm", warm))):
+                # ratio > 1: the URL mount is faster than the local one
+                self.record("remote", f"sequential {temp}: {name}",
+                            self.mib_per_s(self.real_size, m), "MiB/s", None, peer,
+                            local[i] / m if peer else None)
+            for jobs, v in iops.items():
+                self.record("remote", f"random 4K, {jobs} jobs: {name}", v, "IOPS", None,
+                            peer, v / local[2][jobs] if peer and local[2][jobs] else None)
 
     # ---------------------------------------------------------------- commit
     def bench_commit(self):
