@@ -2,8 +2,8 @@
 # Snapshots read from an S3-compatible store: s3rver (npm) serves a bucket on
 # 127.0.0.1; a chain of three snapshots is uploaded under vm/ (top.st in
 # vm/sub/, its parent ../mid.st resolved inside the bucket), and info, verify
-# and cat read s3://BUCKET/KEY with --s3-endpoint, signed with SigV4 by
-# libcurl, with credentials from AWS_* variables and from a profile of a
+# and cat read s3://BUCKET/KEY with --s3-endpoint, and a FUSE mount reads it
+# through the fetcher, signed with SigV4 by libcurl, with credentials from AWS_* variables and from a profile of a
 # shared credentials file. A missing key is "not found (HTTP 404)", an
 # unknown access key "access denied (HTTP 403)".
 #
@@ -55,6 +55,18 @@ out=$("$HEXZ" verify --s3-endpoint "$E" "s3://$B/vm/sub/top.st") || fail "verify
 "$HEXZ" cat --s3-endpoint "$E/" "s3://$B/vm/mid.st" | cmp - <("$HEXZ" cat vm/mid.st) ||
   fail "cmp with the local file"
 pass "info, verify and cat of a chain of three snapshots in S3 (credentials from AWS_*)"
+
+# A FUSE mount of the chain in S3: the fetcher signs its requests with the
+# credentials it inherited from the environment.
+if [[ -c /dev/fuse ]] && command -v fusermount3 >/dev/null; then
+  mkdir mnt
+  "$HEXZ" mount -d --log-file mount.log --s3-endpoint "$E" "s3://$B/vm/sub/top.st" mnt \
+    >/dev/null || fail "hexz mount s3://: $(cat mount.log)"
+  cmp mnt/disk v3.raw || { "$HEXZ" unmount mnt; fail "the mounted s3 chain differs"; }
+  "$HEXZ" unmount mnt >/dev/null || fail "hexz unmount"
+  ! grep -q "$AWS_SECRET_ACCESS_KEY" mount.log || fail "the secret key in the log"
+  pass "a FUSE mount of the s3 chain reads the right disk"
+fi
 
 mkdir -p home/.aws
 printf '[default]\naws_access_key_id = NOPE\naws_secret_access_key = x\n\n[hexz]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n' \
