@@ -4,7 +4,9 @@
 # 127.0.0.1. The sandboxed worker reaches no network: a separate fetcher
 # (comm "hexz-fetch", its own seccomp filter) holds every TCP connection.
 # - FUSE: fuse2fs mounts the ext4 `disk` read from the URL, diff -r against
-#   the tree finds nothing; the thin chain's disk cmp's equal to its raw disk.
+#   the tree finds nothing; a thin chain's disk (over HTTPS with a test CA)
+#   cmp's equal to its raw disk; a cold sequential read fetches each stored
+#   byte once (nginx's access log).
 # - serve URL: nbdcopy reads the export, cmp equal.
 # - A ~/.netrc password and an AWS secret in the environment appear neither in
 #   the fetcher's /proc/PID/cmdline nor in any log.
@@ -18,6 +20,7 @@ require_user_fuse
 require_nginx
 require_cmd mkfs.ext4 fuse2fs diff cmp nbdcopy python3 ss
 HTTP_PORT=20010
+HTTPS_PORT=20011
 
 cd "$T"
 # A tree of a few hundred files (random and text), in a 24 MiB ext4 image.
@@ -46,8 +49,9 @@ PY
 "$HEXZ" pack --disk v2.raw --parent www/chain/base.st -o www/chain/mid.st --quiet
 "$HEXZ" pack --disk v3.raw --parent www/chain/mid.st -o www/chain/sub/top.st --quiet
 chmod -R a+rX www
-start_nginx $HTTP_PORT
+start_nginx $HTTP_PORT $HTTPS_PORT
 U=http://127.0.0.1:$HTTP_PORT
+S=https://127.0.0.1:$HTTPS_PORT
 
 # Credentials the fetcher may hold but never show.
 home=$(getent passwd "$TEST_USER" | cut -d: -f6)
@@ -105,15 +109,17 @@ done
 [[ $(nginx_count '^200 ') -eq 0 ]] || fail "a request without a range: $(grep '^200 ' "$NGINX_LOG")"
 pass "the fetcher's cmdline is 'hexz-fetch'; no credential in the output; it exits with the mount"
 
-# 2. A thin chain of three, mounted as a daemon (the fetcher logs to the file).
-as_user "$HEXZ" mount -d --log-file "$T/u/chain.log" "$U/chain/sub/top.st" "$T/mnt" >/dev/null ||
-  fail "hexz mount of the chain: $(cat "$T/u/chain.log")"
+# 2. A thin chain of three over HTTPS (the fetcher loads the CA file after
+# its lockdown, for each new connection), mounted as a daemon (the fetcher
+# logs to the same file).
+as_user "$HEXZ" mount -d --log-file "$T/u/chain.log" --ca-file "$T/tls/ca.pem" \
+  "$S/chain/sub/top.st" "$T/mnt" >/dev/null || fail "hexz mount of the chain: $(cat "$T/u/chain.log")"
 as_user cmp "$T/mnt/disk" v3.raw || fail "the chain's disk differs"
 as_user "$HEXZ" unmount "$T/mnt" >/dev/null || fail "hexz unmount"
 assert_nothing_left "chain mount"
 [[ $(nginx_count '^206 GET /chain/base.st') -gt 0 ]] || fail "base.st was not read"
 ! grep -q netrcSecret77 "$T/u/chain.log" || fail "the password in the daemon log"
-pass "a thin chain of three mounted from $U/chain/sub/top.st: the disk is right"
+pass "a thin chain of three mounted from $S/chain/sub/top.st: the disk is right"
 
 # 2b. A cold sequential read of the mounted disk fetches each stored byte
 # once, in a few large requests, though the worker reads blocks in parallel
