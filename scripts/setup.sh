@@ -32,6 +32,8 @@ PACKAGES=(
   dosfstools
   # remote snapshots: a real HTTP(S) server, a test CA, the fault server
   nginx-light gnutls-bin python3
+  # remote mounts: ss shows which process holds the TCP connections
+  iproute2
 )
 # npm (for s3rver) comes with Debian's npm package, unless a Node.js install
 # (such as NodeSource's nodejs, which conflicts with it) already provides it.
