@@ -33,19 +33,6 @@ info=$("$HEXZ" info vm.st)
 grep -q "qemu.disk = d0" <<<"$info" || fail "qemu.disk: $info"
 grep -q "qemu.program = qemu-system-x86_64" <<<"$info" || fail "qemu.program: $info"
 
-# resume_vm SNAPSHOT QMP [ARGS...]: hexz vm resume in the background (pid
-# in $resume_pid, output in QMP.out), until the guest runs.
-resume_vm() {
-  local snap=$1 sock=$2; shift 2
-  "$HEXZ" vm resume "$snap" --qmp "$sock" "$@" >"$sock.out" 2>&1 &
-  resume_pid=$!
-  on_exit "kill $resume_pid"
-  for _ in $(seq 300); do grep -q "^hexz: resumed" "$sock.out" && break
-    kill -0 "$resume_pid" 2>/dev/null || break; sleep 0.1; done
-  grep -q "^hexz: resumed $snap (QEMU pid [0-9]*, QMP at $sock); disk writes go to" "$sock.out" \
-    || fail "vm resume $snap: $(cat "$sock.out")"
-}
-
 # Resume into a kept overlay; the guest runs; its disk writes land there.
 resume_vm vm.st "$T/r.qmp" --overlay ov
 [[ $(status "$T/r.qmp") == running ]] || fail "the resumed guest is $(status "$T/r.qmp")"
