@@ -35,6 +35,7 @@
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/qmp.h"
+#include "hexz/vm_session.h"
 #include "hexz/worker_session.h"
 
 namespace hexz::cli {
@@ -97,29 +98,12 @@ Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s
   return r;
 }
 
-// Splits -drive's option string at single commas (",," is a literal comma).
-std::vector<std::string> SplitDriveOptions(const std::string& s) {
-  std::vector<std::string> out(1);
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == ',' && i + 1 < s.size() && s[i + 1] == ',') {
-      out.back() += ",,";
-      ++i;
-    } else if (s[i] == ',') {
-      out.emplace_back();
-    } else {
-      out.back() += s[i];
-    }
-  }
-  return out;
-}
-
 // The recorded arguments with the -drive whose id= is `disk` reading the NBD
 // export at `socket` instead of its file (its other options are kept).
 Result<std::vector<std::string>> ReplaceDisk(const Recorded& r, const std::string& socket,
                                              const std::string& name) {
   std::vector<std::string> out = r.args;
-  std::string uri = "nbd+unix:///disk?socket=";
-  for (char c : socket) uri += c == ',' ? std::string(",,") : std::string(1, c);
+  const std::string uri = DriveNbdUri(socket);
   for (size_t i = 0; i + 1 < out.size(); ++i) {
     if (out[i] != "-drive") continue;
     std::vector<std::string> opts = SplitDriveOptions(out[i + 1]);
@@ -219,6 +203,7 @@ class Resume {
  private:
   Status Serve(const format::Snapshot& snapshot);
   Status StartQemu(const Recorded& r);
+  std::string QemuProgram(const Recorded& r) const;
   Status Incoming();
   // Stops QEMU (when `kill_qemu`) and the server, removes the private files.
   void Cleanup();
@@ -252,11 +237,15 @@ Status Resume::Serve(const format::Snapshot& snapshot) {
   return ready.status();
 }
 
+std::string Resume::QemuProgram(const Recorded& r) const {
+  return !a_.qemu.empty()     ? a_.qemu
+         : !r.program.empty() ? r.program
+                              : std::string("qemu-system-x86_64");
+}
+
 Status Resume::StartQemu(const Recorded& r) {
   HEXZ_ASSIGN_OR_RETURN(std::vector<std::string> args, ReplaceDisk(r, nbd_socket_, a_.snapshot));
-  std::string program = !a_.qemu.empty()     ? a_.qemu
-                        : !r.program.empty() ? r.program
-                                             : std::string("qemu-system-x86_64");
+  std::string program = QemuProgram(r);
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return Status::FromErrno(errno, "readlink /proc/self/exe");
@@ -340,6 +329,9 @@ Status Resume::Start() {
   overlay_ = ephemeral_ ? dir_ + "/overlay" : a_.overlay;
   HEXZ_RETURN_IF_ERROR(Serve(*snapshot));
   snapshot.reset();
+  HEXZ_ASSIGN_OR_RETURN(std::string snap_abs, Absolute(a_.snapshot));
+  HEXZ_ASSIGN_OR_RETURN(std::string overlay_abs, Absolute(overlay_));
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {snap_abs, overlay_abs, nbd_socket_}));
   HEXZ_RETURN_IF_ERROR(StartQemu(r));
   Status st = Incoming();
   if (!st.ok()) {
@@ -403,6 +395,7 @@ void Resume::Cleanup() {
   }
   if (dir_.empty()) return;
   ::unlink(nbd_socket_.c_str());
+  ::unlink((dir_ + "/disk.json").c_str());
   if (a_.qmp.empty()) ::unlink(qmp_socket_.c_str());
   if (ephemeral_) {
     ::unlink(overlay_.c_str());
