@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -55,6 +56,7 @@ struct Recorded {
   std::vector<std::string> args;  // qemu.args
   std::string disk;               // qemu.disk
   std::string program;            // qemu.program
+  std::string version;            // qemu.version
 };
 
 // The snapshot's memory stream must be a QEMU migration stream, with the
@@ -90,12 +92,80 @@ Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s
   }
   r.disk = get(format::kMetaQemuDisk);
   r.program = get(format::kMetaQemuProgram);
+  r.version = get(format::kMetaQemuVersion);
   if (r.args.empty() || r.disk.empty()) {
     return Status::InvalidArgument(
         name + ": its metadata lacks " +
         (r.args.empty() ? "qemu.args" : "qemu.disk (the disk's -drive)") + hint);
   }
   return r;
+}
+
+// "MAJOR.MINOR.MICRO" as numbers (missing parts are 0).
+std::vector<long> VersionParts(const std::string& v) {
+  std::vector<long> parts;
+  for (size_t i = 0; i < v.size() && parts.size() < 3;) {
+    size_t end = v.find('.', i);
+    if (end == std::string::npos) end = v.size();
+    parts.push_back(std::strtol(v.substr(i, end - i).c_str(), nullptr, 10));
+    i = end + 1;
+  }
+  parts.resize(3, 0);
+  return parts;
+}
+
+// The version `program --version` prints ("QEMU emulator version 7.2.0 ..."),
+// run without a shell, bounded to 10 s.
+Result<std::string> ProgramVersion(const std::string& program) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork");
+  if (pid == 0) {
+    ::dup2(wr.get(), 1);
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) ::dup2(null, 2);
+    const char* argv[] = {program.c_str(), "--version", nullptr};
+    ::execvp(argv[0], const_cast<char**>(argv));
+    _exit(127);
+  }
+  wr.reset();
+  std::string out;
+  struct pollfd pfd = {rd.get(), POLLIN, 0};
+  char buf[1024];
+  while (out.size() < 4096 && ::poll(&pfd, 1, 10000) > 0) {
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  const int status = ReapWorker(pid, 1000);
+  if (!ExitedCleanly(status)) {
+    return Status::NotFound("cannot run the QEMU program " + program + " (" +
+                            (WIFEXITED(status) && WEXITSTATUS(status) == 127
+                                 ? std::string("not found, or not executable")
+                                 : DescribeWaitStatus(status)) +
+                            "); name it with --qemu");
+  }
+  const std::string marker = "version ";
+  size_t at = out.find(marker);
+  if (at == std::string::npos) return std::string();
+  at += marker.size();
+  size_t end = out.find_first_not_of("0123456789.", at);
+  return out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// QEMU loads migration streams of its own and older versions only: a QEMU
+// older than the one that wrote the stream is refused before anything starts.
+Status CheckQemuVersion(const std::string& program, const Recorded& r, const std::string& name) {
+  HEXZ_ASSIGN_OR_RETURN(std::string have, ProgramVersion(program));
+  if (have.empty() || r.version.empty()) return Status::Ok();  // cannot tell: QEMU will
+  if (VersionParts(have) >= VersionParts(r.version)) return Status::Ok();
+  return Status::Unsupported(name + ": its memory stream was written by QEMU " + r.version +
+                             ", and " + program + " is QEMU " + have +
+                             ", which cannot load the migration stream of a newer QEMU; resume "
+                             "with QEMU " +
+                             r.version + " or later (--qemu PROGRAM)");
 }
 
 // The recorded arguments with the -drive whose id= is `disk` reading the NBD
@@ -318,6 +388,7 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
                         OpenSnapshotAsUser(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
+  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(QemuProgram(r), r, a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
   std::string tmpl = base + "/resume-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);

@@ -89,4 +89,13 @@ expect_fail_msg "QEMU could not resume the guest of vm.st: .*qemu-system-x86_64:
   "$HEXZ" vm resume vm.st --overlay ov3 -- -m 64
 ! pgrep -f "exec:.*$T/vm.st" >/dev/null || fail "a QEMU was left running"
 [[ -z $(ls run/hexz) ]] || fail "a failed resume left files: $(ls -R run/hexz)"
-pass "no QEMU memory stream, no or a damaged metadata section, and a failed load are clear errors"
+# A QEMU older than the one that wrote the stream is refused before anything
+# starts; so is a QEMU program that cannot run.
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "QEMU emulator version 1.0.0"; exit 0; }\nexec qemu-system-x86_64 "$@"\n' >oldqemu
+chmod +x oldqemu
+expect_fail_msg "vm.st: its memory stream was written by QEMU [0-9]+\.[0-9]+\.[0-9]+, and ./oldqemu is QEMU 1.0.0, which cannot load the migration stream of a newer QEMU" \
+  "$HEXZ" vm resume vm.st --qemu ./oldqemu
+expect_fail_msg "cannot run the QEMU program $T/nosuch-qemu \(not found, or not executable\); name it with --qemu" \
+  "$HEXZ" vm resume vm.st --qemu "$T/nosuch-qemu"
+[[ -z $(ls run/hexz) ]] || fail "a refused resume left files: $(ls -R run/hexz)"
+pass "no QEMU memory stream, no or a damaged metadata section, a failed load, an older QEMU and a missing one are clear errors"
