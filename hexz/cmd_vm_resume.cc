@@ -57,6 +57,7 @@ struct Recorded {
   std::string disk;               // qemu.disk
   std::string program;            // qemu.program
   std::string version;            // qemu.version
+  std::string machine;            // qemu.machine (the resolved type, e.g. pc-i440fx-7.2)
 };
 
 // The snapshot's memory stream must be a QEMU migration stream, with the
@@ -93,6 +94,7 @@ Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s
   r.disk = get(format::kMetaQemuDisk);
   r.program = get(format::kMetaQemuProgram);
   r.version = get(format::kMetaQemuVersion);
+  r.machine = get(format::kMetaQemuMachine);
   if (r.args.empty() || r.disk.empty()) {
     return Status::InvalidArgument(
         name + ": its metadata lacks " +
@@ -166,6 +168,29 @@ Status CheckQemuVersion(const std::string& program, const Recorded& r, const std
                              ", which cannot load the migration stream of a newer QEMU; resume "
                              "with QEMU " +
                              r.version + " or later (--qemu PROGRAM)");
+}
+
+// The -machine (or -M) of `args` names the recorded machine type instead of
+// an alias: `-machine pc` means the newest pc-i440fx-X.Y of whichever QEMU
+// runs, and a newer QEMU loads an older stream only into the older type.
+void PinMachine(const std::string& machine, std::vector<std::string>* args) {
+  if (machine.empty()) return;
+  bool seen = false;
+  for (size_t i = 0; i + 1 < args->size(); ++i) {
+    if ((*args)[i] != "-machine" && (*args)[i] != "-M") continue;
+    std::string out;
+    bool typed = false;
+    for (std::string& o : SplitDriveOptions((*args)[i + 1])) {
+      if (o.find('=') == std::string::npos || o.starts_with("type=")) {
+        o = "type=" + machine;
+        typed = true;
+      }
+      out += (out.empty() ? "" : ",") + o;
+    }
+    (*args)[i + 1] = typed ? out : "type=" + machine + "," + out;
+    seen = true;
+  }
+  if (!seen) args->insert(args->end(), {"-machine", "type=" + machine});
 }
 
 // The recorded arguments with the -drive whose id= is `disk` reading the NBD
@@ -315,6 +340,7 @@ std::string Resume::QemuProgram(const Recorded& r) const {
 
 Status Resume::StartQemu(const Recorded& r) {
   HEXZ_ASSIGN_OR_RETURN(std::vector<std::string> args, ReplaceDisk(r, nbd_socket_, a_.snapshot));
+  PinMachine(r.machine, &args);
   std::string program = QemuProgram(r);
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);

@@ -37,7 +37,12 @@ grep -q "qemu.program = qemu-system-x86_64" <<<"$info" || fail "qemu.program: $i
 resume_vm vm.st "$T/r.qmp" --overlay ov
 [[ $(status "$T/r.qmp") == running ]] || fail "the resumed guest is $(status "$T/r.qmp")"
 hmp "$T/r.qmp" "qemu-io d0 \\\"write -P 0x77 8M 64k\\\"" >/dev/null || fail "guest write"
-pass "vm resume: QEMU loads the memory stream and the guest runs (QMP query-status: running)"
+# The recorded machine type, not the alias (-machine pc would be the newest
+# type of whichever QEMU runs).
+qpid=$(sed -n 's/^hexz: resumed .*(QEMU pid \([0-9]*\),.*/\1/p' "$T/r.qmp.out")
+tr '\0' ' ' <"/proc/$qpid/cmdline" | grep -q -- "-machine type=pc-i440fx-[0-9.]* " \
+  || fail "the resumed QEMU's -machine is not the recorded type: $(tr '\0' ' ' <"/proc/$qpid/cmdline")"
+pass "vm resume: QEMU loads the memory stream and the guest runs (QMP query-status: running), on the recorded machine type"
 
 # Snapshot the resumed guest again: its disk is served by hexz, so the
 # snapshot is thin against the one it was resumed from, without --parent.
