@@ -3,14 +3,17 @@
 // Serves the snapshot's disk read-write through the sandboxed worker (as
 // `hexz serve --rw` does) on a unix socket in a private 0700 directory, its
 // writes going into a copy-on-write overlay (--overlay, kept; else an
-// ephemeral one in that directory, removed at the end). Starts QEMU from the
-// recorded qemu.args, with the -drive named by qemu.disk replaced by the NBD
-// export, -incoming fed by `hexz cat VM.st --stream memory`, a QMP socket and
-// the extra arguments; waits over QMP until the incoming migration has
-// completed, then `cont`. Then it stays in the foreground like QEMU itself:
-// when QEMU exits, the server flushes the overlay and stops; SIGINT, SIGTERM
-// or SIGHUP are passed on to QEMU (which shuts down). Any failure before
-// that stops QEMU and the server and names QEMU's own message.
+// ephemeral one in that directory, removed at the end), with disk.json
+// beside the socket for vm snapshot (vm_session.h). Refuses a QEMU older
+// than the recorded qemu.version. Starts QEMU from the recorded qemu.args,
+// with the -drive named by qemu.disk replaced by the NBD export, -machine
+// naming the recorded qemu.machine, -incoming fed by `hexz cat VM.st
+// --stream memory`, a QMP socket and the extra arguments; waits over QMP
+// until the incoming migration has completed, then `cont`. Then it stays in
+// the foreground like QEMU itself: when QEMU exits, the server flushes the
+// overlay and stops; SIGINT, SIGTERM or SIGHUP are passed on to QEMU (which
+// shuts down). Any failure before that stops QEMU and the server and names
+// QEMU's own message.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
