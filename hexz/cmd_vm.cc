@@ -9,6 +9,15 @@
 // record the metadata, write the snapshot atomically, then `quit` the guest
 // or, with --continue, `cont` it. On any failure the output is not written
 // and a guest that was running runs again.
+//
+// A guest started by `hexz vm resume` (its disk an NBD export of hexz, with
+// the overlay and base named in disk.json beside the socket; vm_session.h)
+// needs no export from QEMU: after `stop`, the disk server flushes (an NBD
+// flush), and the disk is committed from the base and the overlay, whose
+// changed blocks are copied while the guest is paused: thin against the
+// base (its unchanged blocks are references) or, with --standalone,
+// holding copies of the base's compressed blocks. The guest's later writes
+// (--continue) go on into the overlay and cannot touch the capture.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -29,11 +38,13 @@
 #include "common/base/size.h"
 #include "common/format/writer.h"
 #include "common/overlay/commit.h"
+#include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/disk_source.h"
 #include "hexz/qmp.h"
 #include "hexz/temp_file_watchdog.h"
+#include "hexz/vm_session.h"
 
 namespace hexz::cli {
 namespace {
@@ -50,7 +61,7 @@ struct SnapshotArgs {
   std::string qmp, output, parent, compression = "lz4";
   std::optional<int> level;
   unsigned threads = 0;
-  bool keep_running = false, quiet = false;
+  bool keep_running = false, quiet = false, standalone = false;
 };
 
 JsonValue Str(const std::string& s) { return JsonValue::String(s); }
@@ -80,10 +91,8 @@ Result<DiskNode> FindDiskNode(QmpClient& qmp) {
   return nodes[0];
 }
 
-// The guest's QEMU command line (from /proc, by the QMP peer's pid), without
-// the options that belong to one run: -qmp, -incoming, -daemonize, -pidfile.
-// `program` gets the name of QEMU's executable (without its directory).
-Result<std::string> QemuArgs(QmpClient& qmp, std::string* program) {
+// The guest's QEMU command line (from /proc, by the QMP peer's pid).
+Result<std::vector<std::string>> QemuCmdline(QmpClient& qmp) {
   HEXZ_ASSIGN_OR_RETURN(int pid, qmp.PeerPid());
   const std::string proc = "/proc/" + std::to_string(pid) + "/cmdline";
   std::ifstream f(proc, std::ios::binary);
@@ -95,10 +104,16 @@ Result<std::string> QemuArgs(QmpClient& qmp, std::string* program) {
     if (e == std::string::npos) e = cmdline.size();
     args.push_back(cmdline.substr(s, e - s));
   }
-  *program = args[0].substr(args[0].rfind('/') + 1);
+  return args;
+}
+
+// The arguments recorded for a resume: the command line without the
+// program and the options that belong to one run (-qmp, -incoming,
+// -daemonize, -pidfile), NUL-separated.
+std::string RecordedArgs(const std::vector<std::string>& argv) {
   std::string out;
-  for (size_t i = 1; i < args.size(); ++i) {
-    const std::string& a = args[i];
+  for (size_t i = 1; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
     if (a == "-qmp" || a == "-incoming" || a == "-pidfile") {
       ++i;
       continue;
@@ -110,11 +125,49 @@ Result<std::string> QemuArgs(QmpClient& qmp, std::string* program) {
   return out;
 }
 
+// What the capture works from: the guest's disk, its command line, and,
+// for a disk served by hexz vm resume, that server's base and overlay.
+struct Guest {
+  DiskNode disk;
+  std::vector<std::string> argv;
+  std::optional<ServedDisk> served;
+  std::shared_ptr<const format::Snapshot> base;  // the served snapshot
+};
+
+Result<Guest> InspectGuest(QmpClient& qmp, const SnapshotArgs& a) {
+  Guest g;
+  HEXZ_ASSIGN_OR_RETURN(g.disk, FindDiskNode(qmp));
+  HEXZ_ASSIGN_OR_RETURN(g.argv, QemuCmdline(qmp));
+  HEXZ_ASSIGN_OR_RETURN(
+      g.served,
+      FindServedDisk(std::vector<std::string>(g.argv.begin() + 1, g.argv.end()), g.disk.device));
+  if (!g.served) return g;
+  if (!a.parent.empty()) {
+    return Status::InvalidArgument(
+        "--parent " + a.parent + ": the guest's disk is served by hexz vm resume from " +
+        g.served->snapshot +
+        ", and the snapshot is thin against that (or standalone with --standalone); leave out "
+        "--parent");
+  }
+  for (const std::string& f : {g.served->overlay, overlay::MetaPathFor(g.served->overlay)}) {
+    struct stat out, ov;
+    if (stat(a.output.c_str(), &out) == 0 && stat(f.c_str(), &ov) == 0 && out.st_dev == ov.st_dev &&
+        out.st_ino == ov.st_ino) {
+      return Status::InvalidArgument(a.output + ": is the overlay of the guest's disk (" + f +
+                                     "); choose another --output");
+    }
+  }
+  HEXZ_ASSIGN_OR_RETURN(auto base, OpenSnapshotAsUser(g.served->snapshot));
+  HEXZ_RETURN_IF_ERROR(CheckOutputNotInChain(a.output, *base, "the snapshot the guest runs from",
+                                             "the snapshot the guest runs from"));
+  g.base = std::move(base);
+  return g;
+}
+
 // Packs the paused guest's disk, exported read-only by QEMU's NBD server on
 // a socket in a private directory.
-Status PackDisk(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
-  HEXZ_ASSIGN_OR_RETURN(DiskNode disk, FindDiskNode(qmp));
-  const std::string& node = disk.node;
+Status PackDisk(QmpClient& qmp, const std::string& node, format::SnapshotWriter* writer,
+                const format::Snapshot* parent) {
   char dir[] = "/tmp/hexz-vm.XXXXXX";
   if (mkdtemp(dir) == nullptr) return Status::FromErrno(errno, "mkdtemp /tmp/hexz-vm.XXXXXX");
   const std::string sock = std::string(dir) + "/nbd.sock";
@@ -144,6 +197,28 @@ Status PackDisk(QmpClient& qmp, format::SnapshotWriter* writer, const format::Sn
   return st;
 }
 
+// Takes the disk of a paused guest served by hexz vm resume: the server
+// flushes (NBD_CMD_FLUSH), then the base's blocks and the overlay's
+// changes are committed into `writer` (unchanged blocks referenced in the
+// base, or copied in stored form with --standalone; changed ones compressed).
+Result<overlay::CommitStats> PackServedDisk(const Guest& g, format::SnapshotWriter* writer,
+                                            const SnapshotArgs& a) {
+  HEXZ_RETURN_IF_ERROR(FlushServedDisk(g.served->socket));
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(g.served->overlay, overlay::LockMode::kNone,
+                                                  /*create=*/false));
+  files.names.base = g.base->path();
+  overlay::OverlayOptions ro;
+  ro.read_only = true;
+  HEXZ_ASSIGN_OR_RETURN(
+      std::shared_ptr<overlay::Overlay> ov,
+      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names,
+                             g.base->id(), g.base->StreamSize(StreamId::kDisk), ro));
+  const std::string parent_path =
+      a.standalone ? "" : overlay::RelativeParentPath(g.served->snapshot, a.output);
+  return overlay::WriteCommit(g.base, ov, writer, parent_path, /*carry_memory=*/false);
+}
+
 // Migrates the paused guest into the memory stream through a pipe.
 Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
   int p[2];
@@ -168,7 +243,7 @@ Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::
   return packed.ok() ? migrated : packed;
 }
 
-Result<format::Metadata> VmMetadata(QmpClient& qmp) {
+Result<format::Metadata> VmMetadata(QmpClient& qmp, const Guest& g) {
   format::Metadata m;
   m[format::kMetaMemoryKind] = format::kMemoryKindQemu;
   m[format::kMetaQemuVersion] = qmp.qemu_version();
@@ -180,9 +255,9 @@ Result<format::Metadata> VmMetadata(QmpClient& qmp) {
   if (machine.size() > suffix.size() && machine.ends_with(suffix))
     machine.resize(machine.size() - suffix.size());
   m[format::kMetaQemuMachine] = machine;
-  HEXZ_ASSIGN_OR_RETURN(m[format::kMetaQemuArgs], QemuArgs(qmp, &m[format::kMetaQemuProgram]));
-  HEXZ_ASSIGN_OR_RETURN(DiskNode disk, FindDiskNode(qmp));
-  if (!disk.device.empty()) m[format::kMetaQemuDisk] = disk.device;
+  m[format::kMetaQemuProgram] = g.argv[0].substr(g.argv[0].rfind('/') + 1);
+  m[format::kMetaQemuArgs] = RecordedArgs(g.argv);
+  if (!g.disk.device.empty()) m[format::kMetaQemuDisk] = g.disk.device;
   return m;
 }
 
@@ -200,15 +275,21 @@ Status CheckRunning(QmpClient& qmp) {
 }
 
 // Captures disk and memory into `writer` (the guest is stopped).
-Status Capture(QmpClient& qmp, format::SnapshotWriter* writer, const SnapshotArgs& a,
-               const format::Snapshot* parent) {
-  if (parent != nullptr) {
-    HEXZ_RETURN_IF_ERROR(
-        writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
+Status Capture(QmpClient& qmp, const Guest& g, format::SnapshotWriter* writer,
+               const SnapshotArgs& a, const format::Snapshot* parent,
+               std::optional<overlay::CommitStats>* served_stats) {
+  if (g.served) {
+    HEXZ_ASSIGN_OR_RETURN(*served_stats, PackServedDisk(g, writer, a));
+    if (!a.standalone) parent = g.base.get();
+  } else {
+    if (parent != nullptr) {
+      HEXZ_RETURN_IF_ERROR(
+          writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
+    }
+    HEXZ_RETURN_IF_ERROR(PackDisk(qmp, g.disk.node, writer, parent));
   }
-  HEXZ_RETURN_IF_ERROR(PackDisk(qmp, writer, parent));
   HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
-  HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp));
+  HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp, g));
   return writer->SetMetadata(m);
 }
 
@@ -222,12 +303,15 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   }
   HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, QmpClient::Connect(a.qmp));
   HEXZ_RETURN_IF_ERROR(CheckRunning(*qmp));
+  HEXZ_ASSIGN_OR_RETURN(Guest guest, InspectGuest(*qmp, a));
+  if (guest.base) o.block_size = guest.base->block_size();
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
   TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
   watchdog.Start(a.output);
   const auto start = std::chrono::steady_clock::now();
   HEXZ_RETURN_IF_ERROR(qmp->Execute("stop").status());
-  Status st = Capture(*qmp, writer.get(), a, parent.get());
+  std::optional<overlay::CommitStats> served;
+  Status st = Capture(*qmp, guest, writer.get(), a, parent.get(), &served);
   Result<format::SnapshotId> id = st;
   if (st.ok()) {
     id = writer->Finish();
@@ -247,6 +331,16 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   if (!a.quiet) {
     struct stat sb;
     const uint64_t size = stat(a.output.c_str(), &sb) == 0 ? static_cast<uint64_t>(sb.st_size) : 0;
+    if (served) {
+      std::printf(
+          "%s: the disk as of the pause from hexz vm resume's overlay %s over %s: %llu of "
+          "%llu blocks rewritten, %s\n",
+          a.output.c_str(), guest.served->overlay.c_str(), guest.served->snapshot.c_str(),
+          static_cast<unsigned long long>(served->rewritten_blocks),
+          static_cast<unsigned long long>(served->disk_blocks),
+          a.standalone ? "the rest copied without recompression (standalone)"
+                       : "the rest referenced in it (thin)");
+    }
     std::printf("%s: captured the guest in %.1f s into %s (id %s); the guest %s\n",
                 a.output.c_str(), secs, base::FormatSize(size).c_str(), id->ToHex().c_str(),
                 a.keep_running ? "runs on" : "was shut down");
@@ -265,8 +359,13 @@ void AddVmSnapshotCommand(CLI::App& parent, int* rc) {
   cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();
   cmd->add_flag("--continue", args->keep_running,
                 "Let the guest run on after the capture (default: shut it down)");
-  cmd->add_option("--parent", args->parent,
-                  "Write a thin snapshot: store only blocks that differ from this snapshot");
+  CLI::Option* parent_opt =
+      cmd->add_option("--parent", args->parent,
+                      "Write a thin snapshot: store only blocks that differ from this snapshot");
+  cmd->add_flag("--standalone", args->standalone,
+                "For a guest resumed by hexz vm resume: hold every block (copied from the "
+                "snapshot it runs from, not recompressed) instead of referencing that snapshot")
+      ->excludes(parent_opt);
   cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
       ->check(CLI::IsMember({"lz4", "zstd", "none"}));
   cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");

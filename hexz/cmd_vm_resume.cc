@@ -3,14 +3,17 @@
 // Serves the snapshot's disk read-write through the sandboxed worker (as
 // `hexz serve --rw` does) on a unix socket in a private 0700 directory, its
 // writes going into a copy-on-write overlay (--overlay, kept; else an
-// ephemeral one in that directory, removed at the end). Starts QEMU from the
-// recorded qemu.args, with the -drive named by qemu.disk replaced by the NBD
-// export, -incoming fed by `hexz cat VM.st --stream memory`, a QMP socket and
-// the extra arguments; waits over QMP until the incoming migration has
-// completed, then `cont`. Then it stays in the foreground like QEMU itself:
-// when QEMU exits, the server flushes the overlay and stops; SIGINT, SIGTERM
-// or SIGHUP are passed on to QEMU (which shuts down). Any failure before
-// that stops QEMU and the server and names QEMU's own message.
+// ephemeral one in that directory, removed at the end), with disk.json
+// beside the socket for vm snapshot (vm_session.h). Refuses a QEMU older
+// than the recorded qemu.version. Starts QEMU from the recorded qemu.args,
+// with the -drive named by qemu.disk replaced by the NBD export, -machine
+// naming the recorded qemu.machine, -incoming fed by `hexz cat VM.st
+// --stream memory`, a QMP socket and the extra arguments; waits over QMP
+// until the incoming migration has completed, then `cont`. Then it stays in
+// the foreground like QEMU itself: when QEMU exits, the server flushes the
+// overlay and stops; SIGINT, SIGTERM or SIGHUP are passed on to QEMU (which
+// shuts down). Any failure before that stops QEMU and the server and names
+// QEMU's own message.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -22,6 +25,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -35,6 +39,7 @@
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/qmp.h"
+#include "hexz/vm_session.h"
 #include "hexz/worker_session.h"
 
 namespace hexz::cli {
@@ -54,6 +59,8 @@ struct Recorded {
   std::vector<std::string> args;  // qemu.args
   std::string disk;               // qemu.disk
   std::string program;            // qemu.program
+  std::string version;            // qemu.version
+  std::string machine;            // qemu.machine (the resolved type, e.g. pc-i440fx-7.2)
 };
 
 // The snapshot's memory stream must be a QEMU migration stream, with the
@@ -89,6 +96,8 @@ Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s
   }
   r.disk = get(format::kMetaQemuDisk);
   r.program = get(format::kMetaQemuProgram);
+  r.version = get(format::kMetaQemuVersion);
+  r.machine = get(format::kMetaQemuMachine);
   if (r.args.empty() || r.disk.empty()) {
     return Status::InvalidArgument(
         name + ": its metadata lacks " +
@@ -97,20 +106,94 @@ Result<Recorded> ReadRecorded(const std::string& name, const format::Snapshot& s
   return r;
 }
 
-// Splits -drive's option string at single commas (",," is a literal comma).
-std::vector<std::string> SplitDriveOptions(const std::string& s) {
-  std::vector<std::string> out(1);
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == ',' && i + 1 < s.size() && s[i + 1] == ',') {
-      out.back() += ",,";
-      ++i;
-    } else if (s[i] == ',') {
-      out.emplace_back();
-    } else {
-      out.back() += s[i];
-    }
+// "MAJOR.MINOR.MICRO" as numbers (missing parts are 0).
+std::vector<long> VersionParts(const std::string& v) {
+  std::vector<long> parts;
+  for (size_t i = 0; i < v.size() && parts.size() < 3;) {
+    size_t end = v.find('.', i);
+    if (end == std::string::npos) end = v.size();
+    parts.push_back(std::strtol(v.substr(i, end - i).c_str(), nullptr, 10));
+    i = end + 1;
   }
-  return out;
+  parts.resize(3, 0);
+  return parts;
+}
+
+// The version `program --version` prints ("QEMU emulator version 7.2.0 ..."),
+// run without a shell, bounded to 10 s.
+Result<std::string> ProgramVersion(const std::string& program) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno(errno, "fork");
+  if (pid == 0) {
+    ::dup2(wr.get(), 1);
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) ::dup2(null, 2);
+    const char* argv[] = {program.c_str(), "--version", nullptr};
+    ::execvp(argv[0], const_cast<char**>(argv));
+    _exit(127);
+  }
+  wr.reset();
+  std::string out;
+  struct pollfd pfd = {rd.get(), POLLIN, 0};
+  char buf[1024];
+  while (out.size() < 4096 && ::poll(&pfd, 1, 10000) > 0) {
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  const int status = ReapWorker(pid, 1000);
+  if (!ExitedCleanly(status)) {
+    return Status::NotFound("cannot run the QEMU program " + program + " (" +
+                            (WIFEXITED(status) && WEXITSTATUS(status) == 127
+                                 ? std::string("not found, or not executable")
+                                 : DescribeWaitStatus(status)) +
+                            "); name it with --qemu");
+  }
+  const std::string marker = "version ";
+  size_t at = out.find(marker);
+  if (at == std::string::npos) return std::string();
+  at += marker.size();
+  size_t end = out.find_first_not_of("0123456789.", at);
+  return out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+// QEMU loads migration streams of its own and older versions only: a QEMU
+// older than the one that wrote the stream is refused before anything starts.
+Status CheckQemuVersion(const std::string& program, const Recorded& r, const std::string& name) {
+  HEXZ_ASSIGN_OR_RETURN(std::string have, ProgramVersion(program));
+  if (have.empty() || r.version.empty()) return Status::Ok();  // cannot tell: QEMU will
+  if (VersionParts(have) >= VersionParts(r.version)) return Status::Ok();
+  return Status::Unsupported(name + ": its memory stream was written by QEMU " + r.version +
+                             ", and " + program + " is QEMU " + have +
+                             ", which cannot load the migration stream of a newer QEMU; resume "
+                             "with QEMU " +
+                             r.version + " or later (--qemu PROGRAM)");
+}
+
+// The -machine (or -M) of `args` names the recorded machine type instead of
+// an alias: `-machine pc` means the newest pc-i440fx-X.Y of whichever QEMU
+// runs, and a newer QEMU loads an older stream only into the older type.
+void PinMachine(const std::string& machine, std::vector<std::string>* args) {
+  if (machine.empty()) return;
+  bool seen = false;
+  for (size_t i = 0; i + 1 < args->size(); ++i) {
+    if ((*args)[i] != "-machine" && (*args)[i] != "-M") continue;
+    std::string out;
+    bool typed = false;
+    for (std::string& o : SplitDriveOptions((*args)[i + 1])) {
+      if (o.find('=') == std::string::npos || o.starts_with("type=")) {
+        o = "type=" + machine;
+        typed = true;
+      }
+      out += (out.empty() ? "" : ",") + o;
+    }
+    (*args)[i + 1] = typed ? out : "type=" + machine + "," + out;
+    seen = true;
+  }
+  if (!seen) args->insert(args->end(), {"-machine", "type=" + machine});
 }
 
 // The recorded arguments with the -drive whose id= is `disk` reading the NBD
@@ -118,8 +201,7 @@ std::vector<std::string> SplitDriveOptions(const std::string& s) {
 Result<std::vector<std::string>> ReplaceDisk(const Recorded& r, const std::string& socket,
                                              const std::string& name) {
   std::vector<std::string> out = r.args;
-  std::string uri = "nbd+unix:///disk?socket=";
-  for (char c : socket) uri += c == ',' ? std::string(",,") : std::string(1, c);
+  const std::string uri = DriveNbdUri(socket);
   for (size_t i = 0; i + 1 < out.size(); ++i) {
     if (out[i] != "-drive") continue;
     std::vector<std::string> opts = SplitDriveOptions(out[i + 1]);
@@ -219,6 +301,7 @@ class Resume {
  private:
   Status Serve(const format::Snapshot& snapshot);
   Status StartQemu(const Recorded& r);
+  std::string QemuProgram(const Recorded& r) const;
   Status Incoming();
   // Stops QEMU (when `kill_qemu`) and the server, removes the private files.
   void Cleanup();
@@ -252,11 +335,16 @@ Status Resume::Serve(const format::Snapshot& snapshot) {
   return ready.status();
 }
 
+std::string Resume::QemuProgram(const Recorded& r) const {
+  return !a_.qemu.empty()     ? a_.qemu
+         : !r.program.empty() ? r.program
+                              : std::string("qemu-system-x86_64");
+}
+
 Status Resume::StartQemu(const Recorded& r) {
   HEXZ_ASSIGN_OR_RETURN(std::vector<std::string> args, ReplaceDisk(r, nbd_socket_, a_.snapshot));
-  std::string program = !a_.qemu.empty()     ? a_.qemu
-                        : !r.program.empty() ? r.program
-                                             : std::string("qemu-system-x86_64");
+  PinMachine(r.machine, &args);
+  std::string program = QemuProgram(r);
   char self[4096];
   ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return Status::FromErrno(errno, "readlink /proc/self/exe");
@@ -329,6 +417,7 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
                         OpenSnapshotAsUser(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
+  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(QemuProgram(r), r, a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
   std::string tmpl = base + "/resume-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);
@@ -340,6 +429,9 @@ Status Resume::Start() {
   overlay_ = ephemeral_ ? dir_ + "/overlay" : a_.overlay;
   HEXZ_RETURN_IF_ERROR(Serve(*snapshot));
   snapshot.reset();
+  HEXZ_ASSIGN_OR_RETURN(std::string snap_abs, Absolute(a_.snapshot));
+  HEXZ_ASSIGN_OR_RETURN(std::string overlay_abs, Absolute(overlay_));
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {snap_abs, overlay_abs, nbd_socket_}));
   HEXZ_RETURN_IF_ERROR(StartQemu(r));
   Status st = Incoming();
   if (!st.ok()) {
@@ -403,6 +495,7 @@ void Resume::Cleanup() {
   }
   if (dir_.empty()) return;
   ::unlink(nbd_socket_.c_str());
+  ::unlink((dir_ + "/disk.json").c_str());
   if (a_.qmp.empty()) ::unlink(qmp_socket_.c_str());
   if (ephemeral_) {
     ::unlink(overlay_.c_str());

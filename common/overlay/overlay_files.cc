@@ -86,6 +86,7 @@ std::string DescribeLockHolders(int fd) {
 namespace {
 
 Status LockFd(int fd, LockMode mode, const std::string& path) {
+  if (mode == LockMode::kNone) return Status::Ok();
   int op = (mode == LockMode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   while (::flock(fd, op) != 0) {
     if (errno == EINTR) continue;

@@ -29,6 +29,10 @@ namespace hexz::overlay {
 enum class LockMode {
   kExclusive,  // read-write mounts
   kShared,     // hexz commit / hexz overlay info: refuse a mounted overlay
+  // No lock: hexz vm snapshot reads the overlay of a paused guest's disk
+  // server, which holds the exclusive lock; the caller makes sure nothing
+  // writes meanwhile (the guest is paused and the server flushed).
+  kNone,
 };
 
 struct OverlayFiles {

@@ -33,33 +33,26 @@ info=$("$HEXZ" info vm.st)
 grep -q "qemu.disk = d0" <<<"$info" || fail "qemu.disk: $info"
 grep -q "qemu.program = qemu-system-x86_64" <<<"$info" || fail "qemu.program: $info"
 
-# resume_vm SNAPSHOT QMP [ARGS...]: hexz vm resume in the background (pid
-# in $resume_pid, output in QMP.out), until the guest runs.
-resume_vm() {
-  local snap=$1 sock=$2; shift 2
-  "$HEXZ" vm resume "$snap" --qmp "$sock" "$@" >"$sock.out" 2>&1 &
-  resume_pid=$!
-  on_exit "kill $resume_pid"
-  for _ in $(seq 300); do grep -q "^hexz: resumed" "$sock.out" && break
-    kill -0 "$resume_pid" 2>/dev/null || break; sleep 0.1; done
-  grep -q "^hexz: resumed $snap (QEMU pid [0-9]*, QMP at $sock); disk writes go to" "$sock.out" \
-    || fail "vm resume $snap: $(cat "$sock.out")"
-}
-
 # Resume into a kept overlay; the guest runs; its disk writes land there.
 resume_vm vm.st "$T/r.qmp" --overlay ov
 [[ $(status "$T/r.qmp") == running ]] || fail "the resumed guest is $(status "$T/r.qmp")"
 hmp "$T/r.qmp" "qemu-io d0 \\\"write -P 0x77 8M 64k\\\"" >/dev/null || fail "guest write"
-pass "vm resume: QEMU loads the memory stream and the guest runs (QMP query-status: running)"
+# The recorded machine type, not the alias (-machine pc would be the newest
+# type of whichever QEMU runs).
+qpid=$(sed -n 's/^hexz: resumed .*(QEMU pid \([0-9]*\),.*/\1/p' "$T/r.qmp.out")
+tr '\0' ' ' <"/proc/$qpid/cmdline" | grep -q -- "-machine type=pc-i440fx-[0-9.]* " \
+  || fail "the resumed QEMU's -machine is not the recorded type: $(tr '\0' ' ' <"/proc/$qpid/cmdline")"
+pass "vm resume: QEMU loads the memory stream and the guest runs (QMP query-status: running), on the recorded machine type"
 
-# Snapshot the resumed guest again, thin against the first.
-"$HEXZ" vm snapshot --qmp "$T/r.qmp" -o vm2.st --parent vm.st --continue -q || fail "vm snapshot 2"
+# Snapshot the resumed guest again: its disk is served by hexz, so the
+# snapshot is thin against the one it was resumed from, without --parent.
+"$HEXZ" vm snapshot --qmp "$T/r.qmp" -o vm2.st --continue -q || fail "vm snapshot 2"
 cp disk.raw expected.raw
 qemu-io -f raw -c 'write -P 0x77 8M 64k' expected.raw >/dev/null
 "$HEXZ" cat vm2.st | cmp - expected.raw || fail "vm2.st's disk lacks the resumed guest's write"
 [[ $("$HEXZ" info --json vm2.st | python3 -c 'import json,sys; d=json.load(sys.stdin)["streams"]["disk"]; print(d["parent_blocks"] > 0)') == True ]] \
   || fail "vm2.st is not thin against vm.st: $("$HEXZ" info vm2.st)"
-pass "a resumed guest is snapshotted again, thin against the first snapshot"
+pass "a resumed guest is snapshotted again, thin against the snapshot it was resumed from"
 
 # QEMU's exit ends vm resume, which stops the server (flushing the overlay).
 qmp "$T/r.qmp" quit >/dev/null 2>&1 || true
@@ -101,4 +94,13 @@ expect_fail_msg "QEMU could not resume the guest of vm.st: .*qemu-system-x86_64:
   "$HEXZ" vm resume vm.st --overlay ov3 -- -m 64
 ! pgrep -f "exec:.*$T/vm.st" >/dev/null || fail "a QEMU was left running"
 [[ -z $(ls run/hexz) ]] || fail "a failed resume left files: $(ls -R run/hexz)"
-pass "no QEMU memory stream, no or a damaged metadata section, and a failed load are clear errors"
+# A QEMU older than the one that wrote the stream is refused before anything
+# starts; so is a QEMU program that cannot run.
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "QEMU emulator version 1.0.0"; exit 0; }\nexec qemu-system-x86_64 "$@"\n' >oldqemu
+chmod +x oldqemu
+expect_fail_msg "vm.st: its memory stream was written by QEMU [0-9]+\.[0-9]+\.[0-9]+, and ./oldqemu is QEMU 1.0.0, which cannot load the migration stream of a newer QEMU" \
+  "$HEXZ" vm resume vm.st --qemu ./oldqemu
+expect_fail_msg "cannot run the QEMU program $T/nosuch-qemu \(not found, or not executable\); name it with --qemu" \
+  "$HEXZ" vm resume vm.st --qemu "$T/nosuch-qemu"
+[[ -z $(ls run/hexz) ]] || fail "a refused resume left files: $(ls -R run/hexz)"
+pass "no QEMU memory stream, no or a damaged metadata section, a failed load, an older QEMU and a missing one are clear errors"

@@ -8,6 +8,7 @@
 #   qemu_initramfs_new DIR        busybox root skeleton in DIR (with /init)
 #   qemu_add_binary DIR SRC [DST] copy SRC (with its shared libraries) to DST in DIR
 #   qemu_add_modules DIR NAME...  copy kernel modules (loaded in this order by /init)
+#   qemu_pack_initramfs DIR OUT   pack DIR into the gzipped cpio OUT
 #   qemu_run DIR SCRIPT TIMEOUT [QEMU ARGS...]
 #                                 pack DIR, boot it with SCRIPT as the test (run as
 #                                 root in the guest), print the console, and return
@@ -124,14 +125,18 @@ qemu_add_modules() {
   done
 }
 
+qemu_pack_initramfs() {
+  (cd "$1" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) >"$2" ||
+    fail "cannot pack the initramfs $2"
+}
+
 qemu_run() {
   local dir=$1 script=$2 timeout=$3
   shift 3
   cp "$script" "$dir/hexz/test.sh"
   cp "$(dirname "$script")/guest_lib.sh" "$dir/hexz/guest_lib.sh"
   local initrd=$dir.cpio.gz log=$dir.log
-  (cd "$dir" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) >"$initrd" ||
-    fail "cannot pack the initramfs"
+  qemu_pack_initramfs "$dir" "$initrd"
   local rc=0 start=$SECONDS
   timeout --kill-after=5 "$timeout" "$QEMU_BIN" -accel tcg -m 1G -smp 1 -nographic -no-reboot \
     -kernel "$QEMU_KERNEL" -initrd "$initrd" -append 'console=ttyS0 quiet panic=-1' \

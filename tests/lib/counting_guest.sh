@@ -1,0 +1,81 @@
+# The counting guest of the VM capture tests (vm_counting, vm_served) and of
+# the bench's vm rows: the QEMU test kernel (tests/lib/qemu.sh) with a
+# busybox initramfs whose /init mounts the ext4 root disk (/dev/vda, no
+# journal, so what the guest synced is on the disk as written) and counts
+# once a second: it writes the count into /count on that disk, syncs, and
+# only then prints "tick N" on the serial console. Sourced after
+# tests/lib/common.sh and tests/lib/qemu.sh.
+#
+#   counting_guest_build DIR     initramfs DIR.cpio.gz and root disk DIR.raw
+#                                (16 MiB ext4, /count = 0); sets COUNT_ARGS,
+#                                the QEMU arguments (128 MiB, TCG, one CPU,
+#                                console on the serial port on stdout, the
+#                                disk as -drive id=d0)
+#   wait_tick LOG N [SECONDS]    until LOG shows "tick N" (default 300 s)
+#   ticks LOG                    the tick numbers in LOG, one a line
+#   last_tick LOG                the last tick number in LOG
+#   disk_count IMAGE             /count on an ext4 image (debugfs)
+#   boot_lines LOG               the kernel's boot lines in LOG
+#   consecutive LOG FIRST        fail unless LOG's ticks are FIRST, FIRST+1, ...
+#   stop_at_next_tick QMP LOG    pause the guest (QMP stop) right after its next
+#                                tick, in the second it sleeps; that tick goes
+#                                into $stopped_at (needs tests/lib/qmp.sh)
+
+counting_guest_build() {
+  local dir=$1
+  qemu_require
+  require_cmd mkfs.ext4 debugfs
+  qemu_fetch_kernel >/dev/null
+  qemu_initramfs_new "$dir"
+  qemu_add_modules "$dir" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+    virtio_pci virtio_blk
+  cat >"$dir/hexz/test.sh" <<'GUEST'
+mkdir -p /mnt/root
+for _ in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 /dev/vda /mnt/root || { echo "counting guest: cannot mount /dev/vda"; exit 1; }
+n=$(cat /mnt/root/count)
+while :; do
+  n=$((n + 1))
+  echo "$n" >/mnt/root/count
+  sync
+  echo "tick $n"
+  sleep 1
+done
+GUEST
+  qemu_pack_initramfs "$dir" "$dir.cpio.gz"
+  mkdir -p "$dir.root"
+  echo 0 >"$dir.root/count"
+  mkfs.ext4 -q -F -O ^has_journal -d "$dir.root" "$dir.raw" 16M >/dev/null || fail "mkfs.ext4 $dir.raw"
+  COUNT_ARGS=(-machine pc -accel tcg -m 128 -smp 1 -nodefaults -no-user-config -display none
+              -serial stdio -kernel "$QEMU_KERNEL" -initrd "$dir.cpio.gz"
+              -append "console=ttyS0 panic=-1"
+              -drive "file=$dir.raw,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0)
+}
+
+wait_tick() {
+  local log=$1 n=$2 secs=${3:-300} i
+  for ((i = 0; i < secs * 20; i++)); do
+    grep -aq "^tick $n\b" "$log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "$log never showed tick $n within $secs s: $(tail -n 5 "$log" 2>/dev/null | tr -d '\r')"
+}
+ticks() { tr -d '\r' <"$1" | sed -n 's/^tick \([0-9][0-9]*\)$/\1/p'; }
+last_tick() { ticks "$1" | tail -n 1; }
+disk_count() { debugfs -R 'cat /count' "$1" 2>/dev/null | tr -d '\r\n'; }
+boot_lines() { tr -d '\r' <"$1" | grep -aE 'Linux version|Command line:|HEXZ-GUEST-START|Freeing unused kernel'; }
+
+# consecutive LOG FIRST: LOG's ticks are FIRST, FIRST+1, ... without a gap.
+consecutive() {
+  local got want
+  got=$(ticks "$1" | paste -sd' ')
+  want=$(seq "$2" "$(last_tick "$1")" | paste -sd' ')
+  [[ $got == "$want" ]] || fail "$1: the ticks are '$got', not '$want'"
+}
+# stop_at_next_tick QMP LOG: pauses the guest right after its next tick
+# (in the second it sleeps); that tick goes into $stopped_at.
+stop_at_next_tick() {
+  wait_tick "$2" $(($(last_tick "$2") + 1)) 60
+  qmp "$1" stop >/dev/null || fail "QMP stop on $1"
+  stopped_at=$(last_tick "$2")
+}
