@@ -11,8 +11,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "common/base/bytes.h"
 #include "common/base/checked_math.h"
@@ -103,6 +105,37 @@ class IndexReader {
   Status io_error_;
 };
 
+// The last block of one snapshot file that a part was read from, decoded:
+// a sequential reader whose requests are smaller than the blocks (128 KiB
+// FUSE reads of 256 KiB blocks) asks for the rest of it next, and without a
+// cache would decode it again. Keep swaps buffers with the caller, so
+// keeping costs no copy. Thread safety: internally locked.
+class LastBlock {
+ public:
+  // Copies [from, from + len) of the block into dst when it is the one kept.
+  bool Copy(StreamId stream, uint64_t block, uint32_t from, uint32_t len, void* dst) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!valid_ || stream_ != stream || block_ != block) return false;
+    std::memcpy(dst, bytes_.data() + from, len);
+    return true;
+  }
+  // Keeps *bytes (the whole decoded block) and gives back the old buffer.
+  void Keep(StreamId stream, uint64_t block, std::vector<uint8_t>* bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bytes_.swap(*bytes);
+    stream_ = stream;
+    block_ = block;
+    valid_ = true;
+  }
+
+ private:
+  std::mutex mu_;
+  bool valid_ = false;  // guarded by mu_, like the rest
+  StreamId stream_ = StreamId::kDisk;
+  uint64_t block_ = 0;
+  std::vector<uint8_t> bytes_;
+};
+
 class SnapshotImpl final : public Snapshot {
  public:
   // Parses and validates one file (no parent linking).
@@ -183,6 +216,7 @@ class SnapshotImpl final : public Snapshot {
   std::shared_ptr<const SnapshotImpl> parent_;
   StreamIndex streams_[kStreamCount];
   cache::BlockCache* cache_ = nullptr;
+  mutable LastBlock last_part_;  // see LastBlock
 };
 
 Result<std::shared_ptr<SnapshotImpl>> SnapshotImpl::Parse(std::unique_ptr<io::Source> src,
@@ -508,11 +542,13 @@ Status SnapshotImpl::ReadBlockPart(StreamId stream, uint64_t block, uint32_t fro
   }
   uint32_t blen = BlockLength(stream, block);
   if (from == 0 && len == blen) return ReadStored(stream, block, e, dst);
+  if (last_part_.Copy(stream, block, from, len, dst)) return Status::Ok();
   // ReadStored never comes back here, so this thread's buffer is free.
   thread_local std::vector<uint8_t> whole;
   whole.resize(blen);
   HEXZ_RETURN_IF_ERROR(ReadStored(stream, block, e, whole.data()));
   std::memcpy(dst, whole.data() + from, len);
+  last_part_.Keep(stream, block, &whole);
   return Status::Ok();
 }
 
