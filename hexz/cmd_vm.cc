@@ -47,9 +47,8 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnVmSignal(int) { g_cancel.store(true); }
 
 struct SnapshotArgs {
-  std::string qmp, output, parent, compression = "lz4";
-  std::optional<int> level;
-  unsigned threads = 0;
+  std::string qmp, output, parent;
+  CompressionFlags compression;
   bool keep_running = false, quiet = false;
 };
 
@@ -267,23 +266,11 @@ void AddVmSnapshotCommand(CLI::App& parent, int* rc) {
                 "Let the guest run on after the capture (default: shut it down)");
   cmd->add_option("--parent", args->parent,
                   "Write a thin snapshot: store only blocks that differ from this snapshot");
-  cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
-      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
-  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
-  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
+  AddCompressionFlags(cmd, &args->compression, "lz4 (default), zstd or none");
   cmd->add_flag("-q,--quiet", args->quiet, "No summary");
   cmd->callback([rc, args] {
     format::WriterOptions o;
-    auto codec = format::ParseCodec(args->compression);
-    auto level = CheckLevel(args->compression, args->level);
-    Status st = !codec.ok() ? codec.status() : level.status();
-    if (st.ok()) {
-      o.codec = *codec;
-      o.level = *level;
-      o.threads = args->threads;
-      o.cancel = &g_cancel;
-      st = format::ValidateWriterOptions(o);
-    }
+    Status st = BuildWriterOptions(args->compression, &g_cancel, &o);
     if (!st.ok()) {
       Fail(st.WithContext("hexz vm snapshot"));
       *rc = 2;
