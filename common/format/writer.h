@@ -10,8 +10,9 @@
 // compressor threads detect zero blocks, compress and hash; one writer thread
 // deduplicates and appends them in order. Memory stays bounded: about
 // (2 * threads + 4) * 2 * block_size of buffers, the dedup table (bounded by
-// WriterOptions::dedup_entries), and 1 MiB of index entries (the rest waits
-// in a temp file, see index_spill.h).
+// WriterOptions::dedup_entries), 1 MiB of index entries (the rest waits
+// in a temp file, see index_spill.h), and for stored extents (hexz commit)
+// a 4 MiB copy buffer and 24 bytes per run of blocks copied back to back.
 //
 // The output appears atomically: everything goes to a temp file in the
 // output's directory, which Finish() fsyncs and renames over the output (and
