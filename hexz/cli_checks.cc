@@ -57,6 +57,23 @@ Result<int> CheckLevel(const std::string& compression, std::optional<int> level)
   return *level;
 }
 
+void AddCompressionFlags(CLI::App* cmd, CompressionFlags* flags,
+                         const std::string& compression_help) {
+  cmd->add_option("--compression", flags->compression, compression_help)
+      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
+  cmd->add_option("--level", flags->level, "Compression level (lz4: 1..12, zstd: 1..19)");
+  cmd->add_option("--threads", flags->threads, "Compressor threads (default: all CPUs)");
+}
+
+Status BuildWriterOptions(const CompressionFlags& flags, const std::atomic<bool>* cancel,
+                          format::WriterOptions* options) {
+  HEXZ_ASSIGN_OR_RETURN(options->codec, format::ParseCodec(flags.compression));
+  HEXZ_ASSIGN_OR_RETURN(options->level, CheckLevel(flags.compression, flags.level));
+  options->threads = flags.threads;
+  options->cancel = cancel;
+  return format::ValidateWriterOptions(*options);
+}
+
 Status CheckId(const char* option, std::optional<uint32_t> id) {
   if (id && *id == UINT32_MAX) {
     return Status::InvalidArgument(std::string(option) +

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "common/base/status.h"
 #include "common/format/snapshot.h"
+#include "common/format/writer.h"
 #include "common/ipc/worker_protocol.h"
 
 namespace hexz::cli {
@@ -34,6 +36,25 @@ CLI::Validator CacheSizeValidator();
 // means the codec's default (returned as 0); a set level must lie in
 // 1..MaxLevel(codec), and "none" takes no level. Errors are usage errors.
 base::Result<int> CheckLevel(const std::string& compression, std::optional<int> level);
+
+// The compression flags that `hexz pack`, `hexz commit` and `hexz vm
+// snapshot` share.
+struct CompressionFlags {
+  std::string compression = "lz4";  // --compression
+  std::optional<int> level;         // --level
+  unsigned threads = 0;             // --threads
+};
+
+// Registers --compression (described by `compression_help`), --level and
+// --threads on `cmd`, stored into `flags` (which must outlive the parse).
+void AddCompressionFlags(CLI::App* cmd, CompressionFlags* flags,
+                         const std::string& compression_help);
+
+// Fills the codec, level, threads and `cancel` of *options from the flags
+// and checks the whole of *options (the caller sets the block size first):
+// an error is a usage error (exit 2).
+base::Status BuildWriterOptions(const CompressionFlags& flags, const std::atomic<bool>* cancel,
+                                format::WriterOptions* options);
 
 // --uid/--gid: (uid_t)-1 means "no id" to the kernel and cannot own files.
 base::Status CheckId(const char* option, std::optional<uint32_t> id);

@@ -36,9 +36,8 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnCommitSignal(int) { g_cancel.store(true); }
 
 struct CommitArgs {
-  std::string base, overlay, memory, memory_kind, output, compression = "lz4";
-  std::optional<int> level;
-  unsigned threads = 0;
+  std::string base, overlay, memory, memory_kind, output;
+  CompressionFlags compression;
   bool thin = false, remove_overlay = false, quiet = false, salvage = false;
   std::shared_ptr<RemoteFlags> remote = std::make_shared<RemoteFlags>();
 };
@@ -244,11 +243,8 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
       ->required();
   cmd->add_flag("--thin", args->thin,
                 "Reference the base (by relative path and id) instead of copying its blocks");
-  cmd->add_option("--compression", args->compression,
-                  "Codec for rewritten blocks: lz4 (default), zstd or none")
-      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
-  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
-  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
+  AddCompressionFlags(cmd, &args->compression,
+                      "Codec for rewritten blocks: lz4 (default), zstd or none");
   cmd->add_flag("--salvage", args->salvage,
                 "Commit a damaged overlay: keep what checks, list the lost blocks")
       ->excludes("--remove-overlay")
@@ -263,16 +259,7 @@ void AddCommitCommand(CLI::App& parent, int* rc) {
       return;
     }
     format::WriterOptions options;
-    auto codec = format::ParseCodec(args->compression);
-    auto level = CheckLevel(args->compression, args->level);
-    Status st = !codec.ok() ? codec.status() : level.status();
-    if (st.ok()) {
-      options.codec = *codec;
-      options.level = *level;
-      options.threads = args->threads;
-      options.cancel = &g_cancel;
-      st = format::ValidateWriterOptions(options);
-    }
+    Status st = BuildWriterOptions(args->compression, &g_cancel, &options);
     if (!st.ok()) {
       Fail(st.WithContext("hexz commit"));
       *rc = 2;

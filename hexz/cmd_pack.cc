@@ -31,17 +31,13 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnSignal(int) { g_cancel.store(true); }
 
 struct PackArgs {
-  std::string disk, memory, memory_kind, output, parent, disk_format, compression = "lz4",
-                                                                      block_size;
-  std::optional<int> level;
-  unsigned threads = 0;
+  std::string disk, memory, memory_kind, output, parent, disk_format, block_size;
+  CompressionFlags compression;
   bool quiet = false;
 };
 
 // Usage errors (exit 2) are found here, before any file is touched.
 Status BuildOptions(const PackArgs& a, format::WriterOptions* o) {
-  HEXZ_ASSIGN_OR_RETURN(o->codec, format::ParseCodec(a.compression));
-  HEXZ_ASSIGN_OR_RETURN(o->level, CheckLevel(a.compression, a.level));
   const std::string block_size = a.block_size.empty() ? "64K" : a.block_size;
   auto bs = base::ParseSize(block_size);
   if (!bs.ok()) return bs.status().WithContext("--block-size");
@@ -50,11 +46,9 @@ Status BuildOptions(const PackArgs& a, format::WriterOptions* o) {
                                    ": must be a power of two from 4K to 1M");
   }
   o->block_size = static_cast<uint32_t>(*bs);
-  o->threads = a.threads;
-  o->cancel = &g_cancel;
   if (a.disk == "-" && a.memory == "-")
     return Status::InvalidArgument("--disk - and --memory -: only one input can be stdin");
-  Status st = format::ValidateWriterOptions(*o);
+  Status st = BuildWriterOptions(a.compression, &g_cancel, o);
   if (!st.ok()) return st.WithContext("hexz pack");
   return Status::Ok();
 }
@@ -192,12 +186,9 @@ void AddPackCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--parent", args->parent,
                   "Write a thin snapshot: store only blocks that differ from this snapshot");
   cmd->add_option("-o,--output", args->output, "Snapshot file to write (*.st)")->required();
-  cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
-      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
-  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
+  AddCompressionFlags(cmd, &args->compression, "lz4 (default), zstd or none");
   cmd->add_option("--block-size", args->block_size,
                   "Block size, 4K..1M, power of two (64K; with --parent, the parent's)");
-  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress bar and no summary");
   cmd->callback([rc, args] {
     bool show = !args->quiet && isatty(STDERR_FILENO) == 1;

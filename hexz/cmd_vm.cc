@@ -58,9 +58,8 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnVmSignal(int) { g_cancel.store(true); }
 
 struct SnapshotArgs {
-  std::string qmp, output, parent, compression = "lz4";
-  std::optional<int> level;
-  unsigned threads = 0;
+  std::string qmp, output, parent;
+  CompressionFlags compression;
   bool keep_running = false, quiet = false, standalone = false;
 };
 
@@ -366,23 +365,11 @@ void AddVmSnapshotCommand(CLI::App& parent, int* rc) {
                 "For a guest resumed by hexz vm resume: hold every block (copied from the "
                 "snapshot it runs from, not recompressed) instead of referencing that snapshot")
       ->excludes(parent_opt);
-  cmd->add_option("--compression", args->compression, "lz4 (default), zstd or none")
-      ->check(CLI::IsMember({"lz4", "zstd", "none"}));
-  cmd->add_option("--level", args->level, "Compression level (lz4: 1..12, zstd: 1..19)");
-  cmd->add_option("--threads", args->threads, "Compressor threads (default: all CPUs)");
+  AddCompressionFlags(cmd, &args->compression, "lz4 (default), zstd or none");
   cmd->add_flag("-q,--quiet", args->quiet, "No summary");
   cmd->callback([rc, args] {
     format::WriterOptions o;
-    auto codec = format::ParseCodec(args->compression);
-    auto level = CheckLevel(args->compression, args->level);
-    Status st = !codec.ok() ? codec.status() : level.status();
-    if (st.ok()) {
-      o.codec = *codec;
-      o.level = *level;
-      o.threads = args->threads;
-      o.cancel = &g_cancel;
-      st = format::ValidateWriterOptions(o);
-    }
+    Status st = BuildWriterOptions(args->compression, &g_cancel, &o);
     if (!st.ok()) {
       Fail(st.WithContext("hexz vm snapshot"));
       *rc = 2;

@@ -95,7 +95,9 @@ struct DedupHash {
 };
 
 struct Job {
-  enum Type { kData, kZero, kParent, kStored } type = kData;
+  // kRun: run_count blocks of entry.kind (zero or parent). kExtent: the
+  // blocks of `extent`, copied from src_fd by the writer thread.
+  enum Type { kData, kZero, kParent, kStored, kRun, kExtent } type = kData;
   uint64_t seq = 0;
   int stream = 0;
   uint32_t logical_length = 0;
@@ -105,7 +107,14 @@ struct Job {
   L::Entry entry;
   DedupKey key;
   Status status;
+  uint64_t run_count = 0;
+  std::shared_ptr<const UniqueFd> src_fd;
+  std::string src_name;
+  std::vector<L::Entry> extent;
 };
+
+// The most bytes of an extent copied and checked in one piece.
+constexpr uint64_t kExtentPiece = uint64_t{4} << 20;
 
 class WriterImpl final : public SnapshotWriter {
  public:
@@ -121,6 +130,8 @@ class WriterImpl final : public SnapshotWriter {
   Status AddZero() override;
   Status AddParent() override;
   Status AddStored(const StoredBlock& block) override;
+  Status AddRun(BlockKind kind, uint64_t count) override;
+  Status AddStoredExtent(const StoredExtent& extent) override;
   Status EndStream() override;
   Status SetMetadata(const Metadata& metadata) override;
   Result<SnapshotId> Finish() override;
@@ -128,12 +139,22 @@ class WriterImpl final : public SnapshotWriter {
 
  private:
   Status CheckNext(size_t len, bool need_len);
-  Status Submit(std::unique_ptr<Job> job);
+  // Checks that `count` more blocks fit the current (known-size) stream and
+  // sets next_length_ to the logical length of the first; *bytes gets their
+  // logical bytes.
+  Status CheckRun(uint64_t count, uint64_t* bytes);
+  uint32_t LengthOf(uint64_t block) const;
+  Status Submit(std::unique_ptr<Job> job, uint64_t blocks = 1, uint64_t bytes = 0);
   std::unique_ptr<Job> NewJob(Job::Type type);
   void CompressLoop();
   void WriteLoop();
   void Compress(Job* job);
   Status WriteOne(Job* job);
+  // Copies the stored bytes of a kExtent job to write_pos_ and checks them.
+  Status WriteExtent(Job* job);
+  Status CheckExtentPiece(const Job& job, size_t first, size_t end, const uint8_t* bytes);
+  // A kExtent job of one kDedup entry: a dedup entry into a copied piece.
+  Status WriteDedupRef(Job* job);
   L::IndexHeader IndexHeaderSoFar() const;
   // Writes the index at `offset` piece by piece (never a second copy of all
   // entries) and fills in the footer that describes it.
@@ -192,6 +213,15 @@ class WriterImpl final : public SnapshotWriter {
   std::unique_ptr<IndexSpill> index_;  // the entries of all streams, in index order
   std::unordered_map<DedupKey, L::Entry, DedupHash> dedup_;
   std::vector<uint8_t> compare_buf_;
+  std::vector<uint8_t> extent_buf_;
+  // Where the pieces of stored extents went, per source file, in the order
+  // copied: {source offset, length, output offset}.
+  struct CopiedPiece {
+    uint64_t src, len, out;
+  };
+  std::map<const UniqueFd*, std::vector<CopiedPiece>> copied_;
+  std::vector<std::shared_ptr<const UniqueFd>> copied_files_;  // keeps the keys unique
+  bool copy_range_works_ = true;  // until copy_file_range says it cannot (Init)
 };
 
 Status WriterImpl::Init() {
@@ -221,6 +251,7 @@ Status WriterImpl::Init() {
   umask(mask);
   if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, out_path_);
   index_ = std::make_unique<IndexSpill>(base::DirName(out_path_), out_path_);
+  copy_range_works_ = options_.copy_file_range;
   uint8_t zero_header[L::kHeaderSize] = {};
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, out_path_));
 
@@ -321,8 +352,8 @@ std::unique_ptr<Job> WriterImpl::NewJob(Job::Type type) {
   return job;
 }
 
-Status WriterImpl::Submit(std::unique_ptr<Job> job) {
-  uint32_t len = job->logical_length;
+Status WriterImpl::Submit(std::unique_ptr<Job> job, uint64_t blocks, uint64_t bytes) {
+  uint64_t len = blocks == 1 ? job->logical_length : bytes;
   {
     std::unique_lock<std::mutex> lock(mu_);
     while (error_.ok() && next_seq_ - written_seq_ >= max_in_flight_) {
@@ -334,7 +365,7 @@ Status WriterImpl::Submit(std::unique_ptr<Job> job) {
     todo_.push_back(std::move(job));
   }
   cv_todo_.notify_one();
-  ++cur_block_;
+  cur_block_ += blocks;
   done_bytes_ += len;
   if (unknown_size_) {
     stream_size_[streams_begun_ - 1] += len;
@@ -387,6 +418,64 @@ Status WriterImpl::AddStored(const StoredBlock& block) {
   return Submit(std::move(job));
 }
 
+uint32_t WriterImpl::LengthOf(uint64_t block) const {
+  const uint32_t bs = options_.block_size;
+  return static_cast<uint32_t>(
+      std::min<uint64_t>(bs, stream_size_[streams_begun_ - 1] - block * bs));
+}
+
+Status WriterImpl::CheckRun(uint64_t count, uint64_t* bytes) {
+  if (!in_stream_) return Status::Internal("Add* outside a stream");
+  if (unknown_size_) return Status::Internal("a run of blocks needs a stream of known size");
+  if (count == 0 || count > cur_count_ - cur_block_)
+    return Status::Internal("more blocks than the stream holds");
+  const uint64_t size = stream_size_[streams_begun_ - 1];
+  *bytes = std::min<uint64_t>(size, (cur_block_ + count) * options_.block_size) -
+           cur_block_ * options_.block_size;
+  next_length_ = LengthOf(cur_block_);
+  if (IsCancelled()) return Cancelled();
+  return Error();
+}
+
+Status WriterImpl::AddRun(BlockKind kind, uint64_t count) {
+  if (kind != BlockKind::kZero && kind != BlockKind::kParent)
+    return Status::Internal("a run of blocks is of zero or parent blocks");
+  if (kind == BlockKind::kParent && !thin_)
+    return Status::InvalidArgument("a parent block needs a thin output (SetParent)");
+  uint64_t bytes = 0;
+  HEXZ_RETURN_IF_ERROR(CheckRun(count, &bytes));
+  auto job = NewJob(Job::kRun);
+  job->entry.kind = kind;
+  job->run_count = count;
+  return Submit(std::move(job), count, bytes);
+}
+
+Status WriterImpl::AddStoredExtent(const StoredExtent& extent) {
+  const std::vector<L::Entry>& es = extent.entries;
+  if (!extent.fd || extent.fd->get() < 0) return Status::Internal("a stored extent needs its file");
+  uint64_t bytes = 0;
+  HEXZ_RETURN_IF_ERROR(CheckRun(es.size(), &bytes));
+  for (size_t i = 0; i < es.size(); ++i) {
+    const L::Entry& e = es[i];
+    const uint32_t logical = LengthOf(cur_block_ + i);
+    bool raw = e.codec == Codec::kRaw;
+    const bool kind_ok =
+        e.kind == L::Kind::kStored || (e.kind == L::Kind::kDedup && es.size() == 1);
+    if (!kind_ok || e.stored_length == 0 ||
+        (raw ? e.stored_length != logical : e.stored_length >= logical) ||
+        static_cast<int>(e.codec) > static_cast<int>(Codec::kZstd) ||
+        (i > 0 && e.offset != es[i - 1].offset + es[i - 1].stored_length)) {
+      return Status::InvalidArgument(extent.name +
+                                     ": stored extent does not fit its codecs and lengths");
+    }
+  }
+  auto job = NewJob(Job::kExtent);
+  job->src_fd = extent.fd;
+  job->src_name = extent.name;
+  job->extent.assign(es.begin(), es.end());
+  return Submit(std::move(job), es.size(), bytes);
+}
+
 Status WriterImpl::EndStream() {
   if (!in_stream_) return Status::Internal("EndStream outside a stream");
   if (!unknown_size_ && cur_block_ != cur_count_)
@@ -406,6 +495,9 @@ void WriterImpl::Compress(Job* job) {
     case Job::kParent:
       e.kind = L::Kind::kParent;
       return;
+    case Job::kRun:
+    case Job::kExtent:
+      return;  // nothing to compute: the writer thread appends or copies them
     case Job::kData:
       if (base::AllZero(job->data.data(), job->data.size())) {
         e.kind = L::Kind::kZero;
@@ -455,8 +547,98 @@ void WriterImpl::CompressLoop() {
   }
 }
 
+Status WriterImpl::CheckExtentPiece(const Job& job, size_t first, size_t end,
+                                    const uint8_t* bytes) {
+  const uint64_t base = job.extent[first].offset;
+  for (size_t i = first; i < end; ++i) {
+    const L::Entry& e = job.extent[i];
+    if (L::Checksum(bytes + (e.offset - base), e.stored_length) != e.checksum) {
+      return Status::Corruption(job.src_name + ": stored block checksum mismatch at offset " +
+                                std::to_string(e.offset) + "; nothing was written");
+    }
+  }
+  return Status::Ok();
+}
+
+Status WriterImpl::WriteDedupRef(Job* job) {
+  const L::Entry& d = job->extent[0];
+  auto it = copied_.find(job->src_fd.get());
+  if (it != copied_.end()) {
+    const std::vector<CopiedPiece>& pieces = it->second;
+    auto p = std::upper_bound(pieces.begin(), pieces.end(), d.offset,
+                              [](uint64_t off, const CopiedPiece& c) { return off < c.src; });
+    if (p != pieces.begin() && d.offset + d.stored_length <= (--p)->src + p->len) {
+      // The source's index (checked when it was opened) says a stored block
+      // with these bytes lies there; it was copied and checked.
+      L::Entry e = d;
+      e.offset = p->out + (d.offset - p->src);
+      job->src_fd.reset();
+      return index_->Append(e);
+    }
+  }
+  job->extent[0].kind = L::Kind::kStored;  // not copied yet: copy its bytes
+  return WriteExtent(job);
+}
+
+Status WriterImpl::WriteExtent(Job* job) {
+  const std::vector<L::Entry>& es = job->extent;
+  const int src = job->src_fd->get();
+  std::vector<CopiedPiece>& pieces = copied_[job->src_fd.get()];
+  if (pieces.empty()) copied_files_.push_back(job->src_fd);
+  size_t first = 0;
+  while (first < es.size()) {
+    // A piece of whole blocks, at most kExtentPiece bytes (at least one block).
+    const uint64_t from = es[first].offset;
+    size_t end = first + 1;
+    while (end < es.size() && es[end].offset + es[end].stored_length - from <= kExtentPiece) ++end;
+    const uint64_t len = es[end - 1].offset + es[end - 1].stored_length - from;
+    extent_buf_.resize(std::max<size_t>(extent_buf_.size(), len));
+    bool copied = false;
+    if (copy_range_works_) {
+      HEXZ_ASSIGN_OR_RETURN(copied,
+                            io::CopyFileRange(src, from, fd_.get(), write_pos_, len, out_path_));
+      copy_range_works_ = copied;
+    }
+    if (copied) {
+      // Check what the output holds now: the bytes that will be served.
+      HEXZ_RETURN_IF_ERROR(
+          io::PreadFull(fd_.get(), extent_buf_.data(), len, write_pos_, out_path_));
+      HEXZ_RETURN_IF_ERROR(CheckExtentPiece(*job, first, end, extent_buf_.data()));
+    } else {
+      HEXZ_RETURN_IF_ERROR(io::PreadFull(src, extent_buf_.data(), len, from, job->src_name));
+      HEXZ_RETURN_IF_ERROR(CheckExtentPiece(*job, first, end, extent_buf_.data()));
+      HEXZ_RETURN_IF_ERROR(
+          io::PwriteFull(fd_.get(), extent_buf_.data(), len, write_pos_, out_path_));
+    }
+    for (size_t i = first; i < end; ++i) {
+      L::Entry e = es[i];
+      e.offset = write_pos_ + (es[i].offset - from);
+      HEXZ_RETURN_IF_ERROR(index_->Append(e));
+    }
+    if (!pieces.empty() && pieces.back().src + pieces.back().len == from &&
+        pieces.back().out + pieces.back().len == write_pos_) {
+      pieces.back().len += len;  // one piece per run copied back to back
+    } else {
+      pieces.push_back({from, len, write_pos_});
+    }
+    write_pos_ += len;
+    first = end;
+  }
+  job->src_fd.reset();
+  return Status::Ok();
+}
+
 Status WriterImpl::WriteOne(Job* job) {
   HEXZ_RETURN_IF_ERROR(job->status);
+  if (job->type == Job::kRun) {
+    L::Entry e;
+    e.kind = job->entry.kind;
+    for (uint64_t i = 0; i < job->run_count; ++i) HEXZ_RETURN_IF_ERROR(index_->Append(e));
+    return Status::Ok();
+  }
+  if (job->type == Job::kExtent) {
+    return job->extent[0].kind == L::Kind::kDedup ? WriteDedupRef(job) : WriteExtent(job);
+  }
   L::Entry e = job->entry;
   if (e.kind == L::Kind::kStored) {
     const std::vector<uint8_t>& bytes = job->use_packed ? job->packed : job->data;
@@ -690,14 +872,88 @@ Status CopyBlock(SnapshotWriter* writer, const Snapshot& source, StreamId stream
   return writer->AddStored(sb);
 }
 
+namespace {
+// The most bytes and blocks of one AddStoredExtent call: a few calls per
+// second of copying, and a small index piece per queued job.
+constexpr uint64_t kMaxExtentBytes = uint64_t{16} << 20;
+constexpr size_t kMaxExtentBlocks = 4096;
+}  // namespace
+
+BlockCopier::BlockCopier(SnapshotWriter* writer, const Snapshot& source)
+    : writer_(writer), source_(source) {
+  // A chain with a remote file has no descriptors: every block is then
+  // copied one by one through the snapshot.
+  auto fds = source.DupChainFds();
+  if (!fds.ok()) return;
+  for (UniqueFd& fd : *fds) fds_.push_back(std::make_shared<const UniqueFd>(std::move(fd)));
+  names_ = source.ChainNames();
+}
+
+Status BlockCopier::Flush() {
+  if (zeros_ > 0) {
+    HEXZ_RETURN_IF_ERROR(writer_->AddRun(BlockKind::kZero, zeros_));
+    zeros_ = 0;
+  }
+  if (!extent_.entries.empty()) {
+    extent_.fd = fds_[extent_depth_];
+    extent_.name = names_[extent_depth_];
+    HEXZ_RETURN_IF_ERROR(writer_->AddStoredExtent(extent_));
+    extent_.entries.clear();
+    extent_bytes_ = 0;
+  }
+  return Status::Ok();
+}
+
+Status BlockCopier::Copy(StreamId stream, uint64_t from, uint64_t to) {
+  for (uint64_t b = from; b < to; ++b) {
+    const uint32_t blen = source_.BlockLength(stream, b);
+    // Walk up the chain to the file that holds the block, if lengths agree.
+    const Snapshot* s = &source_;
+    size_t depth = 0;
+    HEXZ_ASSIGN_OR_RETURN(BlockEntry e, s->GetBlockEntry(stream, b));
+    while (e.kind == BlockKind::kParent && s->parent() != nullptr &&
+           s->parent()->BlockLength(stream, b) == blen) {
+      s = s->parent().get();
+      ++depth;
+      HEXZ_ASSIGN_OR_RETURN(e, s->GetBlockEntry(stream, b));
+    }
+    if (e.kind == BlockKind::kZero) {
+      if (!extent_.entries.empty()) HEXZ_RETURN_IF_ERROR(Flush());
+      ++zeros_;
+      continue;
+    }
+    if (e.kind == BlockKind::kStored && depth < fds_.size()) {
+      const bool extends =
+          !extent_.entries.empty() && depth == extent_depth_ &&
+          e.offset == extent_.entries.back().offset + extent_.entries.back().stored_length &&
+          extent_bytes_ + e.stored_length <= kMaxExtentBytes &&
+          extent_.entries.size() < kMaxExtentBlocks;
+      if (!extends) HEXZ_RETURN_IF_ERROR(Flush());
+      extent_depth_ = depth;
+      extent_.entries.push_back(e);
+      extent_bytes_ += e.stored_length;
+      continue;
+    }
+    if (e.kind == BlockKind::kDedup && depth < fds_.size()) {
+      // Its own extent, after the one that may hold its target.
+      HEXZ_RETURN_IF_ERROR(Flush());
+      extent_depth_ = depth;
+      extent_.entries.push_back(e);
+      HEXZ_RETURN_IF_ERROR(Flush());
+      continue;
+    }
+    HEXZ_RETURN_IF_ERROR(Flush());
+    HEXZ_RETURN_IF_ERROR(CopyBlock(writer_, source_, stream, b, &buf_));
+  }
+  return Flush();
+}
+
 Status CopyStream(SnapshotWriter* writer, const Snapshot& source, StreamId stream) {
   if (source.block_size() != writer->block_size())
     return Status::InvalidArgument(source.path() + ": block size differs from the output's");
   HEXZ_RETURN_IF_ERROR(writer->BeginStream(stream, source.StreamSize(stream)));
-  uint64_t count = source.BlockCount(stream);
-  std::vector<uint8_t> buf;
-  for (uint64_t b = 0; b < count; ++b)
-    HEXZ_RETURN_IF_ERROR(CopyBlock(writer, source, stream, b, &buf));
+  BlockCopier copier(writer, source);
+  HEXZ_RETURN_IF_ERROR(copier.Copy(stream, 0, source.BlockCount(stream)));
   return writer->EndStream();
 }
 

@@ -10,8 +10,9 @@
 // compressor threads detect zero blocks, compress and hash; one writer thread
 // deduplicates and appends them in order. Memory stays bounded: about
 // (2 * threads + 4) * 2 * block_size of buffers, the dedup table (bounded by
-// WriterOptions::dedup_entries), and 1 MiB of index entries (the rest waits
-// in a temp file, see index_spill.h).
+// WriterOptions::dedup_entries), 1 MiB of index entries (the rest waits
+// in a temp file, see index_spill.h), and for stored extents (hexz commit)
+// a 4 MiB copy buffer and 24 bytes per run of blocks copied back to back.
 //
 // The output appears atomically: everything goes to a temp file in the
 // output's directory, which Finish() fsyncs and renames over the output (and
@@ -48,8 +49,25 @@ struct WriterOptions {
   const std::atomic<bool>* cancel = nullptr;
   // Dedup table capacity (distinct stored blocks remembered); 0 disables dedup.
   size_t dedup_entries = 1u << 18;
+  // Copy stored extents (AddStoredExtent) with copy_file_range where the
+  // file system offers it; false reads and writes them (tests use it to
+  // cover that path).
+  bool copy_file_range = true;
   // Fixed id (golden files, tests); by default a random one from getrandom.
   std::optional<SnapshotId> id;
+};
+
+// A run of consecutive blocks of one file of a snapshot chain, all stored
+// (kStored entries of that file), whose stored bytes lie back to back in the
+// file: entries[i + 1].offset == entries[i].offset + entries[i].stored_length.
+// Or a single kDedup entry of that file: it becomes a dedup entry of the
+// output when an earlier extent of the same `fd` copied its target, else its
+// bytes are copied. `hexz commit` hands unchanged runs of its base over this
+// way.
+struct StoredExtent {
+  std::shared_ptr<const base::UniqueFd> fd;  // the file; kept open by the writer as needed
+  std::string name;                          // for messages
+  std::vector<BlockEntry> entries;
 };
 
 // Checks options against the format's limits (kInvalidArgument with a message
@@ -89,6 +107,17 @@ class SnapshotWriter {
   // copied verbatim, never recompressed. Its checksum is re-verified.
   // kZero / kParent blocks are accepted too.
   virtual Status AddStored(const StoredBlock& block) = 0;
+  // `count` blocks in a row of one kind, kZero or kParent (thin output
+  // only), in one step whatever the count. The stream's size must be known.
+  virtual Status AddRun(BlockKind kind, uint64_t count) = 0;
+  // The next extent.entries.size() blocks, copied from extent.fd in large
+  // pieces (copy_file_range where the file system offers it, else read and
+  // write), never recompressed nor deduplicated. Each block's checksum is
+  // checked once, on the bytes as they lie in the output (read back after
+  // the copy): damage in the source fails the write with kCorruption naming
+  // the source and offset; it is never copied silently. The stream's size
+  // must be known.
+  virtual Status AddStoredExtent(const StoredExtent& extent) = 0;
   virtual Status EndStream() = 0;
 
   // Records the metadata section (FORMAT.md); any time before Finish, which
@@ -114,6 +143,34 @@ Status PackStream(SnapshotWriter* writer, int fd, const std::string& name, Strea
 // recompressed. `buf` is scratch space reused across calls.
 Status CopyBlock(SnapshotWriter* writer, const Snapshot& source, StreamId stream, uint64_t b,
                  std::vector<uint8_t>* buf);
+
+// Adds blocks [from, to) of `stream` of `source` to `writer` as CopyBlock
+// would, batched: runs of zero blocks in one AddRun, runs of stored blocks
+// that lie back to back in one file of the chain in AddStoredExtent pieces
+// of up to 16 MiB, and duplicates (kDedup) as dedup entries into what was
+// copied (when the chain's files are local), the rest block by block. The
+// writer's output is standalone (parent blocks are resolved).
+// Ownership: borrows the writer and the source, which must outlive it; keeps
+// duplicates of the chain's descriptors, which the writer holds on to until
+// it has copied from them. Thread safety: the writer's driving thread.
+class BlockCopier {
+ public:
+  BlockCopier(SnapshotWriter* writer, const Snapshot& source);
+  Status Copy(StreamId stream, uint64_t from, uint64_t to);
+
+ private:
+  Status Flush();
+
+  SnapshotWriter* writer_;
+  const Snapshot& source_;
+  std::vector<std::shared_ptr<const base::UniqueFd>> fds_;  // per chain depth; empty if remote
+  std::vector<std::string> names_;
+  StoredExtent extent_;
+  size_t extent_depth_ = 0;
+  uint64_t extent_bytes_ = 0;
+  uint64_t zeros_ = 0;
+  std::vector<uint8_t> buf_;
+};
 
 // Copies a stream of `source` into `writer` block by block in stored form
 // (no recompression): BeginStream, AddStored..., EndStream. Parent blocks of

@@ -46,6 +46,33 @@ Status PwriteFull(int fd, const void* buf, size_t len, uint64_t offset, std::str
   return Status::Ok();
 }
 
+Result<bool> CopyFileRange(int in_fd, uint64_t in_off, int out_fd, uint64_t out_off, uint64_t len,
+                           std::string_view what) {
+  bool first = true;
+  while (len > 0) {
+    auto in = static_cast<off_t>(in_off);
+    auto out = static_cast<off_t>(out_off);
+    ssize_t n = ::copy_file_range(in_fd, &in, out_fd, &out, len, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (first && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL ||
+                    errno == EBADF || errno == EPERM)) {
+        return false;
+      }
+      return Status::FromErrno(errno, std::string("copy failed to ") + std::string(what));
+    }
+    if (n == 0) {
+      return Status::Corruption(std::string(what) +
+                                ": unexpected end of file of the copy's source");
+    }
+    first = false;
+    in_off += static_cast<uint64_t>(n);
+    out_off += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
 Status WriteFull(int fd, const void* buf, size_t len, std::string_view what) {
   const auto* p = static_cast<const char*>(buf);
   while (len > 0) {

@@ -24,6 +24,13 @@ using base::UniqueFd;
 
 Status PreadFull(int fd, void* buf, size_t len, uint64_t offset, std::string_view what);
 Status PwriteFull(int fd, const void* buf, size_t len, uint64_t offset, std::string_view what);
+// Copies len bytes from in_fd at in_off to out_fd at out_off inside the
+// kernel (copy_file_range: a reflink or a server-side copy where the file
+// system offers one). Returns false, having copied nothing, when the kernel
+// or file system cannot (the caller then reads and writes); an I/O error
+// names `what`.
+Result<bool> CopyFileRange(int in_fd, uint64_t in_off, int out_fd, uint64_t out_off, uint64_t len,
+                           std::string_view what);
 Status WriteFull(int fd, const void* buf, size_t len, std::string_view what);
 // Reads up to len bytes; returns how many (less only at end of file).
 Result<size_t> ReadUpTo(int fd, void* buf, size_t len, std::string_view what);

@@ -50,20 +50,26 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
   const uint64_t count = base->BlockCount(StreamId::kDisk);
   const uint64_t parts = bs / kBlockSize;
   std::vector<uint8_t> buf(bs);
+  format::BlockCopier copier(writer, *base);
+  // Unchanged blocks [from, to) of `stream`: referenced (thin) or copied in
+  // stored form, a run at a time.
+  auto unchanged = [&](StreamId stream, uint64_t from, uint64_t to) -> Status {
+    if (from == to) return Status::Ok();
+    if (thin) return writer->AddRun(format::BlockKind::kParent, to - from);
+    return copier.Copy(stream, from, to);
+  };
+  uint64_t run_from = 0;
   for (uint64_t b = 0; b < count; ++b) {
+    if (!overlay || !overlay->AnyChanged(b * parts, parts)) continue;
+    HEXZ_RETURN_IF_ERROR(unchanged(StreamId::kDisk, run_from, b));
     const uint32_t blen = base->BlockLength(StreamId::kDisk, b);
-    if (overlay && overlay->AnyChanged(b * parts, parts)) {
-      HEXZ_RETURN_IF_ERROR(volume->Read(b * bs, buf.data(), blen));
-      HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
-      ++stats.rewritten_blocks;
-    } else if (thin) {
-      HEXZ_RETURN_IF_ERROR(writer->AddParent());
-      ++stats.parent_blocks;
-    } else {
-      HEXZ_RETURN_IF_ERROR(format::CopyBlock(writer, *base, StreamId::kDisk, b, &buf));
-      ++stats.copied_blocks;
-    }
+    HEXZ_RETURN_IF_ERROR(volume->Read(b * bs, buf.data(), blen));
+    HEXZ_RETURN_IF_ERROR(writer->AddData(buf.data(), blen));
+    ++stats.rewritten_blocks;
+    run_from = b + 1;
   }
+  HEXZ_RETURN_IF_ERROR(unchanged(StreamId::kDisk, run_from, count));
+  (thin ? stats.parent_blocks : stats.copied_blocks) = count - stats.rewritten_blocks;
   stats.disk_blocks = count;
   HEXZ_RETURN_IF_ERROR(writer->EndStream());
 
@@ -71,13 +77,7 @@ Result<CommitStats> WriteCommit(const std::shared_ptr<const Snapshot>& base,
     HEXZ_RETURN_IF_ERROR(
         writer->BeginStream(StreamId::kMemory, base->StreamSize(StreamId::kMemory)));
     const uint64_t mcount = base->BlockCount(StreamId::kMemory);
-    for (uint64_t b = 0; b < mcount; ++b) {
-      if (thin) {
-        HEXZ_RETURN_IF_ERROR(writer->AddParent());
-      } else {
-        HEXZ_RETURN_IF_ERROR(format::CopyBlock(writer, *base, StreamId::kMemory, b, &buf));
-      }
-    }
+    HEXZ_RETURN_IF_ERROR(unchanged(StreamId::kMemory, 0, mcount));
     stats.memory_blocks = mcount;
     HEXZ_RETURN_IF_ERROR(writer->EndStream());
   }

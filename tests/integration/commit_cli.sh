@@ -92,3 +92,14 @@ pass "locked overlay refused"
 "$HEXZ" cat final.st | cmp - expected.img || fail "final.st differs"
 [[ "$(sha256sum < base.st)" == "$base_sum" ]] || fail "the base changed"
 pass "--remove-overlay removes o.ovl and o.ovl.meta after a good commit"
+
+# A damaged base: the disk's stored blocks are copied in large extents, and
+# every copied block is checked, so a flipped byte in the first block fails
+# the commit (naming the file and the block's offset) and leaves no output.
+cp base.st dmg.st
+printf '\x5a' | dd of=dmg.st bs=1 seek=164 conv=notrunc status=none
+expect_fail_msg "dmg.st: stored block checksum mismatch at offset 64" \
+  "$HEXZ" commit --base dmg.st --memory mem.img --output dmg-new.st
+[[ ! -e dmg-new.st ]] || fail "a failed commit left dmg-new.st"
+ls -A | grep -q '^\.dmg-new\.st\.tmp' && fail "a failed commit left its temp file"
+pass "a flipped byte inside a copied extent of the base fails the commit clearly"

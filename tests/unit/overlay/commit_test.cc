@@ -1,6 +1,8 @@
 #include "common/overlay/commit.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -76,9 +78,11 @@ struct CommitSetup {
     return ov.ok() ? std::shared_ptr<Overlay>(std::move(ov).value()) : nullptr;
   }
 
-  Result<CommitStats> Commit(const std::string& out, bool thin, format::Codec codec) {
+  Result<CommitStats> Commit(const std::string& out, bool thin, format::Codec codec,
+                             bool copy_file_range = true) {
     format::WriterOptions o;
     o.codec = codec;
+    o.copy_file_range = copy_file_range;
     o.block_size = base->block_size();
     auto w = format::SnapshotWriter::Create(out, o);
     if (!w.ok()) return w.status();
@@ -171,6 +175,89 @@ TEST(CommitTest, StandaloneFromAThinBaseResolvesTheChain) {
   EXPECT_EQ((*n)->parent(), nullptr);
   EXPECT_FALSE((*n)->HasStream(StreamId::kMemory));
   EXPECT_EQ(ReadAll(**n, StreamId::kDisk), t.model);
+}
+
+// Flips one byte of the file at `offset`, in place (the open base keeps
+// reading the same file).
+void FlipByte(const std::string& path, uint64_t offset) {
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  uint8_t byte = 0;
+  ASSERT_EQ(pread(fd, &byte, 1, static_cast<off_t>(offset)), 1);
+  byte ^= 0x10;
+  ASSERT_EQ(pwrite(fd, &byte, 1, static_cast<off_t>(offset)), 1);
+  close(fd);
+}
+
+// Unchanged blocks are copied in extents, by copy_file_range or by read and
+// write: either way each copied block's checksum is checked, so a flipped
+// byte in the middle of an extent fails the commit and leaves no output.
+TEST(CommitTest, StandaloneRefusesADamagedBlockInACopiedExtent) {
+  for (bool copy_file_range : {true, false}) {
+    SCOPED_TRACE(copy_file_range ? "copy_file_range" : "read and write");
+    CommitSetup s;
+    s.Modify();
+    std::string good = s.dir / "good.st";
+    auto ok = s.Commit(good, false, format::Codec::kLz4, copy_file_range);
+    ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+    auto n = Snapshot::Open(good);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(ReadAll(**n, StreamId::kDisk), s.model);
+    EXPECT_EQ(ReadAll(**n, StreamId::kMemory), s.memory);
+    EXPECT_TRUE((*n)->Verify().ok());
+
+    // Block 20 lies inside the run of unchanged blocks 10..31.
+    auto e = s.base->GetBlockEntry(StreamId::kDisk, 20);
+    ASSERT_TRUE(e.ok());
+    ASSERT_EQ(e->kind, BlockKind::kStored);
+    FlipByte(s.base_path, e->offset + e->stored_length / 2);
+    std::string out = s.dir / "bad.st";
+    auto bad = s.Commit(out, false, format::Codec::kLz4, copy_file_range);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.status().code(), base::Code::kCorruption) << bad.status().ToString();
+    EXPECT_NE(
+        bad.status().message().find("checksum mismatch at offset " + std::to_string(e->offset)),
+        std::string::npos)
+        << bad.status().ToString();
+    EXPECT_NE(bad.status().message().find(s.base_path), std::string::npos)
+        << bad.status().ToString();
+    EXPECT_FALSE(std::filesystem::exists(out));
+    // A thin commit copies nothing of the base: it still works.
+    EXPECT_TRUE(s.Commit(s.dir / "thin.st", true, format::Codec::kLz4).ok());
+  }
+}
+
+// A block the base stores once for two places (dedup) stays stored once:
+// the copy of the second place points into the copied extent.
+TEST(CommitTest, StandaloneKeepsTheBasesDuplicatesShared) {
+  for (bool copy_file_range : {true, false}) {
+    SCOPED_TRACE(copy_file_range ? "copy_file_range" : "read and write");
+    TempDir dir;
+    Bytes disk = TextBytes(16 * 65536, 7);
+    std::copy(disk.begin() + 3 * 65536, disk.begin() + 4 * 65536, disk.begin() + 11 * 65536);
+    PackBuffers(dir / "base.st", disk, std::nullopt);
+    auto base = Snapshot::Open(dir / "base.st");
+    ASSERT_TRUE(base.ok());
+    auto dup = (*base)->GetBlockEntry(StreamId::kDisk, 11);
+    ASSERT_TRUE(dup.ok());
+    ASSERT_EQ(dup->kind, BlockKind::kDedup);
+    format::WriterOptions o;
+    o.copy_file_range = copy_file_range;
+    auto w = format::SnapshotWriter::Create(dir / "new.st", o);
+    ASSERT_TRUE(w.ok());
+    auto stats = WriteCommit(*base, nullptr, w->get(), "");
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    ASSERT_TRUE((*w)->Finish().ok());
+    auto n = Snapshot::Open(dir / "new.st");
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(ReadAll(**n, StreamId::kDisk), disk);
+    EXPECT_TRUE((*n)->Verify().ok());
+    auto e = (*n)->GetBlockEntry(StreamId::kDisk, 11);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(e->kind, BlockKind::kDedup);
+    EXPECT_EQ(std::filesystem::file_size(dir / "new.st"),
+              std::filesystem::file_size(dir / "base.st"));
+  }
 }
 
 TEST(CommitTest, RefusesAnOverlayOfAnotherBase) {
