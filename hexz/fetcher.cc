@@ -19,6 +19,7 @@
 
 #include "common/base/fd.h"
 #include "common/base/log.h"
+#include "common/format/layout.h"
 #include "common/io/source.h"
 #include "common/ipc/channel.h"
 #include "common/ipc/fetch_protocol.h"
@@ -111,7 +112,25 @@ void ServeChannel(int fd, const std::vector<std::unique_ptr<io::Source>>& source
   }
 }
 
-// The fetcher process: opens the chain, reports, locks down, serves.
+// Entries of the disk cache are keyed by the snapshot id the front-end read;
+// the object this fetcher opened must still carry it, or a snapshot that
+// replaced it between the two opens would be read through the old entries.
+// One small request per file; the worker checks the header again.
+Status CheckSnapshotId(const io::Source& source, const format::SnapshotId& id) {
+  namespace layout = format::layout;
+  uint8_t raw[layout::kHeaderSize];
+  if (source.size() < sizeof raw) return Status::Corruption(source.name() + ": too short");
+  HEXZ_RETURN_IF_ERROR(source.ReadAt(raw, sizeof raw, 0));
+  if (layout::HeaderChecksumOk(raw, sizeof raw)) {
+    auto header = layout::DecodeHeader(raw);
+    if (header.ok() && header->id == id.bytes) return Status::Ok();
+  }
+  return Status::IoError(source.name() +
+                             ": the object changed since it was opened (another snapshot); "
+                             "open it again to read the new version",
+                         ESTALE);
+}
+
 // A chain to fetch: each file's location and snapshot id, and the disk cache
 // (or none).
 struct FetchPlan {
@@ -120,6 +139,7 @@ struct FetchPlan {
   UniqueFd disk_cache;
 };
 
+// The fetcher process: opens the chain, reports, locks down, serves.
 int RunFetcher(FetchPlan plan, const remote::Options& options, int status_fd,
                std::vector<UniqueFd> channels) {
   remote::Opener opener(options);
@@ -140,6 +160,8 @@ int RunFetcher(FetchPlan plan, const remote::Options& options, int status_fd,
     }
     sizes.push_back((*source)->size());
     if (cache != nullptr) {
+      st = CheckSnapshotId(**source, plan.ids[i]);
+      if (!st.ok()) break;
       *source = std::make_unique<remote::CachedSource>(std::move(*source), cache.get(),
                                                        plan.ids[i].bytes);
     }

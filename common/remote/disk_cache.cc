@@ -116,63 +116,75 @@ Result<std::unique_ptr<DiskCache>> DiskCache::FromFd(UniqueFd fd) {
   return std::unique_ptr<DiskCache>(new DiskCache(std::move(fd), slots));
 }
 
-uint64_t DiskCache::FirstSlot(const DiskCacheKey& key, uint64_t chunk, uint64_t* ways) const {
-  *ways = std::min<uint64_t>(kWays, slots_);
+DiskCache::Set DiskCache::SetOf(const DiskCacheKey& key, uint64_t chunk) const {
+  Set set;
+  set.ways = std::min<uint64_t>(kWays, slots_);
   uint8_t h[kEntryHeaderBytes];
-  EncodeHeader(key, chunk, 0, h);
-  return (XXH3_64bits(h, 40) % (slots_ / *ways)) * *ways;
+  EncodeHeader(key, 0, 0, h);
+  // Consecutive chunks of an object in consecutive sets: a sequential read
+  // of the object reads the file sequentially.
+  set.base = ((XXH3_64bits(h, 32) + chunk) % (slots_ / set.ways)) * set.ways * SlotBytes();
+  return set;
 }
 
-// The way of the set at `first` that holds chunk `chunk` of `key` with a
-// matching header (any length), or -1.
-int DiskCache::FindWay(const DiskCacheKey& key, uint64_t chunk, uint64_t first, uint64_t ways,
-                       uint8_t* header) const {
+// Reads the set's headers into `headers` (ways * kEntryHeaderBytes); returns
+// the way whose header names chunk `chunk` of `key` (any length), or -1.
+int DiskCache::FindWay(const DiskCacheKey& key, uint64_t chunk, const Set& set,
+                       uint8_t* headers) const {
+  const size_t n = set.ways * kEntryHeaderBytes;
+  if (pread(fd_.get(), headers, n, static_cast<off_t>(set.base)) != static_cast<ssize_t>(n)) {
+    std::memset(headers, 0, n);
+    return -1;
+  }
   uint8_t want[kEntryHeaderBytes];
   EncodeHeader(key, chunk, 0, want);
-  for (uint64_t w = 0; w < ways; ++w) {
-    off_t at = static_cast<off_t>((first + w) * SlotBytes());
-    if (pread(fd_.get(), header, kEntryHeaderBytes, at) != kEntryHeaderBytes) continue;
-    if (std::memcmp(header, want, 40) == 0) return static_cast<int>(w);
+  for (uint64_t w = 0; w < set.ways; ++w) {
+    if (std::memcmp(headers + w * kEntryHeaderBytes, want, 40) == 0) return static_cast<int>(w);
   }
   return -1;
 }
 
 bool DiskCache::Get(const DiskCacheKey& key, uint64_t chunk, void* buf, uint32_t len) const {
   if (len > kChunkBytes) return false;
-  uint64_t ways;
-  const uint64_t first = FirstSlot(key, chunk, &ways);
-  uint8_t header[kEntryHeaderBytes];
-  int way = FindWay(key, chunk, first, ways, header);
+  const Set set = SetOf(key, chunk);
+  uint8_t headers[kWays * kEntryHeaderBytes];
+  int way = FindWay(key, chunk, set, headers);
   if (way < 0) return false;
+  const uint8_t* header = headers + static_cast<uint64_t>(way) * kEntryHeaderBytes;
   uint8_t want[kEntryHeaderBytes];
   EncodeHeader(key, chunk, len, want);
   if (std::memcmp(header, want, kEntryHeaderBytes - 8) != 0) return false;
-  off_t at =
-      static_cast<off_t>((first + static_cast<uint64_t>(way)) * SlotBytes() + kEntryHeaderBytes);
-  if (pread(fd_.get(), buf, len, at) != static_cast<ssize_t>(len)) return false;
+  if (pread(fd_.get(), buf, len, static_cast<off_t>(set.DataOffset(way))) !=
+      static_cast<ssize_t>(len)) {
+    return false;
+  }
   return base::GetLe64(header + kEntryHeaderBytes - 8) == EntryChecksum(want, buf, len);
 }
 
 void DiskCache::Put(const DiskCacheKey& key, uint64_t chunk, const void* buf, uint32_t len) const {
   if (len > kChunkBytes) return;
-  uint64_t ways;
-  const uint64_t first = FirstSlot(key, chunk, &ways);
-  std::vector<uint8_t> slot(kEntryHeaderBytes + len);
+  const Set set = SetOf(key, chunk);
+  uint8_t headers[kWays * kEntryHeaderBytes];
   // The way that holds this chunk already, else a free one (no valid magic),
   // else one in turn.
-  int way = FindWay(key, chunk, first, ways, slot.data());
-  for (uint64_t w = 0; way < 0 && w < ways; ++w) {
-    off_t at = static_cast<off_t>((first + w) * SlotBytes());
-    if (pread(fd_.get(), slot.data(), 8, at) != 8 || base::GetLe64(slot.data()) != kEntryMagic) {
-      way = static_cast<int>(w);
-    }
+  int way = FindWay(key, chunk, set, headers);
+  for (uint64_t w = 0; way < 0 && w < set.ways; ++w) {
+    if (base::GetLe64(headers + w * kEntryHeaderBytes) != kEntryMagic) way = static_cast<int>(w);
   }
-  if (way < 0) way = static_cast<int>(next_way_.fetch_add(1, std::memory_order_relaxed) % ways);
-  EncodeHeader(key, chunk, len, slot.data());
-  base::PutLe64(slot.data() + kEntryHeaderBytes - 8, EntryChecksum(slot.data(), buf, len));
-  std::memcpy(slot.data() + kEntryHeaderBytes, buf, len);
-  (void)!pwrite(fd_.get(), slot.data(), slot.size(),
-                static_cast<off_t>((first + static_cast<uint64_t>(way)) * SlotBytes()));
+  if (way < 0) {
+    way = static_cast<int>(next_way_.fetch_add(1, std::memory_order_relaxed) % set.ways);
+  }
+  // Data, then header: a reader in between (or a crash) sees a checksum
+  // that does not match, a miss.
+  uint8_t header[kEntryHeaderBytes];
+  EncodeHeader(key, chunk, len, header);
+  base::PutLe64(header + kEntryHeaderBytes - 8, EntryChecksum(header, buf, len));
+  if (pwrite(fd_.get(), buf, len, static_cast<off_t>(set.DataOffset(way))) !=
+      static_cast<ssize_t>(len)) {
+    return;
+  }
+  (void)!pwrite(fd_.get(), header, sizeof header,
+                static_cast<off_t>(set.base + static_cast<uint64_t>(way) * kEntryHeaderBytes));
 }
 
 CachedSource::CachedSource(std::unique_ptr<io::Source> inner, const DiskCache* cache,

@@ -2,17 +2,19 @@
 // of remote snapshot files kept in one local file, DIR/blocks.cache, across
 // mounts and by every mount of the user that names the same DIR.
 //
-// Layout: the file is an array of fixed-size slots (SlotBytes(): a 64-byte
-// entry header and kChunkBytes of data); its size is the bound. Chunk c of
-// an object (bytes [c * kChunkBytes, (c + 1) * kChunkBytes) of the file) may
-// live only in one set of four consecutive slots, set hash(key, c) % sets (a
-// 4-way set-associative cache): it goes into a free slot of its set, else
-// evicts the set's slots in turn. The entry header holds the key,
+// Layout: the file is an array of sets of four slots (a slot: a 64-byte
+// entry header and kChunkBytes of data; a set: its four headers, then their
+// data); its size is the bound. Chunk c of an object (bytes
+// [c * kChunkBytes, (c + 1) * kChunkBytes) of the file) may live only in set
+// (hash(key) + c) % sets, so an object's chunks lie in consecutive sets and a
+// sequential read reads the file sequentially (a 4-way set-associative
+// cache): it goes into a free slot of its set, else evicts the set's slots
+// in turn. Data is written before its header. The entry header holds the key,
 // the chunk index, the data's length and an XXH3 checksum over header and
 // data; a read that finds another key or chunk, or a checksum that does not
 // match (a torn write by a concurrent mount, a damaged or truncated file), is
-// a miss and the range is fetched again. No lock is needed: each entry is
-// written with one pwrite and checked on every read.
+// a miss and the range is fetched again. No lock is needed: every entry is
+// checked on every read.
 //
 // The key is the snapshot file's 128-bit id (random, made when it was
 // packed or committed; FORMAT.md) and its size, so an object replaced by
@@ -78,10 +80,16 @@ class DiskCache {
 
  private:
   static constexpr uint64_t kWays = 4;
+  // A set: `ways` entry headers at `base`, then their data.
+  struct Set {
+    uint64_t base = 0, ways = 0;
+    uint64_t DataOffset(int way) const {
+      return base + ways * kEntryHeaderBytes + static_cast<uint64_t>(way) * kChunkBytes;
+    }
+  };
   DiskCache(UniqueFd fd, uint64_t slots) : fd_(std::move(fd)), slots_(slots) {}
-  uint64_t FirstSlot(const DiskCacheKey& key, uint64_t chunk, uint64_t* ways) const;
-  int FindWay(const DiskCacheKey& key, uint64_t chunk, uint64_t first, uint64_t ways,
-              uint8_t* header) const;
+  Set SetOf(const DiskCacheKey& key, uint64_t chunk) const;
+  int FindWay(const DiskCacheKey& key, uint64_t chunk, const Set& set, uint8_t* headers) const;
 
   UniqueFd fd_;
   uint64_t slots_;
