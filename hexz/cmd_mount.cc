@@ -408,6 +408,7 @@ void AddMountCommand(CLI::App& parent, int* rc) {
   cmd->add_option("--partition", args->partition,
                   "With --nbd: mount partition N (default: the only mountable filesystem)");
   args->remote->Add(cmd);
+  args->remote->AddDiskCache(cmd);
   cmd->callback([rc, args] { *rc = RunMount(*args); });
 }
 

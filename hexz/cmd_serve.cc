@@ -368,6 +368,7 @@ void AddServeCommand(CLI::App& parent, int* rc) {
   AddServeTlsOptions(cmd, &args->tls);
   AddWorkerOptions(cmd, &args->worker, "Return once serving; the worker stays behind");
   args->remote->Add(cmd);
+  args->remote->AddDiskCache(cmd);
   cmd->callback([rc, args] { *rc = RunServe(*args); });
 }
 

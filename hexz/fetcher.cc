@@ -19,9 +19,11 @@
 
 #include "common/base/fd.h"
 #include "common/base/log.h"
+#include "common/format/layout.h"
 #include "common/io/source.h"
 #include "common/ipc/channel.h"
 #include "common/ipc/fetch_protocol.h"
+#include "common/remote/disk_cache.h"
 #include "common/sandbox/sandbox.h"
 
 namespace hexz::cli {
@@ -110,20 +112,59 @@ void ServeChannel(int fd, const std::vector<std::unique_ptr<io::Source>>& source
   }
 }
 
+// Entries of the disk cache are keyed by the snapshot id the front-end read;
+// the object this fetcher opened must still carry it, or a snapshot that
+// replaced it between the two opens would be read through the old entries.
+// One small request per file; the worker checks the header again.
+Status CheckSnapshotId(const io::Source& source, const format::SnapshotId& id) {
+  namespace layout = format::layout;
+  uint8_t raw[layout::kHeaderSize];
+  if (source.size() < sizeof raw) return Status::Corruption(source.name() + ": too short");
+  HEXZ_RETURN_IF_ERROR(source.ReadAt(raw, sizeof raw, 0));
+  if (layout::HeaderChecksumOk(raw, sizeof raw)) {
+    auto header = layout::DecodeHeader(raw);
+    if (header.ok() && header->id == id.bytes) return Status::Ok();
+  }
+  return Status::IoError(source.name() +
+                             ": the object changed since it was opened (another snapshot); "
+                             "open it again to read the new version",
+                         ESTALE);
+}
+
+// A chain to fetch: each file's location and snapshot id, and the disk cache
+// (or none).
+struct FetchPlan {
+  std::vector<std::string> locations;
+  std::vector<format::SnapshotId> ids;
+  UniqueFd disk_cache;
+};
+
 // The fetcher process: opens the chain, reports, locks down, serves.
-int RunFetcher(const std::vector<std::string>& locations, const remote::Options& options,
-               int status_fd, std::vector<UniqueFd> channels) {
+int RunFetcher(FetchPlan plan, const remote::Options& options, int status_fd,
+               std::vector<UniqueFd> channels) {
   remote::Opener opener(options);
   std::vector<std::unique_ptr<io::Source>> sources;
   std::vector<uint64_t> sizes;
   Status st;
-  for (const std::string& location : locations) {
-    auto source = opener.Open(location);
+  std::unique_ptr<remote::DiskCache> cache;
+  if (plan.disk_cache) {
+    auto opened = remote::DiskCache::FromFd(std::move(plan.disk_cache));
+    if (opened.ok()) cache = std::move(*opened);
+    if (!opened.ok()) st = opened.status();
+  }
+  for (size_t i = 0; i < plan.locations.size() && st.ok(); ++i) {
+    auto source = opener.Open(plan.locations[i]);
     if (!source.ok()) {
       st = source.status();
       break;
     }
     sizes.push_back((*source)->size());
+    if (cache != nullptr) {
+      st = CheckSnapshotId(**source, plan.ids[i]);
+      if (!st.ok()) break;
+      *source = std::make_unique<remote::CachedSource>(std::move(*source), cache.get(),
+                                                       plan.ids[i].bytes);
+    }
     sources.push_back(std::move(*source));
   }
   if (st.ok()) {
@@ -231,8 +272,9 @@ Result<std::vector<uint64_t>> ReceiveFetcherReport(int fd, size_t files) {
 
 // Forks the fetcher for `locations`; returns the worker's ends of its
 // channels and the files' sizes.
-Status StartFetcher(const std::vector<std::string>& locations, const remote::Options& options,
-                    int log_fd, bool daemon_log, ipc::WorkerConfig* config) {
+Status StartFetcher(FetchPlan plan, const remote::Options& options, int log_fd, bool daemon_log,
+                    ipc::WorkerConfig* config) {
+  const size_t files = plan.locations.size();
   int status_pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status_pair) != 0) {
     return Status::FromErrno(errno, "fetcher: socketpair");
@@ -255,12 +297,14 @@ Status StartFetcher(const std::vector<std::string>& locations, const remote::Opt
   if (pid == 0) {
     std::vector<int> keep = {status_theirs.get()};
     for (const UniqueFd& fd : fetcher_ends) keep.push_back(fd.get());
+    if (plan.disk_cache) keep.push_back(plan.disk_cache.get());
     BecomeFetcher(devnull.get(), log_fd, daemon_log, keep);
-    _exit(RunFetcher(locations, options, status_theirs.get(), std::move(fetcher_ends)));
+    _exit(RunFetcher(std::move(plan), options, status_theirs.get(), std::move(fetcher_ends)));
   }
   status_theirs.reset();
   fetcher_ends.clear();
-  auto sizes = ReceiveFetcherReport(status_ours.get(), locations.size());
+  plan.disk_cache.reset();
+  auto sizes = ReceiveFetcherReport(status_ours.get(), files);
   if (!sizes.ok()) {
     kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
@@ -279,21 +323,33 @@ Status AttachChain(const std::string& location, const format::Snapshot& snapshot
                    ipc::WorkerConfig* config) {
   config->chain_names = snapshot.ChainNames();
   if (!remote::IsUrl(location)) {
+    if (!options.disk_cache.empty()) {
+      return Status::InvalidArgument("--disk-cache is for a snapshot read from a URL, not " +
+                                     location);
+    }
     HEXZ_ASSIGN_OR_RETURN(config->chain_fds, snapshot.DupChainFds());
     return Status::Ok();
   }
   // Where each file of the chain lives, resolved as Snapshot::Open did.
   remote::Opener opener(options);
-  std::vector<std::string> locations = {location};
+  FetchPlan plan;
+  plan.locations = {location};
+  plan.ids = {snapshot.id()};
   for (const format::Snapshot* s = &snapshot; s->parent() != nullptr; s = s->parent().get()) {
     HEXZ_ASSIGN_OR_RETURN(std::string parent,
-                          opener.ResolveParent(locations.back(), s->parent_path()));
-    locations.push_back(std::move(parent));
+                          opener.ResolveParent(plan.locations.back(), s->parent_path()));
+    plan.locations.push_back(std::move(parent));
+    plan.ids.push_back(s->parent()->id());
   }
-  if (locations.size() != config->chain_names.size()) {
+  if (plan.locations.size() != config->chain_names.size()) {
     return Status::Internal("the chain's locations and names differ in number");
   }
-  return StartFetcher(locations, options, log_fd, daemon_log, config);
+  // The cache file is opened here, as the user; the fetcher gets only its
+  // descriptor and can open nothing for writing.
+  if (!options.disk_cache.empty()) {
+    HEXZ_ASSIGN_OR_RETURN(plan.disk_cache, remote::DiskCache::OpenFile(options.disk_cache));
+  }
+  return StartFetcher(std::move(plan), options, log_fd, daemon_log, config);
 }
 
 }  // namespace hexz::cli

@@ -10,6 +10,9 @@
 // open for writing) and then answers byte-range requests on a few channels
 // (common/ipc/fetch_protocol.h), one thread each, until the worker closes
 // them. It parses HTTP, never snapshot bytes; the worker checks every block.
+// With options.disk_cache, the front-end opens the cache file as the user
+// and the fetcher reads through it (common/remote/disk_cache.h), writing
+// only through that one descriptor.
 // When the fetcher dies, the worker's reads of the chain fail with EIO and
 // say so in its log; the mount stays up and unmounts normally.
 //

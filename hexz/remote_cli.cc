@@ -15,6 +15,13 @@ void RemoteFlags::Add(CLI::App* cmd) {
                   "AWS");
 }
 
+void RemoteFlags::AddDiskCache(CLI::App* cmd) {
+  cmd->add_option("--disk-cache", options_.disk_cache,
+                  "For a URL, keep the blocks fetched in DIR/blocks.cache, at most SIZE bytes "
+                  "(default: the existing file's size, else 1G), for later mounts of the user "
+                  "(DIR[:SIZE])");
+}
+
 format::OpenOptions RemoteFlags::OpenOptions() {
   if (opener_ == nullptr) opener_ = std::make_unique<remote::Opener>(options_);
   format::OpenOptions o;

@@ -20,6 +20,8 @@ class RemoteFlags {
  public:
   // Registers --ca-file, --remote-timeout and --s3-endpoint on `cmd`.
   void Add(CLI::App* cmd);
+  // Registers --disk-cache (mount and serve: the commands with a fetcher).
+  void AddDiskCache(CLI::App* cmd);
   // Open options whose opener reads URLs with these flags (and paths).
   format::OpenOptions OpenOptions();
   // The flags as given (for the fetcher, hexz/fetcher.h).

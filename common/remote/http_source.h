@@ -60,6 +60,9 @@ struct Options {
   // Where s3:// URLs are read (http://host:port of an S3-compatible store);
   // empty means AWS.
   std::string s3_endpoint;
+  // `--disk-cache DIR[:SIZE]` of mount and serve (common/remote/disk_cache.h),
+  // used by the fetcher (hexz/fetcher.h); empty means none.
+  std::string disk_cache;
 };
 
 // AWS credentials and region for signing S3 requests.
