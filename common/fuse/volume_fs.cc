@@ -236,12 +236,18 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_
   uint64_t len = std::min<uint64_t>({size, file_size - offset, kMaxRead});
   HEXZ_LOG_DEBUG("read %s offset %llu size %zu", f->name.c_str(),
                  static_cast<unsigned long long>(offset), size);
+  io::Volume* volume = f->volume.get();
+  io::Readahead* ahead = fs->readahead();
+  if (ahead != nullptr && ahead->Read(ino - 2, volume, offset, len, [&](const uint8_t* bytes) {
+        fuse_reply_buf(req, reinterpret_cast<const char*>(bytes), len);
+      })) {
+    return;
+  }
   std::unique_ptr<char[]> buf(new (std::nothrow) char[len]);
   if (!buf) {
     fuse_reply_err(req, ENOMEM);
     return;
   }
-  io::Volume* volume = f->volume.get();
   Status st = fs->fanout().ForEachPiece(
       offset, len, IoSize(*f), [&](uint64_t piece_off, uint64_t piece_len, uint64_t pos) {
         return volume->Read(piece_off, buf.get() + pos, piece_len);
@@ -504,7 +510,10 @@ const struct fuse_lowlevel_ops kOps = [] {
 // ---- VolumeFs ----
 
 VolumeFs::VolumeFs(std::vector<File> files, FsOptions options)
-    : files_(std::move(files)), options_(std::move(options)), fanout_(options_.read_threads) {}
+    : files_(std::move(files)), options_(std::move(options)), fanout_(options_.read_threads) {
+  // Ranges read ahead are never invalidated: only where nothing changes.
+  if (!options_.read_write && options_.readahead) readahead_ = std::make_unique<io::Readahead>();
+}
 
 VolumeFs::~VolumeFs() {
   if (session_ != nullptr) {
@@ -565,6 +574,10 @@ Status VolumeFs::Serve() {
     return Status::Internal("installing the FUSE signal handlers failed");
   }
   int rc = fuse_session_loop_mt(session_, cfg);
+  if (readahead_ != nullptr) {
+    HEXZ_LOG_DEBUG("readahead: %llu reads served from %llu ranges read ahead",
+                   U(readahead_->hits()), U(readahead_->ahead_reads()));
+  }
   if (options_.exit_on_signals) fuse_remove_signal_handlers(session_);
   fuse_loop_cfg_destroy(cfg);
   if (rc < 0) return Status::FromErrno(-rc, "FUSE session loop");

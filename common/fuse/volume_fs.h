@@ -13,7 +13,11 @@
 // Reads: a request is clamped to the file size and split at block boundaries;
 // a request spanning several blocks is read by up to `read_threads` threads at
 // once (the requesting thread plus the helpers of an io::PieceFanout), so
-// decompression runs in parallel. In read-only mode every modifying operation answers EROFS.
+// decompression runs in parallel. In a read-only mount, a file read
+// sequentially (each request starting where the previous one ended) has the
+// range after each request read ahead on a thread of its own (io::Readahead,
+// FsOptions::readahead), so that the next request only copies it. In
+// read-only mode every modifying operation answers EROFS.
 //
 // Read-write mode (FsOptions::read_write; mount option rw):
 //   - a writable file takes write (split like reads and fanned out alike),
@@ -30,7 +34,7 @@
 //   - a file that is not writable (memory) refuses open for writing with
 //     EACCES and shows mode 0444 (a writable one 0644).
 //
-// Ownership: owns the volumes, the session and the fan-out. Thread safety: the
+// Ownership: owns the volumes, the session, the fan-out and the readahead. Thread safety: the
 // libfuse callbacks run concurrently; the volumes must allow concurrent reads
 // (io::Volume promises that). Mount/Serve/Exit are called by one thread.
 #pragma once
@@ -46,6 +50,7 @@
 
 #include "common/base/status.h"
 #include "common/io/fanout.h"
+#include "common/io/readahead.h"
 #include "common/io/volume.h"
 
 struct fuse_session;
@@ -71,6 +76,9 @@ struct FsOptions {
   gid_t gid = 0;
   struct timespec mtime = {};  // shown for every entry
   uint32_t read_threads = 4;   // parallel block reads per request (>= 1)
+  // Sequential readers of a read-only mount get the next range read ahead;
+  // ignored (off) in read-write mode, where ranges kept would go stale.
+  bool readahead = true;
   // Kernel allow_other, with libfuse's check that the caller is the owner
   // or root (allow_root), or for everybody (allow_other). Off by default:
   // the mount is then the user's alone, and nobody else's process can hang
@@ -111,12 +119,14 @@ class VolumeFs {
   const std::vector<File>& files() const { return files_; }
   const FsOptions& options() const { return options_; }
   io::PieceFanout& fanout() { return fanout_; }
+  io::Readahead* readahead() { return readahead_.get(); }  // null when off
   void NotifyReady();
 
  private:
   std::vector<File> files_;
   FsOptions options_;
   io::PieceFanout fanout_;
+  std::unique_ptr<io::Readahead> readahead_;
   struct fuse_session* session_ = nullptr;
   bool mounted_ = false;
   std::once_flag ready_once_;
