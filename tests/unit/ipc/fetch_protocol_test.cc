@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/base/endian.h"
+
 namespace hexz::ipc {
 namespace {
 
@@ -36,8 +38,15 @@ TEST(FetchProtocolTest, RequestRoundTripAndBounds) {
   EncodeFetchRequest({0, 0, kMaxFetchLength + 1}, raw);
   EXPECT_FALSE(DecodeFetchRequest(raw, {UINT64_MAX}).ok());  // too long
   EncodeFetchRequest({0, 0, 1}, raw);
-  raw[20] = 1;
-  EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok());  // unknown flags
+  EXPECT_EQ(DecodeFetchRequest(raw, {10})->flags, 0u);
+  EncodeFetchRequest({0, 0, 1, kFetchFresh}, raw);
+  r = DecodeFetchRequest(raw, {10});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->flags, kFetchFresh);
+  for (uint32_t bad : {2u, 3u, 0x80000000u}) {
+    base::PutLe32(raw + 20, bad);
+    EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok()) << bad;  // unknown flags
+  }
   raw[20] = 0;
   raw[0] ^= 1;
   EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok());  // magic
