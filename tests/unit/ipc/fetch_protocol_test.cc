@@ -135,6 +135,27 @@ TEST(FetchClientTest, ReadsAnswersAndErrors) {
   EXPECT_TRUE(source->ReadAt(buf.data(), 10, 0).ok());  // the channel survives an error reply
 }
 
+// FetchSource's ReadFreshAt (a read past the disk cache) sends kFetchFresh;
+// ReadAt sends no flag.
+TEST(FetchClientTest, ReadFreshAtSendsTheFreshFlag) {
+  std::vector<uint32_t> flags;
+  FakeFetcher fetcher([&flags](const FetchRequest& r) {
+    flags.push_back(r.flags);
+    return Ok(r);
+  });
+  std::vector<UniqueFd> channels;
+  channels.push_back(fetcher.TakeWorkerEnd());
+  auto source = FetchSource(std::make_shared<FetchClient>(std::move(channels), 5), 0, 1 << 20,
+                            "http://h/x.st");
+  EXPECT_TRUE(source->has_fresh_read());
+  std::vector<uint8_t> buf(16);
+  ASSERT_TRUE(source->ReadAt(buf.data(), buf.size(), 0).ok());
+  ASSERT_TRUE(source->ReadFreshAt(buf.data(), buf.size(), 32).ok());
+  EXPECT_EQ(buf[0], 32);
+  source.reset();  // closes the channel, so the fake fetcher ends
+  EXPECT_EQ(flags, (std::vector<uint32_t>{0, kFetchFresh}));
+}
+
 TEST(FetchClientTest, MalformedAnswerOrGoneFetcherIsEio) {
   int calls = 0;
   FakeFetcher fetcher([&calls](const FetchRequest& r) {
