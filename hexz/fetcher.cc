@@ -89,7 +89,12 @@ void ServeChannel(int fd, const std::vector<std::unique_ptr<io::Source>>& source
       return;
     }
     buf.resize(request->length);
-    st = sources[request->file]->ReadAt(buf.data(), request->length, request->offset);
+    const io::Source& source = *sources[request->file];
+    // kFetchFresh: the worker found the cached bytes damaged; a source
+    // without a cache reads the server anyway.
+    st = (request->flags & ipc::kFetchFresh) != 0 && source.has_fresh_read()
+             ? source.ReadFreshAt(buf.data(), request->length, request->offset)
+             : source.ReadAt(buf.data(), request->length, request->offset);
     ipc::FetchReplyHeader header;
     std::string message;
     if (st.ok()) {

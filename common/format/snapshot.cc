@@ -19,6 +19,7 @@
 #include "common/base/bytes.h"
 #include "common/base/checked_math.h"
 #include "common/base/endian.h"
+#include "common/base/log.h"
 #include "common/base/path.h"
 #include "common/cache/block_cache.h"
 #include "common/io/file.h"
@@ -198,6 +199,8 @@ class SnapshotImpl final : public Snapshot {
   // The whole decoded block of a stored or dedup entry e of this file.
   Status ReadStored(StreamId stream, uint64_t block, const L::Entry& e, void* dst) const;
   // Reads the stored bytes of entry e into *buf and checks the checksum.
+  Status ReadChecked(StreamId stream, uint64_t block, const L::Entry& e, void* buf,
+                     size_t len) const;
   Status ReadStoredBytes(StreamId stream, uint64_t block, const L::Entry& e,
                          std::vector<uint8_t>* buf) const;
   Status Undecodable(StreamId stream, uint64_t block, const L::Entry& e, const Status& why) const {
@@ -493,10 +496,23 @@ Result<BlockEntry> SnapshotImpl::GetBlockEntry(StreamId stream, uint64_t block) 
 Status SnapshotImpl::ReadStoredBytes(StreamId stream, uint64_t block, const L::Entry& e,
                                      std::vector<uint8_t>* buf) const {
   buf->resize(e.stored_length);
-  HEXZ_RETURN_IF_ERROR(src_->ReadAt(buf->data(), e.stored_length, e.offset));
-  if (L::Checksum(buf->data(), e.stored_length) != e.checksum)
-    return Status::Corruption(BlockName(stream, block) + " checksum mismatch" + AtOffset(e.offset));
-  return Status::Ok();
+  return ReadChecked(stream, block, e, buf->data(), e.stored_length);
+}
+
+// Reads a block's stored bytes and checks them. On a mismatch a source with
+// a local copy (a remote object read through a disk cache) is read once more
+// past it, so damage that copy took from a transient fault costs one refetch
+// rather than every later read of the block.
+Status SnapshotImpl::ReadChecked(StreamId stream, uint64_t block, const L::Entry& e, void* buf,
+                                 size_t len) const {
+  HEXZ_RETURN_IF_ERROR(src_->ReadAt(buf, len, e.offset));
+  if (L::Checksum(buf, len) == e.checksum) return Status::Ok();
+  std::string bad = BlockName(stream, block) + " checksum mismatch" + AtOffset(e.offset);
+  if (!src_->has_fresh_read()) return Status::Corruption(bad);
+  HEXZ_LOG_WARN("%s; reading it again past the disk cache", bad.c_str());
+  HEXZ_RETURN_IF_ERROR(src_->ReadFreshAt(buf, len, e.offset));
+  if (L::Checksum(buf, len) == e.checksum) return Status::Ok();
+  return Status::Corruption(bad + " (also when read again past the disk cache)");
 }
 
 Result<StoredBlock> SnapshotImpl::ReadStoredBlock(StreamId stream, uint64_t block) const {
@@ -563,11 +579,10 @@ Status SnapshotImpl::ReadStored(StreamId stream, uint64_t block, const L::Entry&
     if (cache_->Lookup(key, dst, blen)) return Status::Ok();
   }
   if (e.codec == Codec::kRaw) {
-    HEXZ_RETURN_IF_ERROR(src_->ReadAt(dst, blen, e.offset));
-    if (L::Checksum(dst, blen) != e.checksum) {
+    Status st = ReadChecked(stream, block, e, dst, blen);
+    if (!st.ok()) {
       std::memset(dst, 0, blen);
-      return Status::Corruption(BlockName(stream, block) + " checksum mismatch" +
-                                AtOffset(e.offset));
+      return st;
     }
   } else {
     thread_local std::vector<uint8_t> stored;

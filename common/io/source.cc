@@ -9,6 +9,11 @@
 #include "common/io/file.h"
 
 namespace hexz::io {
+
+Status Source::ReadFreshAt(void*, size_t, uint64_t) const {
+  return Status::Unsupported(name() + ": has no copy to read past");
+}
+
 namespace {
 
 class FileSourceImpl final : public Source {

@@ -35,6 +35,14 @@ class Source {
   // Reads exactly len bytes at offset into buf; [offset, offset + len) lies
   // within size() (the caller checks). Errors name the source.
   virtual Status ReadAt(void* buf, size_t len, uint64_t offset) const = 0;
+  // Whether ReadFreshAt may answer with other bytes than ReadAt: a remote
+  // object read through a local copy (the disk cache of --disk-cache) that
+  // can be damaged. False for a local file: it has nothing fresher.
+  virtual bool has_fresh_read() const { return false; }
+  // Reads like ReadAt, but from the object itself, past any local copy of
+  // the range, which the fresh bytes then replace. Only when
+  // has_fresh_read(); otherwise kUnsupported.
+  virtual Status ReadFreshAt(void* buf, size_t len, uint64_t offset) const;
   // The local descriptor (borrowed), or -1 for a remote object.
   virtual int fd() const { return -1; }
   // What identifies the object for loop detection in a parent chain: the

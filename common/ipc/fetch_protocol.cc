@@ -22,15 +22,17 @@ void EncodeFetchRequest(const FetchRequest& request, uint8_t out[kFetchRequestSi
   base::PutLe32(out + 4, request.file);
   base::PutLe64(out + 8, request.offset);
   base::PutLe32(out + 16, request.length);
-  base::PutLe32(out + 20, 0);
+  base::PutLe32(out + 20, request.flags);
 }
 
 Result<FetchRequest> DecodeFetchRequest(const uint8_t in[kFetchRequestSize],
                                         const std::vector<uint64_t>& sizes) {
   if (base::GetLe32(in) != kFetchRequestMagic)
     return Status::Corruption("fetch: bad request magic");
-  if (base::GetLe32(in + 20) != 0) return Status::Corruption("fetch: unknown request flags");
   FetchRequest r;
+  r.flags = base::GetLe32(in + 20);
+  if ((r.flags & ~kFetchFresh) != 0)
+    return Status::Corruption("fetch: unknown request flags " + std::to_string(r.flags));
   r.file = base::GetLe32(in + 4);
   r.offset = base::GetLe64(in + 8);
   r.length = base::GetLe32(in + 16);
@@ -186,13 +188,14 @@ Status FetchClient::ReadOne(int fd, const FetchRequest& request, const std::stri
 }
 
 Status FetchClient::Read(uint32_t file, const std::string& name, void* buf, size_t len,
-                         uint64_t offset) {
+                         uint64_t offset, uint32_t flags) {
   auto* out = static_cast<uint8_t*>(buf);
   while (len > 0) {
     FetchRequest request;
     request.file = file;
     request.offset = offset;
     request.length = static_cast<uint32_t>(std::min<size_t>(len, kMaxFetchLength));
+    request.flags = flags;
     int index = Take();
     if (index < 0) {
       return Status::IoError(name +
@@ -224,6 +227,10 @@ class FetchSourceImpl final : public io::Source {
   uint64_t size() const override { return size_; }
   Status ReadAt(void* buf, size_t len, uint64_t offset) const override {
     return client_->Read(file_, name_, buf, len, offset);
+  }
+  bool has_fresh_read() const override { return true; }
+  Status ReadFreshAt(void* buf, size_t len, uint64_t offset) const override {
+    return client_->Read(file_, name_, buf, len, offset, kFetchFresh);
   }
   std::string identity() const override { return "fetch:" + std::to_string(file_); }
 

@@ -8,7 +8,8 @@
 // One request at a time per channel (a connected AF_UNIX stream socket); the
 // worker holds several channels to read in parallel. Little-endian:
 //   request (24 bytes): u32 magic 'HXZF' | u32 file (index in the chain,
-//                       child first) | u64 offset | u32 length | u32 flags (0)
+//                       child first) | u64 offset | u32 length | u32 flags
+//                       (0, or kFetchFresh: read past the disk cache)
 //   reply header (16):  u32 magic 'HXZR' | u32 code (base::Code, 0 = ok) |
 //                       u32 errno | u32 length
 //   then `length` bytes: exactly the bytes asked for when code is 0, else the
@@ -46,11 +47,15 @@ inline constexpr size_t kFetchReplyHeaderSize = 16;
 inline constexpr uint32_t kMaxFetchLength = 8u << 20;
 inline constexpr uint32_t kMaxFetchMessage = 4096;
 inline constexpr uint32_t kMaxFetchChannels = 16;
+// Request flag: answer from the server, not from the disk cache, and replace
+// the cache's copy of the range (the worker found the cached bytes damaged).
+inline constexpr uint32_t kFetchFresh = 1;
 
 struct FetchRequest {
   uint32_t file = 0;
   uint64_t offset = 0;
   uint32_t length = 0;
+  uint32_t flags = 0;  // 0 or kFetchFresh
 };
 
 struct FetchReplyHeader {
@@ -83,8 +88,10 @@ class FetchClient {
   // Reads [offset, offset + len) of chain file `file` (split into requests
   // of at most kMaxFetchLength). A channel that fails (the fetcher exited,
   // a malformed answer, no answer in time) is closed and logged once;
-  // when none is left, every read fails with EIO naming `name`.
-  base::Status Read(uint32_t file, const std::string& name, void* buf, size_t len, uint64_t offset);
+  // when none is left, every read fails with EIO naming `name`. `flags`
+  // go into every request (0 or kFetchFresh).
+  base::Status Read(uint32_t file, const std::string& name, void* buf, size_t len, uint64_t offset,
+                    uint32_t flags = 0);
 
  private:
   int Take();  // a free channel's index, or -1 when all are gone
@@ -101,7 +108,8 @@ class FetchClient {
 };
 
 // An io::Source for chain file `file` of the remote chain behind `client`;
-// `size` is what the front-end learned from the fetcher at start.
+// `size` is what the front-end learned from the fetcher at start. Its
+// ReadFreshAt asks the fetcher with kFetchFresh.
 std::unique_ptr<io::Source> FetchSource(std::shared_ptr<FetchClient> client, uint32_t file,
                                         uint64_t size, std::string name);
 

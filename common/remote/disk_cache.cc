@@ -210,6 +210,15 @@ Status CachedSource::FetchRun(uint64_t first, uint64_t end, std::vector<uint8_t>
   return Status::Ok();
 }
 
+Status CachedSource::ReadFreshAt(void* buf, size_t len, uint64_t offset) const {
+  if (len == 0) return Status::Ok();
+  const uint64_t first = offset / kChunkBytes;
+  std::vector<uint8_t> run;
+  HEXZ_RETURN_IF_ERROR(FetchRun(first, (offset + len - 1) / kChunkBytes + 1, &run));
+  std::memcpy(buf, run.data() + (offset - first * kChunkBytes), len);
+  return Status::Ok();
+}
+
 Status CachedSource::ReadAt(void* buf, size_t len, uint64_t offset) const {
   if (len == 0) return Status::Ok();
   auto* out = static_cast<uint8_t*>(buf);

@@ -98,12 +98,16 @@ class DiskCache {
 
 // An io::Source that reads through `cache`: whole chunks found intact come
 // from it, runs of missing chunks are read from `inner` in one ReadAt each
-// and stored.
+// and stored; ReadFreshAt replaces the cached chunks of a range.
 class CachedSource final : public io::Source {
  public:
   CachedSource(std::unique_ptr<io::Source> inner, const DiskCache* cache,
                const std::array<uint8_t, 16>& id);
   Status ReadAt(void* buf, size_t len, uint64_t offset) const override;
+  // Reads the chunks the range touches from `inner` whatever the cache
+  // holds, and stores them over the cached copies.
+  bool has_fresh_read() const override { return true; }
+  Status ReadFreshAt(void* buf, size_t len, uint64_t offset) const override;
   uint64_t size() const override { return inner_->size(); }
   const std::string& name() const override { return inner_->name(); }
   std::string identity() const override { return inner_->identity(); }

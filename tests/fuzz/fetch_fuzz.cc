@@ -2,7 +2,8 @@
 // (common/ipc/fetch_protocol.h): the fetcher's request parser, with the
 // input's first bytes as a request, and the worker's reply parsing, with the
 // whole input as the byte stream a (compromised) fetcher sends back to
-// FetchClient::Read over a real socketpair.
+// FetchClient::Read over a real socketpair (with kFetchFresh, the flag of a
+// read past the disk cache, when the input's first byte is odd).
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,9 +37,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   channels.emplace_back(sv[1]);
   FetchClient client(std::move(channels), 1);
   std::vector<uint8_t> out(8192);
+  const uint32_t flags = size > 0 && (data[0] & 1) != 0 ? kFetchFresh : 0;
   // Reads of a few lengths; the requests go into sv[0]'s receive buffer.
   for (size_t len : {16u, 4096u, 1u, 8192u}) {
-    if (!client.Read(0, "fuzz", out.data(), len, 0).ok()) break;
+    if (!client.Read(0, "fuzz", out.data(), len, 0, flags).ok()) break;
   }
   close(sv[0]);
   return 0;

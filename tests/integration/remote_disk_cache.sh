@@ -13,6 +13,8 @@
 # - SIZE bounds the file; a smaller bound than the disk still reads right;
 # - hexz serve URL --disk-cache DIR (no SIZE: the file keeps its size): nbdcopy reads the right disk from the warm
 #   cache, fetching nothing;
+# - a block the server sent wrong is cached with a valid entry checksum: the
+#   worker reads it once more past the cache, which the fresh bytes replace;
 # - a DIR of another user or writable by others is refused; --disk-cache with
 #   a local file is refused.
 source "$(dirname "$0")/../lib/common.sh"
@@ -110,6 +112,37 @@ stop_hexz_serve
 [[ $(stat -c %s "$DC/blocks.cache") -eq $size ]] || fail "serve without SIZE resized the cache"
 [[ $(fetched) -eq 0 ]] || fail "serve fetched though the cache is warm: $(grep 'GET /d.st' "$NGINX_LOG")"
 pass "hexz serve URL --disk-cache: nbdcopy reads the right disk from the warm cache, fetching nothing"
+
+# 6. Bytes the server sent wrong are cached with a valid entry checksum;
+# the worker's block check fails on them, reads the block once more past
+# the cache, and the fresh bytes replace the entry. A damaged copy of the
+# object (same snapshot id, one byte flipped inside a stored block) first:
+# every read of that block is EIO (the fresh bytes are bad too) and the log
+# names the URL and the offset; then the good object back: the read is right
+# and exactly the one block is fetched again.
+DC2=$T/u/dc2
+cp www/d.st good.st
+python3 - www/d.st <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek((1 << 20) + 12345); b = f.read(1)
+    f.seek((1 << 20) + 12345); f.write(bytes([b[0] ^ 0x40]))
+PY
+as_user "$HEXZ" mount -d --log-file "$T/u/bad.log" --disk-cache "$DC2:64M" "$U/d.st" "$T/mnt" \
+  >/dev/null || fail "hexz mount of the damaged object: $(cat "$T/u/bad.log")"
+err=$(as_user dd if="$T/mnt/disk" of=/dev/null bs=64k conv=noerror 2>&1)
+[[ $err == *"Input/output error"* ]] || fail "the damaged object read without EIO: $err"
+as_user "$HEXZ" unmount "$T/mnt" >/dev/null || fail "hexz unmount"
+assert_nothing_left "mount of the damaged object"
+grep -q "$U/d.st: disk block [0-9]* checksum mismatch at offset [0-9]* (also when read again past the disk cache)" \
+  "$T/u/bad.log" || fail "the log does not name the URL, the block and its offset: $(cat "$T/u/bad.log")"
+cp good.st www/d.st
+mount_read "$DC2:64M" b.raw
+[[ $(fetched) -eq 1 ]] ||
+  fail "not exactly the one damaged block refetched: $(grep 'GET /d.st' "$NGINX_LOG")"
+mount_read "$DC2:64M" b.raw
+[[ $(fetched) -eq 0 ]] || fail "the refetched block did not replace the cache entry"
+pass "a block cached wrong from the server is fetched once more past the cache and the entry replaced"
 
 # 6. Refusals.
 mkdir -p "$T/rootdir" && chmod 0755 "$T/rootdir"

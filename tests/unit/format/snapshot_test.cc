@@ -13,6 +13,7 @@
 #include "common/cache/block_cache.h"
 #include "common/format/layout.h"
 #include "common/io/file.h"
+#include "common/io/source.h"
 #include "tests/unit/format/format_test_util.h"
 
 namespace hexz::format {
@@ -397,6 +398,80 @@ TEST(SnapshotTest, PartsOfABlockReadInOrderDecodeItOnce) {
   EXPECT_TRUE(std::equal(a.begin(), a.end(), disk.begin() + kBs + kPart));
   ASSERT_TRUE((*snap)->Read(StreamId::kMemory, kPart, b.data(), kPart).ok());
   EXPECT_TRUE(std::equal(b.begin(), b.end(), memory.begin() + kPart));
+}
+
+// A source with a damaged local copy (a disk cache): ReadAt flips a byte at
+// `damage`; ReadFreshAt reads the file, or the damaged copy again when the
+// server is bad too.
+class DamagedCopySource final : public io::Source {
+ public:
+  DamagedCopySource(std::unique_ptr<io::Source> inner, uint64_t damage, bool fresh_bad)
+      : inner_(std::move(inner)), damage_(damage), fresh_bad_(fresh_bad) {}
+  const std::string& name() const override { return inner_->name(); }
+  uint64_t size() const override { return inner_->size(); }
+  std::string identity() const override { return inner_->identity(); }
+  Status ReadAt(void* buf, size_t len, uint64_t offset) const override {
+    HEXZ_RETURN_IF_ERROR(inner_->ReadAt(buf, len, offset));
+    if (damage_ >= offset && damage_ < offset + len)
+      static_cast<uint8_t*>(buf)[damage_ - offset] ^= 1;
+    return Status::Ok();
+  }
+  bool has_fresh_read() const override { return true; }
+  Status ReadFreshAt(void* buf, size_t len, uint64_t offset) const override {
+    ++fresh_reads;
+    return fresh_bad_ ? ReadAt(buf, len, offset) : inner_->ReadAt(buf, len, offset);
+  }
+  mutable std::atomic<int> fresh_reads{0};
+
+ private:
+  std::unique_ptr<io::Source> inner_;
+  uint64_t damage_;
+  bool fresh_bad_;
+};
+
+TEST(SnapshotTest, ABlockDamagedInTheSourcesCopyIsReadFreshOnce) {
+  TempDir dir;
+  // Random bytes are stored raw, text compressed: both read paths.
+  for (bool text : {false, true}) {
+    Bytes disk = text ? TextBytes(4 * 4096, 22) : RandomBytes(4 * 4096, 21);
+    WriterOptions o;
+    o.block_size = 4096;
+    PackBuffers(dir / "s.st", disk, {}, o);
+    auto plain = Snapshot::Open(dir / "s.st");
+    ASSERT_TRUE(plain.ok());
+    const uint64_t at = (*plain)->GetBlockEntry(StreamId::kDisk, 2)->offset + 1;
+    for (bool fresh_bad : {false, true}) {
+      auto file = io::FileSource(io::OpenFile(dir / "s.st", O_RDONLY).value(), dir / "s.st");
+      ASSERT_TRUE(file.ok());
+      auto src = std::make_unique<DamagedCopySource>(std::move(*file), at, fresh_bad);
+      const DamagedCopySource* raw = src.get();
+      std::vector<std::unique_ptr<io::Source>> chain;
+      chain.push_back(std::move(src));
+      auto s = Snapshot::OpenSources(std::move(chain));
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      Bytes got(4096);
+      Status st = (*s)->Read(StreamId::kDisk, 2 * 4096, got.data(), got.size());
+      EXPECT_EQ(raw->fresh_reads, 1);
+      if (fresh_bad) {
+        EXPECT_EQ(st.code(), base::Code::kCorruption);
+        EXPECT_TRUE(Contains(st, "disk block 2 checksum mismatch")) << st.ToString();
+        EXPECT_TRUE(Contains(st, "past the disk cache")) << st.ToString();
+      } else {
+        ASSERT_TRUE(st.ok()) << st.ToString();
+        EXPECT_EQ(got, Bytes(disk.begin() + 2 * 4096, disk.begin() + 3 * 4096));
+      }
+    }
+  }
+  // A local file has no fresher copy: a damaged block fails at once, as before.
+  Bytes file = ReadFile(dir / "s.st");
+  file[Snapshot::Open(dir / "s.st").value()->GetBlockEntry(StreamId::kDisk, 1)->offset + 1] ^= 1;
+  WriteFile(dir / "bad.st", file);
+  auto s = Snapshot::Open(dir / "bad.st");
+  ASSERT_TRUE(s.ok());
+  Bytes got(4096);
+  Status st = (*s)->Read(StreamId::kDisk, 4096, got.data(), got.size());
+  EXPECT_EQ(st.code(), base::Code::kCorruption);
+  EXPECT_FALSE(Contains(st, "past the disk cache")) << st.ToString();
 }
 
 // A child shorter than its parent: its last block is inherited but shorter

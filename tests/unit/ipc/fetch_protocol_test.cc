@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/base/endian.h"
+
 namespace hexz::ipc {
 namespace {
 
@@ -36,8 +38,15 @@ TEST(FetchProtocolTest, RequestRoundTripAndBounds) {
   EncodeFetchRequest({0, 0, kMaxFetchLength + 1}, raw);
   EXPECT_FALSE(DecodeFetchRequest(raw, {UINT64_MAX}).ok());  // too long
   EncodeFetchRequest({0, 0, 1}, raw);
-  raw[20] = 1;
-  EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok());  // unknown flags
+  EXPECT_EQ(DecodeFetchRequest(raw, {10})->flags, 0u);
+  EncodeFetchRequest({0, 0, 1, kFetchFresh}, raw);
+  r = DecodeFetchRequest(raw, {10});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->flags, kFetchFresh);
+  for (uint32_t bad : {2u, 3u, 0x80000000u}) {
+    base::PutLe32(raw + 20, bad);
+    EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok()) << bad;  // unknown flags
+  }
   raw[20] = 0;
   raw[0] ^= 1;
   EXPECT_FALSE(DecodeFetchRequest(raw, {10}).ok());  // magic
@@ -124,6 +133,27 @@ TEST(FetchClientTest, ReadsAnswersAndErrors) {
   EXPECT_EQ(st.sys_errno(), ESTALE);
   EXPECT_NE(st.message().find("changed"), std::string::npos);
   EXPECT_TRUE(source->ReadAt(buf.data(), 10, 0).ok());  // the channel survives an error reply
+}
+
+// FetchSource's ReadFreshAt (a read past the disk cache) sends kFetchFresh;
+// ReadAt sends no flag.
+TEST(FetchClientTest, ReadFreshAtSendsTheFreshFlag) {
+  std::vector<uint32_t> flags;
+  FakeFetcher fetcher([&flags](const FetchRequest& r) {
+    flags.push_back(r.flags);
+    return Ok(r);
+  });
+  std::vector<UniqueFd> channels;
+  channels.push_back(fetcher.TakeWorkerEnd());
+  auto source = FetchSource(std::make_shared<FetchClient>(std::move(channels), 5), 0, 1 << 20,
+                            "http://h/x.st");
+  EXPECT_TRUE(source->has_fresh_read());
+  std::vector<uint8_t> buf(16);
+  ASSERT_TRUE(source->ReadAt(buf.data(), buf.size(), 0).ok());
+  ASSERT_TRUE(source->ReadFreshAt(buf.data(), buf.size(), 32).ok());
+  EXPECT_EQ(buf[0], 32);
+  source.reset();  // closes the channel, so the fake fetcher ends
+  EXPECT_EQ(flags, (std::vector<uint32_t>{0, kFetchFresh}));
 }
 
 TEST(FetchClientTest, MalformedAnswerOrGoneFetcherIsEio) {
