@@ -173,9 +173,10 @@ if [[ -x $helper && ! -e /dev/nbd0 ]]; then
   install -m 0755 "$helper" "$T/bin/helper-suid"
   chown "root:$(id -gn "$TEST_USER")" "$T/bin/helper-suid" && chmod 4750 "$T/bin/helper-suid"
   expect_fail_msg 'no NBD support.*modprobe nbd' \
-    as_user env HEXZ_NBD_HELPER="$T/bin/helper-suid" "$HEXZ" mount --nbd "$U/fs.st" "$T/mnt"
+    as_user env HEXZ_NBD_HELPER="$T/bin/helper-suid" "$HEXZ" mount --nbd --log-file "$T/u/nbd.log" \
+    "$U/fs.st" "$T/mnt"
   [[ $(nginx_count '^206 GET /fs.st') -gt 0 ]] || fail "mount --nbd did not read the URL"
-  for p in $(pgrep -u "$TEST_USER" -x hexz-fetch) $(pgrep -u "$TEST_USER" -x hexz-fused); do
+  for p in $(procs_of_test hexz-fetch) $(procs_of_test hexz-fused); do
     wait_for fetcher_gone "$p" || fail "process $p ($(cat "/proc/$p/comm")) is left after mount --nbd"
   done
   pass "mount --nbd URL reaches the kernel step (the helper) through the fetcher; nothing left"
@@ -187,7 +188,7 @@ fi
 as_user "$HEXZ" mount -d --log-file "$T/u/kill.log" "$U/fs.st" "$T/mnt" >"$T/kill.out" ||
   fail "hexz mount: $(cat "$T/u/kill.log")"
 fetcher=""
-for p in $(pgrep -u "$TEST_USER" -x hexz-fetch); do fetcher_gone "$p" || fetcher=$p; done
+for p in $(procs_of_test hexz-fetch); do fetcher_gone "$p" || fetcher=$p; done
 [[ -n $fetcher ]] || fail "no fetcher for the daemon mount"
 kill -KILL "$fetcher"
 out=$(as_user dd if="$T/mnt/disk" of=/dev/null bs=1M 2>&1) && fail "a read succeeded without the fetcher"

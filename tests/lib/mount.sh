@@ -16,14 +16,17 @@ cat_stream() {
   "$HEXZ" cat "$1" --stream "$2" --output "$3" || fail "hexz cat $1 --stream $2 failed"
 }
 
-# Workers serving a file of this test (they hold a descriptor into $T).
-workers_of_test() {
+# procs_of_test [COMM]: the processes named COMM (default hexz-fused) that
+# hold a descriptor into this test's $T (tests run in parallel as one user).
+procs_of_test() {
   local p
-  for p in $(pgrep -x hexz-fused); do
+  for p in $(pgrep -x "${1:-hexz-fused}"); do
     ls -l "/proc/$p/fd" 2>/dev/null | grep -q -- "-> $T/" && echo "$p"
   done
   return 0
 }
+# Workers serving a file of this test.
+workers_of_test() { procs_of_test hexz-fused; }
 kill_test_workers() {
   local p
   for p in $(workers_of_test); do kill -KILL "$p" 2>/dev/null || true; done
