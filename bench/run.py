@@ -968,6 +968,8 @@ http {{
         base = os.path.join(self.args.out, f"{date}-{mode}")
         machine = {
             "date": date, "mode": mode, "cores": os.cpu_count(),
+            "sections": [[n, round(t, 1)] for n, t in self.timings],
+            "interrupted": self.interrupted,
             "kernel": platform.release(), "runs": self.args.runs,
             "real_image_bytes": getattr(self, "real_size", 0),
             "versions": self.versions(),
@@ -986,6 +988,12 @@ http {{
             ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"
             lines.append(f"| {r['section']} | {r['name']} | {v} | {n} | "
                          f"{r['peer'] or '-'} | {ratio} | {r['note']} |")
+        if self.timings:
+            lines += ["", "Sections run (wall time): " +
+                      ", ".join(f"{n} {t:.0f}s" for n, t in self.timings) + "."]
+        if self.interrupted:
+            lines += ["", f"**Interrupted in section {self.interrupted}**: its rows, if any, "
+                      "are partial, and the sections after it did not run."]
         lines += ["", "Versions:", ""]
         lines += [f"- {k}: {v}" for k, v in machine["versions"].items()]
         with open(base + ".md", "w") as f:
@@ -1025,12 +1033,21 @@ http {{
             "in-process": self.bench_inprocess, "commit": self.bench_commit,
             "rss": self.bench_rss, "remote": self.bench_remote, "vm": self.bench_vm,
         }
+        self.timings = []  # (section, seconds) of the sections that ran
+        self.interrupted = None
         try:
             self.prepare_data()
             for name, bench in sections.items():
                 if self.args.only and name not in self.args.only:
                     continue
+                started = time.monotonic()
                 bench()
+                self.timings.append((name, time.monotonic() - started))
+        except KeyboardInterrupt:
+            # Ctrl+C (or SIGINT from a time limit): the report still holds
+            # the sections that finished, and says where the run stopped.
+            self.interrupted = name if "name" in locals() else "prepare"
+            print(f"bench: interrupted in section {self.interrupted}", file=sys.stderr)
         finally:
             for c in reversed(self.cleanups):
                 try:
