@@ -400,17 +400,19 @@ class Bench:
 
     # ------------------------------------------------------------------- RSS
     def peak_rss_mib(self, cmd):
-        """Runs cmd to completion; returns its peak RSS in MiB (wait4)."""
+        """Runs cmd to completion; returns its peak RSS in MiB. GNU time runs
+        it: a child forked from this (large) Python process would count the
+        parent's RSS in its ru_maxrss, since the kernel keeps the copied
+        address space's high-water mark across the exec."""
         import tempfile
-        with tempfile.TemporaryFile() as err:
-            p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
+        with tempfile.NamedTemporaryFile(mode="r") as out, tempfile.TemporaryFile() as err:
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name] + cmd, env=self.env,
+                               stdout=subprocess.DEVNULL, stderr=err)
             if p.returncode != 0:
                 err.seek(0)
                 raise RuntimeError(f"{cmd[:2]} exited {p.returncode}: "
                                    f"{err.read().decode(errors='replace')[-500:]}")
-        return usage.ru_maxrss / 1024.0  # KiB on Linux
+            return int(out.read().split()[-1]) / 1024.0  # KiB
 
     def record_rss(self, name, mib, note):
         self.record("rss", name, mib, "MiB", None, f"goal < {RSS_GOAL_MIB} MiB",

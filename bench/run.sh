@@ -13,7 +13,7 @@ fi
 "$src/scripts/setup.sh"
 need=()
 for p in python3-matplotlib qemu-utils qemu-block-extra nginx-light squashfs-tools squashfuse nbdkit \
-         libnbd-bin fio lz4 zstd nbdfuse; do
+         libnbd-bin fio lz4 zstd nbdfuse time; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [[ ${#need[@]} -gt 0 ]]; then
