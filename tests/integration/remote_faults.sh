@@ -7,6 +7,7 @@
 # are retried and give up within --remote-timeout (EIO, no hang); 503s are
 # retried through; a server that comes back is read again.
 source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/http.sh"
 require_cmd python3 cmp
 PORT=22020
 U=http://127.0.0.1:$PORT
@@ -15,12 +16,6 @@ cd "$T"
 mkdir www
 head -c 192K /dev/urandom > d.raw
 "$HEXZ" pack --disk d.raw -o www/d.st --quiet
-start_server() {
-  python3 "$HEXZ_SOURCE_DIR/tests/tools/http_fault_server.py" $PORT www 2>>server.log &
-  SERVER_PID=$!
-  wait_for bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" || fail "the test server did not start"
-}
-stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
 on_exit stop_server
 start_server
 

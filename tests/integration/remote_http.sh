@@ -53,31 +53,14 @@ pass "info, verify and cat of a chain of three snapshots over http"
 # requests (readahead windows), counted from the server's access log.
 : > "$NGINX_LOG"
 "$HEXZ" cat "$U/chain/base.st" > /dev/null || fail "cat for the access-log count"
-python3 - "$NGINX_LOG" "$(stat -c %s www/chain/base.st)" <<'PY' || fail "access-log count"
-import re, sys
-log, size = sys.argv[1], int(sys.argv[2])
-ranges = []
-for line in open(log):
-    m = re.fullmatch(r'206 GET /chain/base.st "bytes=(\d+)-(\d+)" (\d+)\n', line)
-    assert m, "unexpected request: " + line
-    a, b, n = map(int, m.groups())
-    assert n == b - a + 1, "body length differs from the range: " + line
-    ranges.append((a, b + 1))
-fetched = sum(b - a for a, b in ranges)
-union, end = 0, 0
-for a, b in sorted(ranges):
-    a = max(a, end)
-    if b > a:
-        union += b - a
-        end = b
+read -r n fetched union < <(nginx_ranges /chain/base.st --whole-bodies) || fail "access-log count"
+size=$(stat -c %s www/chain/base.st)
 # Twice: only the small structures read at open (the first 64 bytes, the
 # index and the footer, which the last window covers again).
-twice = fetched - union
-print(f"{len(ranges)} requests, {fetched} bytes fetched of {size}, {twice} twice")
-assert union == size, f"read {union} of {size} bytes"
-assert twice <= 8192, f"{twice} bytes fetched twice"
-assert len(ranges) <= 12, f"{len(ranges)} requests"
-PY
+echo "# $n requests, $fetched bytes fetched of $size, $((fetched - union)) twice"
+(( union == size )) || fail "read $union of $size bytes"
+(( fetched - union <= 8192 )) || fail "$((fetched - union)) bytes fetched twice"
+(( n <= 12 )) || fail "$n requests"
 pass "a cold sequential read fetches each stored byte once, in a few requests"
 
 "$HEXZ" verify -q --ca-file tls/ca.pem "$S/chain/sub/top.st" || fail "verify over https"

@@ -22,12 +22,6 @@ chmod a+rx www
 head -c 24M /dev/urandom > d.raw
 "$HEXZ" pack --disk d.raw -o www/d.st --quiet
 chmod a+r www/d.st d.raw
-start_server() {
-  python3 "$HEXZ_SOURCE_DIR/tests/tools/http_fault_server.py" $PORT www 2>>server.log &
-  SERVER_PID=$!
-  wait_for bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" || fail "the test server did not start"
-}
-stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
 on_exit stop_server
 start_server
 user_dir "$T/u"

@@ -82,3 +82,40 @@ stop_nginx() {
 
 # The number of requests in the access log whose line matches $1.
 nginx_count() { grep -c -- "$1" "$NGINX_LOG" || true; }
+
+# The fault server (tests/tools/http_fault_server.py) on 127.0.0.1:$PORT,
+# serving ./www; start_server waits until it listens, stop_server (also at
+# exit) stops it, and a test may stop and start it again.
+start_server() {
+  python3 "$HEXZ_SOURCE_DIR/tests/tools/http_fault_server.py" "$PORT" www 2>>server.log &
+  SERVER_PID=$!
+  wait_for bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" || fail "the test server did not start"
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+
+# nginx_ranges URI [--whole-bodies]: the range requests for URI in the access
+# log, as "REQUESTS FETCHED UNION" (bytes asked for, and bytes of the union of
+# the ranges). Any other request in the log is an error; with --whole-bodies,
+# so is an answer whose body is shorter or longer than its range.
+nginx_ranges() {
+  python3 - "$NGINX_LOG" "$1" "${2:-}" <<'PY'
+import re, sys
+log, uri, whole = sys.argv[1], sys.argv[2], sys.argv[3] == "--whole-bodies"
+ranges = []
+for line in open(log):
+    m = re.fullmatch(r'206 GET ' + re.escape(uri) + r' "bytes=(\d+)-(\d+)" (\d+)\n', line)
+    if not m:
+        sys.exit("unexpected request: " + line)
+    a, b, n = map(int, m.groups())
+    if whole and n != b - a + 1:
+        sys.exit("body length differs from the range: " + line)
+    ranges.append((a, b + 1))
+union, end = 0, 0
+for a, b in sorted(ranges):
+    a = max(a, end)
+    if b > a:
+        union += b - a
+        end = b
+print(len(ranges), sum(b - a for a, b in ranges), union)
+PY
+}
