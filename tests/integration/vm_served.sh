@@ -83,13 +83,8 @@ read -r _ dpar dblk dzero _ mpar mblk < <(streams s2.st)
 pass "the chain s1.st -> base.st resumes at $((k1 + 1)); vm snapshot --standalone of its guest at $k2"
 
 # The first resumed guest, stopped; its overlay holds its last tick.
-stop_at_next_tick "$T/r.qmp" r.qmp.out
+stop_and_commit "$T/r.qmp" r.qmp.out "$resume_pid" base.st ov c.st
 r=$stopped_at
-qmp "$T/r.qmp" quit >/dev/null 2>&1 || true
-wait "$resume_pid" || fail "vm resume of base.st exited with $?"
-"$HEXZ" commit --base base.st --overlay ov -o c.st >/dev/null || fail "commit of ov"
-"$HEXZ" cat c.st >c.raw
-[[ $(disk_count c.raw) == "$r" ]] || fail "the committed overlay holds $(disk_count c.raw), not $r"
 pass "the guest that ran on after the capture: its overlay, committed, holds its last tick $r"
 
 # With the base gone, the standalone snapshot opens, verifies and resumes.

@@ -20,6 +20,10 @@
 #   stop_at_next_tick QMP LOG    pause the guest (QMP stop) right after its next
 #                                tick, in the second it sleeps; that tick goes
 #                                into $stopped_at (needs tests/lib/qmp.sh)
+#   stop_and_commit QMP LOG PID BASE OVERLAY OUT
+#                                stop_at_next_tick, quit the guest `vm resume`
+#                                (PID) runs, commit OVERLAY over BASE into OUT
+#                                and fail unless OUT's /count is $stopped_at
 
 counting_guest_build() {
   local dir=$1
@@ -78,4 +82,17 @@ stop_at_next_tick() {
   wait_tick "$2" $(($(last_tick "$2") + 1)) 60
   qmp "$1" stop >/dev/null || fail "QMP stop on $1"
   stopped_at=$(last_tick "$2")
+}
+
+# stop_and_commit QMP LOG PID BASE OVERLAY OUT: the resumed guest stopped
+# right after its next tick and quit; its overlay, committed, holds that tick.
+stop_and_commit() {
+  local sock=$1 log=$2 pid=$3 base=$4 overlay=$5 out=$6
+  stop_at_next_tick "$sock" "$log"
+  qmp "$sock" quit >/dev/null 2>&1 || true
+  wait "$pid" || fail "vm resume of $base exited with $?: $(tail -n 5 "$log")"
+  "$HEXZ" commit --base "$base" --overlay "$overlay" -o "$out" >/dev/null || fail "commit of $overlay"
+  "$HEXZ" cat "$out" >"$out.raw"
+  [[ $(disk_count "$out.raw") == "$stopped_at" ]] ||
+    fail "$overlay committed holds $(disk_count "$out.raw"), not the last tick $stopped_at"
 }
