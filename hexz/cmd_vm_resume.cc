@@ -7,9 +7,11 @@
 // beside the socket for vm snapshot (vm_session.h). Refuses a QEMU older
 // than the recorded qemu.version. Starts QEMU from the recorded qemu.args,
 // with the -drive named by qemu.disk replaced by the NBD export, -machine
-// naming the recorded qemu.machine, -incoming fed by `hexz cat VM.st
-// --stream memory`, a QMP socket and the extra arguments; waits over QMP
-// until the incoming migration has completed, then `cont`. Then it stays in
+// naming the recorded qemu.machine, `-incoming fd:3`, a QMP socket and the
+// extra arguments (QEMU starts while the server gets ready and QEMU's
+// version is checked); it feeds the memory stream into fd 3 from this
+// process (MemoryFeed), waits over QMP until the incoming migration has
+// completed, then `cont`. Then it stays in
 // the foreground like QEMU itself: when QEMU exits, the server flushes the
 // overlay and stops; SIGINT, SIGTERM or SIGHUP are passed on to QEMU (which
 // shuts down). Any failure before that stops QEMU and the server and names
@@ -38,6 +40,7 @@
 #include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
+#include "hexz/memory_feed.h"
 #include "hexz/qmp.h"
 #include "hexz/vm_session.h"
 #include "hexz/worker_session.h"
@@ -119,51 +122,75 @@ std::vector<long> VersionParts(const std::string& v) {
   return parts;
 }
 
-// The version `program --version` prints ("QEMU emulator version 7.2.0 ..."),
-// run without a shell, bounded to 10 s.
-Result<std::string> ProgramVersion(const std::string& program) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
-  UniqueFd rd(p[0]), wr(p[1]);
-  pid_t pid = ::fork();
-  if (pid < 0) return Status::FromErrno(errno, "fork");
-  if (pid == 0) {
-    ::dup2(wr.get(), 1);
-    int null = ::open("/dev/null", O_RDWR);
-    if (null >= 0) ::dup2(null, 2);
-    const char* argv[] = {program.c_str(), "--version", nullptr};
-    ::execvp(argv[0], const_cast<char**>(argv));
-    _exit(127);
+// `program --version`, run without a shell while the server and QEMU start;
+// Version() reads what it printed ("QEMU emulator version 7.2.0 ...") within
+// 10 s and reaps it. The destructor reaps one that was not read.
+class VersionProbe {
+ public:
+  VersionProbe() = default;
+  VersionProbe(const VersionProbe&) = delete;
+  VersionProbe& operator=(const VersionProbe&) = delete;
+  ~VersionProbe() {
+    if (pid_ > 0) ReapWorker(pid_, 1000);
   }
-  wr.reset();
-  std::string out;
-  struct pollfd pfd = {rd.get(), POLLIN, 0};
-  char buf[1024];
-  while (out.size() < 4096 && ::poll(&pfd, 1, 10000) > 0) {
-    ssize_t n = ::read(rd.get(), buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
+
+  Status Start(const std::string& program) {
+    program_ = program;
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
+    rd_.reset(p[0]);
+    UniqueFd wr(p[1]);
+    pid_ = ::fork();
+    if (pid_ < 0) return Status::FromErrno(errno, "fork");
+    if (pid_ == 0) {
+      ::dup2(wr.get(), 1);
+      int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0) ::dup2(null, 2);
+      const char* argv[] = {program.c_str(), "--version", nullptr};
+      ::execvp(argv[0], const_cast<char**>(argv));
+      _exit(127);
+    }
+    return Status::Ok();
   }
-  const int status = ReapWorker(pid, 1000);
-  if (!ExitedCleanly(status)) {
-    return Status::NotFound("cannot run the QEMU program " + program + " (" +
-                            (WIFEXITED(status) && WEXITSTATUS(status) == 127
-                                 ? std::string("not found, or not executable")
-                                 : DescribeWaitStatus(status)) +
-                            "); name it with --qemu");
+
+  Result<std::string> Version() {
+    std::string out;
+    struct pollfd pfd = {rd_.get(), POLLIN, 0};
+    char buf[1024];
+    while (out.size() < 4096 && ::poll(&pfd, 1, 10000) > 0) {
+      ssize_t n = ::read(rd_.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    const int status = ReapWorker(pid_, 1000);
+    pid_ = -1;
+    if (!ExitedCleanly(status)) {
+      return Status::NotFound("cannot run the QEMU program " + program_ + " (" +
+                              (WIFEXITED(status) && WEXITSTATUS(status) == 127
+                                   ? std::string("not found, or not executable")
+                                   : DescribeWaitStatus(status)) +
+                              "); name it with --qemu");
+    }
+    const std::string marker = "version ";
+    size_t at = out.find(marker);
+    if (at == std::string::npos) return std::string();
+    at += marker.size();
+    size_t end = out.find_first_not_of("0123456789.", at);
+    return out.substr(at, end == std::string::npos ? std::string::npos : end - at);
   }
-  const std::string marker = "version ";
-  size_t at = out.find(marker);
-  if (at == std::string::npos) return std::string();
-  at += marker.size();
-  size_t end = out.find_first_not_of("0123456789.", at);
-  return out.substr(at, end == std::string::npos ? std::string::npos : end - at);
-}
+
+ private:
+  std::string program_;
+  pid_t pid_ = -1;
+  UniqueFd rd_;
+};
 
 // QEMU loads migration streams of its own and older versions only: a QEMU
-// older than the one that wrote the stream is refused before anything starts.
-Status CheckQemuVersion(const std::string& program, const Recorded& r, const std::string& name) {
-  HEXZ_ASSIGN_OR_RETURN(std::string have, ProgramVersion(program));
+// older than the one that wrote the stream is refused before the stream is
+// fed (QEMU waits with -incoming defer).
+Status CheckQemuVersion(VersionProbe& probe, const std::string& program, const Recorded& r,
+                        const std::string& name) {
+  HEXZ_ASSIGN_OR_RETURN(std::string have, probe.Version());
   if (have.empty() || r.version.empty()) return Status::Ok();  // cannot tell: QEMU will
   if (VersionParts(have) >= VersionParts(r.version)) return Status::Ok();
   return Status::Unsupported(name + ": its memory stream was written by QEMU " + r.version +
@@ -218,12 +245,6 @@ Result<std::vector<std::string>> ReplaceDisk(const Recorded& r, const std::strin
   }
   return Status::Unsupported(name + ": qemu.args has no -drive with id=" + r.disk +
                              " (qemu.disk); hexz vm resume replaces a -drive, not a -blockdev");
-}
-
-std::string ShellQuote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
 }
 
 Result<std::string> Absolute(const std::string& path) {
@@ -299,7 +320,10 @@ class Resume {
   int Foreground();
 
  private:
+  // Launches the disk server on the listening socket; AwaitServer waits
+  // until it serves (QEMU may connect before: the socket queues it).
   Status Serve(const format::Snapshot& snapshot);
+  Status AwaitServer();
   Status StartQemu(const Recorded& r);
   std::string QemuProgram(const Recorded& r) const;
   Status Incoming();
@@ -311,6 +335,8 @@ class Resume {
   std::string dir_, nbd_socket_, qmp_socket_, overlay_;
   bool ephemeral_ = false;
   std::optional<WorkerSession> session_;
+  std::shared_ptr<format::Snapshot> snapshot_;  // until the memory stream is fed
+  MemoryFeed feed_;
   pid_t qemu_ = -1;
   std::unique_ptr<StderrTee> tee_;
 };
@@ -330,6 +356,10 @@ Status Resume::Serve(const format::Snapshot& snapshot) {
   config = ipc::WorkerConfig();  // the worker holds the overlay's lock and the socket now
   if (!session.ok()) return session.status();
   session_.emplace(std::move(*session));
+  return Status::Ok();
+}
+
+Status Resume::AwaitServer() {
   auto ready = session_->AwaitReady();
   if (!ready.ok()) session_.reset();  // AwaitReady reaped it
   return ready.status();
@@ -345,15 +375,11 @@ Status Resume::StartQemu(const Recorded& r) {
   HEXZ_ASSIGN_OR_RETURN(std::vector<std::string> args, ReplaceDisk(r, nbd_socket_, a_.snapshot));
   PinMachine(r.machine, &args);
   std::string program = QemuProgram(r);
-  char self[4096];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return Status::FromErrno(errno, "readlink /proc/self/exe");
-  self[n] = '\0';
-  HEXZ_ASSIGN_OR_RETURN(std::string snap, Absolute(a_.snapshot));
   args.insert(args.begin(), program);
+  // The memory stream comes from this process (Incoming), on fd 3.
+  HEXZ_ASSIGN_OR_RETURN(UniqueFd incoming, feed_.Prepare());
   args.insert(args.end(),
-              {"-qmp", "unix:" + qmp_socket_ + ",server=on,wait=off", "-incoming",
-               "exec:" + ShellQuote(self) + " cat " + ShellQuote(snap) + " --stream memory"});
+              {"-qmp", "unix:" + qmp_socket_ + ",server=on,wait=off", "-incoming", "fd:3"});
   args.insert(args.end(), a_.extra.begin(), a_.extra.end());
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
@@ -363,6 +389,11 @@ Status Resume::StartQemu(const Recorded& r) {
   if (qemu_ == 0) {
     sigprocmask(SIG_SETMASK, &session_->old_mask(), nullptr);
     ::dup2(wr.get(), 2);
+    if (incoming.get() == 3) {
+      ::fcntl(3, F_SETFD, 0);  // QEMU keeps it across exec
+    } else {
+      ::dup2(incoming.get(), 3);
+    }
     std::vector<char*> argv;
     for (std::string& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
@@ -391,7 +422,8 @@ std::string Resume::QemuSaid() {
 // Connects to QEMU's QMP, waits for the incoming migration, then `cont`.
 Status Resume::Incoming() {
   std::unique_ptr<QmpClient> qmp;
-  for (int i = 0; i < 300 && qmp == nullptr; ++i) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (qmp == nullptr && std::chrono::steady_clock::now() < deadline) {
     int status;
     if (::waitpid(qemu_, &status, WNOHANG) == qemu_) {
       qemu_ = -1;
@@ -399,13 +431,23 @@ Status Resume::Incoming() {
     }
     struct stat st;
     if (::stat(qmp_socket_.c_str(), &st) == 0) {
-      HEXZ_ASSIGN_OR_RETURN(qmp, QmpClient::Connect(qmp_socket_));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      auto c = QmpClient::Connect(qmp_socket_);
+      if (c.ok()) {
+        qmp = std::move(*c);
+        continue;
+      }
+      // Between QEMU's bind and listen (or an old socket file it is about
+      // to replace), a connection is refused: try again.
+      if (c.status().sys_errno() != ECONNREFUSED) return c.status();
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // QEMU is starting
   }
   if (qmp == nullptr) return Status::Unavailable(qmp_socket_ + ": QEMU did not start within 30 s");
-  HEXZ_RETURN_IF_ERROR(WaitForMigration(*qmp, /*incoming=*/true));
+  feed_.Start(snapshot_, a_.snapshot);
+  Status migrated = WaitForMigration(*qmp, /*incoming=*/true);
+  Status fed = feed_.Finish(/*abort=*/!migrated.ok());
+  HEXZ_RETURN_IF_ERROR(fed);  // a damaged block is the cause of a failed load
+  HEXZ_RETURN_IF_ERROR(migrated);
   HEXZ_ASSIGN_OR_RETURN(base::JsonValue status, qmp->Execute("query-status"));
   const base::JsonValue* s = status.Find("status");
   if (s == nullptr || s->AsString() != "running")
@@ -417,7 +459,8 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
                         OpenSnapshotAsUser(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
-  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(QemuProgram(r), r, a_.snapshot));
+  VersionProbe probe;  // runs while the server and QEMU start
+  HEXZ_RETURN_IF_ERROR(probe.Start(QemuProgram(r)));
   HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
   std::string tmpl = base + "/resume-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);
@@ -428,12 +471,17 @@ Status Resume::Start() {
   ephemeral_ = a_.overlay.empty();
   overlay_ = ephemeral_ ? dir_ + "/overlay" : a_.overlay;
   HEXZ_RETURN_IF_ERROR(Serve(*snapshot));
-  snapshot.reset();
+  snapshot_ = std::move(snapshot);  // feeds the memory stream (Incoming)
   HEXZ_ASSIGN_OR_RETURN(std::string snap_abs, Absolute(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(std::string overlay_abs, Absolute(overlay_));
   HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {snap_abs, overlay_abs, nbd_socket_}));
-  HEXZ_RETURN_IF_ERROR(StartQemu(r));
-  Status st = Incoming();
+  HEXZ_RETURN_IF_ERROR(StartQemu(r));  // QEMU starts while the server gets ready
+  // A QEMU too old (or none) is refused before the stream is fed; the
+  // destructor stops QEMU and the server.
+  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(probe, QemuProgram(r), r, a_.snapshot));
+  Status st = AwaitServer();
+  if (st.ok()) st = Incoming();
+  snapshot_.reset();
   if (!st.ok()) {
     std::string said = QemuSaid();
     if (said.empty()) said = st.message();

@@ -188,7 +188,7 @@ Result<JsonValue> QmpClient::WaitEvent(const std::string& name, int timeout_ms) 
 }
 
 Status WaitForMigration(QmpClient& qmp, bool incoming) {
-  for (int i = 0; i < 6000; ++i) {
+  for (int i = 0; i < 30000; ++i) {  // 60 s in steps of 2 ms
     auto reply = qmp.Execute("query-migrate");
     if (!reply.ok())
       return reply.status().WithContext("the migration of the guest's memory did not complete");
@@ -197,7 +197,7 @@ Status WaitForMigration(QmpClient& qmp, bool incoming) {
     const std::string s = st ? st->AsString() : "";
     if (s == "completed") return Status::Ok();
     if (s.empty() && incoming) {  // the incoming migration has not begun yet
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
       continue;
     }
     if (s == "failed" || s == "cancelled" || s.empty()) {
@@ -206,7 +206,7 @@ Status WaitForMigration(QmpClient& qmp, bool incoming) {
                                  (s.empty() ? "did not start" : s) +
                                  (why ? ": " + why->AsString() : ""));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return Status::Unavailable(qmp.path() + ": the migration did not finish within 60 s");
 }
