@@ -47,6 +47,17 @@ class Bench:
         return subprocess.run(cmd, check=check, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, **kw)
 
+    def sh_durable(self, cmd, out):
+        """Runs cmd, then fsyncs its output `out` unless hexz wrote it (hexz
+        fsyncs its own outputs): every tool's output ends durable."""
+        self.sh(cmd)
+        if os.path.basename(cmd[0]) != "hexz":
+            fd = os.open(out, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def path(self, name):
         return os.path.join(self.work, name)
 
@@ -90,7 +101,7 @@ class Bench:
         while time.monotonic() < end:
             if os.path.exists(path):
                 return True
-            time.sleep(0.05)
+            time.sleep(0.005)  # fine-grained: QEMU's start is timed through it
         return False
 
     def unmount(self, mnt):
@@ -190,7 +201,11 @@ class Bench:
         results = {}
         for name, out, cmd in tools:
             try:
-                med, noise = self.timed(lambda: self.sh(cmd(out)), prepare=rm(out))
+                # Every output is made durable inside the timing, as hexz pack
+                # does itself (fsync before its rename); the page cache is
+                # written back before each run, so no run pays for the last.
+                med, noise = self.timed(lambda: self.sh_durable(cmd(out), out),
+                                        prepare=lambda: (rm(out)(), os.sync()))
                 results[name] = (med, noise, os.path.getsize(out))
                 outs[name] = out
             except Exception as e:  # a peer's failure is reported, not fatal
@@ -233,7 +248,7 @@ class Bench:
             res = {}
             for name, o, cmd in tools:
                 try:
-                    med, noise = self.timed(lambda: self.sh(cmd))
+                    med, noise = self.timed(lambda: self.sh_durable(cmd, o), prepare=os.sync)
                     res[name] = (med, noise, os.path.getsize(o))
                 except Exception as e:
                     self.fail("pack-synthetic", f"{kind}: {name}", getattr(e, "stderr", "") or e)
@@ -849,7 +864,7 @@ http {{
                     return
             except (OSError, RuntimeError, ValueError):
                 pass
-            time.sleep(0.02)
+            time.sleep(0.005)
         raise RuntimeError(f"the guest at {sock} did not run within {timeout} s")
 
     def bench_vm(self):
@@ -970,7 +985,7 @@ http {{
         base = os.path.join(self.args.out, f"{date}-{mode}")
         machine = {
             "date": date, "mode": mode, "cores": os.cpu_count(),
-            "sections": [[n, round(t, 1)] for n, t in self.timings],
+            "sections": [[n, round(t, 1), round(st, 3)] for n, t, st in self.timings],
             "interrupted": self.interrupted,
             "kernel": platform.release(), "runs": self.args.runs,
             "real_image_bytes": getattr(self, "real_size", 0),
@@ -991,8 +1006,11 @@ http {{
             lines.append(f"| {r['section']} | {r['name']} | {v} | {n} | "
                          f"{r['peer'] or '-'} | {ratio} | {r['note']} |")
         if self.timings:
-            lines += ["", "Sections run (wall time): " +
-                      ", ".join(f"{n} {t:.0f}s" for n, t in self.timings) + "."]
+            lines += ["", "Sections run (wall time, and the share of CPU time the "
+                      "hypervisor stole from this machine meanwhile: high steal makes "
+                      "wall-clock figures noisy): " +
+                      ", ".join(f"{n} {t:.0f}s (steal {100 * st:.0f}%)"
+                                for n, t, st in self.timings) + "."]
         if self.interrupted:
             lines += ["", f"**Interrupted in section {self.interrupted}**: its rows, if any, "
                       "are partial, and the sections after it did not run."]
@@ -1035,16 +1053,16 @@ http {{
             "in-process": self.bench_inprocess, "commit": self.bench_commit,
             "rss": self.bench_rss, "remote": self.bench_remote, "vm": self.bench_vm,
         }
-        self.timings = []  # (section, seconds) of the sections that ran
+        self.timings = []  # (section, seconds, steal share) of the sections that ran
         self.interrupted = None
         try:
             self.prepare_data()
             for name, bench in sections.items():
                 if self.args.only and name not in self.args.only:
                     continue
-                started = time.monotonic()
+                started, cpu = time.monotonic(), cpu_times()
                 bench()
-                self.timings.append((name, time.monotonic() - started))
+                self.timings.append((name, time.monotonic() - started, steal_share(cpu)))
         except KeyboardInterrupt:
             # Ctrl+C (or SIGINT from a time limit): the report still holds
             # the sections that finished, and says where the run stopped.
@@ -1057,6 +1075,20 @@ http {{
                 except Exception:
                     pass
         self.report()
+
+
+def cpu_times():
+    """The machine's CPU counters (the `cpu` line of /proc/stat)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def steal_share(before):
+    """The share of CPU time stolen by the hypervisor since `before`."""
+    after = cpu_times()
+    d = [a - b for a, b in zip(after, before)]
+    total = sum(d[:8])  # user nice system idle iowait irq softirq steal
+    return d[7] / total if total > 0 and len(d) > 7 else 0.0
 
 
 def main():

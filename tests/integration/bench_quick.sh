@@ -35,7 +35,10 @@ rss = [r for r in rows if r["section"] == "rss"]
 assert len(rss) >= 4 and all(r["unit"] == "MiB" and r["value"] > 0 for r in rss), rss
 ratios = [r for r in rows if r["ratio"] is not None]
 assert len(ratios) >= 10, "only %d ratios" % len(ratios)
+steal = json.load(open(sys.argv[1]))["machine"]["sections"]
+assert steal and all(len(s) == 3 and 0.0 <= s[2] <= 1.0 for s in steal), steal
 print("%d rows, %d ratios, sections %s" % (len(rows), len(ratios), sorted(sections)))
 PY
+grep -q 'pack [0-9]*s (steal [0-9]*%)' "$md" || fail "the report lacks the sections' steal"
 grep -q '^| pack | hexz pack lz4 |' "$md" || fail "markdown table lacks the pack row"
 pass "bench --quick ran every section and wrote md/json reports"
