@@ -1,11 +1,13 @@
 #include "common/cache/shard_lock.h"
 
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 namespace hexz::cache {
@@ -19,20 +21,30 @@ struct RobustState {
   robust_list_head head;
   robust_list node;
   pid_t tid = 0;
+  uint64_t forks = 0;  // fork_count when tid was taken
 };
 
+// Counts forks in this process (the child's handler bumps it): a thread
+// that forked is another thread in the child, with another tid and without
+// the kernel registration.
+std::atomic<uint64_t> fork_count{1};
+void CountFork() { fork_count.fetch_add(1, std::memory_order_relaxed); }
+
 RobustState* Self() {
+  static const bool registered = (::pthread_atfork(nullptr, nullptr, CountFork), true);
+  (void)registered;
   thread_local RobustState state;
-  // gettid differs after fork: the child's kernel registration is gone too.
-  pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  if (state.tid != tid) {
+  // gettid is a system call: asked once per thread, and again after a fork.
+  const uint64_t forks = fork_count.load(std::memory_order_relaxed);
+  if (state.forks != forks) {
     state.head.list.next = &state.head.list;  // empty list
     state.head.futex_offset = 0;
     state.head.list_op_pending = nullptr;
     state.node.next = &state.head.list;
     // Without it a holder that dies leaves the lock to the waiters' timeout.
     (void)::syscall(SYS_set_robust_list, &state.head, sizeof state.head);
-    state.tid = tid;
+    state.tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    state.forks = forks;
   }
   return &state;
 }
@@ -61,8 +73,8 @@ LockResult LockShard(std::atomic<uint32_t>* word, uint32_t timeout_ms, bool* slo
       reinterpret_cast<intptr_t>(word) - reinterpret_cast<intptr_t>(&self->node);
   self->head.list_op_pending = &self->node;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  const uint64_t start = NowNs();
-  const uint64_t deadline = start + uint64_t{timeout_ms} * 1'000'000;
+  uint64_t start = 0;  // the clock is read only once the lock is found taken
+  uint64_t deadline = 0;
   bool waited = false;
   for (;;) {
     uint32_t v = word->load(std::memory_order_relaxed);
@@ -81,6 +93,10 @@ LockResult LockShard(std::atomic<uint32_t>* word, uint32_t timeout_ms, bool* slo
       continue;
     }
     uint64_t now = NowNs();
+    if (start == 0) {
+      start = now;
+      deadline = start + uint64_t{timeout_ms} * 1'000'000;
+    }
     if (now >= deadline) {
       self->head.list_op_pending = nullptr;
       return LockResult::kTimedOut;

@@ -20,7 +20,10 @@
 //
 // Registering replaces glibc's own robust-list head for the calling thread,
 // so the thread must not also use robust pthread mutexes (hexz does not).
-// System calls: futex, gettid and set_robust_list (once per thread).
+// System calls: futex (only when another holder has the lock), gettid and
+// set_robust_list once per thread (again in a child after fork(), which a
+// pthread_atfork handler counts; a process made by a bare clone() without
+// fork()'s handlers must not use the lock).
 //
 // Thread safety: any number of threads and processes; a thread must not take
 // a second ShardLock before it releases the first.

@@ -23,6 +23,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/base/copy_hash.h"
 #include "common/base/fd.h"
 #include "common/base/log.h"
 #include "common/base/size.h"
@@ -386,12 +387,6 @@ bool KeyEquals(const Entry& e, const BlockKey& key) {
 
 uint32_t ChunksFor(uint64_t len) {
   return static_cast<uint32_t>((len + kChunkSize - 1) / kChunkSize);
-}
-
-// Asks the CPU to start loading one chunk into its cache (a hint: no fault,
-// no effect on correctness).
-void PrefetchChunk(const uint8_t* chunk) {
-  for (uint32_t i = 0; i < kChunkSize; i += 64) __builtin_prefetch(chunk + i);
 }
 
 // Sizes a new, empty segment and reserves its memory: tmpfs pages are
@@ -914,6 +909,9 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
     s->misses.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
+  // The key's home slot in the index is fetched while the lock is taken (a
+  // hint: the slot is read under the lock).
+  __builtin_prefetch(m->Index(s) + static_cast<uint32_t>(hash >> 32) % m->geo.index_capacity);
   if (!m->Lock(s)) {
     s->misses.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -930,25 +928,30 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
   uint8_t* out = static_cast<uint8_t*>(dst);
   const uint32_t* next = m->Next(s);
   uint32_t c = en.first_chunk;
-  // Each chunk is hashed right after it is copied, while it is still in the
-  // CPU cache: much cheaper than hashing the whole block afterwards. While
-  // it is hashed, the next chunk is already on its way from memory
-  // (prefetched), so the hash's arithmetic overlaps the next copy's loads.
+  // With the check on, each chunk is hashed as it is copied, in one pass
+  // (base::CopyHasher: a stripe is loaded once, stored and hashed from the
+  // registers), while the rest of the chunk and the start of the next one
+  // (its address from the chain) are already on their way from memory.
   const bool verify = m->options.verify_checksums;
-  XXH3_state_t hash_state;
-  if (verify) XXH3_64bits_reset(&hash_state);
+  std::optional<base::CopyHasher> copy;
+  if (verify) copy.emplace(out, len);
   for (size_t off = 0; ok && off < len; off += kChunkSize) {
     if (c >= s->fresh_chunks) {
       ok = false;
       break;
     }
     size_t n = std::min<size_t>(kChunkSize, len - off);
-    std::memcpy(out + off, m->Chunk(s, c), n);
-    c = next[c];
+    // The link is read only when there is a next chunk: for a one-chunk
+    // block it would be one more cache miss to wait for before the copy.
+    const bool more = off + n < len;
+    const uint32_t following = more ? next[c] : kNone;
     if (verify) {
-      if (off + n < len && c < s->fresh_chunks) PrefetchChunk(m->Chunk(s, c));
-      XXH3_64bits_update(&hash_state, out + off, n);
+      const bool known = more && following < s->fresh_chunks;
+      copy->Copy(m->Chunk(s, c), n, known ? m->Chunk(s, following) : nullptr);
+    } else {
+      std::memcpy(out + off, m->Chunk(s, c), n);
     }
+    c = following;
   }
   const uint64_t checksum = en.checksum;
   if (ok) {
@@ -959,7 +962,7 @@ bool ShmCache::Lookup(const BlockKey& key, void* dst, size_t len) {
   Impl::Unlock(s);
   // The copy is checked, not the shared bytes: what the caller gets is what
   // was hashed.
-  if (ok && verify && XXH3_64bits_digest(&hash_state) != checksum) {
+  if (ok && verify && copy->Digest() != checksum) {
     ok = false;
     if (m->Lock(s)) {  // drop the bad entry unless it was replaced meanwhile
       uint32_t e2 = kNone;

@@ -877,6 +877,55 @@ TEST(ShmCacheTest, SurvivesScribbledMetadata) {
   EXPECT_GT(cache->Stats().invalid, 0u);
 }
 
+// One bit flipped in a cached block's bytes in the segment (by a stray
+// write of another process) is caught on the next hit wherever it lies: in a
+// chunk hashed while it is copied, in the tail that is hashed after the copy,
+// in the last byte, and in blocks too short for the one-pass copy.
+TEST(ShmCacheTest, AFlippedBitInTheSegmentIsNeverServed) {
+  std::string prefix = UniquePrefix();
+  SegmentCleanup cleanup(prefix);
+  const uint64_t kSize = 8 << 20;
+  auto cache = MustAttach(kSize, prefix);
+  ASSERT_TRUE(cache);
+  auto geo = layout::ComputeGeometry(kSize);
+  ASSERT_TRUE(geo.ok());
+  std::string path = "/dev/shm/" + ShmCache::SegmentName(prefix);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, geo->segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  auto* seg = static_cast<uint8_t*>(map);
+
+  struct Case {
+    size_t len;
+    size_t at;  // byte of the block whose bit 3 is flipped
+  };
+  const Case cases[] = {
+      {200, 17},          {4096, 0},      {4096, 3000},   {4096, 3500},   {4096, 4095},
+      {65536, 100},       {65536, 33000}, {65536, 64600}, {65536, 65535}, {65536 + 700, 65900},
+      {256 << 10, 200000}};
+  uint64_t b = 1000;
+  for (const Case& c : cases) {
+    ++b;
+    std::vector<uint8_t> want = Content(Key(b), c.len);
+    cache->Insert(Key(b), want.data(), c.len);
+    std::vector<uint8_t> got(c.len);
+    ASSERT_TRUE(cache->Lookup(Key(b), got.data(), c.len)) << c.len;
+    ASSERT_EQ(got, want);
+    // The byte's 64-byte neighbourhood is unique: find it in the segment.
+    size_t from = c.at / 64 * 64;
+    size_t n = std::min<size_t>(64, c.len - from);
+    void* hit = ::memmem(seg, geo->segment_size, want.data() + from, n);
+    ASSERT_NE(hit, nullptr) << c.len << " at " << c.at;
+    static_cast<uint8_t*>(hit)[c.at - from] ^= 8;
+    EXPECT_FALSE(cache->Lookup(Key(b), got.data(), c.len)) << c.len << " at " << c.at;
+    EXPECT_FALSE(cache->Lookup(Key(b), got.data(), c.len)) << "the bad entry was dropped";
+  }
+  ::munmap(map, geo->segment_size);
+  EXPECT_EQ(cache->Stats().invalid, std::size(cases));
+}
+
 void DieAt(const char* point, const char* wanted) {
   if (std::strcmp(point, wanted) == 0) ::raise(SIGKILL);
 }
