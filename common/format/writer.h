@@ -1,8 +1,13 @@
 // SnapshotWriter: writes one hexz snapshot file, streaming and multi-threaded.
 //
 // Usage: Create(); optionally SetParent() (thin output); then for each stream
-// in order (disk first, then optionally memory): BeginStream(), one Add*() per
-// block in block order, EndStream(); finally Finish(). PackStream() and
+// (the disk, and optionally the memory, in either order): BeginStream(), one
+// Add*() per block in block order, EndStream(); finally Finish(). A memory
+// stream written first (hexz vm snapshot --continue migrates the memory while
+// the guest is paused and writes the disk after it runs again) keeps its
+// stored bytes in an unlinked temp file in the output's directory until
+// Finish appends them after the disk's: the file is laid out as FORMAT.md
+// says whatever the order, and dedup works across both streams. PackStream() and
 // CopyStream() are helpers that drive the Add* calls from a file or from an
 // existing snapshot.
 //
