@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/io/switchable_volume.h"
+#include "common/overlay/overlay_stack.h"
 #include "common/overlay/overlay_volume.h"
 #include "tests/unit/overlay/overlay_test_util.h"
 
@@ -220,6 +221,46 @@ TEST(OverlayStackTest, FoldRefusesAnotherDiskSize) {
   auto b = OpenPath(dir.File("b.ovl"), MakeId(1), kDiskSize + 4096);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(FoldOverlay(**a, b->get()).code(), base::Code::kInvalidArgument);
+}
+
+TEST(OverlayStackTest, PushTwiceThenFoldBackTheLast) {
+  TempDir dir;
+  auto base = Mem(9);
+  auto open = [&](const char* name, uint8_t id) {
+    auto ov = OpenPath(dir.File(name), MakeId(id), kDiskSize);
+    EXPECT_TRUE(ov.ok()) << ov.status().ToString();
+    return std::shared_ptr<Overlay>(std::move(*ov));
+  };
+  auto first = OverlayVolume::Create(base, open("o1.ovl", 1));
+  ASSERT_TRUE(first.ok());
+  std::shared_ptr<OverlayVolume> bottom = std::move(*first);
+  auto served = std::make_shared<io::SwitchableVolume>(bottom);
+  OverlayStack stack(served, bottom);
+  EXPECT_EQ(stack.FoldTop().code(), base::Code::kInvalidArgument);
+  std::vector<uint8_t> model = base->Contents();
+  ASSERT_NO_FATAL_FAILURE(WriteSome(served.get(), &model));
+  ASSERT_TRUE(stack.Push(open("o2.ovl", 2)).ok());
+  const auto o1 = Slurp(dir.File("o1.ovl"));
+  std::vector<uint8_t> at_second = model;
+  std::vector<uint8_t> w = RandomBytes(20000, 31);
+  ASSERT_TRUE(served->Write(40000, w.data(), w.size(), false).ok());
+  std::memcpy(model.data() + 40000, w.data(), w.size());
+  ASSERT_TRUE(stack.Push(open("o3.ovl", 3)).ok());
+  EXPECT_EQ(stack.depth(), 3u);
+  ASSERT_TRUE(served->Write(1000, w.data(), 9000, false).ok());
+  std::memcpy(model.data() + 1000, w.data(), 9000);
+  EXPECT_EQ(ReadAll(*served), model);
+  EXPECT_EQ(Slurp(dir.File("o1.ovl")), o1);  // frozen: no write reached it
+  ASSERT_TRUE(stack.FoldTop().ok());
+  EXPECT_EQ(stack.depth(), 2u);
+  EXPECT_EQ(ReadAll(*served), model);
+  EXPECT_EQ(ReadAll(*bottom), at_second);
+  // A fresh overlay of another size is refused; the stack serves on.
+  auto other = OpenPath(dir.File("o4.ovl"), MakeId(4), kDiskSize + 4096);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(stack.Push(std::shared_ptr<Overlay>(std::move(*other))).ok());
+  EXPECT_EQ(stack.depth(), 2u);
+  EXPECT_EQ(ReadAll(*served), model);
 }
 
 }  // namespace
