@@ -299,7 +299,12 @@ void WriterImpl::SetError(const Status& st) {
 }
 
 Status WriterImpl::SetParent(const std::string& relative_path, const SnapshotId& parent_id) {
-  if (begun_[0] || begun_[1]) return Status::Internal("SetParent after BeginStream");
+  if (begun_[0] || begun_[1]) {
+    // The same parent again (hexz vm snapshot --continue sets it before the
+    // memory stream, and the commit of the disk stream sets it too).
+    if (thin_ && relative_path == parent_path_ && parent_id == parent_id_) return Status::Ok();
+    return Status::Internal("SetParent after BeginStream");
+  }
   if (relative_path.empty() || relative_path.size() > L::kMaxParentPath ||
       relative_path.find('\0') != std::string::npos) {
     return Status::InvalidArgument("parent path must be 1..4096 bytes without NUL");

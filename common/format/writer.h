@@ -88,7 +88,8 @@ class SnapshotWriter {
   virtual const SnapshotId& id() const = 0;
   virtual uint32_t block_size() const = 0;
 
-  // Makes the output thin. Must come before the first BeginStream. The path
+  // Makes the output thin. Must come before the first BeginStream (after
+  // it, only the same path and id again are accepted, and change nothing). The path
   // is stored as given and resolved by readers relative to the output's
   // directory; the parent's block size must equal this writer's.
   virtual Status SetParent(const std::string& relative_path, const SnapshotId& parent_id) = 0;

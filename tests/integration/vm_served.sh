@@ -12,8 +12,9 @@
 # - That snapshot resumes (a chain of two), and its guest is snapshotted
 #   with --standalone: every block, the base's copied without
 #   recompression; it opens and resumes with the base gone.
-# - The first resumed guest, stopped: its overlay committed holds its last
-#   tick.
+# - The first resumed guest, stopped: its overlay (switched to a fresh one
+#   over s1.st at the --continue capture) committed over s1.st holds its
+#   last tick.
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/qmp.sh"
 source "$(dirname "$0")/../lib/qemu.sh"
@@ -83,7 +84,7 @@ read -r _ dpar dblk dzero _ mpar mblk < <(streams s2.st)
 pass "the chain s1.st -> base.st resumes at $((k1 + 1)); vm snapshot --standalone of its guest at $k2"
 
 # The first resumed guest, stopped; its overlay holds its last tick.
-stop_and_commit "$T/r.qmp" r.qmp.out "$resume_pid" base.st ov c.st
+stop_and_commit "$T/r.qmp" r.qmp.out "$resume_pid" s1.st ov c.st
 r=$stopped_at
 pass "the guest that ran on after the capture: its overlay, committed, holds its last tick $r"
 

@@ -113,6 +113,8 @@ TEST(WriterOrderTest, ThinMemoryFirst) {
   ASSERT_TRUE((*w)->SetParent("base.st", (*parent)->id()).ok());
   Bytes memory = RandomBytes(3 * 4096, 8);
   ASSERT_TRUE(AddStream(w->get(), StreamId::kMemory, memory).ok());
+  ASSERT_TRUE((*w)->SetParent("base.st", (*parent)->id()).ok());  // the same again: fine
+  EXPECT_FALSE((*w)->SetParent("other.st", (*parent)->id()).ok());
   ASSERT_TRUE((*w)->BeginStream(StreamId::kDisk, base_disk.size()).ok());
   ASSERT_TRUE((*w)->AddRun(BlockKind::kParent, 2).ok());
   Bytes mid = RandomBytes(4096, 9);
