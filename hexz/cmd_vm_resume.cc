@@ -317,6 +317,7 @@ class Resume {
 
   const ResumeArgs& a_;
   std::string dir_, nbd_socket_, qmp_socket_, overlay_;
+  std::string overlay_abs_;           // overlay_, absolute (disk.json)
   std::string served_;                // the snapshot disk.json names (absolute)
   std::string frozen_, next_served_;  // during a switch: the frozen overlay, the output
   uint64_t disk_size_ = 0;
@@ -443,8 +444,8 @@ Status Resume::Start() {
   disk_size_ = snapshot->StreamSize(format::StreamId::kDisk);
   snapshot.reset();
   HEXZ_ASSIGN_OR_RETURN(served_, Absolute(a_.snapshot));
-  HEXZ_ASSIGN_OR_RETURN(overlay_, Absolute(overlay_));
-  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {served_, overlay_, nbd_socket_}));
+  HEXZ_ASSIGN_OR_RETURN(overlay_abs_, Absolute(overlay_));
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {served_, overlay_abs_, nbd_socket_}));
   HEXZ_ASSIGN_OR_RETURN(
       control_,
       VmControlServer::Start(ControlSocketFor(nbd_socket_),
@@ -565,7 +566,7 @@ Result<std::string> Resume::SwitchOverlay(const std::string& output, const forma
     }
     ipc::WorkerControl c;
     c.type = ipc::kSwitchOverlay;
-    c.overlay_name = overlay_;
+    c.overlay_name = overlay_abs_;
     c.base_id = id.bytes;
     c.overlay_data_fd = std::move(files.data);
     c.overlay_meta_fd = std::move(files.meta);
@@ -589,7 +590,7 @@ void Resume::RestoreFrozen() {
 }
 
 Status Resume::Captured() {
-  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {next_served_, overlay_, nbd_socket_}));
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {next_served_, overlay_abs_, nbd_socket_}));
   served_ = next_served_;
   ::unlink(frozen_.c_str());
   ::unlink(overlay::MetaPathFor(frozen_).c_str());
