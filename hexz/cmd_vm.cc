@@ -432,11 +432,11 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
           a.standalone ? "the rest copied without recompression (standalone)"
                        : "the rest referenced in it (thin)");
     }
-    std::printf(
-        "%s: captured the guest in %.2f s into %s (id %s); the guest was paused for "
-        "%.2f s and %s\n",
-        a.output.c_str(), secs, base::FormatSize(size).c_str(), id->ToHex().c_str(), paused,
-        a.keep_running ? "runs on" : "was shut down");
+    char pause[64];
+    std::snprintf(pause, sizeof pause, "was paused for %.2f s and runs on", paused);
+    std::printf("%s: captured the guest in %.2f s into %s (id %s); the guest %s\n",
+                a.output.c_str(), secs, base::FormatSize(size).c_str(), id->ToHex().c_str(),
+                a.keep_running ? pause : "was shut down");
     if (switched) {
       std::printf("%s: the guest's later writes go to a fresh %s, over this snapshot\n",
                   a.output.c_str(), guest.served->overlay.c_str());
