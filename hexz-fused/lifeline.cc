@@ -36,11 +36,13 @@ Status MakePipe(UniqueFd* read_end, UniqueFd* write_end) {
 
 Result<std::unique_ptr<Lifeline>> Lifeline::Start(int channel, bool watch_frontend,
                                                   bool catch_signals,
-                                                  std::function<void(Cause)> on_end) {
+                                                  std::function<void(Cause)> on_end,
+                                                  std::function<Status(int)> on_message) {
   std::unique_ptr<Lifeline> l(new Lifeline());
   HEXZ_RETURN_IF_ERROR(MakePipe(&l->stop_read_, &l->stop_write_));
   HEXZ_RETURN_IF_ERROR(MakePipe(&l->quit_read_, &l->quit_write_));
   l->on_end_ = std::move(on_end);
+  l->on_message_ = std::move(on_message);
   if (catch_signals) {
     g_stop_write = l->stop_write_.get();
     struct sigaction sa = {};
@@ -64,7 +66,8 @@ void Lifeline::Watch(int channel, bool watch_frontend) {
     if (pfd[2].revents != 0) {
       char c;
       if (::recv(channel, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
-        pfd[2].events = 0;  // unexpected bytes: keep watching the rest only
+        // A request; or, unexpected or out of step, keep watching the rest only.
+        if (!on_message_ || !on_message_(channel).ok()) pfd[2].events = 0;
         continue;
       }
       return on_end_(Cause::kFrontendGone);

@@ -6,7 +6,8 @@
 // Ownership: a Lifeline owns its self-pipe and its thread; the signal
 // handlers it installs write to that pipe, so only one Lifeline that catches
 // signals may exist at a time. Thread safety: Start and Stop from the main
-// thread; `on_end` runs on the watcher's thread, at most once.
+// thread; `on_end` runs on the watcher's thread, at most once, and so does
+// every `on_message`.
 #pragma once
 
 #include <functional>
@@ -25,9 +26,13 @@ class Lifeline {
   // Starts watching `channel` (when watch_frontend) and, when catch_signals,
   // SIGTERM/SIGINT/SIGHUP (SIGPIPE is then ignored: a vanished client must
   // not kill the worker). `on_end` gets the first cause seen.
-  static base::Result<std::unique_ptr<Lifeline>> Start(int channel, bool watch_frontend,
-                                                       bool catch_signals,
-                                                       std::function<void(Cause)> on_end);
+  // With `on_message`, bytes arriving on the watched channel are a request
+  // of the front-end: the watcher's thread calls on_message(channel), which
+  // reads and answers it; an error from it (the channel is out of step)
+  // stops the channel being watched. Without it, such bytes do that at once.
+  static base::Result<std::unique_ptr<Lifeline>> Start(
+      int channel, bool watch_frontend, bool catch_signals, std::function<void(Cause)> on_end,
+      std::function<base::Status(int channel)> on_message = nullptr);
 
   // Readable once a signal arrived (for loops that poll it themselves).
   int signal_fd() const { return stop_read_.get(); }
@@ -43,6 +48,7 @@ class Lifeline {
   base::UniqueFd stop_read_, stop_write_;
   base::UniqueFd quit_read_, quit_write_;  // wakes the watcher for Stop
   std::function<void(Cause)> on_end_;
+  std::function<base::Status(int)> on_message_;
   std::thread thread_;
 };
 

@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "common/base/log.h"
+#include "common/io/switchable_volume.h"
 #include "common/nbd/server.h"
 #include "common/overlay/overlay.h"
+#include "common/overlay/overlay_stack.h"
 #include "common/sandbox/sandbox.h"
 #include "hexz-fused/lifeline.h"
 #include "hexz-fused/modes.h"
@@ -81,6 +83,42 @@ Result<std::shared_ptr<const nbd::TlsServer>> BuildTls(ipc::WorkerConfig& config
   return std::shared_ptr<const nbd::TlsServer>(std::move(*server));
 }
 
+// A control request of the front-end (worker_protocol.h), read from `sock`
+// and answered there. `stack` is null when the disk is not read-write.
+// Returns an error only when the channel is out of step.
+Status HandleControl(int sock, overlay::OverlayStack* stack, uint64_t disk_size, bool ephemeral) {
+  HEXZ_ASSIGN_OR_RETURN(ipc::Message m,
+                        ipc::Receive(sock, {ipc::kSwitchOverlay, ipc::kFoldOverlay}));
+  auto apply = [&]() -> Status {
+    HEXZ_ASSIGN_OR_RETURN(ipc::WorkerControl c, ipc::DecodeWorkerControl(std::move(m)));
+    if (stack == nullptr) {
+      return Status::InvalidArgument("the disk is served read-only: there is no overlay to switch");
+    }
+    if (c.type == ipc::kFoldOverlay) return stack->FoldTop();
+    // The front-end initialized the fresh overlay (as the user): opening it
+    // read-write needs no syscall beyond the sandbox's.
+    overlay::OverlayOptions options;
+    options.durable = !ephemeral;
+    format::SnapshotId id;
+    id.bytes = c.base_id;
+    overlay::OverlayNames names{c.overlay_name, c.overlay_name + ".meta",
+                                "the snapshot being captured"};
+    HEXZ_ASSIGN_OR_RETURN(
+        std::unique_ptr<overlay::Overlay> fresh,
+        overlay::Overlay::Open(std::move(c.overlay_data_fd), std::move(c.overlay_meta_fd),
+                               std::move(names), id, disk_size, options));
+    return stack->Push(std::shared_ptr<overlay::Overlay>(std::move(fresh)));
+  };
+  Status st = apply();
+  if (st.ok()) {
+    HEXZ_LOG_INFO("overlay %s (%zu layers)",
+                  m.type == ipc::kFoldOverlay ? "folded back" : "switched", stack->depth());
+    return ipc::SendWorkerReady(sock, "ok");
+  }
+  HEXZ_LOG_WARN("control request refused: %s", st.ToString().c_str());
+  return ipc::SendWorkerError(sock, st);
+}
+
 }  // namespace
 
 Status ServeNbd(ipc::WorkerConfig config, int sock) {
@@ -96,25 +134,39 @@ Status ServeNbd(ipc::WorkerConfig config, int sock) {
   // through `writable` once the server is gone.
   std::shared_ptr<io::Volume> writable;
   HEXZ_ASSIGN_OR_RETURN(std::vector<nbd::Export> exports, BuildExports(config, volumes));
-  for (const nbd::Export& e : exports) {
-    if (e.volume.get() == volumes.writable) writable = e.volume;
+  // A read-write disk is served through a switchable volume, so that
+  // `hexz vm snapshot --continue` can move its writes to a fresh overlay.
+  std::unique_ptr<overlay::OverlayStack> stack;
+  for (nbd::Export& e : exports) {
+    if (e.volume.get() != volumes.writable || volumes.writable == nullptr) continue;
+    auto top = std::static_pointer_cast<overlay::OverlayVolume>(e.volume);
+    auto served = std::make_shared<io::SwitchableVolume>(top);
+    stack = std::make_unique<overlay::OverlayStack>(served, top);
+    e.volume = served;
+    writable = served;
   }
+  const uint64_t disk_size = writable ? writable->Size() : 0;
+  const bool ephemeral = config.overlay_ephemeral;
   nbd::ServerOptions options;
   HEXZ_ASSIGN_OR_RETURN(options.tls, BuildTls(config));
   auto server = std::make_unique<nbd::Server>(std::move(exports), options);
 
   // Stops the server on a signal or, in the foreground, when the front-end
   // goes away (its end of the channel closes, even after SIGKILL).
-  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<Lifeline> lifeline,
-                        Lifeline::Start(sock, /*watch_frontend=*/!config.daemon,
-                                        /*catch_signals=*/true, [&server](Lifeline::Cause cause) {
-                                          if (cause == Lifeline::Cause::kSignal) {
-                                            HEXZ_LOG_INFO("signal received; shutting down");
-                                          } else {
-                                            HEXZ_LOG_WARN("the front-end went away; shutting down");
-                                          }
-                                          server->Shutdown();
-                                        }));
+  HEXZ_ASSIGN_OR_RETURN(
+      std::unique_ptr<Lifeline> lifeline,
+      Lifeline::Start(
+          sock, /*watch_frontend=*/!config.daemon,
+          /*catch_signals=*/true,
+          [&server](Lifeline::Cause cause) {
+            if (cause == Lifeline::Cause::kSignal) {
+              HEXZ_LOG_INFO("signal received; shutting down");
+            } else {
+              HEXZ_LOG_WARN("the front-end went away; shutting down");
+            }
+            server->Shutdown();
+          },
+          [&](int channel) { return HandleControl(channel, stack.get(), disk_size, ephemeral); }));
 
   sandbox::Policy policy;
   // On top of the base allowlist (which has poll, send/recv, shutdown):

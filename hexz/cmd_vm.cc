@@ -16,8 +16,16 @@
 // flush), and the disk is committed from the base and the overlay, whose
 // changed blocks are copied while the guest is paused: thin against the
 // base (its unchanged blocks are references) or, with --standalone,
-// holding copies of the base's compressed blocks. The guest's later writes
-// (--continue) go on into the overlay and cannot touch the capture.
+// holding copies of the base's compressed blocks.
+//
+// With --continue, such a guest is paused only for its memory: after the
+// flush, vm resume switches its disk server to a fresh overlay (vm_control.h)
+// and the overlay as of the pause is frozen; the memory is migrated, the
+// guest continued, and only then the disk written from the base and the
+// frozen overlay (the writer takes the memory stream first). The guest's
+// later writes go to the fresh overlay, whose base is the new snapshot, so a
+// second capture is thin against the first. A failure after the switch
+// pauses the guest while vm resume folds the fresh overlay back.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -44,6 +52,7 @@
 #include "hexz/disk_source.h"
 #include "hexz/qmp.h"
 #include "hexz/temp_file_watchdog.h"
+#include "hexz/vm_control.h"
 #include "hexz/vm_session.h"
 
 namespace hexz::cli {
@@ -292,6 +301,75 @@ Status Capture(QmpClient& qmp, const Guest& g, format::SnapshotWriter* writer,
   return writer->SetMetadata(m);
 }
 
+using Clock = std::chrono::steady_clock;
+
+// The capture of a served guest with --continue, after `stop` and the
+// switch to a fresh overlay: memory, `cont` (sets *resumed), then the disk
+// from the base and the frozen overlay, the metadata, Finish.
+Result<format::SnapshotId> CaptureContinued(QmpClient& qmp, const Guest& g,
+                                            format::SnapshotWriter* writer, const SnapshotArgs& a,
+                                            const std::string& frozen, Clock::time_point* resumed,
+                                            std::optional<overlay::CommitStats>* stats) {
+  const std::string parent_path =
+      a.standalone ? "" : overlay::RelativeParentPath(g.served->snapshot, a.output);
+  if (!a.standalone) HEXZ_RETURN_IF_ERROR(writer->SetParent(parent_path, g.base->id()));
+  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, a.standalone ? nullptr : g.base.get()));
+  HEXZ_RETURN_IF_ERROR(qmp.Execute("cont").status());
+  *resumed = Clock::now();
+  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                        overlay::OpenOverlayFiles(frozen, overlay::LockMode::kNone,
+                                                  /*create=*/false));
+  files.names.base = g.base->path();
+  overlay::OverlayOptions ro;
+  ro.read_only = true;
+  HEXZ_ASSIGN_OR_RETURN(
+      std::shared_ptr<overlay::Overlay> ov,
+      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names,
+                             g.base->id(), g.base->StreamSize(StreamId::kDisk), ro));
+  HEXZ_ASSIGN_OR_RETURN(*stats, overlay::WriteCommit(g.base, ov, writer, parent_path,
+                                                     /*carry_memory=*/false));
+  HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp, g));
+  HEXZ_RETURN_IF_ERROR(writer->SetMetadata(m));
+  return writer->Finish();
+}
+
+// --continue of a guest served by hexz vm resume (the guest is stopped):
+// the switch, the capture, and "captured"; or, on a failure after the
+// switch, the guest paused again while vm resume folds the overlays back.
+Result<format::SnapshotId> CaptureServedAndContinue(QmpClient& qmp, const Guest& g,
+                                                    format::SnapshotWriter* writer,
+                                                    const SnapshotArgs& a,
+                                                    Clock::time_point* resumed,
+                                                    std::optional<overlay::CommitStats>* stats) {
+  HEXZ_RETURN_IF_ERROR(FlushServedDisk(g.served->socket));
+  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<VmControlClient> control,
+                        VmControlClient::Connect(ControlSocketFor(g.served->socket)));
+  std::string output = a.output;
+  if (output.empty() || output[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+    output = std::string(cwd) + "/" + output;
+  }
+  HEXZ_ASSIGN_OR_RETURN(std::string frozen, control->Switch(output, writer->id()));
+  Result<format::SnapshotId> id = CaptureContinued(qmp, g, writer, a, frozen, resumed, stats);
+  if (id.ok()) {
+    Status st = control->Captured();
+    if (st.ok()) return id;
+    ::unlink(a.output.c_str());  // vm resume did not take it as the guest's base
+    return st;
+  }
+  writer->Abort();
+  // The guest is paused while the fresh overlay is folded back, so that no
+  // write lands in between; the caller continues it.
+  if (*resumed != Clock::time_point()) (void)qmp.Execute("stop");
+  Status undo = control->Failed();
+  if (!undo.ok()) {
+    return id.status().WithContext("and undoing the overlay switch failed too (" + undo.ToString() +
+                                   ")");
+  }
+  return id;
+}
+
 Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   std::shared_ptr<format::Snapshot> parent;
   if (!a.parent.empty()) {
@@ -307,19 +385,33 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
   TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
   watchdog.Start(a.output);
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   HEXZ_RETURN_IF_ERROR(qmp->Execute("stop").status());
   std::optional<overlay::CommitStats> served;
-  Status st = Capture(*qmp, guest, writer.get(), a, parent.get(), &served);
-  Result<format::SnapshotId> id = st;
-  if (st.ok()) {
-    id = writer->Finish();
+  Clock::time_point resumed;
+  Result<format::SnapshotId> id = Status::Ok();
+  const bool switched = guest.served && a.keep_running;
+  if (switched) {
+    id = CaptureServedAndContinue(*qmp, guest, writer.get(), a, &resumed, &served);
   } else {
-    writer->Abort();
+    Status st = Capture(*qmp, guest, writer.get(), a, parent.get(), &served);
+    id = st;
+    if (st.ok()) {
+      id = writer->Finish();
+    } else {
+      writer->Abort();
+    }
   }
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (!id.ok() || a.keep_running) {
+  const auto end = Clock::now();
+  const double secs = std::chrono::duration<double>(end - start).count();
+  if (resumed == Clock::time_point()) resumed = end;
+  const double paused = std::chrono::duration<double>(resumed - start).count();
+  if (switched) {
+    if (!id.ok()) {
+      (void)qmp->Execute("cont");  // the guest runs on as before
+      return id.status();
+    }
+  } else if (!id.ok() || a.keep_running) {
     // The guest runs on as before (after a failure too).
     Status cont = qmp->Execute("cont").status();
     if (!id.ok()) return id.status();
@@ -340,9 +432,15 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
           a.standalone ? "the rest copied without recompression (standalone)"
                        : "the rest referenced in it (thin)");
     }
-    std::printf("%s: captured the guest in %.1f s into %s (id %s); the guest %s\n",
+    char pause[64];
+    std::snprintf(pause, sizeof pause, "was paused for %.2f s and runs on", paused);
+    std::printf("%s: captured the guest in %.2f s into %s (id %s); the guest %s\n",
                 a.output.c_str(), secs, base::FormatSize(size).c_str(), id->ToHex().c_str(),
-                a.keep_running ? "runs on" : "was shut down");
+                a.keep_running ? pause : "was shut down");
+    if (switched) {
+      std::printf("%s: the guest's later writes go to a fresh %s, over this snapshot\n",
+                  a.output.c_str(), guest.served->overlay.c_str());
+    }
   }
   return Status::Ok();
 }

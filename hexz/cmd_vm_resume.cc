@@ -37,11 +37,13 @@
 #include <vector>
 
 #include "common/format/snapshot.h"
+#include "common/overlay/overlay.h"
 #include "common/overlay/overlay_files.h"
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/memory_feed.h"
 #include "hexz/qmp.h"
+#include "hexz/vm_control.h"
 #include "hexz/vm_session.h"
 #include "hexz/worker_session.h"
 
@@ -330,10 +332,21 @@ class Resume {
   // Stops QEMU (when `kill_qemu`) and the server, removes the private files.
   void Cleanup();
   std::string QemuSaid();
+  // The control socket's requests (vm_control.h).
+  Result<std::string> SwitchOverlay(const std::string& output, const format::SnapshotId& id);
+  Status Captured();
+  Status FoldBack();
+  // Puts the frozen overlay back at overlay_ (the fresh one removed).
+  void RestoreFrozen();
 
   const ResumeArgs& a_;
   std::string dir_, nbd_socket_, qmp_socket_, overlay_;
+  std::string overlay_abs_;           // overlay_, absolute (disk.json)
+  std::string served_;                // the snapshot disk.json names (absolute)
+  std::string frozen_, next_served_;  // during a switch: the frozen overlay, the output
+  uint64_t disk_size_ = 0;
   bool ephemeral_ = false;
+  std::unique_ptr<VmControlServer> control_;  // stopped before the session goes
   std::optional<WorkerSession> session_;
   std::shared_ptr<format::Snapshot> snapshot_;  // until the memory stream is fed
   MemoryFeed feed_;
@@ -471,15 +484,31 @@ Status Resume::Start() {
   ephemeral_ = a_.overlay.empty();
   overlay_ = ephemeral_ ? dir_ + "/overlay" : a_.overlay;
   HEXZ_RETURN_IF_ERROR(Serve(*snapshot));
+  disk_size_ = snapshot->StreamSize(format::StreamId::kDisk);
   snapshot_ = std::move(snapshot);  // feeds the memory stream (Incoming)
-  HEXZ_ASSIGN_OR_RETURN(std::string snap_abs, Absolute(a_.snapshot));
-  HEXZ_ASSIGN_OR_RETURN(std::string overlay_abs, Absolute(overlay_));
-  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {snap_abs, overlay_abs, nbd_socket_}));
+  HEXZ_ASSIGN_OR_RETURN(served_, Absolute(a_.snapshot));
+  HEXZ_ASSIGN_OR_RETURN(overlay_abs_, Absolute(overlay_));
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {served_, overlay_abs_, nbd_socket_}));
   HEXZ_RETURN_IF_ERROR(StartQemu(r));  // QEMU starts while the server gets ready
   // A QEMU too old (or none) is refused before the stream is fed; the
   // destructor stops QEMU and the server.
   HEXZ_RETURN_IF_ERROR(CheckQemuVersion(probe, QemuProgram(r), r, a_.snapshot));
   Status st = AwaitServer();
+  if (st.ok()) {
+    // Requests to the server go through its control channel: only once it
+    // is ready.
+    auto control =
+        VmControlServer::Start(ControlSocketFor(nbd_socket_),
+                               {[this](const std::string& output, const format::SnapshotId& id) {
+                                  return SwitchOverlay(output, id);
+                                },
+                                [this] { return Captured(); }, [this] { return FoldBack(); }});
+    if (control.ok()) {
+      control_ = std::move(*control);
+    } else {
+      st = control.status();
+    }
+  }
   if (st.ok()) st = Incoming();
   snapshot_.reset();
   if (!st.ok()) {
@@ -513,6 +542,7 @@ int Resume::Foreground() {
       break;
     }
     if (::waitpid(session_->pid(), &status, WNOHANG) == session_->pid()) {
+      control_.reset();
       session_.reset();
       std::fprintf(stderr, "hexz vm resume: the disk server died (%s); stopping QEMU\n",
                    DescribeWaitStatus(status).c_str());
@@ -522,11 +552,14 @@ int Resume::Foreground() {
   }
   Cleanup();
   std::fprintf(stderr, "hexz: the guest resumed from %s has exited%s\n", a_.snapshot.c_str(),
-               ephemeral_ ? "" : ("; its disk writes are in " + overlay_).c_str());
+               ephemeral_
+                   ? ""
+                   : ("; its disk writes are in " + overlay_ + " (over " + served_ + ")").c_str());
   return rc;
 }
 
 void Resume::Cleanup() {
+  control_.reset();  // undoes a switch under way (the server still runs)
   if (qemu_ > 0) {
     ::kill(qemu_, SIGTERM);
     ReapWorker(qemu_, 10000);
@@ -551,6 +584,84 @@ void Resume::Cleanup() {
   }
   ::rmdir(dir_.c_str());
   dir_.clear();
+}
+
+Result<std::string> Resume::SwitchOverlay(const std::string& output, const format::SnapshotId& id) {
+  if (!session_) return Status::Unavailable("the disk server is gone");
+  // O becomes O.frozen-XXXXXX beside it (the same file system: a rename);
+  // the server keeps its descriptors of it.
+  std::string frozen = overlay_ + ".frozen-XXXXXX";
+  UniqueFd placeholder(::mkostemp(frozen.data(), O_CLOEXEC));
+  if (!placeholder) return Status::FromErrno(errno, "cannot create " + frozen);
+  placeholder.reset();
+  const std::string meta = overlay::MetaPathFor(overlay_);
+  if (::rename(overlay_.c_str(), frozen.c_str()) != 0 ||
+      ::rename(meta.c_str(), overlay::MetaPathFor(frozen).c_str()) != 0) {
+    const int err = errno;
+    (void)!::rename(frozen.c_str(), overlay_.c_str());
+    ::unlink(frozen.c_str());
+    return Status::FromErrno(err, "cannot rename " + overlay_ + " to " + frozen);
+  }
+  frozen_ = frozen;
+  // A fresh O whose base is the output (its id chosen up front), made as
+  // the user and initialized here; the server opens it from the descriptors.
+  Status st = [&]() -> Status {
+    HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
+                          overlay::OpenOverlayFiles(overlay_, overlay::LockMode::kExclusive,
+                                                    /*create=*/true));
+    files.names.base = output;
+    {
+      UniqueFd data(::fcntl(files.data.get(), F_DUPFD_CLOEXEC, 0));
+      UniqueFd meta_fd(::fcntl(files.meta.get(), F_DUPFD_CLOEXEC, 0));
+      if (!data || !meta_fd) return Status::FromErrno(errno, "dup");
+      overlay::OverlayOptions options;
+      options.durable = !ephemeral_;
+      HEXZ_RETURN_IF_ERROR(overlay::Overlay::Create(std::move(data), std::move(meta_fd),
+                                                    files.names, id, disk_size_, options)
+                               .status());
+    }
+    ipc::WorkerControl c;
+    c.type = ipc::kSwitchOverlay;
+    c.overlay_name = overlay_abs_;
+    c.base_id = id.bytes;
+    c.overlay_data_fd = std::move(files.data);
+    c.overlay_meta_fd = std::move(files.meta);
+    return session_->Control(c);
+  }();
+  if (!st.ok()) {
+    RestoreFrozen();
+    return st;
+  }
+  next_served_ = output;
+  return frozen;
+}
+
+void Resume::RestoreFrozen() {
+  const std::string meta = overlay::MetaPathFor(overlay_);
+  ::unlink(overlay_.c_str());
+  ::unlink(meta.c_str());
+  (void)!::rename(overlay::MetaPathFor(frozen_).c_str(), meta.c_str());
+  (void)!::rename(frozen_.c_str(), overlay_.c_str());
+  frozen_.clear();
+}
+
+Status Resume::Captured() {
+  HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {next_served_, overlay_abs_, nbd_socket_}));
+  served_ = next_served_;
+  ::unlink(frozen_.c_str());
+  ::unlink(overlay::MetaPathFor(frozen_).c_str());
+  frozen_.clear();
+  return Status::Ok();
+}
+
+Status Resume::FoldBack() {
+  if (!session_) return Status::Unavailable("the disk server is gone");
+  ipc::WorkerControl c;
+  c.type = ipc::kFoldOverlay;
+  // On an error both files stay as they are: the guest's writes are in them.
+  HEXZ_RETURN_IF_ERROR(session_->Control(c));
+  RestoreFrozen();
+  return Status::Ok();
 }
 
 }  // namespace

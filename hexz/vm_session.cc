@@ -70,10 +70,21 @@ Status WriteServedDisk(const std::string& dir, const ServedDisk& disk) {
                                               {"overlay", JsonValue::String(disk.overlay)}})
                                .Serialize() +
                            "\n";
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return Status::FromErrno(errno, "cannot create " + path);
-  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
-    return Status::FromErrno(errno, "writing " + path);
+  // Written beside it and renamed over it: a reader sees the old or the new.
+  const std::string tmp = path + ".new";
+  ::unlink(tmp.c_str());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return Status::FromErrno(errno, "cannot create " + tmp);
+  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(err, "writing " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(err, "cannot rename " + tmp + " to " + path);
+  }
   return Status::Ok();
 }
 

@@ -36,7 +36,7 @@ struct ServedDisk {
   std::string socket;    // the NBD socket QEMU reads the disk from
 };
 
-// Writes `dir`/disk.json (0600) for `disk`.
+// Writes `dir`/disk.json (0600) for `disk`, replacing it atomically.
 base::Status WriteServedDisk(const std::string& dir, const ServedDisk& disk);
 
 // The guest's disk as served by hexz vm resume, from QEMU's arguments

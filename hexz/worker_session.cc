@@ -255,6 +255,11 @@ int WorkerSession::Supervise(const Handlers& handlers) {
   }
 }
 
+Status WorkerSession::Control(const ipc::WorkerControl& request) {
+  HEXZ_RETURN_IF_ERROR(ipc::SendWorkerControl(channel_.get(), request));
+  return ipc::ReceiveWorkerReply(channel_.get()).status().WithContext("the disk server");
+}
+
 int WorkerSession::Stop(int signo, int wait_ms) {
   if (signo != 0) kill(pid_, signo);
   return ReapWorker(pid_, wait_ms);

@@ -81,6 +81,10 @@ class WorkerSession {
   // stopped (Stop) and on_child_exit gets its status.
   int Supervise(const Handlers& handlers);
 
+  // Sends a control request to a ready worker (worker_protocol.h) and waits
+  // for its answer: the worker's error as is.
+  base::Status Control(const ipc::WorkerControl& request);
+
   // SIGTERM (when `signo` is not 0), then ReapWorker(pid, wait_ms).
   int Stop(int signo, int wait_ms);
 

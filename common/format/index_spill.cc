@@ -14,6 +14,17 @@ namespace hexz::format {
 namespace L = layout;
 using base::Status;
 
+base::Result<base::UniqueFd> CreateUnlinkedTemp(const std::string& dir, const std::string& what) {
+  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    std::string tmpl = dir + "/.hexz-temp-XXXXXX";
+    fd = mkostemp(tmpl.data(), O_CLOEXEC);
+    if (fd >= 0) unlink(tmpl.c_str());
+  }
+  if (fd < 0) return Status::FromErrno(errno, what + ": cannot create a temp file in " + dir);
+  return base::UniqueFd(fd);
+}
+
 IndexSpill::IndexSpill(std::string dir, std::string name, size_t buffer_bytes)
     : dir_(std::move(dir)),
       name_(std::move(name)),
@@ -33,15 +44,7 @@ Status IndexSpill::Append(const L::Entry& e) {
 
 Status IndexSpill::Spill() {
   if (!fd_.valid()) {
-    const std::string what = name_ + ": cannot create a temp file for the index in " + dir_;
-    int fd = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-      std::string tmpl = dir_ + "/.hexz-index-XXXXXX";
-      fd = mkostemp(tmpl.data(), O_CLOEXEC);
-      if (fd >= 0) unlink(tmpl.c_str());
-    }
-    if (fd < 0) return Status::FromErrno(errno, what);
-    fd_.reset(fd);
+    HEXZ_ASSIGN_OR_RETURN(fd_, CreateUnlinkedTemp(dir_, name_ + ": the index"));
   }
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), buf_.data(), buf_.size(), spilled_,
                                       name_ + ": temp file of the index"));

@@ -27,6 +27,11 @@
 
 namespace hexz::format {
 
+// An unlinked temp file in `dir` for scratch data (O_TMPFILE, or a named temp
+// file unlinked at once where that is not supported): nothing is ever left
+// behind. An error names `what`.
+base::Result<base::UniqueFd> CreateUnlinkedTemp(const std::string& dir, const std::string& what);
+
 class IndexSpill {
  public:
   // `dir`: where the spill file goes; `name`: the output, for messages.

@@ -20,6 +20,7 @@
 
 #include "common/base/bytes.h"
 #include "common/base/checked_math.h"
+#include "common/base/endian.h"
 #include "common/base/path.h"
 #include "common/format/codec.h"
 #include "common/format/index_spill.h"
@@ -113,6 +114,9 @@ struct Job {
   std::vector<L::Entry> extent;
 };
 
+// Marks an offset in the side file (never a real offset: files stay below 2^63).
+constexpr uint64_t kSideBit = uint64_t{1} << 63;
+
 // The most bytes of an extent copied and checked in one piece.
 constexpr uint64_t kExtentPiece = uint64_t{4} << 20;
 
@@ -155,6 +159,19 @@ class WriterImpl final : public SnapshotWriter {
   Status CheckExtentPiece(const Job& job, size_t first, size_t end, const uint8_t* bytes);
   // A kExtent job of one kDedup entry: a dedup entry into a copied piece.
   Status WriteDedupRef(Job* job);
+  // Where a job's stored bytes go: the side file for a memory stream written
+  // before the disk stream, else the output. Offsets into the side file carry
+  // kSideBit until WriteIndex moves them.
+  bool ToSide(const Job& job) const {
+    return job.stream == static_cast<int>(StreamId::kMemory) && side_fd_.valid();
+  }
+  int TargetFd(bool side) const { return side ? side_fd_.get() : fd_.get(); }
+  uint64_t& TargetPos(bool side) { return side ? side_pos_ : write_pos_; }
+  static uint64_t Tagged(bool side, uint64_t pos) { return side ? pos | kSideBit : pos; }
+  // Reads back stored bytes written at `offset` (tagged or not).
+  Status ReadBack(uint64_t offset, void* buf, size_t len);
+  // Appends the side file's bytes after the disk blocks (Finish).
+  Status AppendSide();
   L::IndexHeader IndexHeaderSoFar() const;
   // Writes the index at `offset` piece by piece (never a second copy of all
   // entries) and fills in the footer that describes it.
@@ -186,7 +203,8 @@ class WriterImpl final : public SnapshotWriter {
   SnapshotId parent_id_;
   std::vector<uint8_t> metadata_;  // the encoded section, or empty
   bool thin_ = false;
-  int streams_begun_ = 0;  // 0 none, 1 disk, 2 disk+memory
+  bool begun_[kStreamCount] = {false, false};
+  int cur_stream_ = -1;  // the stream being written (or last written)
   bool in_stream_ = false;
   bool unknown_size_ = false;  // the current stream grows block by block
   uint32_t next_length_ = 0;   // logical length of the block being added
@@ -210,7 +228,15 @@ class WriterImpl final : public SnapshotWriter {
 
   // Writer thread only (read by Finish after join).
   uint64_t write_pos_ = L::kHeaderSize;
-  std::unique_ptr<IndexSpill> index_;  // the entries of all streams, in index order
+  // The entries of each stream, in index order. Offsets with kSideBit set
+  // lie in side_fd_ (see below) and are moved in WriteIndex.
+  std::unique_ptr<IndexSpill> index_[kStreamCount];
+  // A memory stream written before the disk stream keeps its stored bytes in
+  // this unlinked temp file (the data area holds disk blocks first, FORMAT.md
+  // "Tiling"); Finish appends them after the disk blocks at side_base_.
+  UniqueFd side_fd_;
+  uint64_t side_pos_ = 0;
+  uint64_t side_base_ = 0;
   std::unordered_map<DedupKey, L::Entry, DedupHash> dedup_;
   std::vector<uint8_t> compare_buf_;
   std::vector<uint8_t> extent_buf_;
@@ -250,7 +276,8 @@ Status WriterImpl::Init() {
   mode_t mask = umask(0);
   umask(mask);
   if (fchmod(fd, 0666 & ~mask) != 0) return Status::FromErrno(errno, out_path_);
-  index_ = std::make_unique<IndexSpill>(base::DirName(out_path_), out_path_);
+  for (auto& index : index_)
+    index = std::make_unique<IndexSpill>(base::DirName(out_path_), out_path_);
   copy_range_works_ = options_.copy_file_range;
   uint8_t zero_header[L::kHeaderSize] = {};
   HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd, zero_header, sizeof(zero_header), 0, out_path_));
@@ -272,7 +299,12 @@ void WriterImpl::SetError(const Status& st) {
 }
 
 Status WriterImpl::SetParent(const std::string& relative_path, const SnapshotId& parent_id) {
-  if (streams_begun_ != 0) return Status::Internal("SetParent after BeginStream");
+  if (begun_[0] || begun_[1]) {
+    // The same parent again (hexz vm snapshot --continue sets it before the
+    // memory stream, and the commit of the disk stream sets it too).
+    if (thin_ && relative_path == parent_path_ && parent_id == parent_id_) return Status::Ok();
+    return Status::Internal("SetParent after BeginStream");
+  }
   if (relative_path.empty() || relative_path.size() > L::kMaxParentPath ||
       relative_path.find('\0') != std::string::npos) {
     return Status::InvalidArgument("parent path must be 1..4096 bytes without NUL");
@@ -287,8 +319,13 @@ Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
   if (finished_ || aborted_) return Status::Internal("writer already finished");
   if (in_stream_) return Status::Internal("BeginStream inside a stream");
   int s = static_cast<int>(stream);
-  if (s != streams_begun_ || s >= kStreamCount)
-    return Status::Internal("streams must be written in order: disk, then memory");
+  if (s < 0 || s >= kStreamCount || begun_[s])
+    return Status::Internal("each stream is written once: disk and memory, in either order");
+  if (s == static_cast<int>(StreamId::kMemory) && !begun_[static_cast<int>(StreamId::kDisk)] &&
+      !side_fd_.valid()) {
+    HEXZ_ASSIGN_OR_RETURN(
+        side_fd_, CreateUnlinkedTemp(base::DirName(out_path_), out_path_ + ": the memory stream"));
+  }
   unknown_size_ = logical_size == kUnknownSize;
   if (!unknown_size_ && logical_size > L::kMaxStreamSize)
     return Status::NoSpace(std::string(StreamName(stream)) + " stream is larger than 4 PiB");
@@ -306,7 +343,8 @@ Status WriterImpl::BeginStream(StreamId stream, uint64_t logical_size) {
                                     L::kMaxStreamSize / options_.block_size);
   }
   in_stream_ = true;
-  ++streams_begun_;
+  begun_[s] = true;
+  cur_stream_ = s;
   if (!unknown_size_) total_bytes_ += logical_size;
   return Error();
 }
@@ -316,7 +354,7 @@ Status WriterImpl::CheckNext(size_t len, bool need_len) {
   const uint32_t bs = options_.block_size;
   if (unknown_size_) {
     if (cur_block_ >= cur_count_) return TooManyBlocks();
-    if (stream_size_[streams_begun_ - 1] % bs != 0)
+    if (stream_size_[cur_stream_] % bs != 0)
       return Status::Internal("a block after the short last block of a stream");
     if (need_len && (len == 0 || len > bs))
       return Status::Internal("block length differs from the stream's layout");
@@ -324,7 +362,7 @@ Status WriterImpl::CheckNext(size_t len, bool need_len) {
   } else {
     if (cur_block_ >= cur_count_) return Status::Internal("more blocks than the stream holds");
     uint64_t start = cur_block_ * bs;
-    uint64_t want = std::min<uint64_t>(bs, stream_size_[streams_begun_ - 1] - start);
+    uint64_t want = std::min<uint64_t>(bs, stream_size_[cur_stream_] - start);
     if (need_len && len != want)
       return Status::Internal("block length differs from the stream's layout");
     next_length_ = static_cast<uint32_t>(want);
@@ -344,7 +382,7 @@ std::unique_ptr<Job> WriterImpl::NewJob(Job::Type type) {
   }
   if (!job) job = std::make_unique<Job>();
   job->type = type;
-  job->stream = streams_begun_ - 1;
+  job->stream = cur_stream_;
   job->logical_length = next_length_;
   job->use_packed = false;
   job->entry = L::Entry{};
@@ -368,7 +406,7 @@ Status WriterImpl::Submit(std::unique_ptr<Job> job, uint64_t blocks, uint64_t by
   cur_block_ += blocks;
   done_bytes_ += len;
   if (unknown_size_) {
-    stream_size_[streams_begun_ - 1] += len;
+    stream_size_[cur_stream_] += len;
     total_bytes_ += len;
   }
   if (options_.progress) options_.progress(done_bytes_, total_bytes_);
@@ -420,8 +458,7 @@ Status WriterImpl::AddStored(const StoredBlock& block) {
 
 uint32_t WriterImpl::LengthOf(uint64_t block) const {
   const uint32_t bs = options_.block_size;
-  return static_cast<uint32_t>(
-      std::min<uint64_t>(bs, stream_size_[streams_begun_ - 1] - block * bs));
+  return static_cast<uint32_t>(std::min<uint64_t>(bs, stream_size_[cur_stream_] - block * bs));
 }
 
 Status WriterImpl::CheckRun(uint64_t count, uint64_t* bytes) {
@@ -429,7 +466,7 @@ Status WriterImpl::CheckRun(uint64_t count, uint64_t* bytes) {
   if (unknown_size_) return Status::Internal("a run of blocks needs a stream of known size");
   if (count == 0 || count > cur_count_ - cur_block_)
     return Status::Internal("more blocks than the stream holds");
-  const uint64_t size = stream_size_[streams_begun_ - 1];
+  const uint64_t size = stream_size_[cur_stream_];
   *bytes = std::min<uint64_t>(size, (cur_block_ + count) * options_.block_size) -
            cur_block_ * options_.block_size;
   next_length_ = LengthOf(cur_block_);
@@ -573,7 +610,7 @@ Status WriterImpl::WriteDedupRef(Job* job) {
       L::Entry e = d;
       e.offset = p->out + (d.offset - p->src);
       job->src_fd.reset();
-      return index_->Append(e);
+      return index_[job->stream]->Append(e);
     }
   }
   job->extent[0].kind = L::Kind::kStored;  // not copied yet: copy its bytes
@@ -583,6 +620,9 @@ Status WriterImpl::WriteDedupRef(Job* job) {
 Status WriterImpl::WriteExtent(Job* job) {
   const std::vector<L::Entry>& es = job->extent;
   const int src = job->src_fd->get();
+  const bool side = ToSide(*job);
+  const int out = TargetFd(side);
+  uint64_t& pos = TargetPos(side);
   std::vector<CopiedPiece>& pieces = copied_[job->src_fd.get()];
   if (pieces.empty()) copied_files_.push_back(job->src_fd);
   size_t first = 0;
@@ -595,36 +635,66 @@ Status WriterImpl::WriteExtent(Job* job) {
     extent_buf_.resize(std::max<size_t>(extent_buf_.size(), len));
     bool copied = false;
     if (copy_range_works_) {
-      HEXZ_ASSIGN_OR_RETURN(copied,
-                            io::CopyFileRange(src, from, fd_.get(), write_pos_, len, out_path_));
+      HEXZ_ASSIGN_OR_RETURN(copied, io::CopyFileRange(src, from, out, pos, len, out_path_));
       copy_range_works_ = copied;
     }
     if (copied) {
       // Check what the output holds now: the bytes that will be served.
-      HEXZ_RETURN_IF_ERROR(
-          io::PreadFull(fd_.get(), extent_buf_.data(), len, write_pos_, out_path_));
+      HEXZ_RETURN_IF_ERROR(io::PreadFull(out, extent_buf_.data(), len, pos, out_path_));
       HEXZ_RETURN_IF_ERROR(CheckExtentPiece(*job, first, end, extent_buf_.data()));
     } else {
       HEXZ_RETURN_IF_ERROR(io::PreadFull(src, extent_buf_.data(), len, from, job->src_name));
       HEXZ_RETURN_IF_ERROR(CheckExtentPiece(*job, first, end, extent_buf_.data()));
-      HEXZ_RETURN_IF_ERROR(
-          io::PwriteFull(fd_.get(), extent_buf_.data(), len, write_pos_, out_path_));
+      HEXZ_RETURN_IF_ERROR(io::PwriteFull(out, extent_buf_.data(), len, pos, out_path_));
     }
+    const uint64_t at = Tagged(side, pos);
     for (size_t i = first; i < end; ++i) {
       L::Entry e = es[i];
-      e.offset = write_pos_ + (es[i].offset - from);
-      HEXZ_RETURN_IF_ERROR(index_->Append(e));
+      e.offset = at + (es[i].offset - from);
+      HEXZ_RETURN_IF_ERROR(index_[job->stream]->Append(e));
     }
-    if (!pieces.empty() && pieces.back().src + pieces.back().len == from &&
-        pieces.back().out + pieces.back().len == write_pos_) {
-      pieces.back().len += len;  // one piece per run copied back to back
+    // Kept sorted by source offset (WriteDedupRef searches them): one piece
+    // per run copied back to back.
+    auto after = std::upper_bound(pieces.begin(), pieces.end(), from,
+                                  [](uint64_t off, const CopiedPiece& c) { return off < c.src; });
+    if (after != pieces.begin() && std::prev(after)->src + std::prev(after)->len == from &&
+        std::prev(after)->out + std::prev(after)->len == at) {
+      std::prev(after)->len += len;
     } else {
-      pieces.push_back({from, len, write_pos_});
+      pieces.insert(after, {from, len, at});
     }
-    write_pos_ += len;
+    pos += len;
     first = end;
   }
   job->src_fd.reset();
+  return Status::Ok();
+}
+
+Status WriterImpl::ReadBack(uint64_t offset, void* buf, size_t len) {
+  if ((offset & kSideBit) != 0)
+    return io::PreadFull(side_fd_.get(), buf, len, offset & ~kSideBit, out_path_ + ": temp file");
+  return io::PreadFull(fd_.get(), buf, len, offset, out_path_);
+}
+
+Status WriterImpl::AppendSide() {
+  side_base_ = write_pos_;
+  const std::string what = out_path_ + ": copying the memory stream from its temp file";
+  bool copied = false;
+  if (copy_range_works_) {
+    HEXZ_ASSIGN_OR_RETURN(
+        copied, io::CopyFileRange(side_fd_.get(), 0, fd_.get(), side_base_, side_pos_, what));
+    copy_range_works_ = copied;
+  }
+  if (!copied) {
+    std::vector<uint8_t> buf(std::min<uint64_t>(side_pos_, kExtentPiece));
+    for (uint64_t done = 0; done < side_pos_;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), side_pos_ - done));
+      HEXZ_RETURN_IF_ERROR(io::PreadFull(side_fd_.get(), buf.data(), n, done, what));
+      HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), buf.data(), n, side_base_ + done, what));
+      done += n;
+    }
+  }
+  write_pos_ += side_pos_;
   return Status::Ok();
 }
 
@@ -633,7 +703,8 @@ Status WriterImpl::WriteOne(Job* job) {
   if (job->type == Job::kRun) {
     L::Entry e;
     e.kind = job->entry.kind;
-    for (uint64_t i = 0; i < job->run_count; ++i) HEXZ_RETURN_IF_ERROR(index_->Append(e));
+    for (uint64_t i = 0; i < job->run_count; ++i)
+      HEXZ_RETURN_IF_ERROR(index_[job->stream]->Append(e));
     return Status::Ok();
   }
   if (job->type == Job::kExtent) {
@@ -647,8 +718,7 @@ Status WriterImpl::WriteOne(Job* job) {
     if (it != dedup_.end()) {
       // A 128-bit hash match; compare the bytes to be certain.
       compare_buf_.resize(bytes.size());
-      HEXZ_RETURN_IF_ERROR(io::PreadFull(fd_.get(), compare_buf_.data(), bytes.size(),
-                                         it->second.offset, out_path_));
+      HEXZ_RETURN_IF_ERROR(ReadBack(it->second.offset, compare_buf_.data(), bytes.size()));
       if (std::memcmp(compare_buf_.data(), bytes.data(), bytes.size()) == 0) {
         e = it->second;
         e.kind = L::Kind::kDedup;
@@ -656,14 +726,16 @@ Status WriterImpl::WriteOne(Job* job) {
       }
     }
     if (!deduped) {
-      e.offset = write_pos_;
+      const bool side = ToSide(*job);
+      uint64_t& pos = TargetPos(side);
+      e.offset = Tagged(side, pos);
       HEXZ_RETURN_IF_ERROR(
-          io::PwriteFull(fd_.get(), bytes.data(), bytes.size(), write_pos_, out_path_));
-      write_pos_ += bytes.size();
+          io::PwriteFull(TargetFd(side), bytes.data(), bytes.size(), pos, out_path_));
+      pos += bytes.size();
       if (dedup_.size() < options_.dedup_entries) dedup_.emplace(job->key, e);
     }
   }
-  return index_->Append(e);
+  return index_[job->stream]->Append(e);
 }
 
 void WriterImpl::WriteLoop() {
@@ -730,7 +802,7 @@ Result<SnapshotId> WriterImpl::Finish() {
   };
   if (IsCancelled()) return fail(Cancelled());
   if (in_stream_) return fail(Status::Internal("Finish inside a stream"));
-  if (streams_begun_ == 0) return fail(Status::Internal("a snapshot needs a disk stream"));
+  if (!begun_[0]) return fail(Status::Internal("a snapshot needs a disk stream"));
   StopThreads();
   {
     Status st = Error();
@@ -738,6 +810,10 @@ Result<SnapshotId> WriterImpl::Finish() {
   }
   if (IsCancelled()) return fail(Cancelled());
 
+  if (side_pos_ > 0) {
+    Status st = AppendSide();
+    if (!st.ok()) return fail(st);
+  }
   // The metadata section ends where the index begins.
   Status st = io::PwriteFull(fd_.get(), metadata_.data(), metadata_.size(), write_pos_, out_path_);
   if (!st.ok()) return fail(st);
@@ -754,7 +830,7 @@ Result<SnapshotId> WriterImpl::Finish() {
   uint32_t log2 = 0;
   while ((1u << log2) < options_.block_size) ++log2;
   h.block_size_log2 = log2;
-  h.flags = (thin_ ? L::kFlagThin : 0) | (streams_begun_ > 1 ? L::kFlagHasMemory : 0) |
+  h.flags = (thin_ ? L::kFlagThin : 0) | (begun_[1] ? L::kFlagHasMemory : 0) |
             (metadata_.empty() ? 0 : L::kFlagHasMetadata);
   h.id = id_.bytes;
   uint8_t head[L::kHeaderSize];
@@ -800,12 +876,25 @@ Status WriterImpl::WriteIndex(uint64_t offset, L::Footer* ft) {
     return Status::Ok();
   };
   HEXZ_RETURN_IF_ERROR(flush());
-  HEXZ_RETURN_IF_ERROR(index_->ForEachPiece([&](const uint8_t* p, size_t n) -> Status {
+  // Disk entries, then memory entries, whichever stream was written first;
+  // offsets into the side file move to where AppendSide put its bytes.
+  std::vector<uint8_t> moved;
+  auto write_piece = [&](const uint8_t* p, size_t n) -> Status {
+    if (side_fd_.valid()) {
+      moved.assign(p, p + n);
+      for (size_t at = 0; at + L::kEntrySize <= n; at += L::kEntrySize) {
+        uint8_t* off = moved.data() + at + L::kEntryOffsetAt;
+        const uint64_t o = base::GetLe64(off);
+        if ((o & kSideBit) != 0) base::PutLe64(off, side_base_ + (o & ~kSideBit));
+      }
+      p = moved.data();
+    }
     hasher.Update(p, n);
     HEXZ_RETURN_IF_ERROR(io::PwriteFull(fd_.get(), p, n, pos, out_path_));
     pos += n;
     return Status::Ok();
-  }));
+  };
+  for (auto& index : index_) HEXZ_RETURN_IF_ERROR(index->ForEachPiece(write_piece));
   ft->index_offset = offset;
   ft->index_length = pos - offset;
   ft->index_checksum = hasher.Digest();

@@ -1,8 +1,13 @@
 // SnapshotWriter: writes one hexz snapshot file, streaming and multi-threaded.
 //
 // Usage: Create(); optionally SetParent() (thin output); then for each stream
-// in order (disk first, then optionally memory): BeginStream(), one Add*() per
-// block in block order, EndStream(); finally Finish(). PackStream() and
+// (the disk, and optionally the memory, in either order): BeginStream(), one
+// Add*() per block in block order, EndStream(); finally Finish(). A memory
+// stream written first (hexz vm snapshot --continue migrates the memory while
+// the guest is paused and writes the disk after it runs again) keeps its
+// stored bytes in an unlinked temp file in the output's directory until
+// Finish appends them after the disk's: the file is laid out as FORMAT.md
+// says whatever the order, and dedup works across both streams. PackStream() and
 // CopyStream() are helpers that drive the Add* calls from a file or from an
 // existing snapshot.
 //
@@ -83,7 +88,8 @@ class SnapshotWriter {
   virtual const SnapshotId& id() const = 0;
   virtual uint32_t block_size() const = 0;
 
-  // Makes the output thin. Must come before the first BeginStream. The path
+  // Makes the output thin. Must come before the first BeginStream (after
+  // it, only the same path and id again are accepted, and change nothing). The path
   // is stored as given and resolved by readers relative to the output's
   // directory; the parent's block size must equal this writer's.
   virtual Status SetParent(const std::string& relative_path, const SnapshotId& parent_id) = 0;

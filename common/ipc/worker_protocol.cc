@@ -193,6 +193,41 @@ Result<WorkerConfig> DecodeWorkerConfig(Message m) {
   return c;
 }
 
+Status SendWorkerControl(int sock, const WorkerControl& c) {
+  Encoder e;
+  if (c.type == kFoldOverlay) return Send(sock, kFoldOverlay, e.bytes());
+  if (c.type != kSwitchOverlay) return Status::Internal("ipc: not a control request");
+  e.Str(c.overlay_name);
+  for (uint8_t b : c.base_id) e.U8(b);
+  return Send(sock, kSwitchOverlay, e.bytes(), {c.overlay_data_fd.get(), c.overlay_meta_fd.get()});
+}
+
+Result<WorkerControl> DecodeWorkerControl(Message m) {
+  WorkerControl c;
+  Decoder d(m.payload);
+  if (m.type == kFoldOverlay) {
+    c.type = kFoldOverlay;
+    HEXZ_RETURN_IF_ERROR(Check(m.fds.empty(), "a fold request carries no descriptor"));
+    HEXZ_RETURN_IF_ERROR(d.Finish());
+    return c;
+  }
+  HEXZ_RETURN_IF_ERROR(Check(m.type == kSwitchOverlay, "not a control request"));
+  c.type = kSwitchOverlay;
+  HEXZ_ASSIGN_OR_RETURN(c.overlay_name, d.Str(kMaxPathLength));
+  HEXZ_RETURN_IF_ERROR(
+      Check(!c.overlay_name.empty(), "a switch request without the overlay's name"));
+  for (uint8_t& b : c.base_id) {
+    HEXZ_ASSIGN_OR_RETURN(b, d.U8());
+  }
+  HEXZ_RETURN_IF_ERROR(d.Finish());
+  HEXZ_RETURN_IF_ERROR(Check(m.fds.size() == 2, "a switch request carries " +
+                                                    std::to_string(m.fds.size()) +
+                                                    " descriptors, not the overlay's two"));
+  c.overlay_data_fd = std::move(m.fds[0]);
+  c.overlay_meta_fd = std::move(m.fds[1]);
+  return c;
+}
+
 Status SendWorkerReady(int sock, const std::string& detail) {
   Encoder e;
   e.Str(detail.substr(0, 1024));

@@ -4,6 +4,16 @@
 //   worker -> front-end : kWorkerReady    (the mount/export is usable)
 //                       | kWorkerError    (code, errno and the exact message)
 //
+// Then, for a read-write NBD server only (hexz vm resume's, for
+// `hexz vm snapshot --continue`), any number of control requests, each
+// answered with kWorkerReady or kWorkerError:
+//   front-end -> worker : kSwitchOverlay  (a fresh overlay's two descriptors
+//                                          and the id of the snapshot it will
+//                                          be a child of: freeze the current
+//                                          overlay and write to the fresh one)
+//                       | kFoldOverlay    (undo the last switch: fold the
+//                                          fresh overlay back into the frozen)
+//
 // The worker opens nothing by path after start-up: the snapshot chain (or,
 // for a remote chain, the channels to its fetcher, common/ipc/fetch_protocol.h),
 // the overlay files, the NBD listening socket and the log all arrive as
@@ -14,6 +24,7 @@
 // Thread safety: plain values.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,6 +39,8 @@ enum MessageType : uint32_t {
   kWorkerConfig = 1,
   kWorkerReady = 2,
   kWorkerError = 3,
+  kSwitchOverlay = 4,
+  kFoldOverlay = 5,
 };
 
 enum class WorkerMode : uint32_t { kFuse = 0, kNbdServe = 1 };
@@ -40,7 +53,7 @@ enum class FdRole : uint32_t {
   kFetcher = 4,      // a remote chain: one per channel to the fetcher
 };
 
-inline constexpr uint32_t kWorkerProtocolVersion = 3;
+inline constexpr uint32_t kWorkerProtocolVersion = 4;
 inline constexpr uint32_t kMaxChainLength = 32;
 inline constexpr uint32_t kMaxPathLength = 4096;
 inline constexpr uint32_t kMaxTlsBlob = 16 * 1024;  // each TLS input (nbd::kMaxTlsInput)
@@ -100,5 +113,22 @@ Status SendWorkerError(int sock, const Status& status);
 // Waits for kWorkerReady (returns its detail) or kWorkerError (returns the
 // worker's Status as is).
 Result<std::string> ReceiveWorkerReply(int sock);
+
+// A control request after kWorkerReady (see the top).
+struct WorkerControl {
+  MessageType type = kFoldOverlay;
+  // kSwitchOverlay only: the fresh overlay (initialized by the front-end, as
+  // the user, for `base_id` and the disk's size), its name for messages.
+  std::string overlay_name;
+  std::array<uint8_t, 16> base_id{};
+  UniqueFd overlay_data_fd;
+  UniqueFd overlay_meta_fd;
+};
+
+// Sends a control request with its descriptors (which stay the caller's).
+Status SendWorkerControl(int sock, const WorkerControl& control);
+// Parses kSwitchOverlay or kFoldOverlay, taking the descriptors; checks that
+// a switch carries exactly its two descriptors and a name, and a fold nothing.
+Result<WorkerControl> DecodeWorkerControl(Message message);
 
 }  // namespace hexz::ipc

@@ -71,6 +71,25 @@ Result<std::unique_ptr<OverlayVolume>> OpenOverlayVolume(
                                std::shared_ptr<Overlay>(std::move(ov)));
 }
 
+Status FoldOverlay(const Overlay& upper, Overlay* lower) {
+  if (upper.disk_size() != lower->disk_size()) {
+    return Status::InvalidArgument(upper.names().data + " and " + lower->names().data +
+                                   " are overlays of disks of different sizes");
+  }
+  constexpr uint64_t kChunk = 4096;  // blocks asked at once whether anything changed
+  std::vector<uint8_t> buf(kBlockSize);
+  for (uint64_t first = 0; first < upper.block_count(); first += kChunk) {
+    const uint64_t end = std::min(upper.block_count(), first + kChunk);
+    if (!upper.AnyChanged(first, end - first)) continue;
+    for (uint64_t b = first; b < end; ++b) {
+      HEXZ_ASSIGN_OR_RETURN(BlockState state, upper.ReadBlock(b, buf.data()));
+      if (state == BlockState::kData) HEXZ_RETURN_IF_ERROR(lower->WriteBlock(b, buf.data()));
+      if (state == BlockState::kZero) HEXZ_RETURN_IF_ERROR(lower->ZeroBlock(b));
+    }
+  }
+  return lower->Flush();
+}
+
 Status OverlayVolume::CheckRange(uint64_t offset, uint64_t len, const char* op) const {
   if (!base::RangeWithin(offset, len, Size())) {
     return Status::NoSpace(std::string(op) + " of " + std::to_string(len) + " bytes at offset " +

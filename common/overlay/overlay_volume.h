@@ -71,4 +71,11 @@ Result<std::unique_ptr<OverlayVolume>> OpenOverlayVolume(
     const std::shared_ptr<const format::Snapshot>& snapshot, UniqueFd data, UniqueFd meta,
     OverlayNames names, bool ephemeral);
 
+// The undo of a switch to a fresh overlay (hexz vm snapshot --continue that
+// failed): writes every changed block of `upper` (data and zero blocks) into
+// `lower`, then flushes `lower`. Afterwards `lower` alone reads as
+// OverlayVolume(upper, base = OverlayVolume(lower, ...)) did. The caller
+// makes sure nothing writes to either meanwhile.
+Status FoldOverlay(const Overlay& upper, Overlay* lower);
+
 }  // namespace hexz::overlay

@@ -1,6 +1,7 @@
 // libFuzzer harness for what hexz-fused parses from its channel: the message
 // framing (Receive over a real socketpair) and the worker config payload
-// (DecodeWorkerConfig), plus the worker's reply parsing on the front-end side.
+// (DecodeWorkerConfig), the control requests (DecodeWorkerControl), plus the worker's reply parsing
+// on the front-end side.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +21,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     m.payload.assign(data, data + size);
     (void)DecodeWorkerConfig(std::move(m));
   }
+  // The payload as each control request.
+  for (uint32_t type : {kSwitchOverlay, kFoldOverlay}) {
+    Message m;
+    m.type = type;
+    m.payload.assign(data, data + size);
+    (void)DecodeWorkerControl(std::move(m));
+  }
   // The whole byte stream through the framing layer.
   if (size > 200000) return 0;
   int sv[2];
@@ -35,9 +43,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   shutdown(sv[0], SHUT_WR);
   for (int i = 0; i < 4; ++i) {
-    auto m = Receive(sv[1], {kWorkerConfig, kWorkerReady, kWorkerError});
+    auto m =
+        Receive(sv[1], {kWorkerConfig, kWorkerReady, kWorkerError, kSwitchOverlay, kFoldOverlay});
     if (!m.ok()) break;
-    if (m->type == kWorkerConfig) (void)DecodeWorkerConfig(std::move(*m));
+    if (m->type == kWorkerConfig) {
+      (void)DecodeWorkerConfig(std::move(*m));
+    } else if (m->type == kSwitchOverlay || m->type == kFoldOverlay) {
+      (void)DecodeWorkerControl(std::move(*m));
+    }
   }
   close(sv[0]);
   close(sv[1]);

@@ -57,8 +57,9 @@ pass "a resumed guest is snapshotted again, thin against the snapshot it was res
 # QEMU's exit ends vm resume, which stops the server (flushing the overlay).
 qmp "$T/r.qmp" quit >/dev/null 2>&1 || true
 wait "$resume_pid" || fail "vm resume exited with $?: $(cat "$T/r.qmp.out")"
-grep -q "its disk writes are in ov" "$T/r.qmp.out" || fail "exit message: $(cat "$T/r.qmp.out")"
-"$HEXZ" commit --base vm.st --overlay ov -o committed.st >/dev/null || fail "commit of the overlay"
+# The --continue capture switched the guest to a fresh overlay over vm2.st.
+grep -q "its disk writes are in ov (over $T/vm2.st)" "$T/r.qmp.out" || fail "exit message: $(cat "$T/r.qmp.out")"
+"$HEXZ" commit --base vm2.st --overlay ov -o committed.st >/dev/null || fail "commit of the overlay"
 "$HEXZ" cat committed.st | cmp - expected.raw || fail "the committed disk lacks the guest's write"
 [[ -z $(ls run/hexz) ]] || fail "vm resume left files: $(ls -R run/hexz)"
 pass "the guest's disk writes land in the overlay; hexz commit of it works; nothing left behind"

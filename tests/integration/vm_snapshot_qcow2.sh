@@ -33,7 +33,7 @@ start_vm() {
 # --continue: the guest runs on; disk and memory are in the snapshot.
 start_vm a
 out=$("$HEXZ" vm snapshot --qmp "$T/a.qmp" --output vm.st --continue) || fail "vm snapshot: $out"
-grep -q "vm.st: captured the guest in .* s into .*; the guest runs on" <<<"$out" || fail "summary: $out"
+grep -q "vm.st: captured the guest in [0-9.]* s into .*; the guest was paused for [0-9.]* s and runs on" <<<"$out" || fail "summary: $out"
 [[ $(status "$T/a.qmp") == running ]] || fail "--continue: the guest is $(status "$T/a.qmp")"
 "$HEXZ" cat vm.st | cmp - disk.raw || fail "the snapshot's disk differs from the guest's"
 "$HEXZ" verify vm.st >/dev/null || fail "verify vm.st"

@@ -10,7 +10,12 @@
 #                                (16 MiB ext4, /count = 0); sets COUNT_ARGS,
 #                                the QEMU arguments (128 MiB, TCG, one CPU,
 #                                console on the serial port on stdout, the
-#                                disk as -drive id=d0)
+#                                disk as -drive id=d0). With COUNT_CHURN_AT=N
+#                                and COUNT_CHURN_MIB=M set, the root disk is
+#                                M + 32 MiB and, in its tick N (before it
+#                                prints it), the guest writes M MiB of
+#                                /dev/urandom into /junk and drops its page
+#                                cache (freed pages are zeroed: init_on_free)
 #   wait_tick LOG N [SECONDS]    until LOG shows "tick N" (default 300 s)
 #   ticks LOG                    the tick numbers in LOG, one a line
 #   last_tick LOG                the last tick number in LOG
@@ -38,8 +43,14 @@ mkdir -p /mnt/root
 for _ in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.1; done
 mount -t ext4 /dev/vda /mnt/root || { echo "counting guest: cannot mount /dev/vda"; exit 1; }
 n=$(cat /mnt/root/count)
+churn_at=$(cat /mnt/root/churn_at 2>/dev/null)
 while :; do
   n=$((n + 1))
+  if [ "$n" = "$churn_at" ]; then
+    dd if=/dev/urandom of=/mnt/root/junk bs=1M count="$(cat /mnt/root/churn_mib)" 2>/dev/null
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  fi
   echo "$n" >/mnt/root/count
   sync
   echo "tick $n"
@@ -49,10 +60,17 @@ GUEST
   qemu_pack_initramfs "$dir" "$dir.cpio.gz"
   mkdir -p "$dir.root"
   echo 0 >"$dir.root/count"
-  mkfs.ext4 -q -F -O ^has_journal -d "$dir.root" "$dir.raw" 16M >/dev/null || fail "mkfs.ext4 $dir.raw"
+  local size=16 append="console=ttyS0 panic=-1"
+  if [[ -n ${COUNT_CHURN_AT:-} ]]; then
+    echo "$COUNT_CHURN_AT" >"$dir.root/churn_at"
+    echo "$COUNT_CHURN_MIB" >"$dir.root/churn_mib"
+    size=$((COUNT_CHURN_MIB + 32))
+    append+=" init_on_free=1"
+  fi
+  mkfs.ext4 -q -F -O ^has_journal -d "$dir.root" "$dir.raw" "${size}M" >/dev/null || fail "mkfs.ext4 $dir.raw"
   COUNT_ARGS=(-machine pc -accel tcg -m 128 -smp 1 -nodefaults -no-user-config -display none
               -serial stdio -kernel "$QEMU_KERNEL" -initrd "$dir.cpio.gz"
-              -append "console=ttyS0 panic=-1"
+              -append "$append"
               -drive "file=$dir.raw,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0)
 }
 

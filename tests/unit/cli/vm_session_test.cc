@@ -51,8 +51,13 @@ TEST(VmSession, FindsTheServedDiskThroughItsDrive) {
   EXPECT_EQ((*found)->snapshot, "/s/vm.st");
   EXPECT_EQ((*found)->overlay, "/s/vm.ov");
   EXPECT_EQ((*found)->socket, dir + "/nbd.sock");
-  // Written once: a second writer does not replace it.
-  EXPECT_FALSE(WriteServedDisk(dir, {"/x.st", "/x.ov", ""}).ok());
+  // A capture with --continue moves the guest to a new snapshot: the file is
+  // replaced (atomically, by a rename), and no temp file is left.
+  ASSERT_TRUE(WriteServedDisk(dir, {"/x.st", "/x.ov", ""}).ok());
+  found = FindServedDisk(Args(dir + "/nbd.sock"), "d0");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->snapshot, "/x.st");
+  EXPECT_NE(access((dir + "/disk.json.new").c_str(), F_OK), 0);
 }
 
 TEST(VmSession, AnyOtherDiskIsNotServed) {

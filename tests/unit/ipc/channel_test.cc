@@ -362,5 +362,63 @@ TEST(WorkerProtocolTest, ErrorAndReadyReplies) {
   EXPECT_NE(gone.status().message().find("exited without reporting"), std::string::npos);
 }
 
+TEST(WorkerProtocolTest, ControlRequestsRoundTrip) {
+  Pair p = MakePair();
+  WorkerControl sw;
+  sw.type = kSwitchOverlay;
+  sw.overlay_name = "/run/hexz/resume-x/overlay";
+  sw.base_id.fill(0x5a);
+  sw.overlay_data_fd = UniqueFd(::open("/dev/zero", O_RDONLY | O_CLOEXEC));
+  sw.overlay_meta_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(SendWorkerControl(p.a.get(), sw).ok());
+  WorkerControl fold;
+  ASSERT_TRUE(SendWorkerControl(p.a.get(), fold).ok());
+  auto m = Receive(p.b.get(), {kSwitchOverlay, kFoldOverlay});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto got = DecodeWorkerControl(std::move(*m));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->type, kSwitchOverlay);
+  EXPECT_EQ(got->overlay_name, sw.overlay_name);
+  EXPECT_EQ(got->base_id, sw.base_id);
+  char byte = 1;
+  ASSERT_EQ(read(got->overlay_data_fd.get(), &byte, 1), 1);  // /dev/zero
+  EXPECT_EQ(byte, 0);
+  EXPECT_TRUE(got->overlay_meta_fd.valid());
+  m = Receive(p.b.get(), {kSwitchOverlay, kFoldOverlay});
+  ASSERT_TRUE(m.ok());
+  got = DecodeWorkerControl(std::move(*m));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->type, kFoldOverlay);
+}
+
+TEST(WorkerProtocolTest, ControlRequestsAreCheckedStrictly) {
+  auto decode = [](uint32_t type, std::vector<uint8_t> payload, int fds) {
+    Message m;
+    m.type = type;
+    m.payload = std::move(payload);
+    for (int i = 0; i < fds; ++i) m.fds.emplace_back(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return DecodeWorkerControl(std::move(m)).status();
+  };
+  Encoder good;
+  good.Str("ovl");
+  for (int i = 0; i < 16; ++i) good.U8(1);
+  EXPECT_TRUE(decode(kSwitchOverlay, good.bytes(), 2).ok());
+  EXPECT_FALSE(decode(kSwitchOverlay, good.bytes(), 1).ok());  // a descriptor missing
+  EXPECT_FALSE(decode(kSwitchOverlay, good.bytes(), 3).ok());  // one too many
+  std::vector<uint8_t> longer = good.bytes();
+  longer.push_back(0);
+  EXPECT_FALSE(decode(kSwitchOverlay, longer, 2).ok());  // trailing bytes
+  std::vector<uint8_t> shorter(good.bytes().begin(), good.bytes().end() - 1);
+  EXPECT_FALSE(decode(kSwitchOverlay, shorter, 2).ok());  // the id cut short
+  Encoder unnamed;
+  unnamed.Str("");
+  for (int i = 0; i < 16; ++i) unnamed.U8(1);
+  EXPECT_FALSE(decode(kSwitchOverlay, unnamed.bytes(), 2).ok());
+  EXPECT_TRUE(decode(kFoldOverlay, {}, 0).ok());
+  EXPECT_FALSE(decode(kFoldOverlay, {0}, 0).ok());
+  EXPECT_FALSE(decode(kFoldOverlay, {}, 1).ok());
+  EXPECT_FALSE(decode(kWorkerConfig, good.bytes(), 2).ok());
+}
+
 }  // namespace
 }  // namespace hexz::ipc
