@@ -170,8 +170,11 @@ Status ServeFuse(ipc::WorkerConfig config, int sock) {
   }
 
   sandbox::Policy policy;
-  // The overlay truncates its meta file when it compacts its log.
-  if (config.read_write) policy.extra_syscalls.push_back("ftruncate");
+  // A writable overlay compacts its log: it punches out the dead space
+  // (fallocate) and cuts the old tail (ftruncate), on the files it holds.
+  if (config.read_write) {
+    for (const char* call : {"ftruncate", "fallocate"}) policy.extra_syscalls.push_back(call);
+  }
   // Not serving unsandboxed: auto_unmount takes the mount away when we exit.
   HEXZ_RETURN_IF_ERROR(sandbox::LockDown(policy));
   HEXZ_LOG_DEBUG("sandbox active (seccomp %s)", sandbox::DebugBuild() ? "trap" : "kill");

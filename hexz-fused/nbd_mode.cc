@@ -172,6 +172,11 @@ Status ServeNbd(ipc::WorkerConfig config, int sock) {
   // On top of the base allowlist (which has poll, send/recv, shutdown):
   // accepting clients. Everything else the server needs was set up above.
   policy.extra_syscalls = {"accept4"};
+  // A writable overlay compacts its log: it punches out the dead space
+  // (fallocate) and cuts the old tail (ftruncate), on the files it holds.
+  if (config.read_write) {
+    for (const char* call : {"ftruncate", "fallocate"}) policy.extra_syscalls.push_back(call);
+  }
   policy.max_open_files = 256;
   HEXZ_RETURN_IF_ERROR(sandbox::LockDown(policy));
   HEXZ_LOG_DEBUG("sandbox active (seccomp %s)", sandbox::DebugBuild() ? "trap" : "kill");
