@@ -205,15 +205,14 @@ Status PackDisk(QmpClient& qmp, const std::string& node, format::SnapshotWriter*
   return st;
 }
 
-// Takes the disk of a paused guest served by hexz vm resume: the server
-// flushes (NBD_CMD_FLUSH), then the base's blocks and the overlay's
-// changes are committed into `writer` (unchanged blocks referenced in the
-// base, or copied in stored form with --standalone; changed ones compressed).
-Result<overlay::CommitStats> PackServedDisk(const Guest& g, format::SnapshotWriter* writer,
-                                            const SnapshotArgs& a) {
-  HEXZ_RETURN_IF_ERROR(FlushServedDisk(g.served->socket));
+// Commits the served base and the overlay at `overlay_path` (read-only)
+// into `writer`'s disk stream: unchanged blocks referenced in the base, or
+// copied in stored form with --standalone; changed ones compressed.
+Result<overlay::CommitStats> CommitServedDisk(const Guest& g, const std::string& overlay_path,
+                                              format::SnapshotWriter* writer,
+                                              const SnapshotArgs& a) {
   HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
-                        overlay::OpenOverlayFiles(g.served->overlay, overlay::LockMode::kNone,
+                        overlay::OpenOverlayFiles(overlay_path, overlay::LockMode::kNone,
                                                   /*create=*/false));
   files.names.base = g.base->path();
   overlay::OverlayOptions ro;
@@ -225,6 +224,14 @@ Result<overlay::CommitStats> PackServedDisk(const Guest& g, format::SnapshotWrit
   const std::string parent_path =
       a.standalone ? "" : overlay::RelativeParentPath(g.served->snapshot, a.output);
   return overlay::WriteCommit(g.base, ov, writer, parent_path, /*carry_memory=*/false);
+}
+
+// Takes the disk of a paused guest served by hexz vm resume: the server
+// flushes (NBD_CMD_FLUSH), then its base and overlay are committed.
+Result<overlay::CommitStats> PackServedDisk(const Guest& g, format::SnapshotWriter* writer,
+                                            const SnapshotArgs& a) {
+  HEXZ_RETURN_IF_ERROR(FlushServedDisk(g.served->socket));
+  return CommitServedDisk(g, g.served->overlay, writer, a);
 }
 
 // Migrates the paused guest into the memory stream through a pipe.
@@ -316,18 +323,7 @@ Result<format::SnapshotId> CaptureContinued(QmpClient& qmp, const Guest& g,
   HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, a.standalone ? nullptr : g.base.get()));
   HEXZ_RETURN_IF_ERROR(qmp.Execute("cont").status());
   *resumed = Clock::now();
-  HEXZ_ASSIGN_OR_RETURN(overlay::OverlayFiles files,
-                        overlay::OpenOverlayFiles(frozen, overlay::LockMode::kNone,
-                                                  /*create=*/false));
-  files.names.base = g.base->path();
-  overlay::OverlayOptions ro;
-  ro.read_only = true;
-  HEXZ_ASSIGN_OR_RETURN(
-      std::shared_ptr<overlay::Overlay> ov,
-      overlay::Overlay::Open(std::move(files.data), std::move(files.meta), files.names,
-                             g.base->id(), g.base->StreamSize(StreamId::kDisk), ro));
-  HEXZ_ASSIGN_OR_RETURN(*stats, overlay::WriteCommit(g.base, ov, writer, parent_path,
-                                                     /*carry_memory=*/false));
+  HEXZ_ASSIGN_OR_RETURN(*stats, CommitServedDisk(g, frozen, writer, a));
   HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp, g));
   HEXZ_RETURN_IF_ERROR(writer->SetMetadata(m));
   return writer->Finish();

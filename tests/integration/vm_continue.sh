@@ -29,10 +29,7 @@ export XDG_RUNTIME_DIR="$T/run"
 mkdir -m 700 run
 COUNT_CHURN_AT=9 COUNT_CHURN_MIB=192 counting_guest_build "$T/g"
 
-qemu-system-x86_64 "${COUNT_ARGS[@]}" -qmp "unix:$T/a.qmp,server=on,wait=off" \
-  </dev/null >a.serial 2>&1 &
-a_pid=$!
-on_exit "kill -9 $a_pid"
+start_counting_guest a
 wait_tick a.serial 5
 "$HEXZ" vm snapshot --qmp "$T/a.qmp" -o base.st -q || fail "vm snapshot of the booted guest"
 base_tick=$(last_tick a.serial)
@@ -69,12 +66,9 @@ consecutive r.qmp.out $((base_tick + 1))
 pass "vm snapshot --continue: paused $paused s of $captured s, /count = $k1, the guest counts on"
 
 # s1.st resumes from the tick of the pause.
-resume_vm s1.st "$T/q.qmp"
-q_pid=$resume_pid
-wait_tick q.qmp.out $((k1 + 2)) 120
-[[ $(ticks q.qmp.out | head -n1) == $((k1 + 1)) ]] || fail "s1.st resumed at $(ticks q.qmp.out | head -n1), not $((k1 + 1))"
-kill -TERM "$q_pid"
-wait "$q_pid" || true
+resume_at s1.st "$T/q.qmp" $((k1 + 1))
+kill -TERM "$resume_pid"
+wait "$resume_pid" || true
 pass "s1.st resumes at $((k1 + 1))"
 
 # A second capture: thin against the first, holding only what changed since.
@@ -86,12 +80,9 @@ to=$(last_tick r.qmp.out)
 "$HEXZ" cat s2.st >s2.raw
 k2=$(disk_count s2.raw)
 in_window "$k2" "$from" "$to"
-resume_vm s2.st "$T/q2.qmp"
-q_pid=$resume_pid
-wait_tick q2.qmp.out $((k2 + 2)) 120
-[[ $(ticks q2.qmp.out | head -n1) == $((k2 + 1)) ]] || fail "s2.st resumed at $(ticks q2.qmp.out | head -n1)"
-kill -TERM "$q_pid"
-wait "$q_pid" || true
+resume_at s2.st "$T/q2.qmp" $((k2 + 1))
+kill -TERM "$resume_pid"
+wait "$resume_pid" || true
 pass "a second --continue capture is thin against the first (/count = $k2) and resumes"
 
 # A capture that fails after the switch: its output on a full small tmpfs.

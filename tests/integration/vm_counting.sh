@@ -21,10 +21,8 @@ export XDG_RUNTIME_DIR="$T/run"
 mkdir -m 700 run
 counting_guest_build "$T/g"
 
-qemu-system-x86_64 "${COUNT_ARGS[@]}" -qmp "unix:$T/a.qmp,server=on,wait=off" \
-  </dev/null >a.serial 2>&1 &
-a_pid=$!
-on_exit "kill -9 $a_pid"
+start_counting_guest a
+a_pid=$guest_pid
 wait_tick a.serial 20
 "$HEXZ" vm snapshot --qmp "$T/a.qmp" -o vm1.st --continue -q || fail "vm snapshot at tick 20"
 [[ $(last_tick a.serial) == 20 ]] || fail "the snapshot was not taken at tick 20: $(ticks a.serial | paste -sd' ')"

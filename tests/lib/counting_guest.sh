@@ -1,4 +1,4 @@
-# The counting guest of the VM capture tests (vm_counting, vm_served) and of
+# The counting guest of the VM capture tests (vm_counting, vm_served, vm_continue) and of
 # the bench's vm rows: the QEMU test kernel (tests/lib/qemu.sh) with a
 # busybox initramfs whose /init mounts the ext4 root disk (/dev/vda, no
 # journal, so what the guest synced is on the disk as written) and counts
@@ -16,6 +16,12 @@
 #                                prints it), the guest writes M MiB of
 #                                /dev/urandom into /junk and drops its page
 #                                cache (freed pages are zeroed: init_on_free)
+#   start_counting_guest NAME    runs the built guest with QMP at $T/NAME.qmp
+#                                and its serial in NAME.serial (in the current
+#                                directory); its pid goes into $guest_pid
+#   resume_at SNAP QMP TICK      vm resume SNAP (QMP at QMP, needs
+#                                tests/lib/qmp.sh) and fail unless its first
+#                                tick is TICK; the guest runs on ($resume_pid)
 #   wait_tick LOG N [SECONDS]    until LOG shows "tick N" (default 300 s)
 #   ticks LOG                    the tick numbers in LOG, one a line
 #   last_tick LOG                the last tick number in LOG
@@ -94,6 +100,22 @@ consecutive() {
   want=$(seq "$2" "$(last_tick "$1")" | paste -sd' ')
   [[ $got == "$want" ]] || fail "$1: the ticks are '$got', not '$want'"
 }
+# start_counting_guest NAME: the guest, QMP at $T/NAME.qmp, serial in
+# NAME.serial; its pid in $guest_pid (killed at exit).
+start_counting_guest() {
+  qemu-system-x86_64 "${COUNT_ARGS[@]}" -qmp "unix:$T/$1.qmp,server=on,wait=off" \
+    </dev/null >"$1.serial" 2>&1 &
+  guest_pid=$!
+  on_exit "kill -9 $guest_pid"
+}
+
+# resume_at SNAP QMP TICK: SNAP resumed, its first tick TICK.
+resume_at() {
+  resume_vm "$1" "$2"
+  wait_tick "$2.out" $(($3 + 1)) 120
+  [[ $(ticks "$2.out" | head -n1) == "$3" ]] || fail "$1 resumed at $(ticks "$2.out" | head -n1), not $3"
+}
+
 # stop_at_next_tick QMP LOG: pauses the guest right after its next tick
 # (in the second it sleeps); that tick goes into $stopped_at.
 stop_at_next_tick() {
