@@ -110,6 +110,9 @@ Result<std::shared_ptr<format::Snapshot>> OpenSnapshotChain(const std::string& p
   }
   auto snap = format::Snapshot::Open(path, options);
   if (snap.ok()) return snap;
+  // A server that did not answer within --remote-timeout would not answer
+  // the walk below either: each file would wait that long again.
+  if (snap.status().code() == base::Code::kUnavailable) return snap.status();
   // Walk the chain file by file, as Open does, to learn which files lead to
   // the one that failed.
   const io::SourceOpener& opener = options.opener ? *options.opener : io::LocalOpener();

@@ -264,9 +264,10 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
   remote->Add(cmd);
   cmd->callback([rc, path, json, remote] {
     auto snap = OpenSnapshotChain(*path, remote->OpenOptions());
-    if (!snap.ok()) {
+    if (!snap.ok() && snap.status().code() != base::Code::kUnavailable) {
       // A thin snapshot whose parent chain is broken: still show the file
-      // itself (it says which parent it needs), then fail.
+      // itself (it says which parent it needs), then fail. (Not after a
+      // server that did not answer in time: it would be waited for again.)
       format::OpenOptions alone = remote->OpenOptions();
       alone.skip_parents = true;
       auto self = Snapshot::Open(*path, alone);
@@ -277,6 +278,8 @@ void AddInfoCommand(CLI::App& parent, int* rc) {
           PrintText(**self, nullptr);
         }
       }
+    }
+    if (!snap.ok()) {
       *rc = Fail(snap.status());
       return;
     }

@@ -8,14 +8,13 @@
 // than the recorded qemu.version. Starts QEMU from the recorded qemu.args,
 // with the -drive named by qemu.disk replaced by the NBD export, -machine
 // naming the recorded qemu.machine, `-incoming fd:3`, a QMP socket and the
-// extra arguments (QEMU starts while the server gets ready and QEMU's
-// version is checked); it feeds the memory stream into fd 3 from this
-// process (MemoryFeed), waits over QMP until the incoming migration has
-// completed, then `cont`. Then it stays in
-// the foreground like QEMU itself: when QEMU exits, the server flushes the
-// overlay and stops; SIGINT, SIGTERM or SIGHUP are passed on to QEMU (which
-// shuts down). Any failure before that stops QEMU and the server and names
-// QEMU's own message.
+// extra arguments (QEMU starts while the server gets ready). Once QEMU's
+// QMP greets it with QEMU's version, and that version can load the stream,
+// it feeds the memory stream into fd 3 from this process (MemoryFeed), waits over QMP until the
+// incoming migration has completed, then `cont`. Then it stays in the foreground like QEMU itself:
+// when QEMU exits, the server flushes the overlay and stops; SIGINT, SIGTERM or SIGHUP are passed
+// on to QEMU (which shuts down). Any failure before that stops QEMU and the server and names QEMU's
+// own message.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -124,75 +123,40 @@ std::vector<long> VersionParts(const std::string& v) {
   return parts;
 }
 
-// `program --version`, run without a shell while the server and QEMU start;
-// Version() reads what it printed ("QEMU emulator version 7.2.0 ...") within
-// 10 s and reaps it. The destructor reaps one that was not read.
-class VersionProbe {
- public:
-  VersionProbe() = default;
-  VersionProbe(const VersionProbe&) = delete;
-  VersionProbe& operator=(const VersionProbe&) = delete;
-  ~VersionProbe() {
-    if (pid_ > 0) ReapWorker(pid_, 1000);
+// The QEMU program as execvp would find it: `program` itself when it names
+// a path, else the first executable of that name in $PATH. Checked before
+// anything starts, so that a missing QEMU is named rather than seen exiting.
+Result<std::string> ResolveProgram(const std::string& program) {
+  auto fail = [&program] {
+    return Status::NotFound("cannot run the QEMU program " + program +
+                            " (not found, or not executable); name it with --qemu");
+  };
+  if (program.empty()) return fail();
+  if (program.find('/') != std::string::npos) {
+    if (::access(program.c_str(), X_OK) != 0) return fail();
+    return program;
   }
-
-  Status Start(const std::string& program) {
-    program_ = program;
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
-    rd_.reset(p[0]);
-    UniqueFd wr(p[1]);
-    pid_ = ::fork();
-    if (pid_ < 0) return Status::FromErrno(errno, "fork");
-    if (pid_ == 0) {
-      ::dup2(wr.get(), 1);
-      int null = ::open("/dev/null", O_RDWR);
-      if (null >= 0) ::dup2(null, 2);
-      const char* argv[] = {program.c_str(), "--version", nullptr};
-      ::execvp(argv[0], const_cast<char**>(argv));
-      _exit(127);
-    }
-    return Status::Ok();
+  const char* env = std::getenv("PATH");
+  const std::string path = env != nullptr ? env : "/usr/local/bin:/usr/bin:/bin";
+  for (size_t b = 0, e; b <= path.size(); b = e + 1) {
+    e = path.find(':', b);
+    if (e == std::string::npos) e = path.size();
+    const std::string dir = e > b ? path.substr(b, e - b) : ".";
+    const std::string candidate = dir + "/" + program;
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0)
+      return program;
   }
-
-  Result<std::string> Version() {
-    std::string out;
-    struct pollfd pfd = {rd_.get(), POLLIN, 0};
-    char buf[1024];
-    while (out.size() < 4096 && ::poll(&pfd, 1, 10000) > 0) {
-      ssize_t n = ::read(rd_.get(), buf, sizeof buf);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    const int status = ReapWorker(pid_, 1000);
-    pid_ = -1;
-    if (!ExitedCleanly(status)) {
-      return Status::NotFound("cannot run the QEMU program " + program_ + " (" +
-                              (WIFEXITED(status) && WEXITSTATUS(status) == 127
-                                   ? std::string("not found, or not executable")
-                                   : DescribeWaitStatus(status)) +
-                              "); name it with --qemu");
-    }
-    const std::string marker = "version ";
-    size_t at = out.find(marker);
-    if (at == std::string::npos) return std::string();
-    at += marker.size();
-    size_t end = out.find_first_not_of("0123456789.", at);
-    return out.substr(at, end == std::string::npos ? std::string::npos : end - at);
-  }
-
- private:
-  std::string program_;
-  pid_t pid_ = -1;
-  UniqueFd rd_;
-};
+  return fail();
+}
 
 // QEMU loads migration streams of its own and older versions only: a QEMU
 // older than the one that wrote the stream is refused before the stream is
-// fed (QEMU waits with -incoming defer).
-Status CheckQemuVersion(VersionProbe& probe, const std::string& program, const Recorded& r,
+// fed. `have` is the version in QEMU's QMP greeting (QEMU waits for the
+// stream on fd 3 meanwhile).
+Status CheckQemuVersion(const std::string& have, const std::string& program, const Recorded& r,
                         const std::string& name) {
-  HEXZ_ASSIGN_OR_RETURN(std::string have, probe.Version());
   if (have.empty() || r.version.empty()) return Status::Ok();  // cannot tell: QEMU will
   if (VersionParts(have) >= VersionParts(r.version)) return Status::Ok();
   return Status::Unsupported(name + ": its memory stream was written by QEMU " + r.version +
@@ -328,7 +292,7 @@ class Resume {
   Status AwaitServer();
   Status StartQemu(const Recorded& r);
   std::string QemuProgram(const Recorded& r) const;
-  Status Incoming();
+  Status Incoming(const Recorded& r);
   // Stops QEMU (when `kill_qemu`) and the server, removes the private files.
   void Cleanup();
   std::string QemuSaid();
@@ -433,7 +397,7 @@ std::string Resume::QemuSaid() {
 }
 
 // Connects to QEMU's QMP, waits for the incoming migration, then `cont`.
-Status Resume::Incoming() {
+Status Resume::Incoming(const Recorded& r) {
   std::unique_ptr<QmpClient> qmp;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (qmp == nullptr && std::chrono::steady_clock::now() < deadline) {
@@ -456,6 +420,9 @@ Status Resume::Incoming() {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));  // QEMU is starting
   }
   if (qmp == nullptr) return Status::Unavailable(qmp_socket_ + ": QEMU did not start within 30 s");
+  // A QEMU too old is refused before it gets a byte of the stream (the
+  // caller stops QEMU and the server).
+  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(qmp->qemu_version(), QemuProgram(r), r, a_.snapshot));
   feed_.Start(snapshot_, a_.snapshot);
   Status migrated = WaitForMigration(*qmp, /*incoming=*/true);
   Status fed = feed_.Finish(/*abort=*/!migrated.ok());
@@ -472,8 +439,7 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
                         OpenSnapshotAsUser(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
-  VersionProbe probe;  // runs while the server and QEMU start
-  HEXZ_RETURN_IF_ERROR(probe.Start(QemuProgram(r)));
+  HEXZ_RETURN_IF_ERROR(ResolveProgram(QemuProgram(r)).status());
   HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
   std::string tmpl = base + "/resume-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);
@@ -490,9 +456,6 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(overlay_abs_, Absolute(overlay_));
   HEXZ_RETURN_IF_ERROR(WriteServedDisk(dir_, {served_, overlay_abs_, nbd_socket_}));
   HEXZ_RETURN_IF_ERROR(StartQemu(r));  // QEMU starts while the server gets ready
-  // A QEMU too old (or none) is refused before the stream is fed; the
-  // destructor stops QEMU and the server.
-  HEXZ_RETURN_IF_ERROR(CheckQemuVersion(probe, QemuProgram(r), r, a_.snapshot));
   Status st = AwaitServer();
   if (st.ok()) {
     // Requests to the server go through its control channel: only once it
@@ -509,8 +472,9 @@ Status Resume::Start() {
       st = control.status();
     }
   }
-  if (st.ok()) st = Incoming();
+  if (st.ok()) st = Incoming(r);
   snapshot_.reset();
+  if (st.code() == base::Code::kUnsupported) return st;  // a QEMU too old: QEMU said nothing
   if (!st.ok()) {
     std::string said = QemuSaid();
     if (said.empty()) said = st.message();

@@ -16,9 +16,14 @@
 #include "common/base/endian.h"
 #include "common/format/layout.h"
 #include "common/io/file.h"
+#include "hexz/nbd_api.h"
 
 namespace hexz::cli {
 namespace {
+
+// libnbd, loaded by NbdSource::Create (which returns its error) before any
+// other use here.
+const NbdApi& Nbd() { return **LoadNbd(); }
 
 using base::UniqueFd;
 using format::StreamId;
@@ -45,7 +50,7 @@ bool IsNbdUri(const std::string& s) {
 }
 
 std::string NbdError(const std::string& what) {
-  const char* e = nbd_get_error();
+  const char* e = Nbd().get_error();
   return what + ": " + (e != nullptr ? e : "unknown libnbd error");
 }
 
@@ -118,8 +123,8 @@ class NbdSource final : public DiskSource {
       : name_(std::move(name)), format_(std::move(format)) {}
   ~NbdSource() override {
     if (h_ != nullptr) {
-      nbd_shutdown(h_, 0);
-      nbd_close(h_);
+      Nbd().shutdown(h_, 0);
+      Nbd().close(h_);
     }
   }
   std::optional<uint64_t> size() const override { return size_; }
@@ -157,9 +162,10 @@ class NbdSource final : public DiskSource {
 };
 
 Status NbdSource::Create() {
-  h_ = nbd_create();
+  HEXZ_RETURN_IF_ERROR(LoadNbd().status());
+  h_ = Nbd().create();
   if (h_ == nullptr) return Status::Internal(NbdError("nbd_create"));
-  if (nbd_add_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
+  if (Nbd().add_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1)
     return Status::Internal(NbdError(name_));
   return Status::Ok();
 }
@@ -190,7 +196,7 @@ Status NbdSource::StartQemuNbd(const std::string& qemu_nbd, const std::string& p
   UniqueFd saved(fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3));
   if (!saved.valid()) return Status::FromErrno(errno, "dup stderr");
   dup2(qemu_stderr_.get(), STDERR_FILENO);
-  int rc = nbd_connect_systemd_socket_activation(h_, const_cast<char**>(argv.data()));
+  int rc = Nbd().connect_systemd_socket_activation(h_, const_cast<char**>(argv.data()));
   std::string err = rc == -1 ? NbdError("qemu-nbd") : "";
   dup2(saved.get(), STDERR_FILENO);
   if (rc == -1) {
@@ -203,15 +209,15 @@ Status NbdSource::StartQemuNbd(const std::string& qemu_nbd, const std::string& p
 
 Status NbdSource::ConnectUri(const std::string& uri) {
   HEXZ_RETURN_IF_ERROR(Create());
-  if (nbd_connect_uri(h_, uri.c_str()) == -1) return Status::IoError(NbdError(name_));
+  if (Nbd().connect_uri(h_, uri.c_str()) == -1) return Status::IoError(NbdError(name_));
   return AfterConnect();
 }
 
 Status NbdSource::AfterConnect() {
-  int64_t size = nbd_get_size(h_);
+  int64_t size = Nbd().get_size(h_);
   if (size < 0) return Status::IoError(NbdError(name_));
   size_ = static_cast<uint64_t>(size);
-  block_status_ = nbd_can_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+  block_status_ = Nbd().can_meta_context(h_, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   return Status::Ok();
 }
 
@@ -237,7 +243,7 @@ Result<bool> NbdSource::KnownZero(uint64_t offset, uint64_t len) {
     uint64_t count = std::min(kStatusChunk, size_ - covered_);
     nbd_extent_callback cb = {OnExtents, this, nullptr};
     size_t before = extents_.size();
-    if (nbd_block_status(h_, count, covered_, cb, 0) == -1)
+    if (Nbd().block_status(h_, count, covered_, cb, 0) == -1)
       return Status::IoError(NbdError(name_ + ": block status"));
     if (extents_.size() == before) {  // the server said nothing usable: read everything
       block_status_ = false;
@@ -257,7 +263,7 @@ Result<size_t> NbdSource::Read(uint64_t offset, void* buf, size_t len, bool* zer
   len = static_cast<size_t>(std::min<uint64_t>(len, size_ - offset));
   HEXZ_ASSIGN_OR_RETURN(*zero, KnownZero(offset, len));
   if (*zero) return len;
-  if (nbd_pread(h_, buf, len, offset, 0) == -1) {
+  if (Nbd().pread(h_, buf, len, offset, 0) == -1) {
     std::string said = QemuNbdMessages();
     return Status::IoError(NbdError(name_ + ": read of " + std::to_string(len) + " bytes at " +
                                     std::to_string(offset)) +
@@ -271,8 +277,8 @@ Status NbdSource::ReadProbe(std::vector<uint8_t>* head, std::vector<uint8_t>* ta
   head->resize(n);
   tail->resize(n);
   if (n == 0) return Status::Ok();
-  if (nbd_pread(h_, head->data(), n, 0, 0) == -1 ||
-      nbd_pread(h_, tail->data(), n, size_ - n, 0) == -1)
+  if (Nbd().pread(h_, head->data(), n, 0, 0) == -1 ||
+      Nbd().pread(h_, tail->data(), n, size_ - n, 0) == -1)
     return Status::IoError(NbdError(name_));
   return Status::Ok();
 }

@@ -7,6 +7,7 @@
 
 #include "common/base/fd.h"
 #include "common/base/json.h"
+#include "hexz/nbd_api.h"
 
 namespace hexz::cli {
 namespace {
@@ -125,18 +126,19 @@ Result<std::optional<ServedDisk>> FindServedDisk(const std::vector<std::string>&
 }
 
 Status FlushServedDisk(const std::string& socket) {
-  nbd_handle* h = nbd_create();
-  if (h == nullptr) return Status::Internal(std::string("nbd_create: ") + nbd_get_error());
+  HEXZ_ASSIGN_OR_RETURN(const NbdApi* nbd, LoadNbd());
+  nbd_handle* h = nbd->create();
+  if (h == nullptr) return Status::Internal(std::string("nbd_create: ") + nbd->get_error());
   Status st;
-  if (nbd_set_export_name(h, "disk") == -1 || nbd_connect_unix(h, socket.c_str()) == -1 ||
-      nbd_flush(h, 0) == -1) {
-    const char* e = nbd_get_error();
+  if (nbd->set_export_name(h, "disk") == -1 || nbd->connect_unix(h, socket.c_str()) == -1 ||
+      nbd->flush(h, 0) == -1) {
+    const char* e = nbd->get_error();
     st = Status::IoError("flushing the guest's disk server at " + socket + ": " +
                          (e ? e : "unknown error"));
   } else {
-    nbd_shutdown(h, 0);
+    nbd->shutdown(h, 0);
   }
-  nbd_close(h);
+  nbd->close(h);
   return st;
 }
 

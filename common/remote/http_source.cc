@@ -21,25 +21,26 @@
 #include <utility>
 #include <vector>
 
+#include "common/remote/curl_api.h"
+
 namespace hexz::remote {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void GlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
+// libcurl, loaded by OpenHttp and OpenS3 (which return its error) before
+// anything here runs.
+const CurlApi& Curl() { return **LoadCurl(); }
 
 // A parsed URL handle (curl_url), freed on scope exit.
 struct UrlHandle {
-  CURLU* u = curl_url();
-  ~UrlHandle() { curl_url_cleanup(u); }
+  CURLU* u = Curl().url();
+  ~UrlHandle() { Curl().url_cleanup(u); }
   std::string Get(CURLUPart part) const {
     char* out = nullptr;
-    if (curl_url_get(u, part, &out, 0) != CURLUE_OK) return "";
+    if (Curl().url_get(u, part, &out, 0) != CURLUE_OK) return "";
     std::string s = out;
-    curl_free(out);
+    Curl().free(out);
     return s;
   }
 };
@@ -139,7 +140,7 @@ bool Transient(const Answer& a) {
 // A message for an answer that is not a usable 206.
 Status AnswerError(const std::string& name, const Answer& a) {
   if (a.curl != CURLE_OK) {
-    std::string why = a.curl_error[0] ? a.curl_error : curl_easy_strerror(a.curl);
+    std::string why = a.curl_error[0] ? a.curl_error : Curl().easy_strerror(a.curl);
     if (a.curl == CURLE_PEER_FAILED_VERIFICATION || a.curl == CURLE_SSL_CACERT_BADFILE)
       why += " (use --ca-file to name the certificate authority)";
     return Status::IoError(name + ": " + why);
@@ -175,7 +176,7 @@ class HttpSource final : public io::Source {
     if (creds != nullptr && !creds->access_key.empty()) creds_ = *creds;
   }
   ~HttpSource() override {
-    for (CURL* h : idle_) curl_easy_cleanup(h);
+    for (CURL* h : idle_) Curl().easy_cleanup(h);
   }
 
   // The first request: learns the size and pins the version.
@@ -190,7 +191,9 @@ class HttpSource final : public io::Source {
   // Requests [offset, offset + len) until it succeeds, fails for good, or the
   // time bound runs out. With `pinned` (Pin only), the request is not
   // conditional and the successful answer is stored there.
-  Status Read(uint8_t* buf, size_t len, uint64_t offset, Answer* pinned) const;
+  // *gave_up (when given) tells whether the time bound ended the retries.
+  Status Read(uint8_t* buf, size_t len, uint64_t offset, Answer* pinned,
+              bool* gave_up = nullptr) const;
   // One request with a handle from the pool.
   void Attempt(uint64_t offset, size_t len, bool pinning, Clock::time_point deadline,
                Answer* a) const;
@@ -327,7 +330,7 @@ CURL* HttpSource::TakeHandle() const {
       return h;
     }
   }
-  return curl_easy_init();
+  return Curl().easy_init();
 }
 
 void HttpSource::ReturnHandle(CURL* h) const {
@@ -338,26 +341,26 @@ void HttpSource::ReturnHandle(CURL* h) const {
 void HttpSource::Configure(CURL* h, Clock::time_point deadline) const {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   long left_ms = std::max<long>(1, static_cast<long>(left.count()));
-  curl_easy_setopt(h, CURLOPT_URL, url_.c_str());
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_NETRC, static_cast<long>(CURL_NETRC_OPTIONAL));
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "hexz/" HEXZ_VERSION);
-  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(left_ms, 10000));
+  Curl().easy_setopt(h, CURLOPT_URL, url_.c_str());
+  Curl().easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  Curl().easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  Curl().easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  Curl().easy_setopt(h, CURLOPT_NETRC, static_cast<long>(CURL_NETRC_OPTIONAL));
+  Curl().easy_setopt(h, CURLOPT_USERAGENT, "hexz/" HEXZ_VERSION);
+  Curl().easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  Curl().easy_setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
+  Curl().easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, std::min<long>(left_ms, 10000));
   if (creds_) {
     std::string sigv4 = "aws:amz:" + creds_->region + ":s3";
-    curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4.c_str());  // copied by libcurl
-    curl_easy_setopt(h, CURLOPT_USERNAME, creds_->access_key.c_str());
-    curl_easy_setopt(h, CURLOPT_PASSWORD, creds_->secret_key.c_str());
+    Curl().easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4.c_str());  // copied by libcurl
+    Curl().easy_setopt(h, CURLOPT_USERNAME, creds_->access_key.c_str());
+    Curl().easy_setopt(h, CURLOPT_PASSWORD, creds_->secret_key.c_str());
   }
   const char* env_ca = std::getenv("CURL_CA_BUNDLE");
   if (!options_.ca_file.empty()) {
-    curl_easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
+    Curl().easy_setopt(h, CURLOPT_CAINFO, options_.ca_file.c_str());
   } else if (env_ca != nullptr && *env_ca != '\0') {
-    curl_easy_setopt(h, CURLOPT_CAINFO, env_ca);
+    Curl().easy_setopt(h, CURLOPT_CAINFO, env_ca);
   }
 }
 
@@ -368,37 +371,38 @@ void HttpSource::Attempt(uint64_t offset, size_t len, bool pinning, Clock::time_
     a->curl = CURLE_OUT_OF_MEMORY;
     return;
   }
-  curl_easy_reset(h);  // keeps the connection cache: keep-alive across reads
+  Curl().easy_reset(h);  // keeps the connection cache: keep-alive across reads
   Configure(h, deadline);
   std::string range = std::to_string(offset) + "-" + std::to_string(offset + len - 1);
-  curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  Curl().easy_setopt(h, CURLOPT_RANGE, range.c_str());
   curl_slist* headers = nullptr;
   if (!pinning && !etag_.empty() && !StartsWith(etag_, "W/")) {
-    headers = curl_slist_append(headers, ("If-Match: " + etag_).c_str());
+    headers = Curl().slist_append(headers, ("If-Match: " + etag_).c_str());
   } else if (!pinning && !last_modified_.empty()) {
-    headers = curl_slist_append(headers, ("If-Unmodified-Since: " + last_modified_).c_str());
+    headers = Curl().slist_append(headers, ("If-Unmodified-Since: " + last_modified_).c_str());
   }
   if (creds_) {
     // A GET has no body: the SHA-256 of the empty string (S3 wants the
     // header; libcurl signs it with the others).
-    headers = curl_slist_append(headers,
-                                "x-amz-content-sha256: "
-                                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    headers =
+        Curl().slist_append(headers,
+                            "x-amz-content-sha256: "
+                            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   }
   if (creds_ && !creds_->session_token.empty()) {
     headers =
-        curl_slist_append(headers, ("x-amz-security-token: " + creds_->session_token).c_str());
+        Curl().slist_append(headers, ("x-amz-security-token: " + creds_->session_token).c_str());
   }
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
-  curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->curl_error);
-  a->curl = curl_easy_perform(h);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
-  curl_slist_free_all(headers);
+  Curl().easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+  Curl().easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
+  Curl().easy_setopt(h, CURLOPT_HEADERDATA, a);
+  Curl().easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
+  Curl().easy_setopt(h, CURLOPT_WRITEDATA, a);
+  Curl().easy_setopt(h, CURLOPT_ERRORBUFFER, a->curl_error);
+  a->curl = Curl().easy_perform(h);
+  Curl().easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
+  Curl().easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);
+  Curl().slist_free_all(headers);
   ReturnHandle(h);
 }
 
@@ -434,7 +438,8 @@ Status HttpSource::CheckPartial(const Answer& a, uint64_t offset, size_t len, bo
   return Status::Ok();
 }
 
-Status HttpSource::Read(uint8_t* buf, size_t len, uint64_t offset, Answer* pinned) const {
+Status HttpSource::Read(uint8_t* buf, size_t len, uint64_t offset, Answer* pinned,
+                        bool* gave_up) const {
   const bool pinning = pinned != nullptr;
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::seconds(options_.timeout_seconds);
@@ -460,6 +465,7 @@ Status HttpSource::Read(uint8_t* buf, size_t len, uint64_t offset, Answer* pinne
     }
     if (Clock::now() + backoff >= deadline) {
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start);
+      if (gave_up != nullptr) *gave_up = true;
       return Status::IoError(st.message() + " (gave up after " + std::to_string(attempt) +
                              " attempts in " + std::to_string(secs.count()) + " s)");
     }
@@ -473,10 +479,14 @@ Status HttpSource::Pin() {
   // whole object.
   uint8_t first[64];
   Answer pinned;
-  Status st = Read(first, sizeof(first), 0, &pinned);
+  bool gave_up = false;
+  Status st = Read(first, sizeof(first), 0, &pinned, &gave_up);
   if (!st.ok()) {
     if (st.message().find("(HTTP 416)") != std::string::npos)
       return Status::InvalidArgument(name_ + ": not a hexz snapshot (empty object)");
+    // Unavailable: the callers do not try a server that did not answer
+    // within the time bound again (cli_checks.cc).
+    if (gave_up) return Status::Unavailable(st.message());
     return st;
   }
   uint64_t f = 0, l = 0;
@@ -576,21 +586,22 @@ bool IsUrl(const std::string& location) {
 }
 
 std::string RedactUrl(const std::string& url) {
+  if (!LoadCurl().ok()) return "(a URL)";  // what libcurl could not parse is not shown
   UrlHandle h;
-  if (curl_url_set(h.u, CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+  if (Curl().url_set(h.u, CURLUPART_URL, url.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
     return "(an invalid URL)";
-  curl_url_set(h.u, CURLUPART_USER, nullptr, 0);
-  curl_url_set(h.u, CURLUPART_PASSWORD, nullptr, 0);
-  curl_url_set(h.u, CURLUPART_OPTIONS, nullptr, 0);
-  curl_url_set(h.u, CURLUPART_QUERY, nullptr, 0);
-  curl_url_set(h.u, CURLUPART_FRAGMENT, nullptr, 0);
+  Curl().url_set(h.u, CURLUPART_USER, nullptr, 0);
+  Curl().url_set(h.u, CURLUPART_PASSWORD, nullptr, 0);
+  Curl().url_set(h.u, CURLUPART_OPTIONS, nullptr, 0);
+  Curl().url_set(h.u, CURLUPART_QUERY, nullptr, 0);
+  Curl().url_set(h.u, CURLUPART_FRAGMENT, nullptr, 0);
   return h.Get(CURLUPART_URL);
 }
 
 Result<std::unique_ptr<io::Source>> OpenHttp(const std::string& url, const Options& options) {
-  GlobalInit();
+  HEXZ_RETURN_IF_ERROR(LoadCurl().status());
   UrlHandle h;
-  if (curl_url_set(h.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK || !IsUrl(url) ||
+  if (Curl().url_set(h.u, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK || !IsUrl(url) ||
       StartsWith(url, "s3://"))
     return Status::InvalidArgument(RedactUrl(url) + ": not a valid http or https URL");
   if (!h.Get(CURLUPART_USER).empty() || !h.Get(CURLUPART_PASSWORD).empty()) {
@@ -606,7 +617,7 @@ Result<std::unique_ptr<io::Source>> OpenHttp(const std::string& url, const Optio
 
 Result<std::unique_ptr<io::Source>> OpenS3(const std::string& url, const Options& options,
                                            const S3Credentials& creds) {
-  GlobalInit();
+  HEXZ_RETURN_IF_ERROR(LoadCurl().status());
   // s3://BUCKET/KEY: a DNS-style bucket name and a non-empty key.
   std::string rest = StartsWith(url, "s3://") ? url.substr(5) : "";
   size_t slash = rest.find('/');
@@ -655,9 +666,10 @@ Result<std::string> Opener::ResolveParent(const std::string& child,
   // The path as a relative reference, so '?', '#' or '%' in a file name
   // stay part of the path.
   std::string ref = EncodePath(parent_path);
+  HEXZ_RETURN_IF_ERROR(LoadCurl().status());
   UrlHandle h;
-  if (curl_url_set(h.u, CURLUPART_URL, child.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
-      curl_url_set(h.u, CURLUPART_URL, ref.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+  if (Curl().url_set(h.u, CURLUPART_URL, child.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+      Curl().url_set(h.u, CURLUPART_URL, ref.c_str(), CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
     return Status::InvalidArgument(RedactUrl(child) + ": cannot resolve parent path " +
                                    parent_path + " against it");
   }

@@ -110,11 +110,49 @@ expect_fail_msg "QEMU could not resume the guest of badmem.st: .*badmem.st: memo
 ! pgrep -f "qemu-system.*$T/run/" >/dev/null || fail "a QEMU was left running after a damaged stream"
 [[ -z $(ls run/hexz) ]] || fail "a failed resume left files: $(ls -R run/hexz)"
 # A QEMU older than the one that wrote the stream is refused before the
-# stream is fed; so is a QEMU program that cannot run.
-printf '#!/bin/sh\n[ "$1" = --version ] && { echo "QEMU emulator version 1.0.0"; exit 0; }\nexec qemu-system-x86_64 "$@"\n' >oldqemu
+# stream is fed; so is a QEMU program that cannot run. The old QEMU is a
+# stand-in that greets over QMP as QEMU 1.0.0 (hexz reads the version from
+# the greeting) and writes down every byte that reaches its fd 3.
+cat >oldqemu <<'PY'
+#!/usr/bin/env python3
+import json, os, select, socket, sys
+open("oldqemu.pid", "w").write(f"{os.getpid()}\n")
+path = next(a for a in sys.argv if a.startswith("unix:")).split(",")[0][5:]
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(1)
+conn, _ = srv.accept()
+conn.sendall(b'{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 1}, '
+             b'"package": ""}, "capabilities": []}}\r\n')
+got = 0
+with open("oldqemu.fed", "w") as log:
+    while True:
+        r, _, _ = select.select([conn, 3], [], [], 30)
+        if not r:
+            break
+        if conn in r:
+            data = conn.recv(4096)
+            if not data:
+                break
+            for line in data.splitlines():
+                if b"qmp_capabilities" in line:
+                    conn.sendall(b'{"return": {}}\r\n')
+        if 3 in r:
+            data = os.read(3, 65536)
+            if not data:
+                break
+            got += len(data)
+        log.seek(0)
+        log.write(f"{got}\n")
+        log.flush()
+PY
 chmod +x oldqemu
-expect_fail_msg "vm.st: its memory stream was written by QEMU [0-9]+\.[0-9]+\.[0-9]+, and ./oldqemu is QEMU 1.0.0, which cannot load the migration stream of a newer QEMU" \
+rm -f oldqemu.fed
+expect_fail_msg "hexz vm resume: vm.st: its memory stream was written by QEMU [0-9]+\.[0-9]+\.[0-9]+, and ./oldqemu is QEMU 1.0.0, which cannot load the migration stream of a newer QEMU" \
   "$HEXZ" vm resume vm.st --qemu ./oldqemu
+[[ -f oldqemu.fed ]] || fail "the stand-in QEMU was not started (hexz must check the version from its QMP greeting)"
+[[ $(cat oldqemu.fed) == 0 ]] || fail "an older QEMU was fed $(cat oldqemu.fed) bytes of the stream"
+! kill -0 "$(cat oldqemu.pid)" 2>/dev/null || fail "the refused QEMU was left running"
 expect_fail_msg "cannot run the QEMU program $T/nosuch-qemu \(not found, or not executable\); name it with --qemu" \
   "$HEXZ" vm resume vm.st --qemu "$T/nosuch-qemu"
 [[ -z $(ls run/hexz) ]] || fail "a refused resume left files: $(ls -R run/hexz)"
