@@ -18,7 +18,13 @@
 // base (its unchanged blocks are references) or, with --standalone,
 // holding copies of the base's compressed blocks.
 //
-// With --continue, such a guest is paused only for its memory: after the
+// With --continue, a guest on its own disk file is paused only for its
+// memory too: at the pause its writes are redirected into a temporary qcow2
+// (RedirectedWrites), the memory is migrated, the guest continued, and the
+// file, as of the pause, is read through the export while the guest runs
+// on; the temporary qcow2 is then merged back (block-commit) and removed.
+//
+// With --continue, a guest served by hexz is paused only for its memory: after the
 // flush, vm resume switches its disk server to a fresh overlay (vm_control.h)
 // and the overlay as of the pause is frozen; the memory is migrated, the
 // guest continued, and only then the disk written from the base and the
@@ -36,7 +42,9 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -191,11 +199,13 @@ Status PackDisk(QmpClient& qmp, const std::string& node, format::SnapshotWriter*
                                                             {"writable", JsonValue::Bool(false)}}))
              .status();
     if (st.ok()) {
-      auto src = OpenDiskSource("nbd+unix:///disk?socket=" + sock, "");
-      st = src.ok() ? PackSource(writer, src->get(), "the guest's disk (" + node + ")",
-                                 StreamId::kDisk, parent)
-                          .status()
-                    : src.status();
+      {
+        auto src = OpenDiskSource("nbd+unix:///disk?socket=" + sock, "");
+        st = src.ok() ? PackSource(writer, src->get(), "the guest's disk (" + node + ")",
+                                   StreamId::kDisk, parent)
+                            .status()
+                      : src.status();
+      }  // disconnected: an export with a client would stay (QEMU: "still in use")
       (void)qmp.Execute("block-export-del", JsonValue::Object({{"id", Str("hexz-disk")}}));
     }
     (void)qmp.Execute("nbd-server-stop");
@@ -329,6 +339,151 @@ Result<format::SnapshotId> CaptureContinued(QmpClient& qmp, const Guest& g,
   return writer->Finish();
 }
 
+// With --continue, a guest on its own disk file (qcow2, raw) is paused only
+// for its memory: at the pause its writes are redirected into a temporary
+// qcow2 beside the output (blockdev-snapshot-sync; the file becomes its
+// read-only backing), so the file keeps the disk as of the pause while the
+// guest runs on, and is packed then. Merge() commits the temporary qcow2
+// back into the file (block-commit: QEMU's active commit, which ends by
+// moving the guest back onto its file) and removes it.
+class RedirectedWrites {
+ public:
+  static Result<std::unique_ptr<RedirectedWrites>> Start(QmpClient& qmp, const DiskNode& disk,
+                                                         const std::string& output) {
+    std::string dir, name = output;  // QEMU needs an absolute path
+    if (size_t slash = output.rfind('/'); slash != std::string::npos) {
+      dir = output.substr(0, slash);
+      name = output.substr(slash + 1);
+    }
+    if (output[0] != '/') {
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd) == nullptr) return Status::FromErrno(errno, "getcwd");
+      dir = dir.empty() ? std::string(cwd) : std::string(cwd) + "/" + dir;
+    }
+    std::string path = dir + "/." + name + ".writes-XXXXXX";
+    int fd = ::mkstemp(path.data());  // the name is ours; QEMU writes the image
+    if (fd < 0) return Status::FromErrno(errno, "creating " + path);
+    ::close(fd);
+    auto r = std::unique_ptr<RedirectedWrites>(new RedirectedWrites(qmp, disk.node, path));
+    Status st =
+        qmp.Execute("blockdev-snapshot-sync", JsonValue::Object({{"node-name", Str(disk.node)},
+                                                                 {"snapshot-file", Str(path)},
+                                                                 {"snapshot-node-name", Str(kNode)},
+                                                                 {"format", Str("qcow2")}}))
+            .status();
+    if (!st.ok()) {
+      ::unlink(path.c_str());
+      return st.WithContext("redirecting the guest's writes into " + path);
+    }
+    return r;
+  }
+
+  const std::string& path() const { return path_; }
+
+  Status Merge() {
+    Status st = Commit();
+    if (!st.ok()) {
+      return st.WithContext(
+          "merging the guest's writes since the pause back into its disk; "
+          "the guest runs on with them in " +
+          path_ + ", over its disk file (merge them with QMP block-commit)");
+    }
+    ::unlink(path_.c_str());
+    return Status::Ok();
+  }
+
+ private:
+  static constexpr const char* kNode = "hexz-writes";
+  static constexpr const char* kJob = "hexz-merge";
+
+  RedirectedWrites(QmpClient& qmp, std::string base, std::string path)
+      : qmp_(qmp), base_(std::move(base)), path_(std::move(path)) {}
+
+  // The job's status ("ready", "concluded", ...) and error, from query-jobs.
+  Status JobState(std::string* status, std::string* error) {
+    HEXZ_ASSIGN_OR_RETURN(JsonValue jobs, qmp_.Execute("query-jobs"));
+    for (const JsonValue& j : jobs.items()) {
+      const JsonValue* id = j.Find("id");
+      if (id == nullptr || id->AsString() != kJob) continue;
+      const JsonValue* s = j.Find("status");
+      const JsonValue* e = j.Find("error");
+      *status = s ? s->AsString() : "";
+      *error = e ? e->AsString() : "";
+      return Status::Ok();
+    }
+    return Status::Internal(std::string("QEMU lost the job ") + kJob);
+  }
+
+  // Polls until the job is in one of `want` or has concluded.
+  Status AwaitJob(std::initializer_list<const char*> want, std::string* status,
+                  std::string* error) {
+    for (;;) {
+      HEXZ_RETURN_IF_ERROR(JobState(status, error));
+      if (*status == "concluded") return Status::Ok();
+      for (const char* w : want)
+        if (*status == w) return Status::Ok();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  Status Commit() {
+    HEXZ_RETURN_IF_ERROR(
+        qmp_.Execute("block-commit", JsonValue::Object({{"job-id", Str(kJob)},
+                                                        {"device", Str(kNode)},
+                                                        {"base-node", Str(base_)},
+                                                        {"auto-dismiss", JsonValue::Bool(false)}}))
+            .status());
+    std::string status, error;
+    Status st = AwaitJob({"ready"}, &status, &error);
+    if (st.ok() && status == "ready") {
+      st = qmp_.Execute("job-complete", JsonValue::Object({{"id", Str(kJob)}})).status();
+      if (st.ok()) st = AwaitJob({}, &status, &error);
+    }
+    (void)qmp_.Execute("job-dismiss", JsonValue::Object({{"id", Str(kJob)}}));
+    HEXZ_RETURN_IF_ERROR(st);
+    if (!error.empty()) return Status::IoError("QEMU's block-commit failed: " + error);
+    return Status::Ok();
+  }
+
+  QmpClient& qmp_;
+  std::string base_;  // the guest's disk node, the commit's base
+  std::string path_;
+};
+
+// --continue of a guest on its own disk file (the guest is stopped): its
+// writes redirected, the memory, `cont` (sets *resumed), then the disk as of
+// the pause through QEMU's NBD export, the metadata, Finish; the redirected
+// writes merged back in every case.
+Result<format::SnapshotId> CaptureFileAndContinue(QmpClient& qmp, const Guest& g,
+                                                  format::SnapshotWriter* writer,
+                                                  const SnapshotArgs& a,
+                                                  const format::Snapshot* parent,
+                                                  Clock::time_point* resumed) {
+  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<RedirectedWrites> redirect,
+                        RedirectedWrites::Start(qmp, g.disk, a.output));
+  auto capture = [&]() -> Result<format::SnapshotId> {
+    if (parent != nullptr) {
+      HEXZ_RETURN_IF_ERROR(
+          writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
+    }
+    HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
+    HEXZ_RETURN_IF_ERROR(qmp.Execute("cont").status());
+    *resumed = Clock::now();
+    HEXZ_RETURN_IF_ERROR(PackDisk(qmp, g.disk.node, writer, parent));
+    HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp, g));
+    HEXZ_RETURN_IF_ERROR(writer->SetMetadata(m));
+    return writer->Finish();
+  };
+  Result<format::SnapshotId> id = capture();
+  if (!id.ok()) writer->Abort();
+  if (*resumed == Clock::time_point()) (void)qmp.Execute("cont");  // merged while it runs
+  Status merged = redirect->Merge();
+  if (!merged.ok()) {
+    return id.ok() ? merged : id.status().WithContext("and " + merged.ToString());
+  }
+  return id;
+}
+
 // --continue of a guest served by hexz vm resume (the guest is stopped):
 // the switch, the capture, and "captured"; or, on a failure after the
 // switch, the guest paused again while vm resume folds the overlays back.
@@ -387,8 +542,11 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   Clock::time_point resumed;
   Result<format::SnapshotId> id = Status::Ok();
   const bool switched = guest.served && a.keep_running;
+  const bool redirected = !guest.served && a.keep_running;
   if (switched) {
     id = CaptureServedAndContinue(*qmp, guest, writer.get(), a, &resumed, &served);
+  } else if (redirected) {
+    id = CaptureFileAndContinue(*qmp, guest, writer.get(), a, parent.get(), &resumed);
   } else {
     Status st = Capture(*qmp, guest, writer.get(), a, parent.get(), &served);
     id = st;
@@ -402,7 +560,7 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   const double secs = std::chrono::duration<double>(end - start).count();
   if (resumed == Clock::time_point()) resumed = end;
   const double paused = std::chrono::duration<double>(resumed - start).count();
-  if (switched) {
+  if (switched || redirected) {
     if (!id.ok()) {
       (void)qmp->Execute("cont");  // the guest runs on as before
       return id.status();

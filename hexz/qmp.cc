@@ -202,9 +202,13 @@ Status WaitForMigration(QmpClient& qmp, bool incoming) {
     }
     if (s == "failed" || s == "cancelled" || s.empty()) {
       const JsonValue* why = m.Find("error-desc");
-      return Status::Unavailable(qmp.path() + ": the migration of the guest's memory " +
-                                 (s.empty() ? "did not start" : s) +
-                                 (why ? ": " + why->AsString() : ""));
+      return Status::Unavailable(
+          qmp.path() + ": the migration of the guest's memory " +
+          (s.empty() ? "did not start" : s) +
+          (why ? ": " + why->AsString()
+               : std::string(" (QEMU gave no reason over QMP, its stderr may; one known cause: "
+                             "a QEMU started with -daemonize, which changes to /, and a disk "
+                             "file named by a relative path)")));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

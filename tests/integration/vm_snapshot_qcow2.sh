@@ -102,3 +102,110 @@ wait "$snap_pid" && fail "vm snapshot succeeded although QEMU died: $(cat half.o
 grep -q "the migration of the guest's memory did not complete: .*d.qmp: " half.out || fail "message: $(cat half.out)"
 [[ ! -e half.st ]] && ! ls .half.st.tmp-* >/dev/null 2>&1 || fail "a failed migration left a file"
 pass "a migration that fails partway is an error and leaves nothing behind"
+
+# --continue of a guest on its own qcow2 pauses it only for its memory: at
+# the pause its writes are redirected into a temporary qcow2 beside the
+# output, the file (the disk as of the pause) is packed while the guest
+# runs on, and the temporary qcow2 is merged back into the file. The disk
+# is 160 MiB of random data, so that packing it takes far longer than the
+# memory. While the capture runs, writes through QEMU's block layer (the
+# monitor's qemu-io) go on, each to its own 4 KiB: none may be lost.
+head -c 160M /dev/urandom >big.raw
+qemu-img convert -O qcow2 big.raw big.qcow2
+big_vm() {  # QMP for hexz on e.qmp, for the writes on w.qmp
+  qemu-system-x86_64 -machine pc -accel tcg -m 32 -nodefaults -display none -no-user-config \
+    -drive file=big.qcow2,if=none,id=d0,format=qcow2 -device virtio-blk-pci,drive=d0 \
+    -qmp "unix:$T/e.qmp,server=on,wait=off" -qmp "unix:$T/w.qmp,server=on,wait=off" \
+    >"$T/e.log" 2>&1 &
+  vm_pid=$!
+  on_exit "kill -9 $vm_pid"
+  wait_for test -S "$T/w.qmp" || fail "QEMU e did not start: $(cat "$T/e.log")"
+}
+big_vm
+"$HEXZ" vm snapshot --qmp "$T/e.qmp" -o big.st --continue >big.out 2>&1 &
+snap_pid=$!
+# Piece i (at 64 KiB + i * 4 KiB) gets the byte i % 250 + 1, until the
+# capture has ended. The pieces written are those QEMU reports on its
+# stdout (a write while QEMU hands its images over at the end of the
+# migration may be refused).
+python3 - "$T/w.qmp" "$snap_pid" <<'PY' || fail "the writes through the monitor failed"
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+json.loads(f.readline())
+def run(cmd, args=None):
+    f.write(json.dumps({"execute": cmd, **({"arguments": args} if args else {})}) + "\n"); f.flush()
+    while True:
+        m = json.loads(f.readline())
+        if "event" in m: continue
+        return m
+run("qmp_capabilities")
+i = 0
+while i < 2000:
+    try:
+        os.kill(int(sys.argv[2]), 0)
+    except ProcessLookupError:
+        break
+    i += 1
+    run("human-monitor-command", {"command-line":
+        f'qemu-io d0 "write -P {i % 250 + 1} {64 + i * 4}k 4k"'})
+PY
+wait "$snap_pid" || fail "vm snapshot --continue of the qcow2 guest: $(cat big.out)"
+out=$(cat big.out)
+read -r took paused < <(sed -nE 's/.*captured the guest in ([0-9.]+) s .* paused for ([0-9.]+) s.*/\1 \2/p' <<<"$out")
+[[ -n $took && -n $paused ]] || fail "summary: $out"
+python3 -c "import sys; sys.exit(0 if $paused * 2 < $took else 1)" ||
+  fail "the guest was paused for $paused s of a $took s capture (only the memory should pause it)"
+sed -nE 's/^wrote 4096\/4096 bytes at offset ([0-9]+)$/\1/p' e.log |
+  while read -r off; do echo $(((off / 1024 - 64) / 4)); done >written
+n=$(wc -l <written)
+(( n > 10 )) || fail "only $n writes went on during the capture"
+ls -a | grep -q 'writes-' && fail "a temporary qcow2 is left: $(ls -a)"
+qmp "$T/e.qmp" query-block | python3 -c '
+import json, sys
+d = [b for b in json.load(sys.stdin) if b["device"] == "d0"][0]["inserted"]
+assert d["image"]["filename"].endswith("big.qcow2"), d["image"]["filename"]
+assert "backing-image" not in d["image"], d["image"]["backing-image"]' ||
+  fail "the guest is not back on its own file: $(qmp "$T/e.qmp" query-block)"
+[[ $(status "$T/e.qmp") == running ]] || fail "the guest is $(status "$T/e.qmp")"
+# The snapshot holds the disk as of the pause: the file as it was, except
+# for the pieces written meanwhile, each either as it was or written; and
+# the pieces written after the memory was taken (the guest ran on) are not
+# in it (at least one such write is expected: the disk takes longer).
+"$HEXZ" cat big.st --output big-snap.raw || fail "cat big.st"
+python3 - big.raw big-snap.raw written <<'PY' || fail "the snapshot's disk is not the disk as of the pause"
+import sys
+a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+written = [int(x) for x in open(sys.argv[3])]
+assert len(a) == len(b), (len(a), len(b))
+last = max(written)
+lo, hi = 64 * 1024 + 4096, (64 + last * 4) * 1024 + 4096
+assert a[:lo] == b[:lo] and a[hi:] == b[hi:], "outside the written pieces"
+old = 0
+for i in range(1, last + 1):
+    off = (64 + i * 4) * 1024
+    piece = b[off:off + 4096]
+    assert piece == a[off:off + 4096] or piece == bytes([i % 250 + 1]) * 4096, i
+    old += piece == a[off:off + 4096]
+assert old > 0, "every write made during the capture is in the snapshot"
+PY
+# Every write reached the guest's file.
+hmp "$T/e.qmp" "qemu-io d0 \\\"write -P 0xee 0 4k\\\"" >/dev/null
+qmp "$T/e.qmp" quit >/dev/null || true
+for _ in $(seq 50); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 0.1; done
+checks=(-c 'read -q -P 0xee 0 4k')
+while read -r i; do checks+=(-c "read -q -P $((i % 250 + 1)) $((64 + i * 4))k 4k"); done <written
+qemu-io -f qcow2 "${checks[@]}" big.qcow2 | grep -q "Pattern verification failed" &&
+  fail "a write made during the capture is not in big.qcow2"
+pass "--continue of a qcow2 guest: paused $paused s of $took s (memory only); the snapshot is the disk as of the pause; $n writes made meanwhile were merged back into its file"
+
+# A capture that fails after the redirect (its output on a full tmpfs):
+# an error, no output, no temporary qcow2, the guest running on its file.
+big_vm
+mkdir full
+mount -t tmpfs -o size=1M tmpfs full || skip "cannot mount a tmpfs"
+on_exit "umount $T/full"
+expect_fail_msg "full/x.st" "$HEXZ" vm snapshot --qmp "$T/e.qmp" -o full/x.st --continue
+[[ -z $(ls -A full) ]] || fail "the failed capture left: $(ls -A full)"
+[[ $(status "$T/e.qmp") == running ]] || fail "the guest is $(status "$T/e.qmp") after the failed capture"
+qmp "$T/e.qmp" query-block | grep -q backing-image && fail "the guest is not back on its file"
+pass "a --continue capture of a qcow2 guest that fails leaves nothing, and the guest on its file"
