@@ -903,9 +903,9 @@ http {{
         self.env.setdefault("XDG_RUNTIME_DIR", self.work)
         try:
             self.sh(["qemu-img", "convert", "-O", "qcow2", self.images["real"], qcow2])
+            # QEMU's migration limit (32 MiB/s) is left as it is: hexz vm
+            # snapshot lifts it for its capture, and savevm has none.
             vm = self.start_vm(qcow2, sock)
-            # QEMU's migration bandwidth limit (32 MiB/s) would time the limit.
-            self.qmp(sock, "migrate-set-parameters", {"max-bandwidth": 1 << 40})
             pauses = []
             cap = self.timed(lambda: pauses.append(self.vm_capture(sock, st)),
                              prepare=lambda: os.path.exists(st) and os.remove(st))
@@ -922,8 +922,10 @@ http {{
             pause = statistics.median(pauses)
             self.record(sec, "hexz vm snapshot --continue: the guest paused", pause, "s",
                         self.noise(pauses), "QEMU savevm (qcow2)", save[0] / max(pause, 0.005),
-                        f"as printed by hexz; savevm {save[0]:.2f}s pauses the guest "
-                        "throughout; ratio > 1: hexz pauses it for less")
+                        f"as printed by hexz: only the memory is migrated during the pause "
+                        "(the guest's writes go to a temporary qcow2 while the disk is read); "
+                        f"savevm {save[0]:.2f}s pauses the guest throughout; ratio > 1: hexz "
+                        "pauses it for less")
             self.record(sec, "hexz vm snapshot size", st_mib, "MiB", None,
                         "qcow2 with internal snapshot", q_mib / st_mib,
                         f"qcow2 {q_mib:.1f} MiB; ratio > 1: hexz smaller")
@@ -978,7 +980,6 @@ http {{
         try:
             p = start_resume()
             self.cleanups.append(lambda: self.kill(p))
-            self.qmp(rsock, "migrate-set-parameters", {"max-bandwidth": 1 << 40})
             pauses2 = []
             cap2 = self.timed(capture_resumed)
             self.kill(p)

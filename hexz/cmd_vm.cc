@@ -76,6 +76,7 @@ extern "C" void OnVmSignal(int) { g_cancel.store(true); }
 
 struct SnapshotArgs {
   std::string qmp, output, parent;
+  std::string max_bandwidth;  // --max-bandwidth; empty: unlimited
   CompressionFlags compression;
   bool keep_running = false, quiet = false, standalone = false;
 };
@@ -244,8 +245,51 @@ Result<overlay::CommitStats> PackServedDisk(const Guest& g, format::SnapshotWrit
   return CommitServedDisk(g, g.served->overlay, writer, a);
 }
 
-// Migrates the paused guest into the memory stream through a pipe.
-Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent) {
+// QEMU's migration rate limit (max-bandwidth, bytes/s) set for the capture
+// and put back as it was when this goes. QEMU's default, 32 MiB/s, is meant
+// for a live migration over a network; the captured guest is paused, and
+// the limit would only make its pause longer (a guest with 1 GiB of
+// non-zero memory: 32 s).
+class MigrationRate {
+ public:
+  static Result<std::unique_ptr<MigrationRate>> Set(QmpClient& qmp, uint64_t bytes_per_s) {
+    HEXZ_ASSIGN_OR_RETURN(JsonValue params, qmp.Execute("query-migrate-parameters"));
+    const JsonValue* old = params.Find("max-bandwidth");
+    if (old == nullptr || !old->AsInt()) {
+      return Status::Unsupported(qmp.path() + ": QEMU reports no migration max-bandwidth");
+    }
+    auto rate = std::unique_ptr<MigrationRate>(new MigrationRate(qmp, *old->AsInt()));
+    HEXZ_RETURN_IF_ERROR(rate->Apply(static_cast<int64_t>(bytes_per_s)));
+    return rate;
+  }
+  ~MigrationRate() { (void)Apply(old_); }
+
+ private:
+  MigrationRate(QmpClient& qmp, int64_t old) : qmp_(qmp), old_(old) {}
+  Status Apply(int64_t v) {
+    return qmp_
+        .Execute("migrate-set-parameters",
+                 JsonValue::Object({{"max-bandwidth", JsonValue::Number(std::to_string(v))}}))
+        .status();
+  }
+  QmpClient& qmp_;
+  int64_t old_;
+};
+
+// --max-bandwidth, or "unlimited" (1 TiB/s: QEMU takes at most SIZE_MAX / 1000).
+uint64_t MigrationBytesPerSecond(const SnapshotArgs& a) {
+  constexpr uint64_t kUnlimited = uint64_t{1} << 40;
+  if (a.max_bandwidth.empty()) return kUnlimited;
+  auto n = base::ParseSize(a.max_bandwidth);  // checked by the flag
+  return n.ok() ? *n : kUnlimited;
+}
+
+// Migrates the paused guest into the memory stream through a pipe, at the
+// rate of --max-bandwidth (QEMU's own limit is put back after).
+Status PackMemory(QmpClient& qmp, format::SnapshotWriter* writer, const format::Snapshot* parent,
+                  const SnapshotArgs& a) {
+  HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<MigrationRate> rate,
+                        MigrationRate::Set(qmp, MigrationBytesPerSecond(a)));
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
   base::UniqueFd rd(p[0]);
@@ -313,7 +357,7 @@ Status Capture(QmpClient& qmp, const Guest& g, format::SnapshotWriter* writer,
     }
     HEXZ_RETURN_IF_ERROR(PackDisk(qmp, g.disk.node, writer, parent));
   }
-  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
+  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent, a));
   HEXZ_ASSIGN_OR_RETURN(format::Metadata m, VmMetadata(qmp, g));
   return writer->SetMetadata(m);
 }
@@ -330,7 +374,7 @@ Result<format::SnapshotId> CaptureContinued(QmpClient& qmp, const Guest& g,
   const std::string parent_path =
       a.standalone ? "" : overlay::RelativeParentPath(g.served->snapshot, a.output);
   if (!a.standalone) HEXZ_RETURN_IF_ERROR(writer->SetParent(parent_path, g.base->id()));
-  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, a.standalone ? nullptr : g.base.get()));
+  HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, a.standalone ? nullptr : g.base.get(), a));
   HEXZ_RETURN_IF_ERROR(qmp.Execute("cont").status());
   *resumed = Clock::now();
   HEXZ_ASSIGN_OR_RETURN(*stats, CommitServedDisk(g, frozen, writer, a));
@@ -466,7 +510,7 @@ Result<format::SnapshotId> CaptureFileAndContinue(QmpClient& qmp, const Guest& g
       HEXZ_RETURN_IF_ERROR(
           writer->SetParent(overlay::RelativeParentPath(a.parent, a.output), parent->id()));
     }
-    HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent));
+    HEXZ_RETURN_IF_ERROR(PackMemory(qmp, writer, parent, a));
     HEXZ_RETURN_IF_ERROR(qmp.Execute("cont").status());
     *resumed = Clock::now();
     HEXZ_RETURN_IF_ERROR(PackDisk(qmp, g.disk.node, writer, parent));
@@ -617,6 +661,15 @@ void AddVmSnapshotCommand(CLI::App& parent, int* rc) {
                 "For a guest resumed by hexz vm resume: hold every block (copied from the "
                 "snapshot it runs from, not recompressed) instead of referencing that snapshot")
       ->excludes(parent_opt);
+  cmd->add_option("--max-bandwidth", args->max_bandwidth,
+                  "QEMU's migration rate during the capture, bytes/s with K, M or G (default: "
+                  "unlimited; QEMU's own limit is put back after)")
+      ->check([](const std::string& v) -> std::string {
+        auto n = base::ParseSize(v);
+        if (!n.ok()) return n.status().message();
+        if (*n == 0 || *n > (uint64_t{1} << 40)) return "must be between 1 and 1T";
+        return "";
+      });
   AddCompressionFlags(cmd, &args->compression, "lz4 (default), zstd or none");
   cmd->add_flag("-q,--quiet", args->quiet, "No summary");
   cmd->callback([rc, args] {

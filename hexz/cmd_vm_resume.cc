@@ -424,7 +424,7 @@ Status Resume::Incoming(const Recorded& r) {
   // caller stops QEMU and the server).
   HEXZ_RETURN_IF_ERROR(CheckQemuVersion(qmp->qemu_version(), QemuProgram(r), r, a_.snapshot));
   feed_.Start(snapshot_, a_.snapshot);
-  Status migrated = WaitForMigration(*qmp, /*incoming=*/true);
+  Status migrated = WaitForMigration(*qmp, /*incoming=*/true, [this] { return feed_.sent(); });
   Status fed = feed_.Finish(/*abort=*/!migrated.ok());
   HEXZ_RETURN_IF_ERROR(fed);  // a damaged block is the cause of a failed load
   HEXZ_RETURN_IF_ERROR(migrated);

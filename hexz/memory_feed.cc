@@ -50,6 +50,7 @@ void MemoryFeed::Run() {
         break;
       }
       off += static_cast<uint64_t>(w);
+      sent_.fetch_add(static_cast<uint64_t>(w), std::memory_order_relaxed);
     }
     if (!status_.ok()) break;
     pos += n;

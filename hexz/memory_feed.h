@@ -17,6 +17,8 @@
 // aborts and joins.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,6 +46,9 @@ class MemoryFeed {
   // before the end), or Ok. With `abort`, stops sending first.
   base::Status Finish(bool abort);
 
+  // Bytes sent so far (any thread): the progress of the incoming migration.
+  uint64_t sent() const { return sent_.load(std::memory_order_relaxed); }
+
  private:
   void Run();
 
@@ -52,6 +57,7 @@ class MemoryFeed {
   base::UniqueFd socket_;  // our end; QEMU holds the other
   std::thread thread_;
   base::Status status_;  // written by the thread, read after join
+  std::atomic<uint64_t> sent_{0};
 };
 
 }  // namespace hexz::cli

@@ -187,8 +187,13 @@ Result<JsonValue> QmpClient::WaitEvent(const std::string& name, int timeout_ms) 
   }
 }
 
-Status WaitForMigration(QmpClient& qmp, bool incoming) {
-  for (int i = 0; i < 30000; ++i) {  // 60 s in steps of 2 ms
+Status WaitForMigration(QmpClient& qmp, bool incoming, const std::function<uint64_t()>& progress) {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kStall = std::chrono::seconds(60);
+  auto last_progress = Clock::now();
+  std::string last_state;
+  int64_t last_bytes = -1;
+  for (;;) {
     auto reply = qmp.Execute("query-migrate");
     if (!reply.ok())
       return reply.status().WithContext("the migration of the guest's memory did not complete");
@@ -196,11 +201,7 @@ Status WaitForMigration(QmpClient& qmp, bool incoming) {
     const JsonValue* st = m.Find("status");
     const std::string s = st ? st->AsString() : "";
     if (s == "completed") return Status::Ok();
-    if (s.empty() && incoming) {  // the incoming migration has not begun yet
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      continue;
-    }
-    if (s == "failed" || s == "cancelled" || s.empty()) {
+    if (s == "failed" || s == "cancelled" || (s.empty() && !incoming)) {
       const JsonValue* why = m.Find("error-desc");
       return Status::Unavailable(
           qmp.path() + ": the migration of the guest's memory " +
@@ -210,9 +211,22 @@ Status WaitForMigration(QmpClient& qmp, bool incoming) {
                              "a QEMU started with -daemonize, which changes to /, and a disk "
                              "file named by a relative path)")));
     }
+    // (An incoming migration shows no status until it has begun.)
+    const JsonValue* ram = m.Find("ram");
+    const JsonValue* sent = ram != nullptr ? ram->Find("transferred") : nullptr;
+    const int64_t bytes = (sent != nullptr ? sent->AsInt().value_or(-1) : -1) +
+                          (progress ? static_cast<int64_t>(progress()) : 0);
+    if (s != last_state || bytes != last_bytes) {
+      last_state = s;
+      last_bytes = bytes;
+      last_progress = Clock::now();
+    } else if (Clock::now() - last_progress > kStall) {
+      return Status::Unavailable(
+          qmp.path() + ": the migration of the guest's memory made no " +
+          "progress for 60 s (QEMU status: " + (s.empty() ? std::string("not begun") : s) + ")");
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  return Status::Unavailable(qmp.path() + ": the migration did not finish within 60 s");
 }
 
 }  // namespace hexz::cli

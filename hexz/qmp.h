@@ -13,6 +13,8 @@
 // Ownership: owns its socket. Thread safety: one thread at a time.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,10 +71,14 @@ class QmpClient {
   std::vector<base::JsonValue> events_;
 };
 
-// Waits (at most 60 s) until the migration of the QEMU behind `qmp` leaves
-// its active states (query-migrate); an error naming QEMU's error-desc
-// unless it completed. With `incoming` (a QEMU started with -incoming), a
-// migration that has not begun yet is waited for.
-base::Status WaitForMigration(QmpClient& qmp, bool incoming);
+// Waits until the migration of the QEMU behind `qmp` leaves its active
+// states (query-migrate); an error naming QEMU's error-desc unless it
+// completed, or once it has made no progress for 60 s (a large guest may
+// take minutes). Progress is a change of state, of the bytes QEMU reports
+// as sent, or of `progress()` (e.g. the bytes fed to an incoming QEMU).
+// With `incoming` (a QEMU started with -incoming), a migration that has not
+// begun yet is waited for.
+base::Status WaitForMigration(QmpClient& qmp, bool incoming,
+                              const std::function<uint64_t()>& progress = nullptr);
 
 }  // namespace hexz::cli

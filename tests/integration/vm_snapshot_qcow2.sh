@@ -30,9 +30,14 @@ start_vm() {
   wait_for test -S "$T/$name.qmp" || fail "QEMU $name did not start: $(cat "$T/$name.log")"
 }
 
-# --continue: the guest runs on; disk and memory are in the snapshot.
+# --continue: the guest runs on; disk and memory are in the snapshot. The
+# migration runs unlimited (QEMU's rate limit would only lengthen the
+# pause), and the guest's own limit is put back afterwards.
 start_vm a
+qmp "$T/a.qmp" migrate-set-parameters '{"max-bandwidth": 12345678}' >/dev/null
 out=$("$HEXZ" vm snapshot --qmp "$T/a.qmp" --output vm.st --continue) || fail "vm snapshot: $out"
+[[ $(qmp "$T/a.qmp" query-migrate-parameters | python3 -c 'import json,sys; print(json.load(sys.stdin)["max-bandwidth"])') == 12345678 ]] \
+  || fail "the guest's migration max-bandwidth was not put back: $(qmp "$T/a.qmp" query-migrate-parameters)"
 grep -q "vm.st: captured the guest in [0-9.]* s into .*; the guest was paused for [0-9.]* s and runs on" <<<"$out" || fail "summary: $out"
 [[ $(status "$T/a.qmp") == running ]] || fail "--continue: the guest is $(status "$T/a.qmp")"
 "$HEXZ" cat vm.st | cmp - disk.raw || fail "the snapshot's disk differs from the guest's"
@@ -76,6 +81,8 @@ pass "vm snapshot shuts the guest down by default; --parent writes a thin snapsh
 # Clear errors, nothing left behind.
 expect_fail_msg "nosuch.qmp: cannot connect to the QMP socket.*-qmp unix:" \
   "$HEXZ" vm snapshot --qmp "$T/nosuch.qmp" -o err.st
+expect_fail_msg "max-bandwidth.*must be between 1 and 1T" \
+  "$HEXZ" vm snapshot --qmp "$T/b.qmp" -o err.st --max-bandwidth 0
 start_vm c -S
 expect_fail_msg "the guest is not running \(QEMU status: prelaunch\)" \
   "$HEXZ" vm snapshot --qmp "$T/c.qmp" -o err.st
@@ -88,10 +95,10 @@ pass "no QMP socket and a guest that is not running are clear errors; nothing is
 # temporary file.
 kill -9 "$vm_pid"; wait "$vm_pid" 2>/dev/null
 start_vm d
-qmp "$T/d.qmp" migrate-set-parameters '{"max-bandwidth": 20000}' >/dev/null
+# (--max-bandwidth slows it down; QEMU's own limit is put back after.)
 pipes() { ls -l "/proc/$vm_pid/fd" 2>/dev/null | grep -c 'pipe:'; }
 before=$(pipes)
-"$HEXZ" vm snapshot --qmp "$T/d.qmp" -o half.st >half.out 2>&1 &
+"$HEXZ" vm snapshot --qmp "$T/d.qmp" -o half.st --max-bandwidth 20K >half.out 2>&1 &
 snap_pid=$!
 # QEMU holds the migration pipe once the memory stream has begun.
 for _ in $(seq 100); do (( $(pipes) > before )) && break; sleep 0.1; done

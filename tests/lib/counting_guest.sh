@@ -131,7 +131,8 @@ stop_and_commit() {
   stop_at_next_tick "$sock" "$log"
   qmp "$sock" quit >/dev/null 2>&1 || true
   wait "$pid" || fail "vm resume of $base exited with $?: $(tail -n 5 "$log")"
-  "$HEXZ" commit --base "$base" --overlay "$overlay" -o "$out" >/dev/null || fail "commit of $overlay"
+  local said
+  said=$("$HEXZ" commit --base "$base" --overlay "$overlay" -o "$out" 2>&1) || fail "commit of $overlay: $said"
   "$HEXZ" cat "$out" >"$out.raw"
   [[ $(disk_count "$out.raw") == "$stopped_at" ]] ||
     fail "$overlay committed holds $(disk_count "$out.raw"), not the last tick $stopped_at"
