@@ -34,6 +34,7 @@
 // pauses the guest while vm resume folds the fresh overlay back.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -188,6 +189,17 @@ Status PackDisk(QmpClient& qmp, const std::string& node, format::SnapshotWriter*
   char dir[] = "/tmp/hexz-vm.XXXXXX";
   if (mkdtemp(dir) == nullptr) return Status::FromErrno(errno, "mkdtemp /tmp/hexz-vm.XXXXXX");
   const std::string sock = std::string(dir) + "/nbd.sock";
+  // A capture killed while it read the disk left its export and QEMU's NBD
+  // server behind: both are ours to stop.
+  if (auto exports = qmp.Execute("query-block-exports"); exports.ok()) {
+    for (const JsonValue& e : exports->items()) {
+      const JsonValue* id = e.Find("id");
+      if (id == nullptr || id->AsString() != "hexz-disk") continue;
+      (void)qmp.Execute("block-export-del",
+                        JsonValue::Object({{"id", Str("hexz-disk")}, {"mode", Str("hard")}}));
+      (void)qmp.Execute("nbd-server-stop");
+    }
+  }
   // nbd-server-start takes the legacy address form: {type, data: {path}}.
   JsonValue addr = JsonValue::Object(
       {{"type", Str("unix")}, {"data", JsonValue::Object({{"path", Str(sock)}})}});
@@ -405,10 +417,14 @@ class RedirectedWrites {
       dir = dir.empty() ? std::string(cwd) : std::string(cwd) + "/" + dir;
     }
     std::string path = dir + "/." + name + ".writes-XXXXXX";
-    int fd = ::mkstemp(path.data());  // the name is ours; QEMU writes the image
-    if (fd < 0) return Status::FromErrno(errno, "creating " + path);
-    ::close(fd);
+    // The name is ours; QEMU writes the image into the same file. Our
+    // flock on it tells another hexz that this capture is alive (the lock
+    // goes with our process).
+    base::UniqueFd fd(::mkstemp(path.data()));
+    if (!fd.valid()) return Status::FromErrno(errno, "creating " + path);
+    ::flock(fd.get(), LOCK_EX);
     auto r = std::unique_ptr<RedirectedWrites>(new RedirectedWrites(qmp, disk.node, path));
+    r->lock_ = std::move(fd);
     Status st =
         qmp.Execute("blockdev-snapshot-sync", JsonValue::Object({{"node-name", Str(disk.node)},
                                                                  {"snapshot-file", Str(path)},
@@ -423,6 +439,52 @@ class RedirectedWrites {
   }
 
   const std::string& path() const { return path_; }
+
+  // A capture killed while the guest's writes were redirected leaves the
+  // guest on the temporary qcow2 (its top node is kNode). When `disk` is
+  // that node, merges it back into the file under it and removes it; sets
+  // *path to it. Else does nothing and leaves *path empty.
+  static Status RecoverInterrupted(QmpClient& qmp, const DiskNode& disk, std::string* path) {
+    path->clear();
+    if (disk.node != kNode) return Status::Ok();
+    HEXZ_ASSIGN_OR_RETURN(JsonValue nodes,
+                          qmp.Execute("query-named-block-nodes",
+                                      JsonValue::Object({{"flat", JsonValue::Bool(true)}})));
+    // The base: the format node (not the protocol node, which has the same
+    // file name) of the file the temporary qcow2 is over.
+    std::string top_file, backing_file, base;
+    for (const JsonValue& n : nodes.items()) {
+      const JsonValue* name = n.Find("node-name");
+      if (name == nullptr || name->AsString() != kNode) continue;
+      const JsonValue* file = n.Find("file");
+      const JsonValue* backing = n.Find("backing_file");  // as QEMU named it when redirecting
+      top_file = file ? file->AsString() : "";
+      backing_file = backing ? backing->AsString() : "";
+    }
+    for (const JsonValue& n : nodes.items()) {
+      const JsonValue* name = n.Find("node-name");
+      const JsonValue* drv = n.Find("drv");
+      const JsonValue* file = n.Find("file");
+      if (name == nullptr || drv == nullptr || file == nullptr || name->AsString() == kNode ||
+          drv->AsString() == "file" || drv->AsString() == "host_device")
+        continue;
+      if (!backing_file.empty() && file->AsString() == backing_file) base = name->AsString();
+    }
+    if (base::UniqueFd f(::open(top_file.c_str(), O_RDONLY | O_CLOEXEC));
+        f.valid() && ::flock(f.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+      return Status::Busy(qmp.path() + ": another hexz vm snapshot is capturing this guest (its " +
+                          "writes go to " + top_file + " meanwhile)");
+    }
+    if (top_file.empty() || base.empty()) {
+      return Status::Unsupported(qmp.path() + ": the guest runs on " + kNode + " (" + top_file +
+                                 "), left by an interrupted hexz vm snapshot, and the file under "
+                                 "it cannot be found; merge it with QMP block-commit");
+    }
+    RedirectedWrites r(qmp, base, top_file);
+    HEXZ_RETURN_IF_ERROR(r.Merge());
+    *path = top_file;
+    return Status::Ok();
+  }
 
   Status Merge() {
     Status st = Commit();
@@ -492,6 +554,7 @@ class RedirectedWrites {
   QmpClient& qmp_;
   std::string base_;  // the guest's disk node, the commit's base
   std::string path_;
+  base::UniqueFd lock_;  // flock on path_ while this capture runs
 };
 
 // --continue of a guest on its own disk file (the guest is stopped): its
@@ -575,6 +638,19 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   }
   HEXZ_ASSIGN_OR_RETURN(std::unique_ptr<QmpClient> qmp, QmpClient::Connect(a.qmp));
   HEXZ_RETURN_IF_ERROR(CheckRunning(*qmp));
+  {
+    // A guest left on a temporary qcow2 by a killed capture is first put
+    // back onto its file.
+    HEXZ_ASSIGN_OR_RETURN(DiskNode disk, FindDiskNode(*qmp));
+    std::string merged;
+    HEXZ_RETURN_IF_ERROR(RedirectedWrites::RecoverInterrupted(*qmp, disk, &merged));
+    if (!merged.empty() && !a.quiet) {
+      std::printf(
+          "%s: merged the guest's writes left in %s by an interrupted capture back into "
+          "its disk\n",
+          a.qmp.c_str(), merged.c_str());
+    }
+  }
   HEXZ_ASSIGN_OR_RETURN(Guest guest, InspectGuest(*qmp, a));
   if (guest.base) o.block_size = guest.base->block_size();
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));

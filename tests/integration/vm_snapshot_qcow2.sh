@@ -205,6 +205,40 @@ qemu-io -f qcow2 "${checks[@]}" big.qcow2 | grep -q "Pattern verification failed
   fail "a write made during the capture is not in big.qcow2"
 pass "--continue of a qcow2 guest: paused $paused s of $took s (memory only); the snapshot is the disk as of the pause; $n writes made meanwhile were merged back into its file"
 
+# A capture killed while the guest's writes are redirected leaves the guest
+# running on the temporary qcow2; the next capture first merges it back
+# into the guest's file (and removes it), then captures.
+big_vm
+"$HEXZ" vm snapshot --qmp "$T/e.qmp" -o killed.st --continue >killed.out 2>&1 &
+snap_pid=$!
+for _ in $(seq 200); do
+  ls -A | grep -q '^\.killed\.st\.writes-' && [[ $(status "$T/w.qmp") == running ]] && break
+  sleep 0.02
+done
+ls -A | grep -q '^\.killed\.st\.writes-' || fail "no temporary qcow2 appeared: $(cat killed.out)"
+# Meanwhile another capture (through the guest's second QMP socket) is
+# refused: the first is alive; its writes redirect is not a leftover.
+expect_fail_msg "w.qmp: another hexz vm snapshot is capturing this guest \(its writes go to $T/.killed.st.writes-" \
+  "$HEXZ" vm snapshot --qmp "$T/w.qmp" -o second.st --continue
+[[ ! -e second.st ]] || fail "the refused capture wrote second.st"
+kill -9 "$snap_pid"
+wait "$snap_pid" 2>/dev/null
+qmp "$T/w.qmp" query-block | grep -q '"backing-image"' ||
+  fail "the capture ended before it was killed: $(cat killed.out)"
+hmp "$T/w.qmp" "qemu-io d0 \\\"write -P 0x77 4M 4k\\\"" >/dev/null  # lands in the temporary qcow2
+out=$("$HEXZ" vm snapshot --qmp "$T/e.qmp" -o after.st --continue 2>&1) || fail "the capture after a killed one: $out"
+grep -q "merged the guest's writes left in $T/.killed.st.writes-[A-Za-z0-9]* by an interrupted capture back into its disk" <<<"$out" ||
+  fail "no merge of the killed capture's temporary qcow2: $out"
+[[ -z $(ls -A | grep 'writes-') ]] || fail "a temporary qcow2 is left: $(ls -A)"
+qmp "$T/w.qmp" query-block | grep -q '"backing-image"' && fail "the guest is not back on its file"
+"$HEXZ" cat after.st | python3 -c 'import sys; d = sys.stdin.buffer.read(); sys.exit(0 if d[4 << 20:(4 << 20) + 4096] == b"\x77" * 4096 else 1)' ||
+  fail "after.st lacks the write made while the guest ran on the temporary qcow2"
+qmp "$T/w.qmp" quit >/dev/null || true
+for _ in $(seq 50); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 0.1; done
+qemu-io -f qcow2 -c 'read -q -P 0x77 4M 4k' big.qcow2 | grep -q "Pattern verification failed" &&
+  fail "the write made on the temporary qcow2 is not in big.qcow2"
+pass "a capture killed while the writes were redirected: the next capture merges them back into the file first; one that runs is not disturbed"
+
 # A capture that fails after the redirect (its output on a full tmpfs):
 # an error, no output, no temporary qcow2, the guest running on its file.
 big_vm
