@@ -59,6 +59,7 @@
 #include "hexz/cli_checks.h"
 #include "hexz/commands.h"
 #include "hexz/disk_source.h"
+#include "hexz/nbd_api.h"
 #include "hexz/qmp.h"
 #include "hexz/temp_file_watchdog.h"
 #include "hexz/vm_control.h"
@@ -653,6 +654,9 @@ Status VmSnapshot(const SnapshotArgs& a, format::WriterOptions o) {
   }
   HEXZ_ASSIGN_OR_RETURN(Guest guest, InspectGuest(*qmp, a));
   if (guest.base) o.block_size = guest.base->block_size();
+  // libnbd (the flush of a served disk, the read of QEMU's export) is
+  // loaded now, not while the guest is paused.
+  HEXZ_RETURN_IF_ERROR(LoadNbd().status());
   HEXZ_ASSIGN_OR_RETURN(auto writer, format::SnapshotWriter::Create(a.output, o));
   TempFileWatchdog watchdog;  // stopped (destroyed) before the writer
   watchdog.Start(a.output);
