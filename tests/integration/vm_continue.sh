@@ -36,6 +36,7 @@ base_tick=$(last_tick a.serial)
 (( base_tick < 9 )) || fail "the booted guest was captured at tick $base_tick, after its churn"
 
 resume_vm base.st "$T/r.qmp" --overlay ov
+r_pid=$resume_pid  # (resume_vm and resume_at set resume_pid for each guest)
 wait_tick r.qmp.out 10 300  # the 192 MiB were written in tick 9
 disk_json() { cat run/hexz/resume-*/disk.json; }
 # The guest may tick again before the command returns (the disk is written
@@ -115,5 +116,5 @@ grep -q "refused a connection from uid $(id -u "$TEST_USER"); only the owner of 
 pass "the control socket refuses $TEST_USER"
 
 # The guest's end: its overlay over the last snapshot holds its last tick.
-stop_and_commit "$T/r.qmp" r.qmp.out "$resume_pid" s2.st ov c.st
+stop_and_commit "$T/r.qmp" r.qmp.out "$r_pid" s2.st ov c.st
 pass "the guest's overlay, committed over s2.st, holds its last tick $stopped_at"

@@ -40,6 +40,7 @@ wait_tick a.serial 5
 base_tick=$(last_tick a.serial)
 
 resume_vm base.st "$T/r.qmp" --overlay ov
+r_pid=$resume_pid  # (resume_vm and resume_at set resume_pid for each guest)
 wait_tick r.qmp.out $((base_tick + 3)) 120
 from=$(last_tick r.qmp.out)
 out=$("$HEXZ" vm snapshot --qmp "$T/r.qmp" -o s1.st --continue) || fail "vm snapshot --continue: $out"
@@ -82,7 +83,7 @@ read -r _ dpar dblk dzero _ mpar mblk < <(streams s2.st)
 pass "the chain s1.st -> base.st resumes at $((k1 + 1)); vm snapshot --standalone of its guest at $k2"
 
 # The first resumed guest, stopped; its overlay holds its last tick.
-stop_and_commit "$T/r.qmp" r.qmp.out "$resume_pid" s1.st ov c.st
+stop_and_commit "$T/r.qmp" r.qmp.out "$r_pid" s1.st ov c.st
 r=$stopped_at
 pass "the guest that ran on after the capture: its overlay, committed, holds its last tick $r"
 
