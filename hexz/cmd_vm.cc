@@ -43,7 +43,6 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <initializer_list>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -439,8 +438,6 @@ class RedirectedWrites {
     return r;
   }
 
-  const std::string& path() const { return path_; }
-
   // A capture killed while the guest's writes were redirected leaves the
   // guest on the temporary qcow2 (its top node is kNode). When `disk` is
   // that node, merges it back into the file under it and removes it; sets
@@ -453,7 +450,7 @@ class RedirectedWrites {
                                       JsonValue::Object({{"flat", JsonValue::Bool(true)}})));
     // The base: the format node (not the protocol node, which has the same
     // file name) of the file the temporary qcow2 is over.
-    std::string top_file, backing_file, base;
+    std::string top_file, backing_file, base_node;
     for (const JsonValue& n : nodes.items()) {
       const JsonValue* name = n.Find("node-name");
       if (name == nullptr || name->AsString() != kNode) continue;
@@ -469,19 +466,28 @@ class RedirectedWrites {
       if (name == nullptr || drv == nullptr || file == nullptr || name->AsString() == kNode ||
           drv->AsString() == "file" || drv->AsString() == "host_device")
         continue;
-      if (!backing_file.empty() && file->AsString() == backing_file) base = name->AsString();
+      if (!backing_file.empty() && file->AsString() == backing_file) base_node = name->AsString();
     }
-    if (base::UniqueFd f(::open(top_file.c_str(), O_RDONLY | O_CLOEXEC));
+    // What QEMU reports is the QMP peer's word (another user's QEMU, or a
+    // program that speaks QMP): a file is merged and removed only if it is
+    // one this command makes.
+    if (!IsOurs(top_file)) {
+      return Status::Unsupported(qmp.path() + ": the guest runs on a node named " + kNode +
+                                 " whose file " + top_file +
+                                 " is not one hexz vm snapshot makes (.NAME.writes-XXXXXX, a "
+                                 "qcow2); merge it with QMP block-commit");
+    }
+    if (base::UniqueFd f(::open(top_file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         f.valid() && ::flock(f.get(), LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
       return Status::Busy(qmp.path() + ": another hexz vm snapshot is capturing this guest (its " +
                           "writes go to " + top_file + " meanwhile)");
     }
-    if (top_file.empty() || base.empty()) {
+    if (top_file.empty() || base_node.empty()) {
       return Status::Unsupported(qmp.path() + ": the guest runs on " + kNode + " (" + top_file +
                                  "), left by an interrupted hexz vm snapshot, and the file under "
                                  "it cannot be found; merge it with QMP block-commit");
     }
-    RedirectedWrites r(qmp, base, top_file);
+    RedirectedWrites r(qmp, base_node, top_file);
     HEXZ_RETURN_IF_ERROR(r.Merge());
     *path = top_file;
     return Status::Ok();
@@ -503,6 +509,23 @@ class RedirectedWrites {
   static constexpr const char* kNode = "hexz-writes";
   static constexpr const char* kJob = "hexz-merge";
 
+  // `path` as Start names it (an absolute .NAME.writes-XXXXXX) and a
+  // regular file (not a symlink) that holds a qcow2.
+  static bool IsOurs(const std::string& path) {
+    const std::string name = path.substr(path.rfind('/') + 1);
+    const std::string tag = ".writes-";
+    const size_t at = name.rfind(tag);
+    if (path.empty() || path[0] != '/' || name.size() < 2 || name[0] != '.' ||
+        at == std::string::npos || at < 2 || name.size() != at + tag.size() + 6)
+      return false;
+    base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st;
+    uint8_t magic[4];
+    return fd.valid() && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+           ::pread(fd.get(), magic, sizeof magic, 0) == 4 && magic[0] == 'Q' && magic[1] == 'F' &&
+           magic[2] == 'I' && magic[3] == 0xfb;
+  }
+
   RedirectedWrites(QmpClient& qmp, std::string base, std::string path)
       : qmp_(qmp), base_(std::move(base)), path_(std::move(path)) {}
 
@@ -521,14 +544,12 @@ class RedirectedWrites {
     return Status::Internal(std::string("QEMU lost the job ") + kJob);
   }
 
-  // Polls until the job is in one of `want` or has concluded.
-  Status AwaitJob(std::initializer_list<const char*> want, std::string* status,
-                  std::string* error) {
+  // Polls until the job's status is `until`, or "concluded" (where a job
+  // ends, also after a failure).
+  Status AwaitJob(const std::string& until, std::string* status, std::string* error) {
     for (;;) {
       HEXZ_RETURN_IF_ERROR(JobState(status, error));
-      if (*status == "concluded") return Status::Ok();
-      for (const char* w : want)
-        if (*status == w) return Status::Ok();
+      if (*status == until || *status == "concluded") return Status::Ok();
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
@@ -541,10 +562,10 @@ class RedirectedWrites {
                                                         {"auto-dismiss", JsonValue::Bool(false)}}))
             .status());
     std::string status, error;
-    Status st = AwaitJob({"ready"}, &status, &error);
+    Status st = AwaitJob("ready", &status, &error);
     if (st.ok() && status == "ready") {
       st = qmp_.Execute("job-complete", JsonValue::Object({{"id", Str(kJob)}})).status();
-      if (st.ok()) st = AwaitJob({}, &status, &error);
+      if (st.ok()) st = AwaitJob("concluded", &status, &error);
     }
     (void)qmp_.Execute("job-dismiss", JsonValue::Object({{"id", Str(kJob)}}));
     HEXZ_RETURN_IF_ERROR(st);

@@ -123,32 +123,15 @@ std::vector<long> VersionParts(const std::string& v) {
   return parts;
 }
 
-// The QEMU program as execvp would find it: `program` itself when it names
-// a path, else the first executable of that name in $PATH. Checked before
-// anything starts, so that a missing QEMU is named rather than seen exiting.
-Result<std::string> ResolveProgram(const std::string& program) {
-  auto fail = [&program] {
-    return Status::NotFound("cannot run the QEMU program " + program +
-                            " (not found, or not executable); name it with --qemu");
-  };
-  if (program.empty()) return fail();
-  if (program.find('/') != std::string::npos) {
-    if (::access(program.c_str(), X_OK) != 0) return fail();
-    return program;
-  }
-  const char* env = std::getenv("PATH");
-  const std::string path = env != nullptr ? env : "/usr/local/bin:/usr/bin:/bin";
-  for (size_t b = 0, e; b <= path.size(); b = e + 1) {
-    e = path.find(':', b);
-    if (e == std::string::npos) e = path.size();
-    const std::string dir = e > b ? path.substr(b, e - b) : ".";
-    const std::string candidate = dir + "/" + program;
-    struct stat st;
-    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        ::access(candidate.c_str(), X_OK) == 0)
-      return program;
-  }
-  return fail();
+// A QEMU program that does not run is named before anything starts, rather
+// than seen exiting: `program` itself when it names a path, else in $PATH.
+Status CheckProgram(const std::string& program) {
+  const bool found = program.find('/') != std::string::npos
+                         ? ::access(program.c_str(), X_OK) == 0
+                         : !program.empty() && FindInPath(program).ok();
+  if (found) return Status::Ok();
+  return Status::NotFound("cannot run the QEMU program " + program +
+                          " (not found, or not executable); name it with --qemu");
 }
 
 // QEMU loads migration streams of its own and older versions only: a QEMU
@@ -439,7 +422,7 @@ Status Resume::Start() {
   HEXZ_ASSIGN_OR_RETURN(std::shared_ptr<format::Snapshot> snapshot,
                         OpenSnapshotAsUser(a_.snapshot));
   HEXZ_ASSIGN_OR_RETURN(Recorded r, ReadRecorded(a_.snapshot, *snapshot));
-  HEXZ_RETURN_IF_ERROR(ResolveProgram(QemuProgram(r)).status());
+  HEXZ_RETURN_IF_ERROR(CheckProgram(QemuProgram(r)));
   HEXZ_ASSIGN_OR_RETURN(std::string base, PrivateRuntimeDir("the guest's NBD socket"));
   std::string tmpl = base + "/resume-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Status::FromErrno(errno, "mkdtemp " + tmpl);

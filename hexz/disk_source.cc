@@ -17,6 +17,7 @@
 #include "common/format/layout.h"
 #include "common/io/file.h"
 #include "hexz/nbd_api.h"
+#include "hexz/worker_session.h"
 
 namespace hexz::cli {
 namespace {
@@ -301,17 +302,7 @@ Result<std::string> FindQemuTool(const std::string& tool, const std::string& nea
     std::string cand = near.substr(0, near.rfind('/') + 1) + tool;
     if (near.find('/') != std::string::npos && access(cand.c_str(), X_OK) == 0) return cand;
   }
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    std::string dir = dirs.substr(start, end - start);
-    std::string cand = (dir.empty() ? "." : dir) + "/" + tool;
-    if (access(cand.c_str(), X_OK) == 0) return cand;
-    start = end + 1;
-  }
+  if (auto found = FindInPath(tool); found.ok()) return found;
   return Status::NotFound(why + tool + " is not installed (not found in PATH)" + hint);
 }
 

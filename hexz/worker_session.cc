@@ -69,6 +69,18 @@ Result<std::string> FindProgram(const std::string& name, const char* env_var,
                           " to its path");
 }
 
+Result<std::string> FindInPath(const std::string& name) {
+  const char* env = std::getenv("PATH");
+  const std::string dirs = env != nullptr ? env : "/usr/local/bin:/usr/bin:/bin";
+  for (size_t b = 0, e; b <= dirs.size(); b = e + 1) {
+    e = dirs.find(':', b);
+    if (e == std::string::npos) e = dirs.size();
+    const std::string candidate = (e > b ? dirs.substr(b, e - b) : ".") + "/" + name;
+    if (IsExecutable(candidate)) return candidate;
+  }
+  return Status::NotFound(name + " not found in PATH");
+}
+
 Result<std::string> PrivateRuntimeDir(const std::string& purpose) {
   std::vector<std::string> candidates;
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {

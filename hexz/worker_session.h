@@ -31,6 +31,11 @@ namespace hexz::cli {
 base::Result<std::string> FindProgram(const std::string& name, const char* env_var,
                                       const std::string& build_subdir);
 
+// The first executable regular file `name` in the directories of $PATH (as
+// execvp would find it; /usr/local/bin:/usr/bin:/bin when PATH is unset, "."
+// for an empty entry); NotFound otherwise, which callers word.
+base::Result<std::string> FindInPath(const std::string& name);
+
 // A private (0700, ours, not a symlink) directory: $XDG_RUNTIME_DIR/hexz,
 // else ~/.cache/hexz. `purpose` goes into the error ("the daemon's log").
 base::Result<std::string> PrivateRuntimeDir(const std::string& purpose);

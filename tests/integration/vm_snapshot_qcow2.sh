@@ -239,6 +239,52 @@ qemu-io -f qcow2 -c 'read -q -P 0x77 4M 4k' big.qcow2 | grep -q "Pattern verific
   fail "the write made on the temporary qcow2 is not in big.qcow2"
 pass "a capture killed while the writes were redirected: the next capture merges them back into the file first; one that runs is not disturbed"
 
+# What a QMP peer reports is its word: a peer (another user's QEMU, or any
+# program that speaks QMP) that names a file of ours as the guest's leftover
+# temporary qcow2 does not get it merged or removed. The stand-in answers
+# as if a killed capture had left the guest on FILE, and says yes to the
+# merge.
+cat >fakeqmp.py <<'PY'
+import json, os, socket, sys
+sock, top = sys.argv[1], sys.argv[2]
+srv = socket.socket(socket.AF_UNIX); srv.bind(sock); srv.listen(1)
+conn, _ = srv.accept(); f = conn.makefile("rw")
+f.write(json.dumps({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}},
+                            "capabilities": []}}) + "\n"); f.flush()
+answers = {
+    "qmp_capabilities": {},
+    "query-status": {"status": "running", "running": True},
+    "query-block": [{"device": "d0", "inserted": {"ro": False, "node-name": "hexz-writes"}}],
+    "query-named-block-nodes": [
+        {"node-name": "hexz-writes", "drv": "qcow2", "file": top, "backing_file": "/x.qcow2"},
+        {"node-name": "base0", "drv": "qcow2", "file": "/x.qcow2"}],
+    "block-commit": {}, "job-complete": {}, "job-dismiss": {},
+    "query-jobs": [{"id": "hexz-merge", "status": "concluded"}],
+}
+for line in f:
+    cmd = json.loads(line)["execute"]
+    if cmd in answers:
+        f.write(json.dumps({"return": answers[cmd]}) + "\n")
+    else:
+        f.write(json.dumps({"error": {"class": "GenericError", "desc": "no " + cmd}}) + "\n")
+    f.flush()
+PY
+echo keep >precious
+printf 'not a qcow2' >.x.st.writes-abcdef
+for victim in "$T/precious" "$T/.x.st.writes-abcdef"; do
+  rm -f fake.qmp
+  python3 fakeqmp.py "$T/fake.qmp" "$victim" &
+  fake_pid=$!
+  on_exit "kill $fake_pid 2>/dev/null"
+  wait_for test -S "$T/fake.qmp" || fail "the QMP stand-in did not start"
+  expect_fail_msg "fake.qmp: the guest runs on a node named hexz-writes whose file $victim is not one hexz vm snapshot makes" \
+    "$HEXZ" vm snapshot --qmp "$T/fake.qmp" -o fake.st --continue
+  kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null
+  [[ -f $victim ]] || fail "hexz removed $victim on a QMP peer's word"
+done
+[[ $(cat precious) == keep ]] || fail "precious changed"
+pass "a QMP peer that names another file as the leftover temporary qcow2 gets it neither merged nor removed"
+
 # A capture that fails after the redirect (its output on a full tmpfs):
 # an error, no output, no temporary qcow2, the guest running on its file.
 big_vm
